@@ -1,0 +1,19 @@
+//! Memory mappings with bounds-checked access: guest RAM received as a file descriptor (vfio-user
+//! `DMA_MAP`), doorbell pages shared with a guest, and sparse anonymous memory for RAM-backed
+//! namespaces.
+//!
+//! This is the one place in the project that turns raw mappings into safe operations. Every other
+//! crate reaches mapped memory only through [`Mapping`], whose methods check offsets against the
+//! mapping's length and its protection, so a guest-controlled address can at worst produce an
+//! [`AccessError`], never a stray access or a `SIGSEGV`.
+//!
+//! Memory shared with another process can change at any moment. Copies in and out of a mapping are
+//! therefore plain byte copies that never create Rust references to the shared bytes, and the
+//! only typed access offered is atomic ([`Mapping::atomic_u32`]), which is what doorbells need.
+//! A guest that races its own buffers sees torn data, exactly as with real DMA.
+
+mod mapping;
+
+pub use mapping::AccessError;
+pub use mapping::Mapping;
+pub use mapping::Protection;
