@@ -12,7 +12,13 @@
 //! only typed access offered is atomic ([`Mapping::atomic_u32`]), which is what doorbells need.
 //! A guest that races its own buffers sees torn data, exactly as with real DMA.
 
+mod address_space;
 mod mapping;
+
+pub use address_space::AddressSpace;
+pub use address_space::DmaError;
+pub use address_space::MapError;
+pub use address_space::WriteObserver;
 
 pub use mapping::AccessError;
 pub use mapping::Mapping;

@@ -1,0 +1,441 @@
+//! [`AddressSpace`]: guest-physical addresses resolved onto a set of [`Mapping`]s.
+//!
+//! A vfio-user client hands the server its guest RAM as several windows (`DMA_MAP`), each a file
+//! descriptor mapped at a guest address, some read-only. The device then addresses that memory by
+//! guest-physical address. This type keeps the windows, resolves an access to the one window that
+//! holds it (accesses spanning two windows are split), records what the device writes in an
+//! optional [`WriteObserver`] (dirty logging for live migration), and lets an unmap wait until no
+//! access to the removed window is still in flight.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::RwLock;
+
+use crate::AccessError;
+use crate::Mapping;
+
+/// Receives the guest-physical ranges the device writes, for dirty-page logging.
+///
+/// Called on the I/O path for every write, so implementations must be cheap and lock-free.
+pub trait WriteObserver: Send + Sync {
+    /// `len` bytes starting at guest-physical address `gpa` were written.
+    fn written(&self, gpa: u64, len: u64);
+}
+
+/// An access to guest memory that cannot be carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DmaError {
+    /// No mapped window holds (part of) the range.
+    #[error("guest-physical range {gpa:#x}+{len:#x} is not mapped")]
+    Unmapped {
+        /// First unmapped guest-physical address of the access.
+        gpa: u64,
+        /// Length of the access.
+        len: u64,
+    },
+    /// The window holding the range is mapped read-only.
+    #[error("guest-physical address {gpa:#x} is mapped read-only")]
+    ReadOnly {
+        /// Guest-physical address of the rejected write.
+        gpa: u64,
+    },
+}
+
+/// A request to add a window that conflicts with the existing ones.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// The new window overlaps an existing one (vfio-user answers EEXIST).
+    #[error(
+        "window {new_start:#x}..{new_end:#x} overlaps the mapped window {old_start:#x}..{old_end:#x}"
+    )]
+    Overlap {
+        /// Start of the requested window.
+        new_start: u64,
+        /// End (exclusive) of the requested window.
+        new_end: u64,
+        /// Start of the existing window.
+        old_start: u64,
+        /// End (exclusive) of the existing window.
+        old_end: u64,
+    },
+    /// The window's end does not fit in 64 bits.
+    #[error("window at {gpa:#x} of {len:#x} bytes wraps around the address space")]
+    Wraps {
+        /// Requested start.
+        gpa: u64,
+        /// Requested length.
+        len: u64,
+    },
+    /// No window starts at exactly this address with exactly this length.
+    #[error("no window is mapped at exactly {gpa:#x} with {len:#x} bytes")]
+    NotMapped {
+        /// Requested start.
+        gpa: u64,
+        /// Requested length.
+        len: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Window {
+    gpa: u64,
+    mapping: Arc<Mapping>,
+}
+
+impl Window {
+    fn range(&self) -> Range<u64> {
+        self.gpa..self.gpa + self.mapping.len()
+    }
+}
+
+/// A snapshot of the windows, sorted by guest address.
+type Windows = Arc<Vec<Window>>;
+
+/// Guest-physical memory made of mapped windows. Cheap to share (`Arc`) between the control
+/// thread that maps and unmaps and the I/O threads that access it.
+#[derive(Default)]
+pub struct AddressSpace {
+    windows: RwLock<Windows>,
+    observer: RwLock<Option<Arc<dyn WriteObserver>>>,
+}
+
+impl std::fmt::Debug for AddressSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let windows = self.snapshot();
+        f.debug_list()
+            .entries(windows.iter().map(|w| w.range()))
+            .finish()
+    }
+}
+
+impl AddressSpace {
+    /// An empty address space: every access fails until windows are mapped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn snapshot(&self) -> Windows {
+        self.windows
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Adds `mapping` at guest-physical address `gpa`. Overlapping an existing window fails.
+    pub fn map(&self, gpa: u64, mapping: Mapping) -> Result<(), MapError> {
+        let len = mapping.len();
+        let end = gpa.checked_add(len).ok_or(MapError::Wraps { gpa, len })?;
+        let mut guard = self
+            .windows
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(old) = guard.iter().find(|w| w.gpa < end && gpa < w.range().end) {
+            return Err(MapError::Overlap {
+                new_start: gpa,
+                new_end: end,
+                old_start: old.gpa,
+                old_end: old.range().end,
+            });
+        }
+        let mut next: Vec<Window> = guard.as_ref().clone();
+        let at = next.partition_point(|w| w.gpa < gpa);
+        next.insert(
+            at,
+            Window {
+                gpa,
+                mapping: Arc::new(mapping),
+            },
+        );
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    /// Removes the window mapped at exactly `gpa` with exactly `len` bytes and waits until no
+    /// access that started before the call still uses it, so that when this returns the device
+    /// holds no reference to that memory (the vfio-user `DMA_UNMAP` contract).
+    pub fn unmap(&self, gpa: u64, len: u64) -> Result<(), MapError> {
+        let removed = {
+            let mut guard = self
+                .windows
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(index) = guard
+                .iter()
+                .position(|w| w.gpa == gpa && w.mapping.len() == len)
+            else {
+                return Err(MapError::NotMapped { gpa, len });
+            };
+            let mut next: Vec<Window> = guard.as_ref().clone();
+            let removed = next.remove(index).mapping;
+            *guard = Arc::new(next);
+            removed
+        };
+        wait_until_unique(removed);
+        Ok(())
+    }
+
+    /// Removes every window, waiting for in-flight accesses as [`unmap`](Self::unmap) does.
+    pub fn unmap_all(&self) {
+        let old = std::mem::take(
+            &mut *self
+                .windows
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let mappings: Vec<Arc<Mapping>> = old.iter().map(|w| w.mapping.clone()).collect();
+        drop(old);
+        for mapping in mappings {
+            wait_until_unique(mapping);
+        }
+    }
+
+    /// The guest-physical ranges currently mapped, in address order.
+    pub fn windows(&self) -> Vec<Range<u64>> {
+        self.snapshot().iter().map(Window::range).collect()
+    }
+
+    /// Installs (or with `None` removes) the observer told about every write.
+    pub fn set_write_observer(&self, observer: Option<Arc<dyn WriteObserver>>) {
+        *self
+            .observer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = observer;
+    }
+
+    /// Walks `[gpa, gpa + len)` window by window, calling `f(mapping, offset_in_mapping,
+    /// offset_in_access, chunk_len)` for each piece; fails on the first unmapped byte.
+    fn for_each_piece(
+        &self,
+        gpa: u64,
+        len: u64,
+        mut f: impl FnMut(&Mapping, u64, u64, u64) -> Result<(), DmaError>,
+    ) -> Result<(), DmaError> {
+        let windows = self.snapshot();
+        let mut done = 0u64;
+        while done < len {
+            let at = gpa
+                .checked_add(done)
+                .ok_or(DmaError::Unmapped { gpa, len })?;
+            let index = windows.partition_point(|w| w.gpa <= at);
+            let window = index
+                .checked_sub(1)
+                .map(|i| &windows[i])
+                .filter(|w| at < w.range().end)
+                .ok_or(DmaError::Unmapped { gpa: at, len })?;
+            let offset = at - window.gpa;
+            let chunk = (window.mapping.len() - offset).min(len - done);
+            f(&window.mapping, offset, done, chunk)?;
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    fn observe(&self, gpa: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let guard = self
+            .observer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(observer) = guard.as_ref() {
+            observer.written(gpa, len);
+        }
+    }
+
+    /// Copies guest memory at `gpa` into `buf`.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        let len = buf.len() as u64;
+        self.for_each_piece(gpa, len, |m, off, at, n| {
+            let piece = &mut buf[at as usize..(at + n) as usize];
+            m.read(off, piece).map_err(|e| access(e, gpa + at))
+        })
+    }
+
+    /// Copies `data` into guest memory at `gpa`.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), DmaError> {
+        let len = data.len() as u64;
+        self.for_each_piece(gpa, len, |m, off, at, n| {
+            let piece = &data[at as usize..(at + n) as usize];
+            m.write(off, piece).map_err(|e| access(e, gpa + at))
+        })?;
+        self.observe(gpa, len);
+        Ok(())
+    }
+
+    /// Sets `len` bytes of guest memory at `gpa` to `byte`.
+    pub fn fill(&self, gpa: u64, len: u64, byte: u8) -> Result<(), DmaError> {
+        self.for_each_piece(gpa, len, |m, off, at, n| {
+            m.fill(off, n, byte).map_err(|e| access(e, gpa + at))
+        })?;
+        self.observe(gpa, len);
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` at `src_offset` into guest memory at `gpa` with no bounce
+    /// buffer (a RAM namespace serving a Read).
+    pub fn write_from(
+        &self,
+        gpa: u64,
+        src: &Mapping,
+        src_offset: u64,
+        len: u64,
+    ) -> Result<(), DmaError> {
+        self.for_each_piece(gpa, len, |m, off, at, n| {
+            src.copy_to(src_offset + at, m, off, n)
+                .map_err(|e| access(e, gpa + at))
+        })?;
+        self.observe(gpa, len);
+        Ok(())
+    }
+
+    /// Copies `len` bytes of guest memory at `gpa` into `dst` at `dst_offset` with no bounce
+    /// buffer (a RAM namespace serving a Write).
+    pub fn read_into(
+        &self,
+        gpa: u64,
+        dst: &Mapping,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<(), DmaError> {
+        self.for_each_piece(gpa, len, |m, off, at, n| {
+            m.copy_to(off, dst, dst_offset + at, n)
+                .map_err(|e| access(e, gpa + at))
+        })
+    }
+}
+
+/// Translates a mapping-level error into a guest-level one at `gpa`.
+fn access(error: AccessError, gpa: u64) -> DmaError {
+    match error {
+        AccessError::ReadOnly { .. } => DmaError::ReadOnly { gpa },
+        AccessError::OutOfBounds { len, .. } | AccessError::Misaligned { align: len, .. } => {
+            DmaError::Unmapped { gpa, len }
+        }
+    }
+}
+
+/// Blocks until `mapping` is the last reference, i.e. every access that took a snapshot holding
+/// it has finished, then drops (unmaps) it.
+fn wait_until_unique(mut mapping: Arc<Mapping>) {
+    let mut spins = 0u32;
+    loop {
+        match Arc::try_unwrap(mapping) {
+            Ok(_last) => return,
+            Err(shared) => {
+                mapping = shared;
+                spins += 1;
+                if spins < 100 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering;
+
+    fn space() -> AddressSpace {
+        let s = AddressSpace::new();
+        s.map(0x10000, Mapping::memfd("a", 0x2000).unwrap())
+            .unwrap();
+        s.map(0x12000, Mapping::memfd("b", 0x1000).unwrap())
+            .unwrap();
+        s
+    }
+
+    #[test]
+    fn access_spans_adjacent_windows() {
+        let s = space();
+        let data: Vec<u8> = (0..=255).cycle().take(0x1800).collect();
+        s.write(0x11400, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        s.read(0x11400, &mut back).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn unmapped_and_read_only_accesses_fail() {
+        let s = space();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            s.read(0x12FF8, &mut buf),
+            Err(DmaError::Unmapped {
+                gpa: 0x13000,
+                len: 16
+            })
+        );
+        assert!(s.read(0xFFF8, &mut buf).is_err());
+        assert!(s.read(u64::MAX - 4, &mut buf).is_err());
+        let ro = Mapping::memfd("ro", 0x1000).unwrap();
+        let fd = ro.fd().unwrap().try_clone_to_owned().unwrap();
+        let view = Mapping::from_fd(fd, 0, 0x1000, crate::Protection::ReadOnly).unwrap();
+        s.map(0x20000, view).unwrap();
+        assert_eq!(
+            s.write(0x20010, &[1]),
+            Err(DmaError::ReadOnly { gpa: 0x20010 })
+        );
+        s.read(0x20010, &mut buf).unwrap();
+    }
+
+    #[test]
+    fn overlapping_map_and_inexact_unmap_are_refused() {
+        let s = space();
+        let err = s
+            .map(0x11000, Mapping::anonymous(0x1000).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, MapError::Overlap { .. }), "{err}");
+        assert_eq!(
+            s.unmap(0x10000, 0x1000),
+            Err(MapError::NotMapped {
+                gpa: 0x10000,
+                len: 0x1000
+            })
+        );
+        s.unmap(0x10000, 0x2000).unwrap();
+        assert_eq!(s.windows(), vec![0x12000..0x13000]);
+        s.unmap_all();
+        assert!(s.windows().is_empty());
+    }
+
+    #[test]
+    fn writes_are_observed() {
+        #[derive(Default)]
+        struct Sum(AtomicU64);
+        impl WriteObserver for Sum {
+            fn written(&self, _gpa: u64, len: u64) {
+                self.0.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+        let s = space();
+        let sum = Arc::new(Sum::default());
+        s.set_write_observer(Some(sum.clone()));
+        s.write(0x10000, &[1; 100]).unwrap();
+        s.fill(0x10000, 28, 0).unwrap();
+        let src = Mapping::anonymous(4096).unwrap();
+        s.write_from(0x12000, &src, 0, 512).unwrap();
+        s.read_into(0x12000, &src, 0, 512).unwrap();
+        assert_eq!(sum.0.load(Ordering::Relaxed), 640);
+        s.set_write_observer(None);
+        s.write(0x10000, &[1; 100]).unwrap();
+        assert_eq!(sum.0.load(Ordering::Relaxed), 640);
+    }
+
+    #[test]
+    fn unmap_waits_for_in_flight_access() {
+        let s = Arc::new(space());
+        let windows = s.snapshot();
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.unmap(0x12000, 0x1000));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!t.is_finished(), "unmap returned while a snapshot was held");
+        drop(windows);
+        t.join().unwrap().unwrap();
+    }
+}
