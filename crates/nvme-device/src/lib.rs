@@ -2,7 +2,12 @@
 //! namespaces on RAM, file and null backends, the admin and NVM command sets a Linux guest uses,
 //! and the TP4159 live-migration commands on the primary controller.
 //!
-//! This crate knows no transport: guest memory is reached through a `DmaMemory` trait and
-//! interrupts through an `Interrupt` trait, so the whole device can be driven in-process by tests.
+//! This crate knows no transport: guest memory is reached through the [`memory::DmaMemory`]
+//! trait and interrupts through an `Interrupt` trait, so the whole device can be driven
+//! in-process by tests.
 //!
-//! Status: the device model is the subject of the next milestone; this crate holds nothing yet.
+//! Status: storage backends and guest-memory access exist; controllers and queues are being
+//! built.
+
+pub mod backend;
+pub mod memory;

@@ -1,0 +1,268 @@
+//! The file backend: a regular file or block device accessed with `pread`/`pwrite`.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::fs::OpenOptions;
+use std::io;
+use std::io::Seek;
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::path::PathBuf;
+
+use super::Backend;
+use super::BackendError;
+use crate::memory::DmaMemory;
+
+/// Size of the per-thread bounce buffer between guest memory and the file; larger transfers are
+/// carried out in pieces of this size.
+const BOUNCE_BYTES: usize = 256 * 1024;
+/// Alignment of the bounce buffer, enough for `O_DIRECT` on any common device.
+const BOUNCE_ALIGN: usize = 4096;
+
+thread_local! {
+    /// One reusable bounce buffer per I/O thread, so the I/O path allocates nothing per command.
+    static BOUNCE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with an aligned, `len`-byte scratch slice (`len <= BOUNCE_BYTES`).
+fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BOUNCE.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.is_empty() {
+            buf.resize(BOUNCE_BYTES + BOUNCE_ALIGN, 0);
+        }
+        let start = buf.as_ptr().align_offset(BOUNCE_ALIGN);
+        f(&mut buf[start..start + len])
+    })
+}
+
+/// A namespace stored in a file or block device.
+#[derive(Debug)]
+pub struct FileBackend {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    direct: bool,
+}
+
+impl FileBackend {
+    /// Opens `path` read-write. With `direct`, I/O bypasses the page cache (`O_DIRECT`); the
+    /// namespace's block size must then be a multiple of the device's logical block size.
+    /// With `size`, a regular file is created or extended to that size; without it the current
+    /// size is used and must be non-zero.
+    pub fn open(path: &Path, size: Option<u64>, direct: bool) -> io::Result<Self> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(size.is_some());
+        if direct {
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let mut file = options.open(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open namespace file {}: {e}", path.display()),
+            )
+        })?;
+        let current = file.seek(SeekFrom::End(0))?;
+        let size = match size {
+            Some(size) if size > current => {
+                file.set_len(size)?;
+                size
+            }
+            Some(size) => size,
+            None if current == 0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "namespace file {} is empty: give a size to create it",
+                        path.display()
+                    ),
+                ));
+            }
+            None => current,
+        };
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            size,
+            direct,
+        })
+    }
+
+    /// The path the backend was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file was opened with `O_DIRECT`.
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "range too large"));
+        };
+        // SAFETY: fallocate only operates on the open descriptor; no memory is passed.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, len) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn write_zero_bytes(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(BOUNCE_BYTES as u64) as usize;
+            with_bounce(n, |buf| {
+                buf.fill(0);
+                self.file.write_all_at(buf, offset + done)
+            })?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn seek_data_hole(&self, whence: libc::c_int, offset: u64) -> io::Result<Option<u64>> {
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: lseek only operates on the open descriptor. Our I/O uses pread/pwrite, which
+        // ignore the file position, so moving it is harmless.
+        let pos = unsafe { libc::lseek(self.file.as_raw_fd(), off, whence) };
+        if pos >= 0 {
+            return Ok(Some(pos as u64));
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(err)
+        }
+    }
+}
+
+impl Backend for FileBackend {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_to_guest(
+        &self,
+        offset: u64,
+        mem: &dyn DmaMemory,
+        gpa: u64,
+        len: u64,
+    ) -> Result<(), BackendError> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(BOUNCE_BYTES as u64) as usize;
+            with_bounce(n, |buf| -> Result<(), BackendError> {
+                self.file.read_exact_at(buf, offset + done)?;
+                mem.write(gpa + done, buf)?;
+                Ok(())
+            })?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn write_from_guest(
+        &self,
+        offset: u64,
+        mem: &dyn DmaMemory,
+        gpa: u64,
+        len: u64,
+    ) -> Result<(), BackendError> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(BOUNCE_BYTES as u64) as usize;
+            with_bounce(n, |buf| -> Result<(), BackendError> {
+                mem.read(gpa + done, buf)?;
+                self.file.write_all_at(buf, offset + done)?;
+                Ok(())
+            })?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if !self.direct {
+            return self.file.read_exact_at(buf, offset);
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (buf.len() - done).min(BOUNCE_BYTES);
+            with_bounce(n, |bounce| {
+                self.file.read_exact_at(bounce, offset + done as u64)?;
+                buf[done..done + n].copy_from_slice(bounce);
+                io::Result::Ok(())
+            })?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if !self.direct {
+            return self.file.write_all_at(data, offset);
+        }
+        let mut done = 0;
+        while done < data.len() {
+            let n = (data.len() - done).min(BOUNCE_BYTES);
+            with_bounce(n, |bounce| {
+                bounce.copy_from_slice(&data[done..done + n]);
+                self.file.write_all_at(bounce, offset + done as u64)
+            })?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fallocate(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+            .or_else(|_| self.write_zero_bytes(offset, len))
+    }
+
+    fn deallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+            .or_else(|_| self.write_zero_bytes(offset, len))
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn allocated(&self) -> io::Result<Vec<Range<u64>>> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < self.size {
+            let Some(data) = (match self.seek_data_hole(libc::SEEK_DATA, pos) {
+                Ok(found) => found,
+                // No hole support (e.g. a block device): everything may hold data.
+                Err(_) => return Ok(vec![0..self.size]),
+            }) else {
+                break;
+            };
+            if data >= self.size {
+                break;
+            }
+            let hole = self
+                .seek_data_hole(libc::SEEK_HOLE, data)?
+                .unwrap_or(self.size)
+                .min(self.size);
+            out.push(data..hole);
+            pos = hole;
+        }
+        Ok(out)
+    }
+}
