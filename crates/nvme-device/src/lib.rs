@@ -10,4 +10,6 @@
 //! built.
 
 pub mod backend;
+pub mod doorbell;
 pub mod memory;
+pub mod queue;

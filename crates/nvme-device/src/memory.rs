@@ -19,9 +19,17 @@ pub trait DmaMemory: Send + Sync {
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), DmaError>;
     /// Sets `len` bytes of guest memory at `gpa` to `byte`.
     fn fill(&self, gpa: u64, len: u64, byte: u8) -> Result<(), DmaError>;
+    /// Stores an aligned `u32` at `gpa` as one indivisible write with release ordering (the
+    /// final status dword of a completion queue entry).
+    fn store_u32_release(&self, gpa: u64, value: u32) -> Result<(), DmaError>;
     /// Copies `len` bytes of `src` at `src_offset` into guest memory at `gpa`.
-    fn write_from(&self, gpa: u64, src: &Mapping, src_offset: u64, len: u64)
-    -> Result<(), DmaError>;
+    fn write_from(
+        &self,
+        gpa: u64,
+        src: &Mapping,
+        src_offset: u64,
+        len: u64,
+    ) -> Result<(), DmaError>;
     /// Copies `len` bytes of guest memory at `gpa` into `dst` at `dst_offset`.
     fn read_into(&self, gpa: u64, dst: &Mapping, dst_offset: u64, len: u64)
     -> Result<(), DmaError>;
@@ -38,6 +46,10 @@ impl DmaMemory for shmem::AddressSpace {
 
     fn fill(&self, gpa: u64, len: u64, byte: u8) -> Result<(), DmaError> {
         shmem::AddressSpace::fill(self, gpa, len, byte)
+    }
+
+    fn store_u32_release(&self, gpa: u64, value: u32) -> Result<(), DmaError> {
+        shmem::AddressSpace::store_u32_release(self, gpa, value)
     }
 
     fn write_from(

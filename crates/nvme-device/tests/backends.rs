@@ -40,7 +40,12 @@ fn exercise(backend: &dyn Backend) {
         .unwrap();
     let mut back = vec![0u8; pattern.len()];
     mem.read(0x100000, &mut back).unwrap();
-    assert_eq!(back, pattern, "{} round trip through guest memory", backend.kind());
+    assert_eq!(
+        back,
+        pattern,
+        "{} round trip through guest memory",
+        backend.kind()
+    );
 
     let mut host = vec![0u8; 4096];
     backend.read((1 << 20) + 4096, &mut host).unwrap();
@@ -75,7 +80,12 @@ fn ram_backend() {
     assert!(ram.allocated().unwrap().is_empty());
     exercise(&ram);
     // Sparse: far less than the whole namespace is resident.
-    let resident: u64 = ram.allocated().unwrap().iter().map(|r| r.end - r.start).sum();
+    let resident: u64 = ram
+        .allocated()
+        .unwrap()
+        .iter()
+        .map(|r| r.end - r.start)
+        .sum();
     assert!(resident < SIZE / 4, "{resident}");
 }
 

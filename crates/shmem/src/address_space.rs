@@ -272,6 +272,24 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Stores a naturally aligned `u32` at `gpa` with release ordering, as one indivisible write:
+    /// everything written before it is visible to a reader that sees the new value. Completion
+    /// queue entries end with such a store of their status word, so a host never sees the new
+    /// phase tag before the rest of the entry.
+    pub fn store_u32_release(&self, gpa: u64, value: u32) -> Result<(), DmaError> {
+        self.for_each_piece(gpa, 4, |m, off, _, n| {
+            if n != 4 {
+                return Err(DmaError::Unmapped { gpa, len: 4 });
+            }
+            m.atomic_u32(off)
+                .map_err(|e| access(e, gpa))?
+                .store(value, std::sync::atomic::Ordering::Release);
+            Ok(())
+        })?;
+        self.observe(gpa, 4);
+        Ok(())
+    }
+
     /// Copies `len` bytes from `src` at `src_offset` into guest memory at `gpa` with no bounce
     /// buffer (a RAM namespace serving a Read).
     pub fn write_from(
@@ -421,10 +439,16 @@ mod tests {
         let src = Mapping::anonymous(4096).unwrap();
         s.write_from(0x12000, &src, 0, 512).unwrap();
         s.read_into(0x12000, &src, 0, 512).unwrap();
-        assert_eq!(sum.0.load(Ordering::Relaxed), 640);
+        s.store_u32_release(0x12004, 0xABCD).unwrap();
+        assert_eq!(sum.0.load(Ordering::Relaxed), 644);
+        let mut word = [0u8; 4];
+        s.read(0x12004, &mut word).unwrap();
+        assert_eq!(u32::from_ne_bytes(word), 0xABCD);
+        assert!(s.store_u32_release(0x12002, 1).is_err());
+        assert!(s.store_u32_release(0x11FFE, 1).is_err());
         s.set_write_observer(None);
         s.write(0x10000, &[1; 100]).unwrap();
-        assert_eq!(sum.0.load(Ordering::Relaxed), 640);
+        assert_eq!(sum.0.load(Ordering::Relaxed), 644);
     }
 
     #[test]
