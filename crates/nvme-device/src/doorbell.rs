@@ -87,22 +87,23 @@ impl Doorbells {
         self.store(self.offset(qid, true), value);
     }
 
+    /// `offset` if it is the byte offset of a doorbell within the area.
+    fn doorbell_at(&self, offset: u64) -> Option<u64> {
+        (offset.is_multiple_of(self.stride)
+            && offset / self.stride < 2 * u64::from(self.queue_pairs))
+        .then_some(offset)
+    }
+
     /// Writes a doorbell by its byte offset within the area (a register write that reached the
     /// device through the control path instead of the mapped page). Offsets that are not a
     /// doorbell are ignored, as writes to reserved register space must be.
     pub fn write_offset(&self, offset: u64, value: u32) {
-        if offset % self.stride == 0 && offset / self.stride < 2 * u64::from(self.queue_pairs) {
-            self.store(Some(offset), value);
-        }
+        self.store(self.doorbell_at(offset), value);
     }
 
     /// Reads a doorbell by its byte offset within the area; other offsets read as zero.
     pub fn read_offset(&self, offset: u64) -> u32 {
-        if offset % self.stride == 0 && offset / self.stride < 2 * u64::from(self.queue_pairs) {
-            self.load(Some(offset))
-        } else {
-            0
-        }
+        self.load(self.doorbell_at(offset))
     }
 
     /// Zeroes every doorbell (controller reset).
