@@ -260,7 +260,7 @@ impl Backend for FileBackend {
             let Some(data) = (match self.seek_data_hole(libc::SEEK_DATA, pos) {
                 Ok(found) => found,
                 // No hole support (e.g. a block device): everything may hold data.
-                Err(_) => return Ok(Vec::from([0..self.size])),
+                Err(_) => return Ok(std::iter::once(0..self.size).collect()),
             }) else {
                 break;
             };
