@@ -171,8 +171,10 @@ mod tests {
                 size: 4
             })
         );
-        let mut cmd = Command::default();
-        cmd.cdw10 = 0x1234;
+        let cmd = Command {
+            cdw10: 0x1234,
+            ..Default::default()
+        };
         mem.write(0x10000 + 3 * 64, cmd.as_bytes()).unwrap();
         assert_eq!(sq.fetch(&mem).unwrap().cdw10, 0x1234);
         assert_eq!(sq.head, 0);
