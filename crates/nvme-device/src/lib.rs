@@ -11,5 +11,7 @@
 
 pub mod backend;
 pub mod doorbell;
+pub mod interrupt;
 pub mod memory;
+pub mod namespace;
 pub mod queue;
