@@ -24,6 +24,26 @@
 #[cfg(target_endian = "big")]
 compile_error!("nvme-spec maps NVMe's little-endian wire formats onto native integers");
 
+/// Gives an `open_enum` newtype the `const fn from_bits` / `into_bits` pair that `bitfield-struct`
+/// needs to store it in a bitfield field. Decoding never fails (any raw value is representable);
+/// encoding a value wider than the field panics in the bitfield's `with_*` setter, exactly as for
+/// a plain integer.
+macro_rules! bitfield_enum {
+    ($ty:ty, $raw:ty) => {
+        impl $ty {
+            /// The raw value, for `bitfield-struct`.
+            pub const fn into_bits(self) -> $raw {
+                self.0
+            }
+
+            /// Wraps a raw value, for `bitfield-struct`.
+            pub const fn from_bits(bits: $raw) -> Self {
+                Self(bits)
+            }
+        }
+    };
+}
+
 pub mod command;
 pub mod features;
 pub mod identify;
