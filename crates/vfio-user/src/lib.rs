@@ -1,1 +1,34 @@
-//! placeholder
+//! The vfio-user protocol (spec v0.9.2, QEMU `docs/interop/vfio-user.rst`): a message codec.
+//! It knows no NVMe; the server and client built on it host and drive any device.
+//!
+//! * [`header`] — the 16-byte message header; [`command`] — command numbers 1–18;
+//! * one module per message family, each body a [`payload::Payload`] with `encode`/`decode`:
+//!   [`version`] (negotiation and the capabilities JSON), [`dma`] (map, unmap, DMA read/write),
+//!   [`device`] (info, reset), [`region`] (region info with its capability chain, IO fds),
+//!   [`irq`] (IRQ info, set IRQs), [`access`] (region read/write/write-multi), [`feature`]
+//!   (`DEVICE_FEATURE`: migration and DMA-logging payloads), [`migration`] (migration data);
+//! * [`message`] — every request and reply as one enum each, with file-descriptor rules;
+//! * [`framing`] — the stream [`framing::Framer`] and whole-message encoders;
+//! * [`error`] — [`error::DecodeError`] with the errno to answer; [`limits`] — decoding limits.
+//!
+//! Data is host-endian on the wire; the structures use native integers. Decoders never panic
+//! and check every attacker-controlled count against the input and the [`limits::Limits`]
+//! before allocating.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod command;
+pub mod device;
+pub mod dma;
+pub mod error;
+pub mod feature;
+pub mod framing;
+pub mod header;
+pub mod irq;
+pub mod limits;
+pub mod message;
+pub mod migration;
+pub mod payload;
+pub mod region;
+pub mod version;
+mod wire;

@@ -1,0 +1,383 @@
+//! Stream framing: a pure state machine that turns the bytes (and file descriptors) read from a
+//! stream socket into complete messages, and encoders for whole messages.
+//!
+//! A message may arrive in many pieces (large `REGION_WRITE` or `MIG_DATA_WRITE` messages
+//! regularly do), and one read may hold the end of one message and the start of the next. The
+//! [`Framer`] yields a message only once all `msg_size` bytes are in. libvfio-user reads a body
+//! with a single `recv()` and loses framing on such messages; this does not.
+
+use std::collections::VecDeque;
+
+use zerocopy::FromBytes;
+use zerocopy::IntoBytes;
+
+use crate::command::Command;
+use crate::error::DecodeError;
+use crate::header::HEADER_SIZE;
+use crate::header::Header;
+use crate::limits::Limits;
+use crate::message::Reply;
+use crate::message::Request;
+use crate::payload::Payload;
+
+/// One complete message as received: header, payload and the fds that came with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame<F> {
+    /// The header (msg_size already validated).
+    pub header: Header,
+    /// The `msg_size - 16` bytes after the header.
+    pub payload: Vec<u8>,
+    /// File descriptors received with the message's bytes.
+    pub fds: Vec<F>,
+}
+
+/// A reply as received: success with a body, or the peer's errno.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyBody {
+    /// The command succeeded.
+    Ok(Reply),
+    /// The command failed with this errno (the header's `error`, possibly 0).
+    Error(u32),
+}
+
+impl<F> Frame<F> {
+    /// Decodes a command message: type bits must say "command", the body must decode, and the
+    /// fds must fit the message ([`Request::check_fds`]).
+    pub fn decode_request(&self, limits: &Limits) -> Result<Request, DecodeError> {
+        if self.header.is_reply()? {
+            return Err(DecodeError::BadMessageType {
+                command: self.header.command,
+                value: 1,
+            });
+        }
+        let request = Request::decode(self.header.command, &self.payload, limits)?;
+        request.check_fds(self.fds.len())?;
+        Ok(request)
+    }
+
+    /// Decodes a reply message. An error reply must carry no payload.
+    pub fn decode_reply(&self, limits: &Limits) -> Result<ReplyBody, DecodeError> {
+        let command = self.header.command;
+        if !self.header.is_reply()? {
+            return Err(DecodeError::BadMessageType { command, value: 0 });
+        }
+        if self.header.flags.error() {
+            if !self.payload.is_empty() {
+                let extra = self.payload.len();
+                return Err(DecodeError::TrailingBytes {
+                    command,
+                    what: "error reply",
+                    extra,
+                });
+            }
+            return Ok(ReplyBody::Error(self.header.error));
+        }
+        let reply = Reply::decode(command, &self.payload, limits)?;
+        reply.check_fds(self.fds.len())?;
+        Ok(ReplyBody::Ok(reply))
+    }
+}
+
+/// Accumulates stream bytes and yields complete messages.
+///
+/// File descriptors are pushed together with the bytes of the read that delivered them. On a
+/// Unix stream socket, SCM_RIGHTS data is attached to the first bytes of the `sendmsg` that
+/// carried it and a `recvmsg` never reads past the end of such a send, so the fds of one read
+/// belong to the message that contains the read's **last** byte; the framer attaches them so.
+///
+/// After a framing error (`msg_size` below 16 or above the maximum) the message boundary is
+/// lost: every further call returns the same error and the connection must be closed.
+#[derive(Debug)]
+pub struct Framer<F> {
+    max_msg_size: u32,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handed out.
+    start: usize,
+    /// Stream position of `buf[0]`.
+    base: u64,
+    /// Fds with the stream position of the last byte of the read that carried them.
+    fds: VecDeque<(u64, F)>,
+    failed: Option<DecodeError>,
+}
+
+impl<F> Framer<F> {
+    /// A framer that accepts messages of at most `max_msg_size` bytes including the header.
+    pub fn new(max_msg_size: u32) -> Self {
+        Self {
+            max_msg_size,
+            buf: Vec::new(),
+            start: 0,
+            base: 0,
+            fds: VecDeque::new(),
+            failed: None,
+        }
+    }
+
+    /// Adds the bytes and fds of one read.
+    pub fn push(&mut self, bytes: &[u8], fds: impl IntoIterator<Item = F>) {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.base += self.start as u64;
+            self.start = 0;
+        }
+        let end = self.base + self.buf.len() as u64;
+        let owner = end + (bytes.len() as u64).saturating_sub(1);
+        self.fds.extend(fds.into_iter().map(|fd| (owner, fd)));
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as part of a message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next complete message, `None` if more bytes are needed, or a framing error.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<F>>, DecodeError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let pending = &self.buf[self.start..];
+        let Ok((header, _)) = Header::read_from_prefix(pending) else {
+            return Ok(None);
+        };
+        let msg_size = header.msg_size;
+        let error = if (msg_size as usize) < HEADER_SIZE {
+            Some(DecodeError::MsgSizeTooSmall { msg_size })
+        } else if msg_size > self.max_msg_size {
+            Some(DecodeError::MsgSizeTooLarge {
+                msg_size,
+                max: self.max_msg_size,
+            })
+        } else {
+            None
+        };
+        if let Some(err) = error {
+            self.failed = Some(err.clone());
+            return Err(err);
+        }
+        let size = msg_size as usize;
+        if pending.len() < size {
+            return Ok(None);
+        }
+        let payload = pending[HEADER_SIZE..size].to_vec();
+        self.start += size;
+        let end = self.base + self.start as u64;
+        let mut fds = Vec::new();
+        while self.fds.front().is_some_and(|(owner, _)| *owner < end) {
+            if let Some((_, fd)) = self.fds.pop_front() {
+                fds.push(fd);
+            }
+        }
+        Ok(Some(Frame {
+            header,
+            payload,
+            fds,
+        }))
+    }
+}
+
+/// A complete command message: header (type command) and body.
+pub fn encode_request<P: Payload>(msg_id: u16, body: &P, no_reply: bool) -> Vec<u8> {
+    encode_with(
+        |payload_len| Header::command(msg_id, P::COMMAND, payload_len, no_reply),
+        body,
+    )
+}
+
+/// A complete successful reply to the command whose header is `request`: same msg_id and
+/// command, type reply.
+pub fn encode_reply<P: Payload>(request: &Header, body: &P) -> Vec<u8> {
+    encode_with(|payload_len| request.reply(payload_len), body)
+}
+
+/// A complete error reply to `request`: header only, Error bit, `errno`.
+pub fn encode_error_reply(request: &Header, errno: u32) -> [u8; HEADER_SIZE] {
+    let mut bytes = [0; HEADER_SIZE];
+    bytes.copy_from_slice(request.error_reply(errno).as_bytes());
+    bytes
+}
+
+fn encode_with<P: Payload>(header: impl FnOnce(usize) -> Header, body: &P) -> Vec<u8> {
+    let mut out = vec![0; HEADER_SIZE];
+    body.encode(&mut out);
+    let header = header(out.len() - HEADER_SIZE);
+    out[..HEADER_SIZE].copy_from_slice(header.as_bytes());
+    out
+}
+
+/// The command of a raw message's header, if at least the header is present (for logging a
+/// message that failed to decode).
+pub fn peek_command(bytes: &[u8]) -> Option<Command> {
+    Header::read_from_prefix(bytes).ok().map(|(h, _)| h.command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::RegionWrite;
+    use crate::device::DeviceReset;
+    use crate::dma::DmaMap;
+    use crate::error::errno;
+    use crate::migration::MigDataWrite;
+    use crate::version::Capabilities;
+    use crate::version::Version;
+
+    /// Three messages, the middle one carrying an fd.
+    fn stream() -> (Vec<u8>, Vec<usize>) {
+        let version = Version {
+            major: 0,
+            minor: 0,
+            capabilities: Capabilities::default(),
+        };
+        let map = DmaMap {
+            argsz: 32,
+            flags: 3,
+            offset: 0,
+            address: 0x1000,
+            size: 0x2000,
+        };
+        let write = RegionWrite {
+            offset: 0x14,
+            region: 0,
+            data: (0..200).collect(),
+        };
+        let mut bytes = encode_request(1, &version, false);
+        let first = bytes.len();
+        bytes.extend_from_slice(&encode_request(2, &map, false));
+        let second = bytes.len();
+        bytes.extend_from_slice(&encode_request(3, &write, true));
+        (bytes, vec![first, second])
+    }
+
+    #[test]
+    fn every_split_point_yields_the_same_messages_and_fd_placement() {
+        let (bytes, bounds) = stream();
+        let (first, second) = (bounds[0], bounds[1]);
+        let l = Limits::default();
+        for cut in 0..=bytes.len() {
+            for cut2 in [cut, (cut + 7).min(bytes.len()), bytes.len()] {
+                let mut framer = Framer::new(l.max_msg_size());
+                let mut frames = Vec::new();
+                // The fd arrives with the read holding the DMA_MAP's first byte; a real socket
+                // never puts later messages' bytes into that read, but earlier ones may.
+                for (range_start, range_end) in [(0, cut), (cut, cut2), (cut2, bytes.len())] {
+                    if range_start == range_end {
+                        continue;
+                    }
+                    let chunk = &bytes[range_start..range_end];
+                    let carries_fd = range_start <= first && first < range_end;
+                    let chunk = if carries_fd {
+                        &bytes[range_start..=first]
+                    } else {
+                        chunk
+                    };
+                    framer.push(chunk, carries_fd.then_some(42));
+                    if carries_fd && first + 1 < range_end {
+                        framer.push(&bytes[first + 1..range_end], None);
+                    }
+                    while let Some(frame) = framer.next_frame().unwrap() {
+                        frames.push(frame);
+                    }
+                }
+                assert_eq!(frames.len(), 3, "cut at {cut}/{cut2}");
+                assert_eq!(framer.buffered(), 0);
+                assert!(frames[0].fds.is_empty());
+                assert_eq!(frames[1].fds, vec![42], "cut at {cut}/{cut2}");
+                assert!(frames[2].fds.is_empty());
+                assert_eq!(frames[1].payload.len(), second - first - HEADER_SIZE);
+                assert!(matches!(
+                    frames[1].decode_request(&l),
+                    Ok(Request::DmaMap(_))
+                ));
+                assert!(frames[2].header.flags.no_reply());
+                assert!(
+                    matches!(frames[2].decode_request(&l), Ok(Request::RegionWrite(w)) if w.data.len() == 200)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let (bytes, _) = stream();
+        let mut framer = Framer::<()>::new(4096);
+        let mut count = 0;
+        for b in &bytes {
+            framer.push(core::slice::from_ref(b), None);
+            while framer.next_frame().unwrap().is_some() {
+                count += 1;
+            }
+        }
+        assert_eq!(count, 3);
+    }
+
+    #[test]
+    fn bad_sizes_poison_the_stream() {
+        let mut framer = Framer::<()>::new(64);
+        let mut header = Header::command(1, Command::DEVICE_RESET, 0, false);
+        header.msg_size = 15;
+        framer.push(header.as_bytes(), None);
+        let err = framer.next_frame().unwrap_err();
+        assert_eq!(err, DecodeError::MsgSizeTooSmall { msg_size: 15 });
+        assert!(err.to_string().contains("15"));
+        assert!(framer.next_frame().is_err(), "stays failed");
+
+        let mut framer = Framer::<()>::new(64);
+        framer.push(
+            &encode_request(1, &MigDataWrite::new(vec![0; 100]), false),
+            None,
+        );
+        let err = framer.next_frame().unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::MsgSizeTooLarge {
+                msg_size: 16 + 108,
+                max: 64
+            }
+        );
+        assert_eq!(err.errno(), errno::E2BIG);
+    }
+
+    #[test]
+    fn replies_and_error_replies() {
+        let l = Limits::default();
+        let request = Header::command(9, Command::DEVICE_RESET, 0, false);
+        let mut framer = Framer::<()>::new(4096);
+        framer.push(&encode_reply(&request, &DeviceReset), None);
+        framer.push(&encode_error_reply(&request, errno::EBUSY), None);
+        let ok = framer.next_frame().unwrap().unwrap();
+        assert_eq!(ok.header.msg_id, 9);
+        assert_eq!(
+            ok.decode_reply(&l).unwrap(),
+            ReplyBody::Ok(Reply::DeviceReset(DeviceReset))
+        );
+        assert!(ok.decode_request(&l).is_err(), "a reply is not a request");
+        let failed = framer.next_frame().unwrap().unwrap();
+        assert_eq!(
+            failed.decode_reply(&l).unwrap(),
+            ReplyBody::Error(errno::EBUSY)
+        );
+        assert_eq!(
+            peek_command(&encode_error_reply(&request, 1)),
+            Some(Command::DEVICE_RESET)
+        );
+        assert_eq!(peek_command(&[1, 2]), None);
+    }
+
+    #[test]
+    fn fuzz_framer() {
+        bolero::check!()
+            .with_iterations(2000)
+            .for_each(|input: &[u8]| {
+                let mut framer = Framer::new(256);
+                let l = Limits::default();
+                for chunk in input.chunks(7) {
+                    framer.push(chunk, Some(0u8));
+                    while let Ok(Some(frame)) = framer.next_frame() {
+                        let _ = frame.decode_request(&l);
+                        let _ = frame.decode_reply(&l);
+                    }
+                }
+            });
+    }
+}
