@@ -3,15 +3,28 @@
 //! and the TP4159 live-migration commands on the primary controller.
 //!
 //! This crate knows no transport: guest memory is reached through the [`memory::DmaMemory`]
-//! trait and interrupts through an `Interrupt` trait, so the whole device can be driven
-//! in-process by tests.
+//! trait and interrupts through the [`interrupt::Interrupt`] trait, so the whole device can be
+//! driven in-process by tests.
 //!
-//! Status: storage backends and guest-memory access exist; controllers and queues are being
-//! built.
+//! * [`subsystem`] builds a subsystem from namespaces and a number of virtual functions;
+//! * [`controller`] is one controller: registers, queues, command execution, its I/O thread;
+//! * [`backend`] and [`namespace`] hold the data;
+//! * [`lm`] is TP4159 on the primary controller;
+//! * [`queue`], [`doorbell`], [`prp`] are the mechanics of queues and data pointers.
 
 pub mod backend;
+pub mod controller;
 pub mod doorbell;
 pub mod interrupt;
+pub mod lm;
 pub mod memory;
 pub mod namespace;
+pub mod prp;
 pub mod queue;
+pub mod subsystem;
+
+/// PCI vendor ID reported in Identify Controller (VID/SSVID) and by the transport's config
+/// space. 0x4E56 ("NV") is not an assigned PCI-SIG vendor ID; it marks an emulated device.
+pub const PCI_VENDOR_ID: u16 = 0x4E56;
+/// PCI device ID of a vfio-nvme controller ("LM").
+pub const PCI_DEVICE_ID: u16 = 0x4C4D;

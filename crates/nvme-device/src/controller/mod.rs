@@ -1,0 +1,410 @@
+//! One NVMe controller: register file, queues, command execution and its I/O thread.
+//!
+//! # Threads and locks
+//!
+//! Each controller has one poller thread. It owns the controller's queues through
+//! [`Inner::state`], a mutex it holds for one pass over all submission queues and releases
+//! between passes; within a pass no lock is taken per command. Everyone else who must change
+//! queue state — a register write that enables or resets the controller, or the primary
+//! controller suspending this one — takes the same mutex between two passes, which is also the
+//! moment when no command is in flight: commands run to completion inside a pass.
+//!
+//! Lock order, to rule out deadlock: a primary controller's `state`, then a secondary
+//! controller's `state`, then the leaf locks (`events`, a User Data Migration Queue). A poller
+//! never takes another controller's `state`.
+//!
+//! Registers are atomics, readable without any lock.
+
+mod admin;
+mod aer;
+mod features;
+mod identify;
+mod io;
+mod log;
+mod poller;
+mod registers;
+mod transfer;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::sync::OnceLock;
+use std::sync::RwLock;
+use std::sync::Weak;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+pub use aer::AsyncEvent;
+use nvme_spec::registers::Cc;
+use nvme_spec::registers::Csts;
+
+use crate::doorbell::Doorbells;
+use crate::interrupt::CountingInterrupt;
+use crate::interrupt::Interrupt;
+use crate::memory::DmaMemory;
+use crate::namespace::Namespace;
+use crate::queue::CompletionQueue;
+use crate::queue::SubmissionQueue;
+
+/// Limits and identity of one controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// Controller identifier, unique within the subsystem.
+    pub cntlid: u16,
+    /// Primary controller (PF, manages migration) or secondary (VF, handed to a guest).
+    pub role: Role,
+    /// Maximum number of I/O queue pairs (1..=64).
+    pub io_queue_pairs: u16,
+    /// Maximum entries per queue (CAP.MQES + 1), 2..=65536.
+    pub max_queue_entries: u32,
+    /// Maximum data transfer size as a power of two in 4 KiB pages (MDTS); at most 6.
+    pub mdts: u8,
+    /// Number of MSI-X vectors (interrupt vectors a completion queue may name).
+    pub msix_vectors: u16,
+}
+
+/// The role of a controller in the subsystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The primary controller of the physical function: host managed live migration.
+    Primary,
+    /// A secondary controller behind virtual function number `vfn` (1-based).
+    Secondary {
+        /// Virtual function number (1-based, as in the Secondary Controller List).
+        vfn: u16,
+    },
+}
+
+impl ControllerConfig {
+    /// The default limits for controller `cntlid`: 64 I/O queue pairs of up to 1024 entries,
+    /// 256 KiB transfers, 65 MSI-X vectors.
+    pub fn new(cntlid: u16, role: Role) -> Self {
+        Self {
+            cntlid,
+            role,
+            io_queue_pairs: 64,
+            max_queue_entries: 1024,
+            mdts: 6,
+            msix_vectors: 65,
+        }
+    }
+
+    /// The largest data transfer a command may request, in bytes.
+    pub fn max_transfer(&self) -> u64 {
+        4096 << self.mdts
+    }
+}
+
+/// Identity strings shared by every controller of a subsystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubsystemIdentity {
+    /// NVM Subsystem NVMe Qualified Name.
+    pub nqn: String,
+    /// Serial number (at most 20 ASCII characters).
+    pub serial: String,
+    /// Model number (at most 40 ASCII characters).
+    pub model: String,
+    /// Firmware revision (at most 8 ASCII characters).
+    pub firmware: String,
+}
+
+/// The controller registers, kept as atomics so reads never wait for the poller.
+#[derive(Debug, Default)]
+struct Registers {
+    cc: AtomicU32,
+    csts: AtomicU32,
+    aqa: AtomicU32,
+    asq: AtomicU64,
+    acq: AtomicU64,
+    intms: AtomicU32,
+}
+
+/// Counters the SMART / Health log reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Bytes read by Read commands.
+    pub bytes_read: u64,
+    /// Bytes written by Write commands.
+    pub bytes_written: u64,
+    /// Read commands completed.
+    pub read_commands: u64,
+    /// Write commands completed.
+    pub write_commands: u64,
+    /// Commands completed with a media or data integrity error.
+    pub media_errors: u64,
+    /// Total error information log entries ever created.
+    pub error_count: u64,
+}
+
+/// Queue and command state, owned by the poller between passes.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// Submission queues indexed by queue identifier (0 = admin).
+    pub sqs: Vec<Option<SubmissionQueue>>,
+    /// Completion queues indexed by queue identifier (0 = admin).
+    pub cqs: Vec<Option<CompletionQueue>>,
+    /// Current feature values.
+    pub features: features::Features,
+    /// Asynchronous events: outstanding requests and undelivered events.
+    pub aer: aer::AerState,
+    /// The Error Information log, newest first.
+    pub errors: log::ErrorLog,
+    /// SMART counters.
+    pub counters: Counters,
+    /// Vectors to signal at the end of the current pass.
+    pub irq_pending: Vec<bool>,
+}
+
+/// The shared core of a controller.
+pub(crate) struct Inner {
+    config: ControllerConfig,
+    identity: RwLock<Arc<SubsystemIdentity>>,
+    namespaces: Vec<Option<Arc<Namespace>>>,
+    mem: Arc<dyn DmaMemory>,
+    irq: RwLock<Arc<dyn Interrupt>>,
+    doorbells: Doorbells,
+    regs: Registers,
+    state: Mutex<State>,
+    /// Set while a non-poller thread waits for `state`, so the poller yields between passes.
+    control_waiting: AtomicUsize,
+    /// Events raised by other threads, picked up by the poller (a leaf lock).
+    events: Mutex<Vec<AsyncEvent>>,
+    /// Set when `events` is non-empty, so the poller checks it without locking.
+    events_pending: AtomicBool,
+    /// TP4159 suspended: no command is fetched from any submission queue.
+    suspended: AtomicBool,
+    /// A primary controller's secondary controllers as (VFN, controller), set once by the
+    /// subsystem after every controller exists.
+    secondaries: OnceLock<Vec<(u16, Weak<Inner>)>>,
+    /// Tells the poller thread to exit.
+    stop: AtomicBool,
+    poller: Mutex<Option<std::thread::Thread>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("cntlid", &self.config.cntlid)
+            .field("role", &self.config.role)
+            .finish()
+    }
+}
+
+impl Inner {
+    /// Takes the queue state from outside the poller: asks the poller to step aside between
+    /// passes, then waits for the lock.
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.control_waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.control_waiting.fetch_sub(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// Wakes the poller if it is sleeping, e.g. after a doorbell write through the control path.
+    fn kick(&self) {
+        if let Some(thread) = self
+            .poller
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            thread.unpark();
+        }
+    }
+
+    fn cc(&self) -> Cc {
+        Cc::from(self.regs.cc.load(Ordering::Acquire))
+    }
+
+    fn csts(&self) -> Csts {
+        Csts::from(self.regs.csts.load(Ordering::Acquire))
+    }
+
+    fn set_csts(&self, csts: Csts) {
+        self.regs.csts.store(csts.into(), Ordering::Release);
+    }
+
+    /// The namespace `nsid` if it is attached to this controller.
+    fn namespace(&self, nsid: u32) -> Option<&Arc<Namespace>> {
+        let index = usize::try_from(nsid).ok()?.checked_sub(1)?;
+        self.namespaces.get(index)?.as_ref()
+    }
+
+    /// The attached namespaces in NSID order.
+    fn attached(&self) -> impl Iterator<Item = &Arc<Namespace>> {
+        self.namespaces.iter().flatten()
+    }
+
+    /// Number of secondary controllers (0 for a secondary controller).
+    pub(crate) fn secondary_count(&self) -> u16 {
+        self.secondaries.get().map_or(0, |s| s.len() as u16)
+    }
+
+    /// The secondary controllers as (CNTLID, VFN) pairs, in VFN order.
+    pub(crate) fn secondary_ids(&self) -> Vec<(u16, u16)> {
+        self.secondaries
+            .get()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|(vfn, weak)| weak.upgrade().map(|c| (c.config.cntlid, *vfn)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The secondary controller with identifier `cntlid`, if this primary controller has one.
+    #[allow(dead_code, reason = "used by the TP4159 commands being added in lm")]
+    pub(crate) fn secondary(&self, cntlid: u16) -> Option<Arc<Inner>> {
+        self.secondaries
+            .get()?
+            .iter()
+            .filter_map(|(_, weak)| weak.upgrade())
+            .find(|c| c.config.cntlid == cntlid)
+    }
+
+    fn identity(&self) -> Arc<SubsystemIdentity> {
+        self.identity
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// A handle to one controller. Dropping the last handle stops its poller thread.
+#[derive(Debug)]
+pub struct Controller {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Creates a controller over guest memory `mem` with the namespaces in `namespaces` attached
+    /// (indexed by NSID − 1), and starts its poller thread. The controller starts disabled
+    /// (CC.EN = 0), as after a power-on reset.
+    pub fn new(
+        config: ControllerConfig,
+        identity: Arc<SubsystemIdentity>,
+        namespaces: Vec<Option<Arc<Namespace>>>,
+        mem: Arc<dyn DmaMemory>,
+    ) -> std::io::Result<Self> {
+        let queue_count = usize::from(config.io_queue_pairs) + 1;
+        let doorbells = Doorbells::new(config.io_queue_pairs + 1, 0)?;
+        let inner = Arc::new(Inner {
+            identity: RwLock::new(identity),
+            namespaces,
+            mem,
+            irq: RwLock::new(Arc::new(CountingInterrupt::new(0))),
+            doorbells,
+            regs: Registers::default(),
+            state: Mutex::new(State {
+                sqs: vec![None; queue_count],
+                cqs: vec![None; queue_count],
+                features: features::Features::new(&config),
+                aer: aer::AerState::default(),
+                errors: log::ErrorLog::default(),
+                counters: Counters::default(),
+                irq_pending: vec![false; usize::from(config.msix_vectors)],
+            }),
+            config,
+            control_waiting: AtomicUsize::new(0),
+            events: Mutex::new(Vec::new()),
+            events_pending: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
+            secondaries: OnceLock::new(),
+            stop: AtomicBool::new(false),
+            poller: Mutex::new(None),
+        });
+        let runner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("nvme-ctrl-{}", inner.config.cntlid))
+            .spawn(move || poller::run(&runner))?;
+        *inner
+            .poller
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(thread.thread().clone());
+        Ok(Self {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// The controller identifier.
+    pub fn cntlid(&self) -> u16 {
+        self.inner.config.cntlid
+    }
+
+    /// The controller's configuration.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.inner.config
+    }
+
+    /// The doorbell area, which the transport maps into the guest at BAR0 offset 1000h.
+    pub fn doorbells(&self) -> &Doorbells {
+        &self.inner.doorbells
+    }
+
+    /// Routes interrupts to `irq` from now on.
+    pub fn set_interrupt(&self, irq: Arc<dyn Interrupt>) {
+        *self
+            .inner
+            .irq
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = irq;
+    }
+
+    /// Reads `size` bytes (4 or 8) of the register file at `offset` in BAR0; doorbells read back
+    /// what was written, undefined offsets read as zero.
+    pub fn read_register(&self, offset: u64, size: u8) -> u64 {
+        registers::read(&self.inner, offset, size)
+    }
+
+    /// Writes `size` bytes (4 or 8) to the register file at `offset` in BAR0, with the side
+    /// effects the specification gives (enable, reset, shutdown, doorbells).
+    pub fn write_register(&self, offset: u64, size: u8, value: u64) {
+        registers::write(&self.inner, offset, size, value);
+    }
+
+    /// A function-level reset (PCI FLR or vfio-user DEVICE_RESET): the controller is disabled,
+    /// its queues deleted, its registers and features returned to their defaults, and a TP4159
+    /// suspension lifted.
+    pub fn reset(&self) {
+        registers::function_reset(&self.inner);
+    }
+
+    /// Whether the controller is suspended by TP4159 Migration Send.
+    pub fn suspended(&self) -> bool {
+        self.inner.suspended.load(Ordering::Acquire)
+    }
+
+    /// Makes `secondaries` (with their VFNs) the controllers this primary controller manages.
+    pub(crate) fn set_secondaries(&self, secondaries: &[(u16, &Controller)]) {
+        let list = secondaries
+            .iter()
+            .map(|(vfn, c)| (*vfn, Arc::downgrade(&c.inner)))
+            .collect();
+        let _ = self.inner.secondaries.set(list);
+    }
+
+    /// Queues an asynchronous event for the host (delivered if its type is enabled and an
+    /// Asynchronous Event Request is outstanding).
+    pub fn post_event(&self, event: AsyncEvent) {
+        aer::post(&self.inner, event);
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Release);
+        self.inner.kick();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

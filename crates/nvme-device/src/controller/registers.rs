@@ -1,0 +1,213 @@
+//! The register file in BAR0: reads, writes and their side effects (enable, reset, shutdown).
+
+use std::sync::atomic::Ordering;
+
+use nvme_spec::registers::Aqa;
+use nvme_spec::registers::Cap;
+use nvme_spec::registers::CapCss;
+use nvme_spec::registers::Cc;
+use nvme_spec::registers::Csts;
+use nvme_spec::registers::Register;
+use nvme_spec::registers::ShutdownNotification;
+use nvme_spec::registers::ShutdownStatus;
+use nvme_spec::registers::Vs;
+
+use super::Inner;
+use super::State;
+use crate::queue::CompletionQueue;
+use crate::queue::SubmissionQueue;
+
+/// The NVMe version the controller reports.
+pub(crate) const VERSION: Vs = Vs::V2_0;
+
+/// Worst-case time from CC.EN = 1 to CSTS.RDY = 1, in 500 ms units (CAP.TO).
+const READY_TIMEOUT: u8 = 30;
+
+/// The Controller Capabilities register for `inner`'s configuration.
+pub(crate) fn cap(inner: &Inner) -> Cap {
+    Cap::new()
+        .with_mqes((inner.config.max_queue_entries - 1) as u16)
+        .with_cqr(true)
+        .with_to(READY_TIMEOUT)
+        .with_dstrd(0)
+        .with_css(CapCss::new().with_nvm(true))
+        .with_mpsmin(0)
+        .with_mpsmax(0)
+}
+
+/// Reads `size` bytes at `offset`.
+pub(super) fn read(inner: &Inner, offset: u64, size: u8) -> u64 {
+    if offset >= Register::DOORBELLS.0 {
+        return u64::from(inner.doorbells.read_offset(offset - Register::DOORBELLS.0));
+    }
+    let regs = &inner.regs;
+    // Each register as (offset, width in bytes, value).
+    let value64 = |reg: Register| -> Option<u64> {
+        Some(match reg {
+            Register::CAP => cap(inner).into(),
+            Register::ASQ => regs.asq.load(Ordering::Acquire),
+            Register::ACQ => regs.acq.load(Ordering::Acquire),
+            _ => return None,
+        })
+    };
+    let base = offset & !7;
+    if let Some(v) = value64(Register(base)) {
+        return match (size, offset - base) {
+            (8, 0) => v,
+            (4, 0) => v & 0xFFFF_FFFF,
+            (4, 4) => v >> 32,
+            _ => 0,
+        };
+    }
+    if size != 4 || !offset.is_multiple_of(4) {
+        return 0;
+    }
+    u64::from(match Register(offset) {
+        Register::VS => VERSION.into(),
+        Register::INTMS | Register::INTMC => regs.intms.load(Ordering::Acquire),
+        Register::CC => regs.cc.load(Ordering::Acquire),
+        Register::CSTS => regs.csts.load(Ordering::Acquire),
+        Register::AQA => regs.aqa.load(Ordering::Acquire),
+        _ => 0,
+    })
+}
+
+/// Writes `size` bytes of `value` at `offset`.
+pub(super) fn write(inner: &Inner, offset: u64, size: u8, value: u64) {
+    if offset >= Register::DOORBELLS.0 {
+        inner
+            .doorbells
+            .write_offset(offset - Register::DOORBELLS.0, value as u32);
+        inner.kick();
+        return;
+    }
+    let regs = &inner.regs;
+    let set_half = |reg: &std::sync::atomic::AtomicU64, high: bool, v: u64| {
+        let old = reg.load(Ordering::Acquire);
+        let new = if high {
+            (old & 0xFFFF_FFFF) | (v << 32)
+        } else {
+            (old & !0xFFFF_FFFF) | (v & 0xFFFF_FFFF)
+        };
+        reg.store(new, Ordering::Release);
+    };
+    match (Register(offset & !7), size, offset & 7) {
+        (Register::ASQ, 8, 0) => return regs.asq.store(value, Ordering::Release),
+        (Register::ACQ, 8, 0) => return regs.acq.store(value, Ordering::Release),
+        (Register::ASQ, 4, half @ (0 | 4)) => return set_half(&regs.asq, half == 4, value),
+        (Register::ACQ, 4, half @ (0 | 4)) => return set_half(&regs.acq, half == 4, value),
+        _ => {}
+    }
+    if size != 4 {
+        return;
+    }
+    let value = value as u32;
+    match Register(offset) {
+        Register::INTMS => {
+            regs.intms.fetch_or(value, Ordering::AcqRel);
+        }
+        Register::INTMC => {
+            regs.intms.fetch_and(!value, Ordering::AcqRel);
+        }
+        Register::AQA => regs.aqa.store(value, Ordering::Release),
+        Register::CC => write_cc(inner, Cc::from(value)),
+        // NSSR is not supported (CAP.NSSRS = 0); everything else is read-only or reserved.
+        _ => {}
+    }
+}
+
+/// Applies a write to CC: enable, disable (controller reset) and shutdown notifications.
+fn write_cc(inner: &Inner, new: Cc) {
+    let old = inner.cc();
+    inner.regs.cc.store(new.into(), Ordering::Release);
+    if old.en() && !new.en() {
+        controller_reset(inner);
+        return;
+    }
+    if !old.en() && new.en() {
+        enable(inner, new);
+    }
+    if new.shn() != ShutdownNotification::NONE && old.shn() == ShutdownNotification::NONE {
+        // Make every completed write durable, then report the shutdown complete.
+        for ns in inner.attached() {
+            let _ = ns.backend().flush();
+        }
+        inner.set_csts(inner.csts().with_shst(ShutdownStatus::COMPLETE));
+    }
+}
+
+/// CC.EN 0 → 1: validate the admin queue registers and bring the admin queues up.
+fn enable(inner: &Inner, cc: Cc) {
+    let aqa = Aqa::from(inner.regs.aqa.load(Ordering::Acquire));
+    let asq = inner.regs.asq.load(Ordering::Acquire);
+    let acq = inner.regs.acq.load(Ordering::Acquire);
+    let valid = cc.mps() == 0
+        && aqa.asqs() >= 1
+        && aqa.acqs() >= 1
+        && asq & 0xFFF == 0
+        && acq & 0xFFF == 0
+        && asq != 0
+        && acq != 0;
+    if !valid {
+        inner.set_csts(inner.csts().with_cfs(true));
+        return;
+    }
+    {
+        let mut state = inner.lock_state();
+        state.sqs[0] = Some(SubmissionQueue {
+            qid: 0,
+            cqid: 0,
+            base: asq,
+            size: u32::from(aqa.sq_entries()),
+            head: 0,
+            priority: 0,
+        });
+        state.cqs[0] = Some(CompletionQueue {
+            qid: 0,
+            base: acq,
+            size: u32::from(aqa.cq_entries()),
+            tail: 0,
+            phase: true,
+            head: 0,
+            vector: 0,
+            interrupts: true,
+        });
+        inner.doorbells.set_sq_tail(0, 0);
+        inner.doorbells.set_cq_head(0, 0);
+    }
+    inner.set_csts(Csts::new().with_rdy(true).with_shst(ShutdownStatus::NORMAL));
+    inner.kick();
+}
+
+/// Clears everything a controller reset clears, with `state` held.
+pub(super) fn clear_queues(inner: &Inner, state: &mut State) {
+    state.sqs.iter_mut().for_each(|q| *q = None);
+    state.cqs.iter_mut().for_each(|q| *q = None);
+    state.features = super::features::Features::new(&inner.config);
+    state.aer.clear();
+    state.irq_pending.iter_mut().for_each(|p| *p = false);
+    inner.doorbells.clear();
+}
+
+/// CC.EN 1 → 0: delete every queue, drop outstanding asynchronous event requests, return
+/// features to their defaults, lift a TP4159 suspension, and report not ready.
+pub(super) fn controller_reset(inner: &Inner) {
+    {
+        let mut state = inner.lock_state();
+        clear_queues(inner, &mut state);
+        inner.suspended.store(false, Ordering::Release);
+    }
+    inner.set_csts(Csts::new());
+}
+
+/// A function-level reset: a controller reset plus every register back to its reset value.
+pub(super) fn function_reset(inner: &Inner) {
+    controller_reset(inner);
+    let regs = &inner.regs;
+    regs.cc.store(0, Ordering::Release);
+    regs.aqa.store(0, Ordering::Release);
+    regs.asq.store(0, Ordering::Release);
+    regs.acq.store(0, Ordering::Release);
+    regs.intms.store(0, Ordering::Release);
+    regs.csts.store(0, Ordering::Release);
+}
