@@ -1,4 +1,9 @@
-//! The host side: a user-space NVMe driver over a vfio-user connection, a verifying workload
-//! generator and the migration orchestrator that plays the VMM's part.
+//! The host side: a user-space NVMe driver, the memory it shares with the device, and (in later
+//! milestones) the verifying workload and the migration orchestrator that plays the VMM's part.
 //!
-//! Status: holds nothing yet; it is built once the device and the vfio-user server exist.
+//! * [`memory`] — DMA-able host memory backed by a memfd, with a page allocator;
+//! * [`driver`] — controller bring-up, admin commands, I/O queue pairs, asynchronous events and
+//!   reset, over any [`driver::Bar`] (a vfio-user connection or an in-process controller).
+
+pub mod driver;
+pub mod memory;

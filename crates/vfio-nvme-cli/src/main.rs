@@ -1,1 +1,64 @@
-fn main() {}
+//! `vfio-nvme`: the command-line tool of the vfio-nvme project.
+//!
+//! It only parses arguments, wires the workspace's crates together and prints; every piece of
+//! protocol or state-machine logic lives in a library crate. Today it has one subcommand,
+//! `fsm`, which shows the VFIO migration v2 state machine of the `vfio-migration` crate; the
+//! others (`serve`, `migrate`, `demo`, …) are added as they start to work, never as stubs.
+//!
+//! Conventions: results go to stdout (JSON with the global `--json`), logs to stderr under
+//! `RUST_LOG` (default `warn`), errors to stderr as `error: …` with exit code 1, and usage
+//! errors are clap's, with exit code 2.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod fsm_args;
+mod fsm_cmd;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends `tracing` events to stderr, filtered by `RUST_LOG` (default: `warn`; directives that
+/// do not parse are skipped rather than fatal).
+fn init_logging() {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::WARN.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Runs the parsed command and prints its output on stdout.
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    tracing::debug!(command = ?cli.command, json = cli.json, "running");
+    let output = match &cli.command {
+        Command::Fsm(args) => fsm_cmd::run(&args.command, cli.json)?,
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| if cli.json { writeln!(stdout) } else { Ok(()) })
+        .and_then(|()| stdout.flush())
+        .context("could not write the output to stdout")
+}

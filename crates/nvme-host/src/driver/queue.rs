@@ -1,0 +1,189 @@
+//! The host side of a submission/completion queue pair.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use nvme_spec::command::Command;
+use nvme_spec::command::Completion;
+use zerocopy::FromBytes;
+use zerocopy::IntoBytes;
+
+use super::Bar;
+use super::DriverError;
+use crate::memory::DmaBuffer;
+use crate::memory::HostMemory;
+
+/// A submission queue and the completion queue it posts to, as the host sees them.
+///
+/// Command identifiers are slot numbers `0..depth-1`, handed out by [`QueuePair::push`] and
+/// returned when the completion is reaped, so at most `depth - 1` commands are outstanding and
+/// the submission queue can never overflow.
+pub struct QueuePair {
+    qid: u16,
+    depth: u32,
+    sq: DmaBuffer,
+    cq: DmaBuffer,
+    sq_tail: u32,
+    cq_head: u32,
+    phase: bool,
+    sq_doorbell: u64,
+    cq_doorbell: u64,
+    bar: Arc<dyn Bar>,
+    free_cids: Vec<u16>,
+    in_flight: Vec<bool>,
+    outstanding: u32,
+    unrung: bool,
+}
+
+impl std::fmt::Debug for QueuePair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuePair")
+            .field("qid", &self.qid)
+            .field("depth", &self.depth)
+            .field("outstanding", &self.outstanding)
+            .finish()
+    }
+}
+
+impl QueuePair {
+    /// Allocates the rings of queue pair `qid` with `depth` entries each in `mem`. Doorbell
+    /// offsets follow `stride` bytes (4 << CAP.DSTRD).
+    pub(crate) fn new(
+        qid: u16,
+        depth: u32,
+        mem: &Arc<HostMemory>,
+        bar: Arc<dyn Bar>,
+        stride: u64,
+    ) -> Result<Self, DriverError> {
+        let sq = mem.alloc(u64::from(depth) * 64)?;
+        let cq = mem.alloc(u64::from(depth) * 16)?;
+        Ok(Self {
+            qid,
+            depth,
+            sq,
+            cq,
+            sq_tail: 0,
+            cq_head: 0,
+            phase: true,
+            sq_doorbell: 0x1000 + 2 * u64::from(qid) * stride,
+            cq_doorbell: 0x1000 + (2 * u64::from(qid) + 1) * stride,
+            bar,
+            free_cids: (0..depth.saturating_sub(1) as u16).rev().collect(),
+            in_flight: vec![false; depth as usize],
+            outstanding: 0,
+            unrung: false,
+        })
+    }
+
+    /// The queue identifier.
+    pub fn qid(&self) -> u16 {
+        self.qid
+    }
+
+    /// Entries per queue.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// IOVA of the submission queue.
+    pub fn sq_iova(&self) -> u64 {
+        self.sq.iova()
+    }
+
+    /// IOVA of the completion queue.
+    pub fn cq_iova(&self) -> u64 {
+        self.cq.iova()
+    }
+
+    /// Commands submitted and not yet reaped.
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
+    }
+
+    /// How many more commands can be pushed now.
+    pub fn free_slots(&self) -> u32 {
+        self.free_cids.len() as u32
+    }
+
+    /// Writes `cmd` (its CID replaced by a free slot number) at the tail without ringing the
+    /// doorbell; returns the CID. Call [`ring`](Self::ring) after a batch.
+    pub fn push(&mut self, mut cmd: Command) -> Result<u16, DriverError> {
+        let cid = self
+            .free_cids
+            .pop()
+            .ok_or(DriverError::QueueFull { qid: self.qid })?;
+        cmd.cdw0 = cmd.cdw0.with_cid(cid);
+        self.in_flight[usize::from(cid)] = true;
+        self.sq.write(u64::from(self.sq_tail) * 64, cmd.as_bytes());
+        self.sq_tail = (self.sq_tail + 1) % self.depth;
+        self.outstanding += 1;
+        self.unrung = true;
+        Ok(cid)
+    }
+
+    /// Tells the controller about every pushed command (one doorbell write).
+    pub fn ring(&mut self) {
+        if std::mem::take(&mut self.unrung) {
+            std::sync::atomic::fence(Ordering::Release);
+            self.bar.doorbell(self.sq_doorbell, self.sq_tail);
+        }
+    }
+
+    /// Pushes one command and rings the doorbell.
+    pub fn submit(&mut self, cmd: Command) -> Result<u16, DriverError> {
+        let cid = self.push(cmd)?;
+        self.ring();
+        Ok(cid)
+    }
+
+    /// Reaps every new completion, calling `f` for each, then writes the CQ head doorbell once.
+    /// Returns how many were reaped.
+    pub fn poll(&mut self, mut f: impl FnMut(Completion)) -> usize {
+        let mut reaped = 0;
+        loop {
+            let entry_iova = self.cq.iova() + u64::from(self.cq_head) * 16;
+            let Ok(status_word) = self.cq.memory().atomic_u32(entry_iova + 12) else {
+                break;
+            };
+            let word = status_word.load(Ordering::Acquire);
+            if (word >> 16) & 1 != u32::from(self.phase) {
+                break;
+            }
+            let mut raw = [0u8; 16];
+            self.cq.read(u64::from(self.cq_head) * 16, &mut raw);
+            raw[12..].copy_from_slice(&word.to_le_bytes());
+            let Ok(entry) = Completion::read_from_bytes(&raw) else {
+                break;
+            };
+            self.cq_head += 1;
+            if self.cq_head == self.depth {
+                self.cq_head = 0;
+                self.phase = !self.phase;
+            }
+            if let Some(flag) = self.in_flight.get_mut(usize::from(entry.cid))
+                && std::mem::take(flag)
+            {
+                self.free_cids.push(entry.cid);
+                self.outstanding -= 1;
+            }
+            reaped += 1;
+            f(entry);
+        }
+        if reaped > 0 {
+            self.bar.doorbell(self.cq_doorbell, self.cq_head);
+        }
+        reaped
+    }
+
+    /// Forgets every outstanding command (after a controller reset they will never complete).
+    pub(crate) fn abandon(&mut self) {
+        self.free_cids = (0..self.depth.saturating_sub(1) as u16).rev().collect();
+        self.in_flight.iter_mut().for_each(|f| *f = false);
+        self.outstanding = 0;
+        self.sq_tail = 0;
+        self.cq_head = 0;
+        self.phase = true;
+        self.sq.fill(0);
+        self.cq.fill(0);
+    }
+}

@@ -1,0 +1,168 @@
+//! The command line, as clap derive types: the top-level options and every subcommand.
+//!
+//! Only subcommands that work are listed; the ones later milestones add (`serve`, `workload`,
+//! `migrate`, `demo`, `bench`, `state decode`) are absent until they exist, so clap answers
+//! them with its own "unrecognized subcommand".
+
+use clap::{Args, Parser, Subcommand};
+use vfio_migration::{DeviceState, MigrationFlags};
+
+use crate::fsm_args::{parse_flags, parse_state};
+
+/// The default `--flags`: what our NVMe migration driver advertises.
+const ALL_FLAGS: &str = "stop-copy,p2p,pre-copy";
+
+/// vfio-nvme: live-migratable NVMe controllers in user space.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vfio-nvme",
+    version,
+    about = "Live-migratable NVMe controllers in user space",
+    long_about = "Live-migratable NVMe controllers in user space.\n\n\
+        vfio-nvme models an NVM subsystem whose secondary controllers (SR-IOV virtual \
+        functions) can be live-migrated: a VFIO migration v2 state machine moves each \
+        controller's state with the NVMe TP4159 live-migration commands (Suspend, Get/Set \
+        Controller State, Resume) issued on the primary controller, and a vfio-user server \
+        presents the controller to a VMM as a PCI device. This tool composes those pieces; \
+        today it explains the VFIO migration state machine (`fsm`).\n\n\
+        Logging goes to stderr and is controlled by RUST_LOG (default: warn)."
+)]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Explore the VFIO migration v2 state machine (the kernel's next-state walk).
+    Fsm(FsmArgs),
+}
+
+/// `vfio-nvme fsm`: the state machine of the `vfio-migration` crate, for debugging a migration.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Explore the VFIO migration v2 state machine: the walk the kernel's \
+        vfio_mig_get_next_state() takes between two device states, for the migration flags \
+        a device advertises.\n\n\
+        States: ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, \
+        PRE_COPY_P2P — in any case, with `-` or `_` — or their uAPI numbers 0-7."
+)]
+pub struct FsmArgs {
+    /// Which view of the state machine to print.
+    #[command(subcommand)]
+    pub command: FsmCommand,
+}
+
+/// The views of the state machine.
+#[derive(Debug, Subcommand)]
+pub enum FsmCommand {
+    /// Print the arcs a SET from FROM to TO walks, one driver arc per step.
+    ///
+    /// Fails (exit code 1) with the kernel's reason when there is no walk, e.g. STOP_COPY to
+    /// PRE_COPY, or when a state needs a flag the device lacks.
+    Path {
+        /// The current device state (name or uAPI number).
+        #[arg(value_parser = parse_state)]
+        from: DeviceState,
+        /// The requested device state (name or uAPI number).
+        #[arg(value_parser = parse_state)]
+        to: DeviceState,
+        /// The device's migration flags.
+        #[command(flatten)]
+        flags: FlagsArg,
+    },
+    /// Print the next-state matrix of the states the flags support.
+    ///
+    /// Rows are current states, columns target states, and a cell is the first arc of the walk
+    /// (`-` when already there, `ERR` when the kernel refuses the SET with EINVAL). With
+    /// `--json`: `{"flags": [...], "table": {CURRENT: {TARGET: NEXT or null}}}`, where the
+    /// diagonal holds the state itself.
+    Table {
+        /// The device's migration flags.
+        #[command(flatten)]
+        flags: FlagsArg,
+    },
+}
+
+/// `--flags`, shared by the `fsm` views.
+#[derive(Debug, Args)]
+pub struct FlagsArg {
+    /// Comma list of the device's migration flags: stop-copy (required), p2p, pre-copy.
+    ///
+    /// The default is all three, which is what our NVMe migration driver advertises.
+    #[arg(long = "flags", value_name = "LIST", value_parser = parse_flags, default_value = ALL_FLAGS)]
+    pub flags: MigrationFlags,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn path_parses_states_and_defaults_to_all_flags() {
+        let cli = Cli::try_parse_from(["vfio-nvme", "fsm", "path", "running", "3"]).unwrap();
+        assert!(!cli.json);
+        let Command::Fsm(FsmArgs {
+            command: FsmCommand::Path { from, to, flags },
+        }) = cli.command
+        else {
+            panic!("expected fsm path, got {:?}", cli.command);
+        };
+        assert_eq!(from, DeviceState::Running);
+        assert_eq!(to, DeviceState::StopCopy);
+        assert_eq!(flags.flags, MigrationFlags::all());
+    }
+
+    #[test]
+    fn json_is_global_and_flags_are_parsed() {
+        let cli = Cli::try_parse_from([
+            "vfio-nvme",
+            "fsm",
+            "table",
+            "--flags",
+            "stop-copy,p2p",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Fsm(FsmArgs {
+            command: FsmCommand::Table { flags },
+        }) = cli.command
+        else {
+            panic!("expected fsm table, got {:?}", cli.command);
+        };
+        assert_eq!(flags.flags, MigrationFlags::STOP_COPY | MigrationFlags::P2P);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_value() {
+        let err = Cli::try_parse_from(["vfio-nvme", "fsm", "path", "runing", "stop"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("runing"), "{err}");
+
+        let err = Cli::try_parse_from(["vfio-nvme", "fsm", "table", "--flags", "p2p"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("stop-copy"), "{err}");
+    }
+
+    #[test]
+    fn subcommands_that_do_not_exist_yet_are_not_accepted() {
+        for name in ["demo", "serve", "migrate", "bench", "state", "workload"] {
+            let err = Cli::try_parse_from(["vfio-nvme", name]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidSubcommand, "{name}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Runs the built `vfio-nvme` binary as a user would and checks its output and exit codes.
+
+use std::process::{Command, Output};
+
+/// Runs `vfio-nvme` with `args` (and a quiet log filter, so stderr holds only our messages).
+fn vfio_nvme(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vfio-nvme"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the vfio-nvme binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("stderr is UTF-8")
+}
+
+#[test]
+fn help_explains_the_tool_and_lists_fsm() {
+    let output = vfio_nvme(&["--help"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains("fsm"), "{text}");
+    assert!(text.contains("TP4159"), "{text}");
+    assert!(text.contains("--json"), "{text}");
+}
+
+#[test]
+fn path_prints_the_reference_walk() {
+    // Reference §1.4, all flags: RUNNING→STOP_COPY = R→R_P2P→STOP→STOP_COPY.
+    let output = vfio_nvme(&["fsm", "path", "running", "stop-copy"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout(&output),
+        "RUNNING -> RUNNING_P2P -> STOP -> STOP_COPY\n"
+    );
+    assert_eq!(stderr(&output), "");
+
+    // Numbers and other spellings name the same states.
+    let output = vfio_nvme(&["fsm", "path", "2", "STOP_COPY", "--flags", "stop-copy"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "RUNNING -> STOP -> STOP_COPY\n");
+}
+
+#[test]
+fn path_json_parses_and_has_the_path() {
+    let output = vfio_nvme(&["--json", "fsm", "path", "running", "stop-copy"]);
+    assert!(output.status.success(), "{output:?}");
+    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("valid JSON");
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "from": "RUNNING",
+            "to": "STOP_COPY",
+            "flags": ["STOP_COPY", "P2P", "PRE_COPY"],
+            "path": ["RUNNING", "RUNNING_P2P", "STOP", "STOP_COPY"],
+        })
+    );
+    // `--json` is global: it may also follow the subcommand.
+    let after = vfio_nvme(&["fsm", "path", "running", "stop-copy", "--json"]);
+    assert_eq!(after.stdout, output.stdout);
+}
+
+#[test]
+fn stop_copy_to_pre_copy_fails_with_the_reason() {
+    let output = vfio_nvme(&["fsm", "path", "stop-copy", "pre-copy"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(stdout(&output), "");
+    let message = stderr(&output);
+    assert!(message.starts_with("error: "), "{message}");
+    assert!(message.contains("STOP_COPY to PRE_COPY"), "{message}");
+    assert!(message.contains("go to STOP first"), "{message}");
+}
+
+#[test]
+fn flags_without_stop_copy_are_refused() {
+    let output = vfio_nvme(&["fsm", "path", "running", "stop", "--flags", "p2p"]);
+    assert!(!output.status.success(), "{output:?}");
+    let message = stderr(&output);
+    assert!(message.contains("stop-copy"), "{message}");
+    assert_eq!(stdout(&output), "");
+}
+
+#[test]
+fn unknown_states_name_the_bad_value() {
+    for bad in ["runing", "8"] {
+        let output = vfio_nvme(&["fsm", "path", bad, "stop"]);
+        let code = output.status.code();
+        assert!(matches!(code, Some(1 | 2)), "{bad}: {output:?}");
+        let message = stderr(&output);
+        assert!(message.contains(&format!("'{bad}'")), "{message}");
+    }
+}
+
+#[test]
+fn subcommands_that_do_not_exist_yet_are_usage_errors() {
+    let output = vfio_nvme(&["demo"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(stderr(&output).contains("unrecognized subcommand 'demo'"));
+}
+
+#[test]
+fn table_for_stop_copy_only_has_four_state_rows() {
+    let states = ["STOP", "RUNNING", "STOP_COPY", "RESUMING"];
+    let output = vfio_nvme(&["fsm", "table", "--flags", "stop-copy"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.first().is_some_and(|first| states.contains(first)))
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    assert_eq!(rows[1], ["RUNNING", "STOP", "-", "STOP", "STOP"], "{text}");
+    assert_eq!(rows[0][0], "STOP");
+}
+
+#[test]
+fn table_json_is_an_object_of_objects() {
+    let output = vfio_nvme(&["--json", "fsm", "table"]);
+    assert!(output.status.success(), "{output:?}");
+    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("valid JSON");
+    let table = value["table"].as_object().expect("table is an object");
+    assert_eq!(table.len(), 7);
+    assert!(
+        table
+            .values()
+            .all(|row| row.as_object().unwrap().len() == 7)
+    );
+    assert_eq!(value["table"]["RUNNING"]["STOP_COPY"], "RUNNING_P2P");
+    assert_eq!(
+        value["table"]["STOP_COPY"]["PRE_COPY"],
+        serde_json::Value::Null
+    );
+}
