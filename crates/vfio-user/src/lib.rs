@@ -9,7 +9,8 @@
 //!   (`DEVICE_FEATURE`: migration and DMA-logging payloads), [`migration`] (migration data);
 //! * [`message`] — every request and reply as one enum each, with file-descriptor rules;
 //! * [`framing`] — the stream [`framing::Framer`] and whole-message encoders;
-//! * [`error`] — [`error::DecodeError`] with the errno to answer; [`limits`] — decoding limits.
+//! * [`error`] — [`error::DecodeError`] with the errno to answer; [`limits`] — decoding limits;
+//! * [`server`] — a server hosting any [`server::Device`]; [`client`] — a generic client.
 //!
 //! Data is host-endian on the wire; the structures use native integers. Decoders never panic
 //! and check every attacker-controlled count against the input and the [`limits::Limits`]
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod client;
 pub mod command;
 pub mod device;
 pub mod dma;
@@ -30,5 +32,6 @@ pub mod message;
 pub mod migration;
 pub mod payload;
 pub mod region;
+pub mod server;
 pub mod version;
 mod wire;

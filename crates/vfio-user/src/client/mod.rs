@@ -1,0 +1,1 @@
+//! The vfio-user client: drives any device a vfio-user server hosts.
