@@ -1,9 +1,8 @@
-//! The host side: a user-space NVMe driver, the memory it shares with the device, and (in later
+//! The host side: the user-space NVMe driver over a vfio-user connection, and (in later
 //! milestones) the verifying workload and the migration orchestrator that plays the VMM's part.
 //!
-//! * [`memory`] — DMA-able host memory backed by a memfd, with a page allocator;
-//! * [`driver`] — controller bring-up, admin commands, I/O queue pairs, asynchronous events and
-//!   reset, over any [`driver::Bar`] (a vfio-user connection or an in-process controller).
+//! The driver itself lives in [`nvme_driver`]; its modules are re-exported here so host code
+//! reads `nvme_host::driver` and `nvme_host::memory`.
 
-pub mod driver;
-pub mod memory;
+pub use nvme_driver::driver;
+pub use nvme_driver::memory;
