@@ -4,6 +4,11 @@
 //! BAR0 at offset 1000h), so ringing one costs the guest a plain store and the device a load;
 //! no message crosses a socket. The values are written by the guest and therefore untrusted:
 //! callers validate them against the queue size before use.
+//!
+//! The shared memory file mirrors BAR0 from its start: its first page stands for the register
+//! page and stays unused, and the doorbells begin at file offset [`Doorbells::file_offset`]
+//! (1000h). A transport can then describe BAR0 as "file offset 0, mmappable from 1000h" and
+//! the client maps exactly the doorbell page.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -12,6 +17,9 @@ use shmem::Mapping;
 
 /// Maximum number of queue pairs (admin + I/O) whose doorbells fit in one page at stride 0.
 pub const MAX_QUEUE_PAIRS_PER_PAGE: u16 = 512;
+
+/// Offset of the first doorbell in the shared memory file (and in BAR0).
+const FILE_OFFSET: u64 = 0x1000;
 
 /// The doorbell registers of one controller, backed by a shareable memory page.
 #[derive(Debug)]
@@ -26,7 +34,7 @@ impl Doorbells {
     /// doorbell stride `4 << dstrd` bytes, rounded up to whole pages.
     pub fn new(queue_pairs: u16, dstrd: u8) -> io::Result<Self> {
         let stride = 4u64 << dstrd.min(15);
-        let bytes = (u64::from(queue_pairs) * 2 * stride).next_multiple_of(4096);
+        let bytes = FILE_OFFSET + (u64::from(queue_pairs) * 2 * stride).next_multiple_of(4096);
         let len = usize::try_from(bytes)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "doorbell area too large"))?;
         Ok(Self {
@@ -36,14 +44,21 @@ impl Doorbells {
         })
     }
 
-    /// The shared memory backing the doorbells, for the transport to hand to the guest.
+    /// The shared memory backing the doorbells, for the transport to hand to the guest. The
+    /// doorbells start at [`file_offset`](Self::file_offset).
     pub fn mapping(&self) -> &Mapping {
         &self.page
     }
 
-    /// Size of the doorbell area in bytes.
+    /// Offset of the first doorbell (SQ 0 tail) in [`mapping`](Self::mapping)'s file: 1000h,
+    /// the same as in BAR0.
+    pub fn file_offset(&self) -> u64 {
+        FILE_OFFSET
+    }
+
+    /// Size of the doorbell area in bytes (a whole number of pages).
     pub fn len(&self) -> u64 {
-        self.page.len()
+        self.page.len() - FILE_OFFSET
     }
 
     /// True if the area is empty (never: the constructor rounds up to a page).
@@ -52,7 +67,8 @@ impl Doorbells {
     }
 
     fn offset(&self, qid: u16, cq: bool) -> Option<u64> {
-        (qid < self.queue_pairs).then(|| (2 * u64::from(qid) + u64::from(cq)) * self.stride)
+        (qid < self.queue_pairs)
+            .then(|| FILE_OFFSET + (2 * u64::from(qid) + u64::from(cq)) * self.stride)
     }
 
     fn load(&self, offset: Option<u64>) -> u32 {
@@ -87,11 +103,12 @@ impl Doorbells {
         self.store(self.offset(qid, true), value);
     }
 
-    /// `offset` if it is the byte offset of a doorbell within the area.
+    /// The file offset of the doorbell at byte `offset` within the doorbell area, if there is
+    /// one there.
     fn doorbell_at(&self, offset: u64) -> Option<u64> {
         (offset.is_multiple_of(self.stride)
             && offset / self.stride < 2 * u64::from(self.queue_pairs))
-        .then_some(offset)
+        .then_some(FILE_OFFSET + offset)
     }
 
     /// Writes a doorbell by its byte offset within the area (a register write that reached the
@@ -127,9 +144,10 @@ mod tests {
             db.set_sq_tail(3, 17);
             db.set_cq_head(3, 9);
             let mut word = [0u8; 4];
-            db.mapping().read(6 * stride, &mut word).unwrap();
+            let base = db.file_offset();
+            db.mapping().read(base + 6 * stride, &mut word).unwrap();
             assert_eq!(u32::from_ne_bytes(word), 17);
-            db.mapping().read(7 * stride, &mut word).unwrap();
+            db.mapping().read(base + 7 * stride, &mut word).unwrap();
             assert_eq!(u32::from_ne_bytes(word), 9);
             assert_eq!(db.read_offset(7 * stride), 9);
             db.write_offset(2 * stride, 5);

@@ -1,5 +1,6 @@
-//! The seed's driver: the VFIO migration v2 state machine for one NVMe secondary controller, with
-//! every arc carried out by real TP4159 commands submitted to the primary controller, and the PCI
-//! face of a VF served over vfio-user.
-//!
-//! Status: built on `nvme-device`, `vfio-migration` and `vfio-user`; holds nothing yet.
+//! Where NVMe meets VFIO: a secondary controller of an [`nvme_device`] subsystem presented as a
+//! PCI function over vfio-user ([`vf`], [`pci`]), and (in the next milestone) the VFIO migration
+//! driver whose arcs are carried out by TP4159 commands on the primary controller.
+
+pub mod pci;
+pub mod vf;
