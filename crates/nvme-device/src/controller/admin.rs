@@ -42,7 +42,7 @@ pub(super) fn execute(inner: &Inner, state: &mut State, cmd: &Command) -> Outcom
             if primary
                 && SetFeaturesCdw10::from(cmd.cdw10).fid() == FeatureId::CONTROLLER_DATA_QUEUE
             {
-                crate::lm::set_cdq_feature(inner, cmd).into()
+                crate::lm::set_cdq_feature(state, cmd).into()
             } else {
                 features::set(inner, state, cmd).into()
             }
@@ -51,7 +51,7 @@ pub(super) fn execute(inner: &Inner, state: &mut State, cmd: &Command) -> Outcom
             if primary
                 && GetFeaturesCdw10::from(cmd.cdw10).fid() == FeatureId::CONTROLLER_DATA_QUEUE
             {
-                crate::lm::get_cdq_feature(inner, cmd).into()
+                crate::lm::get_cdq_feature(inner, state, cmd).into()
             } else {
                 features::get(inner, state, cmd).into()
             }
@@ -71,7 +71,7 @@ pub(super) fn execute(inner: &Inner, state: &mut State, cmd: &Command) -> Outcom
         | AdminOpcode::CONTROLLER_DATA_QUEUE
             if primary =>
         {
-            crate::lm::execute(inner, cmd).into()
+            crate::lm::execute(inner, state, cmd).into()
         }
         _ => Outcome::Complete(Status::INVALID_COMMAND_OPCODE, 0),
     }

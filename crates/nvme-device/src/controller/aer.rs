@@ -25,7 +25,7 @@ use super::poller;
 /// Most Asynchronous Event Request commands outstanding at once (AERL + 1).
 pub(crate) const MAX_OUTSTANDING: usize = 4;
 /// Most undelivered events kept; older ones are dropped beyond this.
-const MAX_QUEUED: usize = 64;
+pub(crate) const MAX_QUEUED: usize = 64;
 
 /// One asynchronous event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl AerState {
 }
 
 /// Queues `event` from any thread; the poller delivers it.
-pub(super) fn post(inner: &Inner, event: AsyncEvent) {
+pub(crate) fn post(inner: &Inner, event: AsyncEvent) {
     inner
         .events
         .lock()

@@ -23,6 +23,7 @@ use super::ControllerConfig;
 use super::Inner;
 use super::State;
 use super::transfer;
+use crate::lm::vendor::FeatureValues;
 
 /// The warning composite temperature threshold reported in Identify (WCTEMP), in kelvin, and
 /// the default over-temperature threshold.
@@ -82,6 +83,55 @@ impl Features {
             async_event_config: AsyncEventConfig::new(),
             timestamp: None,
             keep_alive: 0,
+        }
+    }
+}
+
+impl Features {
+    /// The values as saved in our vendor-specific migration state; the Timestamp is its value
+    /// now (it keeps counting while the controller is suspended, as a clock does).
+    pub(super) fn to_values(&self) -> FeatureValues {
+        FeatureValues {
+            arbitration: self.arbitration,
+            power_management: self.power_management,
+            over_temperature: self.over_temperature,
+            under_temperature: self.under_temperature,
+            error_recovery: self.error_recovery,
+            write_cache: self.write_cache,
+            queues: self.queues,
+            queues_set: self.queues_set,
+            interrupt_coalescing: self.interrupt_coalescing,
+            coalescing_disabled: self.coalescing_disabled.clone(),
+            write_atomicity_disable_normal: self.write_atomicity_disable_normal,
+            async_event_config: self.async_event_config.into(),
+            timestamp: self
+                .timestamp
+                .is_some()
+                .then(|| timestamp_now(self).timestamp()),
+            keep_alive: self.keep_alive,
+        }
+    }
+
+    /// Features restored from saved `values` on a controller with `config` (whose vector count
+    /// the caller checked can hold the saved one).
+    pub(super) fn from_values(values: &FeatureValues, config: &ControllerConfig) -> Self {
+        let mut coalescing_disabled = values.coalescing_disabled.clone();
+        coalescing_disabled.resize(usize::from(config.msix_vectors), false);
+        Self {
+            arbitration: values.arbitration,
+            power_management: values.power_management,
+            over_temperature: values.over_temperature,
+            under_temperature: values.under_temperature,
+            error_recovery: values.error_recovery,
+            write_cache: values.write_cache,
+            queues: values.queues,
+            queues_set: values.queues_set,
+            interrupt_coalescing: values.interrupt_coalescing,
+            coalescing_disabled,
+            write_atomicity_disable_normal: values.write_atomicity_disable_normal,
+            async_event_config: AsyncEventConfig::from(values.async_event_config),
+            timestamp: values.timestamp.map(|ms| (ms, Instant::now())),
+            keep_alive: values.keep_alive,
         }
     }
 }

@@ -83,7 +83,9 @@ pub(super) fn controller(inner: &Inner) -> IdentifyController {
     id.rab = 6;
     id.cmic = Cmic::new().with_multi_controller(true).with_sriov(!primary);
     id.mdts = config.mdts;
-    id.cntlid = config.cntlid;
+    id.cntlid = inner
+        .reported_cntlid
+        .load(std::sync::atomic::Ordering::Acquire);
     id.ver = registers::VERSION;
     id.oaes = Oaes::new().with_namespace_attribute(true);
     // I/O controller.
@@ -128,8 +130,8 @@ fn pad_nqn(nqn: &str) -> [u8; 256] {
     out
 }
 
-/// Identify Namespace (CNS 00h) for a namespace as this controller sees it.
-pub(crate) fn namespace_structure(ns: &Namespace) -> IdentifyNamespace {
+/// Identify Namespace (CNS 00h) for a namespace as controller `inner` sees it.
+pub(crate) fn namespace_structure(inner: &Inner, ns: &Namespace) -> IdentifyNamespace {
     let mut id = IdentifyNamespace::new_zeroed();
     id.nsze = ns.blocks();
     id.ncap = ns.blocks();
@@ -142,7 +144,7 @@ pub(crate) fn namespace_structure(ns: &Namespace) -> IdentifyNamespace {
     id.nmic = u8::from(ns.shared());
     // Deallocated blocks read as zeros, and Write Zeroes may deallocate.
     id.dlfeat = 0b1001;
-    let identity = ns.identity();
+    let identity = inner.namespace_identity(ns);
     id.nguid = identity.nguid;
     id.eui64 = identity.eui64;
     for (slot, size) in id.lbaf.iter_mut().zip(LBA_FORMATS) {
@@ -170,7 +172,7 @@ fn namespace(inner: &Inner, nsid: u32) -> Result<Vec<u8>, Status> {
         return Ok(id.as_bytes().to_vec());
     }
     Ok(match check_nsid(inner, nsid)? {
-        Some(ns) => namespace_structure(ns).as_bytes().to_vec(),
+        Some(ns) => namespace_structure(inner, ns).as_bytes().to_vec(),
         // A valid NSID that is not attached: all zeros.
         None => vec![0; IDENTIFY_DATA_SIZE],
     })
@@ -189,7 +191,7 @@ fn active_list(inner: &Inner, after: u32) -> Result<Vec<u8>, Status> {
 
 fn descriptors(inner: &Inner, nsid: u32) -> Result<Vec<u8>, Status> {
     let ns = check_nsid(inner, nsid)?.ok_or(Status::INVALID_NAMESPACE_OR_FORMAT)?;
-    let identity = ns.identity();
+    let identity = inner.namespace_identity(ns);
     let page = encode_namespace_descriptors(&[
         NamespaceIdentifier::Eui64(identity.eui64),
         NamespaceIdentifier::Nguid(identity.nguid),

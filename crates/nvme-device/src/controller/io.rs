@@ -15,6 +15,7 @@ use super::Counters;
 use super::Inner;
 use super::transfer;
 use crate::backend::BackendError;
+use crate::lm::LbaLog;
 use crate::namespace::Namespace;
 
 /// NSID that addresses every attached namespace (Flush).
@@ -22,24 +23,46 @@ const ALL_NAMESPACES: u32 = 0xFFFF_FFFF;
 /// Most ranges one Dataset Management command carries (NR is 0's based in 8 bits).
 const MAX_DSM_RANGES: usize = 256;
 
-/// Runs one I/O command and returns its status and completion dword 0.
-pub(super) fn execute(inner: &Inner, counters: &mut Counters, cmd: &Command) -> (Status, u32) {
-    match run(inner, counters, cmd) {
+/// Runs one I/O command and returns its status and completion dword 0. Successful changes of
+/// user data are recorded in `log` (a no-op unless TP4159 logging is on).
+pub(super) fn execute(
+    inner: &Inner,
+    counters: &mut Counters,
+    log: &mut LbaLog,
+    cmd: &Command,
+) -> (Status, u32) {
+    match run(inner, counters, log, cmd) {
         Ok(()) => (Status::SUCCESS, 0),
         Err(status) => (status, 0),
     }
 }
 
-fn run(inner: &Inner, counters: &mut Counters, cmd: &Command) -> Result<(), Status> {
+fn run(
+    inner: &Inner,
+    counters: &mut Counters,
+    log: &mut LbaLog,
+    cmd: &Command,
+) -> Result<(), Status> {
     if cmd.cdw0.fuse() != 0 {
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }
     match NvmOpcode(cmd.cdw0.opcode()) {
         NvmOpcode::READ => read_write(inner, counters, cmd, false),
-        NvmOpcode::WRITE => read_write(inner, counters, cmd, true),
+        NvmOpcode::WRITE => {
+            read_write(inner, counters, cmd, true)?;
+            let nlb = ReadWriteCdw12::from(cmd.cdw12).nlb();
+            log.record(cmd.nsid, slba(cmd.cdw10, cmd.cdw11), nlb.into(), false);
+            Ok(())
+        }
         NvmOpcode::FLUSH => flush(inner, cmd),
-        NvmOpcode::WRITE_ZEROES => write_zeroes(inner, cmd),
-        NvmOpcode::DATASET_MANAGEMENT => dataset_management(inner, cmd),
+        NvmOpcode::WRITE_ZEROES => {
+            write_zeroes(inner, cmd)?;
+            let cdw12 = WriteZeroesCdw12::from(cmd.cdw12);
+            let slba = slba(cmd.cdw10, cmd.cdw11);
+            log.record(cmd.nsid, slba, cdw12.nlb().into(), cdw12.deac());
+            Ok(())
+        }
+        NvmOpcode::DATASET_MANAGEMENT => dataset_management(inner, log, cmd),
         _ => Err(Status::INVALID_COMMAND_OPCODE),
     }
 }
@@ -127,7 +150,7 @@ fn write_zeroes(inner: &Inner, cmd: &Command) -> Result<(), Status> {
     result.map_err(|_| Status::WRITE_FAULT)
 }
 
-fn dataset_management(inner: &Inner, cmd: &Command) -> Result<(), Status> {
+fn dataset_management(inner: &Inner, log: &mut LbaLog, cmd: &Command) -> Result<(), Status> {
     let ns = namespace(inner, cmd.nsid)?;
     let count = usize::from(DsmCdw10::from(cmd.cdw10).nr()) + 1;
     if !DsmCdw11::from(cmd.cdw11).ad() {
@@ -138,16 +161,19 @@ fn dataset_management(inner: &Inner, cmd: &Command) -> Result<(), Status> {
     let raw = &mut raw[..count * 16];
     transfer::from_host(inner, cmd, raw)?;
     // Check every range before changing anything, so a bad range fails the whole command.
-    let mut ranges = [(0u64, 0u64); MAX_DSM_RANGES];
+    let mut ranges = [DsmRange::default(); MAX_DSM_RANGES];
     for (slot, chunk) in ranges.iter_mut().zip(raw.chunks_exact(16)) {
-        let range = DsmRange::read_from_bytes(chunk).unwrap_or_default();
-        *slot = ns.byte_range(range.slba, u64::from(range.nlb))?;
+        *slot = DsmRange::read_from_bytes(chunk).unwrap_or_default();
+        ns.byte_range(slot.slba, u64::from(slot.nlb))?;
     }
-    for &(offset, len) in &ranges[..count] {
-        if len > 0 {
+    for range in &ranges[..count] {
+        if range.nlb > 0 {
+            let (offset, len) = ns.byte_range(range.slba, u64::from(range.nlb))?;
             ns.backend()
                 .deallocate(offset, len)
                 .map_err(|_| Status::WRITE_FAULT)?;
+            // The entry's NLB is 0's based; DSM's is a count.
+            log.record(cmd.nsid, range.slba, range.nlb - 1, true);
         }
     }
     Ok(())

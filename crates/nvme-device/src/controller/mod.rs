@@ -23,6 +23,7 @@ mod io;
 mod log;
 mod poller;
 mod registers;
+pub(crate) mod snapshot;
 mod transfer;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use std::sync::OnceLock;
 use std::sync::RwLock;
 use std::sync::Weak;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU16;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
@@ -47,6 +49,7 @@ use crate::interrupt::CountingInterrupt;
 use crate::interrupt::Interrupt;
 use crate::memory::DmaMemory;
 use crate::namespace::Namespace;
+use crate::namespace::NamespaceIdentity;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
@@ -157,14 +160,26 @@ pub(crate) struct State {
     pub counters: Counters,
     /// Vectors to signal at the end of the current pass.
     pub irq_pending: Vec<bool>,
+    /// TP4159 LBA change logging of this controller (a secondary one) into a UDMQ.
+    pub lba_log: crate::lm::LbaLog,
+    /// TP4159 state of a primary controller: its CDQs and Set Controller State transfers.
+    pub lm: crate::lm::PrimaryLm,
 }
 
 /// The shared core of a controller.
 pub(crate) struct Inner {
-    config: ControllerConfig,
+    /// This controller, for the objects that refer back to it (a CDQ to its owner).
+    me: Weak<Inner>,
+    pub(crate) config: ControllerConfig,
+    /// The identity strings reported; a state restore may replace them with the source's.
     identity: RwLock<Arc<SubsystemIdentity>>,
+    /// The CNTLID reported in Identify Controller; a state restore adopts the source's.
+    reported_cntlid: AtomicU16,
     namespaces: Vec<Option<Arc<Namespace>>>,
-    mem: Arc<dyn DmaMemory>,
+    /// Per attached namespace (indexed by NSID − 1), the identifiers reported instead of the
+    /// namespace's own, adopted from the source of a state restore.
+    namespace_identities: RwLock<Vec<Option<NamespaceIdentity>>>,
+    pub(crate) mem: Arc<dyn DmaMemory>,
     irq: RwLock<Arc<dyn Interrupt>>,
     doorbells: Doorbells,
     regs: Registers,
@@ -180,6 +195,8 @@ pub(crate) struct Inner {
     /// A primary controller's secondary controllers as (VFN, controller), set once by the
     /// subsystem after every controller exists.
     secondaries: OnceLock<Vec<(u16, Weak<Inner>)>>,
+    /// A secondary controller's primary controller, set once by the subsystem.
+    primary: OnceLock<Weak<Inner>>,
     /// Tells the poller thread to exit.
     stop: AtomicBool,
     poller: Mutex<Option<std::thread::Thread>>,
@@ -197,7 +214,7 @@ impl std::fmt::Debug for Inner {
 impl Inner {
     /// Takes the queue state from outside the poller: asks the poller to step aside between
     /// passes, then waits for the lock.
-    fn lock_state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
         self.control_waiting.fetch_add(1, Ordering::AcqRel);
         let guard = self
             .state
@@ -208,7 +225,7 @@ impl Inner {
     }
 
     /// Wakes the poller if it is sleeping, e.g. after a doorbell write through the control path.
-    fn kick(&self) {
+    pub(crate) fn kick(&self) {
         if let Some(thread) = self
             .poller
             .lock()
@@ -260,7 +277,6 @@ impl Inner {
     }
 
     /// The secondary controller with identifier `cntlid`, if this primary controller has one.
-    #[allow(dead_code, reason = "used by the TP4159 commands being added in lm")]
     pub(crate) fn secondary(&self, cntlid: u16) -> Option<Arc<Inner>> {
         self.secondaries
             .get()?
@@ -274,6 +290,63 @@ impl Inner {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The identifiers reported for attached namespace `ns`: the adopted ones after a state
+    /// restore, else the namespace's own.
+    fn namespace_identity(&self, ns: &Namespace) -> NamespaceIdentity {
+        let index = ns.nsid() as usize - 1;
+        self.namespace_identities
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(index)
+            .copied()
+            .flatten()
+            .unwrap_or(*ns.identity())
+    }
+
+    /// A weak handle to this controller.
+    pub(crate) fn weak_self(&self) -> Weak<Inner> {
+        self.me.clone()
+    }
+
+    /// Whether the controller is suspended (TP4159).
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+
+    /// Suspends or resumes fetching (TP4159). Suspending only stops new fetches; the caller
+    /// then takes `state` to wait for the pass in progress.
+    pub(crate) fn set_suspended(&self, suspended: bool) {
+        self.suspended.store(suspended, Ordering::Release);
+    }
+
+    /// Queues an asynchronous event from any thread.
+    pub(crate) fn post_event(&self, event: AsyncEvent) {
+        aer::post(self, event);
+    }
+
+    /// Copies `data` to the data buffer of admin command `cmd`.
+    pub(crate) fn data_to_host(
+        &self,
+        cmd: &nvme_spec::command::Command,
+        data: &[u8],
+    ) -> Result<(), nvme_spec::status::Status> {
+        transfer::to_host(self, cmd, data)
+    }
+
+    /// Fills `buf` from the data buffer of admin command `cmd`.
+    pub(crate) fn data_from_host(
+        &self,
+        cmd: &nvme_spec::command::Command,
+        buf: &mut [u8],
+    ) -> Result<(), nvme_spec::status::Status> {
+        transfer::from_host(self, cmd, buf)
+    }
+
+    /// A secondary controller's primary controller.
+    fn primary(&self) -> Option<Arc<Inner>> {
+        self.primary.get()?.upgrade()
     }
 }
 
@@ -296,9 +369,13 @@ impl Controller {
     ) -> std::io::Result<Self> {
         let queue_count = usize::from(config.io_queue_pairs) + 1;
         let doorbells = Doorbells::new(config.io_queue_pairs + 1, 0)?;
-        let inner = Arc::new(Inner {
+        let namespace_count = namespaces.len();
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             identity: RwLock::new(identity),
+            reported_cntlid: AtomicU16::new(config.cntlid),
             namespaces,
+            namespace_identities: RwLock::new(vec![None; namespace_count]),
             mem,
             irq: RwLock::new(Arc::new(CountingInterrupt::new(0))),
             doorbells,
@@ -311,6 +388,8 @@ impl Controller {
                 errors: log::ErrorLog::default(),
                 counters: Counters::default(),
                 irq_pending: vec![false; usize::from(config.msix_vectors)],
+                lba_log: crate::lm::LbaLog::default(),
+                lm: crate::lm::PrimaryLm::default(),
             }),
             config,
             control_waiting: AtomicUsize::new(0),
@@ -318,6 +397,7 @@ impl Controller {
             events_pending: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             secondaries: OnceLock::new(),
+            primary: OnceLock::new(),
             stop: AtomicBool::new(false),
             poller: Mutex::new(None),
         });
@@ -389,6 +469,9 @@ impl Controller {
             .iter()
             .map(|(vfn, c)| (*vfn, Arc::downgrade(&c.inner)))
             .collect();
+        for (_, c) in secondaries {
+            let _ = c.inner.primary.set(Arc::downgrade(&self.inner));
+        }
         let _ = self.inner.secondaries.set(list);
     }
 

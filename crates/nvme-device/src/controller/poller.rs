@@ -80,7 +80,9 @@ pub(super) fn run(inner: &Arc<Inner>) {
 /// One pass over every queue. Returns whether anything happened.
 pub(super) fn pass(inner: &Inner, state: &mut State) -> bool {
     let csts = inner.csts();
-    if !csts.rdy() || csts.cfs() {
+    // A suspended controller changes nothing: no fetch, no event delivery, so its state stays
+    // exactly as Suspend left it until Resume (events raised meanwhile wait in `events`).
+    if !csts.rdy() || csts.cfs() || inner.suspended.load(Ordering::Acquire) {
         return false;
     }
     let mut progressed = false;
@@ -96,14 +98,14 @@ pub(super) fn pass(inner: &Inner, state: &mut State) -> bool {
         }
     }
     progressed |= aer::deliver(inner, state);
-    if !inner.suspended.load(Ordering::Acquire) {
-        progressed |= admin_queue(inner, state);
-        for qid in 1..state.sqs.len() {
-            if state.sqs[qid].is_some() {
-                progressed |= io_queue(inner, state, qid as u16);
-            }
+    progressed |= admin_queue(inner, state);
+    for qid in 1..state.sqs.len() {
+        if state.sqs[qid].is_some() {
+            progressed |= io_queue(inner, state, qid as u16);
         }
     }
+    // LBA changes logged during the pass go to the UDMQ in one append.
+    state.lba_log.flush();
     signal(inner, state);
     progressed
 }
@@ -267,7 +269,7 @@ fn io_queue(inner: &Inner, state: &mut State, qid: u16) -> bool {
             fatal(inner);
             return true;
         };
-        let (status, dw0) = io::execute(inner, &mut state.counters, &cmd);
+        let (status, dw0) = io::execute(inner, &mut state.counters, &mut state.lba_log, &cmd);
         complete(inner, state, qid, cqid, &cmd, status, dw0);
     }
     n > 0

@@ -13,6 +13,7 @@ use nvme_spec::registers::ShutdownStatus;
 use nvme_spec::registers::Vs;
 
 use super::Inner;
+use super::Role;
 use super::State;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
@@ -191,13 +192,26 @@ pub(super) fn clear_queues(inner: &Inner, state: &mut State) {
 
 /// CC.EN 1 → 0: delete every queue, drop outstanding asynchronous event requests, return
 /// features to their defaults, lift a TP4159 suspension, and report not ready.
+///
+/// TP4159: a primary controller also deletes every Controller Data Queue it created and drops
+/// the Set Controller State transfers it was collecting; for a secondary controller, the
+/// transfer its primary was collecting for it is dropped (the state it carried no longer
+/// applies to the reset controller).
 pub(super) fn controller_reset(inner: &Inner) {
     {
         let mut state = inner.lock_state();
         clear_queues(inner, &mut state);
+        if inner.config.role == Role::Primary {
+            crate::lm::delete_all_cdqs(inner, &mut state);
+            state.lm.incoming.clear();
+        }
         inner.suspended.store(false, Ordering::Release);
     }
     inner.set_csts(Csts::new());
+    // Lock order: the secondary's `state` is released before the primary's is taken.
+    if let Some(primary) = inner.primary() {
+        crate::lm::forget_incoming(&mut primary.lock_state(), inner.config.cntlid);
+    }
 }
 
 /// A function-level reset: a controller reset plus every register back to its reset value.

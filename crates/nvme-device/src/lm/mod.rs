@@ -4,15 +4,36 @@
 //! Send (Suspend, Resume, Set Controller State), Migration Receive (Get Controller State), Track
 //! Send (LBA change logging) and Controller Data Queues. Every command names its target by
 //! CNTLID, resolved through the subsystem's list of secondary controllers.
+//!
+//! * [`vendor`] is our vendor-specific controller state format;
+//! * `migration` runs Suspend, Resume, Set and Get Controller State;
+//! * `cdq` runs Controller Data Queues, Feature 21h and Track Send, and holds the LBA log;
+//! * `ring` is the mechanics of a CDQ ring.
 
+#![forbid(unsafe_code)]
+
+mod cdq;
+mod migration;
+mod ring;
+pub mod vendor;
+
+use std::sync::Arc;
+
+pub(crate) use cdq::LbaLog;
+pub(crate) use cdq::PrimaryLm;
+pub(crate) use cdq::delete_all as delete_all_cdqs;
+pub(crate) use migration::forget as forget_incoming;
+use nvme_spec::command::AdminOpcode;
 use nvme_spec::command::Command;
 use nvme_spec::identify::IdentifyController;
 use nvme_spec::identify::Trattr;
+use nvme_spec::lm::LmCommand;
 use nvme_spec::lm::SupportedControllerStateFormats;
 use nvme_spec::lm::Uuid;
 use nvme_spec::status::Status;
 
 use crate::controller::Inner;
+use crate::controller::State;
 
 /// The UUID that names this project's vendor-specific controller state format (CSUUIDI 1 in
 /// Identify CNS 20h). The format carries everything NVMECS v0 leaves out: registers, the admin
@@ -48,17 +69,43 @@ pub(crate) fn peers(inner: &Inner) -> Vec<(u16, u16)> {
     inner.secondary_ids()
 }
 
-/// Runs a TP4159 admin command on the primary controller.
-pub(crate) fn execute(_inner: &Inner, _cmd: &Command) -> Result<u32, Status> {
-    Err(Status::INVALID_COMMAND_OPCODE)
+/// Decodes a TP4159 command; a wrong SEL or set reserved bits are Invalid Field in Command.
+fn decode<T: LmCommand>(cmd: &Command) -> Result<T, Status> {
+    let decoded = T::decode(cmd).map_err(|_| Status::INVALID_FIELD_IN_COMMAND)?;
+    if !decoded.reserved.is_empty() {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    Ok(decoded.op)
+}
+
+/// The secondary controller `cntlid` names, or Invalid Controller Identifier.
+fn target(inner: &Inner, cntlid: u16) -> Result<Arc<Inner>, Status> {
+    inner
+        .secondary(cntlid)
+        .ok_or(Status::INVALID_CONTROLLER_IDENTIFIER)
+}
+
+/// Runs a TP4159 admin command on the primary controller, with its `state` held.
+pub(crate) fn execute(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    match AdminOpcode(cmd.cdw0.opcode()) {
+        AdminOpcode::MIGRATION_SEND => migration::send(inner, state, cmd),
+        AdminOpcode::MIGRATION_RECEIVE => migration::receive(inner, cmd),
+        AdminOpcode::TRACK_SEND => cdq::track_send(inner, state, cmd),
+        AdminOpcode::CONTROLLER_DATA_QUEUE => cdq::controller_data_queue(inner, state, cmd),
+        _ => Err(Status::INVALID_COMMAND_OPCODE),
+    }
 }
 
 /// Set Features 21h (Controller Data Queue).
-pub(crate) fn set_cdq_feature(_inner: &Inner, _cmd: &Command) -> Result<u32, Status> {
-    Err(Status::INVALID_FIELD_IN_COMMAND)
+pub(crate) fn set_cdq_feature(state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    cdq::set_feature(state, cmd)
 }
 
 /// Get Features 21h (Controller Data Queue).
-pub(crate) fn get_cdq_feature(_inner: &Inner, _cmd: &Command) -> Result<u32, Status> {
-    Err(Status::INVALID_FIELD_IN_COMMAND)
+pub(crate) fn get_cdq_feature(
+    inner: &Inner,
+    state: &mut State,
+    cmd: &Command,
+) -> Result<u32, Status> {
+    cdq::get_feature(inner, state, cmd)
 }

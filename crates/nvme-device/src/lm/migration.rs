@@ -1,0 +1,261 @@
+//! Migration Send (41h: Suspend, Resume, Set Controller State) and Migration Receive (42h: Get
+//! Controller State) on the primary controller.
+//!
+//! Suspend is the handshake of `DESIGN.md`: the target's `suspended` flag stops its poller from
+//! fetching, then taking the target's `state` lock waits for the pass in progress, in which every
+//! fetched command ran to completion and posted its completion. From then on nothing of the
+//! target changes until Resume, so Get Controller State is stable and deterministic.
+//!
+//! Set Controller State collects chunks (SEQIND first/middle/last, byte offsets) in the primary's
+//! `State`, one transfer per target, and on the last chunk parses and validates everything before
+//! changing anything.
+
+use nvme_spec::command::Command;
+use nvme_spec::lm::ControllerState;
+use nvme_spec::lm::ControllerStateAttributes;
+use nvme_spec::lm::ControllerStateHeader;
+use nvme_spec::lm::EntrySequence;
+use nvme_spec::lm::GetControllerState;
+use nvme_spec::lm::GetControllerStateDw0;
+use nvme_spec::lm::MAX_CONTROLLER_STATE_LEN;
+use nvme_spec::lm::MigrationSend;
+use nvme_spec::lm::NvmeControllerStateV0;
+use nvme_spec::lm::Resume;
+use nvme_spec::lm::SequenceIndicator;
+use nvme_spec::lm::SetControllerState;
+use nvme_spec::lm::Suspend;
+use nvme_spec::lm::SuspendType;
+use nvme_spec::status::Status;
+
+use super::cdq;
+use super::decode;
+use super::target;
+use super::vendor::VendorState;
+use crate::controller::Inner;
+use crate::controller::State;
+use crate::controller::snapshot;
+
+/// A Set Controller State transfer in progress.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    /// CSVI of the first chunk; later chunks must repeat it.
+    csvi: u8,
+    /// CSUUIDI of the first chunk; later chunks must repeat it.
+    csuuidi: u8,
+    /// The bytes received so far, from offset 0.
+    data: Vec<u8>,
+}
+
+/// Which parts of the controller state a CSVI/CSUUIDI pair selects: (NVMECS v0, vendor).
+fn parts(csvi: u8, csuuidi: u8) -> Result<(bool, bool), Status> {
+    match (csvi, csuuidi) {
+        (0 | 1, 0 | 1) => Ok((csvi == 1, csuuidi == 1)),
+        _ => Err(Status::INVALID_FIELD_IN_COMMAND),
+    }
+}
+
+/// Migration Send (41h).
+pub(crate) fn send(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    match decode::<MigrationSend>(cmd)? {
+        MigrationSend::Suspend(op) => suspend(inner, state, op),
+        MigrationSend::Resume(op) => resume(inner, op),
+        MigrationSend::SetControllerState(op) => set_state(inner, state, cmd, op),
+    }
+}
+
+fn suspend(inner: &Inner, state: &mut State, op: Suspend) -> Result<u32, Status> {
+    let vf = target(inner, op.cntlid)?;
+    match op.stype {
+        SuspendType::NOTIFICATION => return Ok(0),
+        SuspendType::SUSPEND => {}
+        _ => return Err(Status::INVALID_FIELD_IN_COMMAND),
+    }
+    vf.set_suspended(true);
+    // Waits for the pass in progress: every command it fetched has completed.
+    let mut vf_state = vf.lock_state();
+    vf_state.lba_log.flush();
+    vf_state.lba_log.marker(EntrySequence::LAST_SUSPENDED);
+    if op.dudmq {
+        cdq::delete_udmq_of(&mut state.lm, &mut vf_state);
+    }
+    Ok(0)
+}
+
+fn resume(inner: &Inner, op: Resume) -> Result<u32, Status> {
+    let vf = target(inner, op.cntlid)?;
+    {
+        let vf_state = vf.lock_state();
+        if !vf.is_suspended() {
+            return Err(Status::CONTROLLER_NOT_SUSPENDED);
+        }
+        if vf_state.lba_log.active() {
+            vf_state.lba_log.marker(EntrySequence::FIRST);
+        }
+        vf.set_suspended(false);
+    }
+    vf.kick();
+    Ok(0)
+}
+
+/// Set Controller State: one chunk.
+fn set_state(
+    inner: &Inner,
+    state: &mut State,
+    cmd: &Command,
+    op: SetControllerState,
+) -> Result<u32, Status> {
+    let (nvme, vendor) = parts(op.csvi, op.csuuidi)?;
+    if !(nvme || vendor) || op.uidx != 0 {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    let vf = target(inner, op.cntlid)?;
+    if !vf.is_suspended() {
+        return Err(Status::CONTROLLER_NOT_SUSPENDED);
+    }
+    let len = op.data_len();
+    if len > inner.config.max_transfer() {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    let incoming = &mut state.lm.incoming;
+    let existing = incoming.iter().position(|(id, _)| *id == op.cntlid);
+    let first = matches!(
+        op.seqind,
+        SequenceIndicator::FIRST | SequenceIndicator::ONLY
+    );
+    let index = match (first, existing) {
+        (true, _) => {
+            if op.offset != 0 {
+                return Err(Status::INVALID_FIELD_IN_COMMAND);
+            }
+            let fresh = Incoming {
+                csvi: op.csvi,
+                csuuidi: op.csuuidi,
+                data: Vec::new(),
+            };
+            match existing {
+                Some(i) => {
+                    incoming[i].1 = fresh;
+                    i
+                }
+                None => {
+                    incoming.push((op.cntlid, fresh));
+                    incoming.len() - 1
+                }
+            }
+        }
+        (false, Some(i)) => i,
+        (false, None) => return Err(Status::INVALID_FIELD_IN_COMMAND),
+    };
+    let buffer = &mut incoming[index].1;
+    let start = buffer.data.len();
+    let fits = (start as u64)
+        .checked_add(len)
+        .is_some_and(|end| end <= MAX_CONTROLLER_STATE_LEN as u64);
+    if buffer.csvi != op.csvi || buffer.csuuidi != op.csuuidi || op.offset != start as u64 || !fits
+    {
+        incoming.remove(index);
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    if len > 0 {
+        buffer.data.resize(start + len as usize, 0);
+        if let Err(status) = inner.data_from_host(cmd, &mut buffer.data[start..]) {
+            incoming.remove(index);
+            return Err(status);
+        }
+    }
+    if !matches!(op.seqind, SequenceIndicator::LAST | SequenceIndicator::ONLY) {
+        return Ok(0);
+    }
+    let (_, complete) = incoming.remove(index);
+    let (nvmecs, vendor_state) = parse(&complete)?;
+    let mut vf_state = vf.lock_state();
+    snapshot::validate(&vf, nvmecs.as_ref(), vendor_state.as_ref())
+        .map_err(|_| Status::INVALID_FIELD_IN_COMMAND)?;
+    snapshot::apply(&vf, &mut vf_state, nvmecs.as_ref(), vendor_state.as_ref());
+    Ok(0)
+}
+
+/// Parses a complete controller state: the header sizes must match the bytes, and the parts
+/// present must be exactly those the CSVI/CSUUIDI of the transfer selected.
+fn parse(
+    incoming: &Incoming,
+) -> Result<(Option<NvmeControllerStateV0>, Option<VendorState>), Status> {
+    let bad = Status::INVALID_FIELD_IN_COMMAND;
+    let cs = ControllerState::decode(&incoming.data).map_err(|_| bad)?;
+    let (want_nvme, want_vendor) = parts(incoming.csvi, incoming.csuuidi)?;
+    if cs.header().ver != 0
+        || (cs.header().nvmecss != 0) != want_nvme
+        || (cs.header().vss != 0) != want_vendor
+    {
+        return Err(bad);
+    }
+    let nvmecs = want_nvme
+        .then(|| NvmeControllerStateV0::decode(cs.nvmecs()))
+        .transpose()
+        .map_err(|_| bad)?;
+    let vendor = want_vendor
+        .then(|| VendorState::decode(cs.vendor()))
+        .transpose()
+        .map_err(|_| bad)?;
+    Ok((nvmecs, vendor))
+}
+
+/// Migration Receive (42h), SEL 0: Get Controller State.
+pub(crate) fn receive(inner: &Inner, cmd: &Command) -> Result<u32, Status> {
+    let op = decode::<GetControllerState>(cmd)?;
+    let (nvme, vendor) = parts(op.csvi, op.csuuidi)?;
+    if op.uidx != 0 {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    let vf = target(inner, op.cntlid)?;
+    let requested = op.data_len();
+    if requested > inner.config.max_transfer() {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    let (bytes, suspended) = {
+        let mut vf_state = vf.lock_state();
+        let suspended = vf.is_suspended();
+        (
+            encode(&vf, &mut vf_state, nvme, vendor, suspended)?,
+            suspended,
+        )
+    };
+    let offset = usize::try_from(op.offset).unwrap_or(usize::MAX);
+    if !offset.is_multiple_of(4) || offset >= bytes.len() {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    let end = bytes.len().min(offset + requested as usize);
+    inner.data_to_host(cmd, &bytes[offset..end])?;
+    Ok(GetControllerStateDw0::new().with_csup(suspended).into())
+}
+
+/// The Controller State data structure of `vf`: header, NVMECS v0 if `nvme`, our vendor state
+/// if `vendor`. With the controller's `state` held.
+fn encode(
+    vf: &Inner,
+    vf_state: &mut State,
+    nvme: bool,
+    vendor: bool,
+    suspended: bool,
+) -> Result<Vec<u8>, Status> {
+    let (nvmecs, vendor_state) = snapshot::capture(vf, vf_state);
+    let cs = ControllerState::new(
+        0,
+        ControllerStateAttributes::new().with_suspended(suspended),
+        if nvme { nvmecs.encode() } else { Vec::new() },
+        if vendor {
+            vendor_state.encode()
+        } else {
+            Vec::new()
+        },
+    )
+    .map_err(|_| Status::INTERNAL_ERROR)?;
+    let bytes = cs.encode();
+    debug_assert!(bytes.len() >= ControllerStateHeader::SIZE);
+    Ok(bytes)
+}
+
+/// Drops a pending Set Controller State transfer for `cntlid` (its controller was reset).
+pub(crate) fn forget(state: &mut State, cntlid: u16) {
+    state.lm.incoming.retain(|(id, _)| *id != cntlid);
+}
