@@ -22,6 +22,7 @@ use vfio_user::server::Errno;
 use vfio_user::server::IrqRequest;
 use vfio_user::server::RegionDescription;
 
+use crate::migration::device::VfMigration;
 use crate::pci::BAR0_REGION;
 use crate::pci::BAR0_SIZE;
 use crate::pci::CONFIG_REGION;
@@ -46,6 +47,8 @@ pub struct VfDevice {
     /// DMA windows the client mapped without a file descriptor (unreachable, but tracked so
     /// they can be unmapped).
     unreachable: Mutex<Vec<(u64, u64)>>,
+    /// Live migration, when the function can migrate.
+    migration: Option<VfMigration>,
 }
 
 impl std::fmt::Debug for VfDevice {
@@ -68,7 +71,18 @@ impl VfDevice {
             config: ConfigSpace::new(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors),
             msix,
             unreachable: Mutex::new(Vec::new()),
+            migration: None,
         })
+    }
+
+    /// Makes the function migratable with `migration`.
+    pub fn with_migration(mut self, migration: VfMigration) -> Self {
+        self.migration = Some(migration);
+        self
+    }
+
+    fn migration(&self) -> Result<&VfMigration, Errno> {
+        self.migration.as_ref().ok_or(errno::ENOTTY)
     }
 
     /// The secondary controller behind this function.
@@ -155,8 +169,12 @@ impl VfDevice {
         Ok(())
     }
 
-    /// A function-level reset: controller, configuration space and MSI-X state.
+    /// A function-level reset: controller, configuration space, MSI-X state and the migration
+    /// state (back to RUNNING, sessions gone).
     fn function_reset(&self) {
+        if let Some(migration) = &self.migration {
+            migration.reset();
+        }
         self.controller().reset();
         let vectors = self.msix.count() as u16;
         self.config.reset(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors);
@@ -311,11 +329,57 @@ impl Device for VfDevice {
     }
 
     fn disconnected(&self) {
+        if let Some(migration) = &self.migration {
+            migration.disconnected();
+        }
         self.space.unmap_all();
         self.unreachable
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.msix.drop_eventfds();
+    }
+
+    fn migration_flags(&self) -> Option<u64> {
+        self.migration.as_ref().map(VfMigration::flags)
+    }
+
+    fn migration_state(&self) -> Result<u32, Errno> {
+        Ok(self.migration()?.state())
+    }
+
+    fn set_migration_state(&self, state: u32) -> Result<(), Errno> {
+        self.migration()?.set_state(state)
+    }
+
+    fn migration_read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.migration()?.read(buf)
+    }
+
+    fn migration_write(&self, data: &[u8]) -> Result<(), Errno> {
+        self.migration()?.write(data)
+    }
+
+    fn migration_data_size(&self) -> Result<u64, Errno> {
+        self.migration()?.data_size()
+    }
+
+    fn dma_logging_start(&self, page_size: u64, ranges: &[(u64, u64)]) -> Result<(), Errno> {
+        self.migration()?.logging_start(page_size, ranges)
+    }
+
+    fn dma_logging_stop(&self) -> Result<(), Errno> {
+        self.migration()?.logging_stop()
+    }
+
+    fn dma_logging_report(
+        &self,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<(), Errno> {
+        self.migration()?
+            .logging_report(iova, length, page_size, bitmap)
     }
 }

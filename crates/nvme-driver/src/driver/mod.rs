@@ -283,13 +283,23 @@ impl Driver {
     }
 
     /// Runs an admin command that transfers `len` bytes from the controller and returns them.
-    pub fn admin_read(&self, mut cmd: Command, len: u64) -> Result<Vec<u8>, DriverError> {
+    pub fn admin_read(&self, cmd: Command, len: u64) -> Result<Vec<u8>, DriverError> {
+        self.admin_read_completion(cmd, len).map(|(_, data)| data)
+    }
+
+    /// Like [`admin_read`](Self::admin_read), also returning the completion (whose dword 0
+    /// carries command-specific results).
+    pub fn admin_read_completion(
+        &self,
+        mut cmd: Command,
+        len: u64,
+    ) -> Result<(Completion, Vec<u8>), DriverError> {
         let buf = self.data_buffer(len)?;
         self.set_prps(&mut cmd, &buf.0, buf.1.as_ref(), len);
-        self.admin(cmd)?;
+        let done = self.admin(cmd)?;
         let mut out = vec![0u8; len as usize];
         buf.0.read(0, &mut out);
-        Ok(out)
+        Ok((done, out))
     }
 
     /// Runs an admin command that transfers `data` to the controller.

@@ -1,0 +1,179 @@
+//! How the migration driver reaches the primary controller: the [`LmAdmin`] trait.
+//!
+//! Every arc of the VF's migration state machine is carried out by real 64-byte TP4159 admin
+//! commands on the primary controller's admin queue. This trait is that admin queue: the
+//! in-process implementation ([`InProcessPrimary`]) drives this project's PF through the
+//! user-space NVMe driver; on a real SR-IOV device the Linux NVMe admin pass-through ioctl on
+//! the PF can implement the same trait.
+
+use std::io;
+use std::sync::Arc;
+
+use nvme_device::subsystem::Subsystem;
+use nvme_driver::driver::Bar;
+use nvme_driver::driver::Driver;
+use nvme_driver::driver::DriverError;
+use nvme_driver::memory::HostMemory;
+use nvme_spec::command::AdminOpcode;
+use nvme_spec::command::Command;
+use nvme_spec::status::Status;
+use shmem::AddressSpace;
+use shmem::Mapping;
+use shmem::Protection;
+
+/// The data phase of an admin command.
+#[derive(Debug)]
+pub enum Transfer<'a> {
+    /// No data.
+    None,
+    /// Host to controller (e.g. Set Controller State).
+    ToController(&'a [u8]),
+    /// Controller to host: fill this buffer (e.g. Get Controller State).
+    FromController(&'a mut [u8]),
+}
+
+/// A failed admin command on the primary controller.
+#[derive(Debug, thiserror::Error)]
+pub enum LmError {
+    /// The controller completed the command with an error status.
+    #[error("{what} failed on the primary controller with status {status:?} (SCT {sct:#x} SC {sc:#x})", sct = status.sct(), sc = status.sc())]
+    Status {
+        /// The operation, e.g. "Migration Send (Suspend) of controller 2".
+        what: String,
+        /// The completion status.
+        status: Status,
+    },
+    /// The primary controller could not be reached or did not answer.
+    #[error("{what}: {source}")]
+    Driver {
+        /// The operation.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: DriverError,
+    },
+    /// The controller returned data that makes no sense.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl LmError {
+    /// The NVMe status, if the controller answered with one.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The primary controller's admin queue, for TP4159 commands.
+pub trait LmAdmin: Send + Sync {
+    /// Submits `cmd` with the data phase `data` and waits for its completion; returns
+    /// completion dword 0. `what` names the operation for error messages.
+    fn execute(&self, what: &str, cmd: Command, data: Transfer<'_>) -> Result<u32, LmError>;
+    /// Memory the primary controller can reach by DMA (for Controller Data Queues).
+    fn memory(&self) -> &Arc<HostMemory>;
+    /// The primary controller's maximum data transfer size in bytes.
+    fn max_transfer(&self) -> u64;
+}
+
+/// BAR0 of the subsystem's primary controller, reached by direct calls.
+struct PrimaryBar(Arc<Subsystem>);
+
+impl Bar for PrimaryBar {
+    fn read32(&self, offset: u64) -> io::Result<u32> {
+        Ok(self.0.primary().read_register(offset, 4) as u32)
+    }
+
+    fn read64(&self, offset: u64) -> io::Result<u64> {
+        Ok(self.0.primary().read_register(offset, 8))
+    }
+
+    fn write32(&self, offset: u64, value: u32) -> io::Result<()> {
+        self.0.primary().write_register(offset, 4, u64::from(value));
+        Ok(())
+    }
+
+    fn doorbell(&self, offset: u64, value: u32) {
+        self.0.primary().write_register(offset, 4, u64::from(value));
+    }
+}
+
+/// I/O virtual address of the host memory the in-process primary controller uses.
+const PRIMARY_MEMORY_IOVA: u64 = 0x100_0000_0000;
+/// Size of that memory: admin queues, data buffers and Controller Data Queues.
+const PRIMARY_MEMORY_SIZE: u64 = 16 << 20;
+
+/// The primary controller of an in-process subsystem, driven by the user-space NVMe driver
+/// through its admin queue, exactly as host software drives a physical function.
+pub struct InProcessPrimary {
+    driver: Driver,
+}
+
+impl std::fmt::Debug for InProcessPrimary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessPrimary").finish()
+    }
+}
+
+impl InProcessPrimary {
+    /// Brings up `subsystem`'s primary controller, whose DMA reaches `space` (the address space
+    /// the subsystem was built with for the PF): host memory is mapped there and the controller
+    /// is enabled.
+    pub fn new(subsystem: Arc<Subsystem>, space: &AddressSpace) -> Result<Self, LmError> {
+        let driver_error = |source| LmError::Driver {
+            what: "bringing up the primary controller".to_owned(),
+            source,
+        };
+        let mem = HostMemory::new(PRIMARY_MEMORY_SIZE, PRIMARY_MEMORY_IOVA)
+            .map_err(|e| driver_error(DriverError::Io(e)))?;
+        let fd = mem
+            .mapping()
+            .fd()
+            .ok_or_else(|| LmError::Protocol("host memory has no file descriptor".to_owned()))?
+            .try_clone_to_owned()
+            .map_err(|e| driver_error(DriverError::Io(e)))?;
+        let view = Mapping::from_fd(fd, 0, mem.len() as usize, Protection::ReadWrite)
+            .map_err(|e| driver_error(DriverError::Io(e)))?;
+        space
+            .map(PRIMARY_MEMORY_IOVA, view)
+            .map_err(|e| LmError::Protocol(format!("cannot map primary host memory: {e}")))?;
+        let driver = Driver::new(Arc::new(PrimaryBar(subsystem)), mem).map_err(driver_error)?;
+        Ok(Self { driver })
+    }
+}
+
+impl LmAdmin for InProcessPrimary {
+    fn execute(&self, what: &str, cmd: Command, data: Transfer<'_>) -> Result<u32, LmError> {
+        let result = match data {
+            Transfer::None => self.driver.admin(cmd).map(|c| c.dw0),
+            Transfer::ToController(bytes) => self.driver.admin_write(cmd, bytes).map(|c| c.dw0),
+            Transfer::FromController(buf) => self
+                .driver
+                .admin_read_completion(cmd, buf.len() as u64)
+                .map(|(c, bytes)| {
+                    buf.copy_from_slice(&bytes);
+                    c.dw0
+                }),
+        };
+        result.map_err(|err| match err {
+            DriverError::Status { status, .. } => LmError::Status {
+                what: what.to_owned(),
+                status,
+            },
+            source => LmError::Driver {
+                what: format!("{what} ({:?})", AdminOpcode(cmd.cdw0.opcode())),
+                source,
+            },
+        })
+    }
+
+    fn memory(&self) -> &Arc<HostMemory> {
+        self.driver.memory()
+    }
+
+    fn max_transfer(&self) -> u64 {
+        self.driver.max_transfer()
+    }
+}

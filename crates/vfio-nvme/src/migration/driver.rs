@@ -1,0 +1,349 @@
+//! The VFIO migration driver of one NVMe secondary controller.
+//!
+//! Every arc of the VFIO migration v2 state machine is carried out with TP4159 commands on the
+//! primary controller's admin queue ([`LmAdmin`]):
+//!
+//! | arc | what happens |
+//! |---|---|
+//! | RUNNING → PRE_COPY | Create a User Data Migration Queue for the VF, Track Send start, open the saving session: first all allocated user data, then the ranges the queue reports changed |
+//! | RUNNING → RUNNING_P2P, PRE_COPY → PRE_COPY_P2P | Suspend: stop fetching, let fetched commands finish (NVMe has no other peer traffic to stop) |
+//! | RUNNING_P2P → STOP | Suspend again (idempotent): the controller is stopped |
+//! | PRE_COPY_P2P / STOP → STOP_COPY | Drain the queue to its "suspended" marker, then Get Controller State (NVMe state + our vendor state) |
+//! | STOP_COPY → STOP, PRE_COPY(_P2P) → RUNNING(_P2P) | End the session: stop logging, delete the queue |
+//! | STOP → RESUMING | Open the resuming session: records are checked and applied as they arrive |
+//! | RESUMING → STOP | Validate the stream's completeness, then Set Controller State in chunks |
+//! | RUNNING_P2P → RUNNING, PRE_COPY_P2P → PRE_COPY | Resume |
+//!
+//! A device reset returns the VF to RUNNING, deletes the queue and drops every session (the
+//! kernel's semantics; libvfio-user since 2026 keeps the migration state over a reset instead).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use nvme_spec::lm::EntrySequence;
+use nvme_spec::lm::LbaChangeInfo;
+use nvme_spec::lm::LbaMigrationQueueEntry;
+use vfio_migration::ArcFailure;
+use vfio_migration::DeviceState;
+use vfio_migration::MigrationDriver;
+use vfio_migration::MigrationFlags;
+use vfio_migration::NewSession;
+
+use super::admin::LmAdmin;
+use super::admin::LmError;
+use super::error::MigrationError;
+use super::loader::Loader;
+use super::saver::Saver;
+use super::tp4159;
+use super::tp4159::StateFormats;
+use super::tp4159::Udmq;
+use super::user_data::UserData;
+use crate::stream::StreamHeader;
+
+/// Entries of the User Data Migration Queue (32 bytes each: 256 KiB of PF memory).
+const UDMQ_ENTRIES: u32 = 8192;
+
+/// State shared by the driver's arcs and its open session.
+pub(crate) struct Core {
+    pub admin: Arc<dyn LmAdmin>,
+    pub user: Arc<dyn UserData>,
+    /// The stream header this device writes, and the geometry it checks incoming streams
+    /// against (namespaces come from `user`).
+    pub identity: StreamHeader,
+    pub cntlid: u16,
+    pub formats: StateFormats,
+    /// The User Data Migration Queue while logging.
+    pub udmq: Option<Udmq>,
+    /// The saving session's progress.
+    pub saver: Option<Saver>,
+    /// The resuming session's progress.
+    pub loader: Option<Loader>,
+}
+
+impl Core {
+    /// Drains the User Data Migration Queue into the saving session's dirty ranges. Returns
+    /// whether the "suspended" marker was seen.
+    pub fn drain_changes(&mut self) -> Result<bool, MigrationError> {
+        let Some(udmq) = self.udmq.as_mut() else {
+            return Ok(false);
+        };
+        let entries = udmq.drain(self.admin.as_ref())?;
+        let mut suspended = false;
+        for entry in entries {
+            suspended |= entry.attr.esa() == EntrySequence::LAST_SUSPENDED;
+            if let Some(saver) = self.saver.as_mut() {
+                saver.note_change(&entry, self.user.as_ref());
+            }
+        }
+        Ok(suspended)
+    }
+}
+
+/// The byte range of namespace data an LBA change entry names, for a namespace with blocks of
+/// `1 << shift` bytes and `bytes` bytes in all. `None` for markers.
+pub(crate) fn changed_bytes(
+    entry: &LbaMigrationQueueEntry,
+    shift: u8,
+    bytes: u64,
+) -> Option<std::ops::Range<u64>> {
+    match entry.attr.lbacir() {
+        LbaChangeInfo::RANGE => {
+            let start = entry.slba.checked_shl(u32::from(shift))?;
+            let len = (u64::from(entry.nlb) + 1) << shift;
+            Some(start.min(bytes)..start.saturating_add(len).min(bytes))
+        }
+        LbaChangeInfo::ALL => Some(0..bytes),
+        _ => None,
+    }
+}
+
+/// The migration driver of one secondary controller.
+pub struct NvmeMigration {
+    core: Arc<Mutex<Core>>,
+    /// Whether this driver suspended the controller (and must resume it).
+    suspended: bool,
+}
+
+impl std::fmt::Debug for NvmeMigration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NvmeMigration")
+            .field("suspended", &self.suspended)
+            .finish()
+    }
+}
+
+impl NvmeMigration {
+    /// The driver of secondary controller `cntlid`, whose namespaces `user` reaches, managed
+    /// through `admin` (its primary controller). `identity` is the stream header this device
+    /// writes (its namespace table is filled from `user`). Reads Identify CNS 20h to find NVMe
+    /// state version 0 and the vendor-specific state format.
+    pub fn new(
+        admin: Arc<dyn LmAdmin>,
+        user: Arc<dyn UserData>,
+        cntlid: u16,
+        mut identity: StreamHeader,
+    ) -> Result<Self, MigrationError> {
+        identity.geometry.namespaces = user.namespaces();
+        let formats = tp4159::state_formats(admin.as_ref(), nvme_device::lm::VENDOR_STATE_UUID)?;
+        if formats.csvi == 0 || formats.csuuidi == 0 {
+            return Err(MigrationError::Unsupported(format!(
+                "the primary controller offers state formats {formats:?}; migration needs NVMe \
+                 state version 0 and the vfio-nvme vendor state"
+            )));
+        }
+        Ok(Self {
+            core: Arc::new(Mutex::new(Core {
+                admin,
+                user,
+                identity,
+                cntlid,
+                formats,
+                udmq: None,
+                saver: None,
+                loader: None,
+            })),
+            suspended: false,
+        })
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn suspend(&mut self) -> Result<(), MigrationError> {
+        let core = self.core();
+        tp4159::suspend(core.admin.as_ref(), core.cntlid, false)?;
+        drop(core);
+        self.suspended = true;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), MigrationError> {
+        let core = self.core();
+        match tp4159::resume(core.admin.as_ref(), core.cntlid) {
+            Ok(()) => {}
+            // Never suspended (e.g. a fresh destination): nothing to resume.
+            Err(LmError::Status { status, .. })
+                if status == nvme_spec::status::Status::CONTROLLER_NOT_SUSPENDED => {}
+            Err(e) => return Err(e.into()),
+        }
+        drop(core);
+        self.suspended = false;
+        Ok(())
+    }
+
+    /// RUNNING → PRE_COPY: log changes, open the session with all allocated data pending.
+    fn start_pre_copy(&mut self) -> Result<NewSession, MigrationError> {
+        let mut core = self.core();
+        let udmq = Udmq::create(core.admin.as_ref(), core.cntlid, UDMQ_ENTRIES)?;
+        if let Err(err) = udmq.track(core.admin.as_ref(), true) {
+            let _ = udmq.delete(core.admin.as_ref());
+            return Err(err.into());
+        }
+        core.udmq = Some(udmq);
+        core.saver = Some(Saver::new(&core.identity, core.user.as_ref())?);
+        Ok(NewSession::Saving(Box::new(super::saver::Source(
+            self.core.clone(),
+        ))))
+    }
+
+    /// Entering STOP_COPY: final changes, then the controller state.
+    fn start_stop_copy(
+        &mut self,
+        from_pre_copy: bool,
+    ) -> Result<Option<NewSession>, MigrationError> {
+        let mut core = self.core();
+        if !from_pre_copy {
+            core.saver = Some(Saver::new(&core.identity, core.user.as_ref())?);
+        }
+        core.drain_changes()?;
+        let state = tp4159::get_state(core.admin.as_ref(), core.cntlid, core.formats)?;
+        if let Some(saver) = core.saver.as_mut() {
+            saver.finish_with(state);
+        }
+        drop(core);
+        Ok((!from_pre_copy)
+            .then(|| NewSession::Saving(Box::new(super::saver::Source(self.core.clone())))))
+    }
+
+    /// Leaving the saving group: stop logging and forget the session.
+    fn end_saving(&mut self) -> Result<(), MigrationError> {
+        let mut core = self.core();
+        core.saver = None;
+        if let Some(udmq) = core.udmq.take() {
+            // Deleting the queue also stops logging.
+            udmq.delete(core.admin.as_ref())?;
+        }
+        Ok(())
+    }
+
+    fn start_resuming(&mut self) -> Result<NewSession, MigrationError> {
+        let mut core = self.core();
+        let loader = Loader::new(&core.identity, core.user.as_ref());
+        let max_bytes = loader.max_stream_bytes();
+        core.loader = Some(loader);
+        Ok(NewSession::Resuming {
+            sink: Box::new(super::loader::Sink(self.core.clone())),
+            max_bytes,
+        })
+    }
+
+    /// RESUMING → STOP: check the stream, then Set Controller State.
+    fn finish_resuming(&mut self) -> Result<(), MigrationError> {
+        let mut core = self.core();
+        let loader = core.loader.take().ok_or(MigrationError::NoSession)?;
+        let state = loader.finish()?;
+        let (admin, cntlid, formats) = (core.admin.clone(), core.cntlid, core.formats);
+        drop(core);
+        if !self.suspended {
+            tp4159::suspend(admin.as_ref(), cntlid, false)?;
+            self.suspended = true;
+        }
+        tp4159::set_state(admin.as_ref(), cntlid, formats, &state)?;
+        Ok(())
+    }
+
+    fn run_arc(
+        &mut self,
+        from: DeviceState,
+        to: DeviceState,
+    ) -> Result<Option<NewSession>, MigrationError> {
+        use DeviceState as S;
+        match (from, to) {
+            (S::Running, S::PreCopy) => self.start_pre_copy().map(Some),
+            (S::Running, S::RunningP2p) | (S::PreCopy, S::PreCopyP2p) => {
+                self.suspend().map(|()| None)
+            }
+            (S::RunningP2p, S::Stop) => self.suspend().map(|()| None),
+            (S::RunningP2p, S::Running) | (S::PreCopyP2p, S::PreCopy) => {
+                self.resume().map(|()| None)
+            }
+            (S::Stop, S::RunningP2p) => Ok(None),
+            (S::RunningP2p, S::PreCopyP2p) => {
+                // Track Send needs an active controller (TP4159 answers Controller Suspended
+                // otherwise): start logging between a Resume and a new Suspend.
+                self.resume()?;
+                let session = self.start_pre_copy()?;
+                self.suspend()?;
+                Ok(Some(session))
+            }
+            (S::PreCopy, S::Running) | (S::PreCopyP2p, S::RunningP2p) | (S::StopCopy, S::Stop) => {
+                self.end_saving().map(|()| None)
+            }
+            (S::PreCopyP2p, S::StopCopy) | (S::PreCopy, S::StopCopy) => {
+                if !self.suspended {
+                    self.suspend()?;
+                }
+                self.start_stop_copy(true)
+            }
+            (S::Stop, S::StopCopy) => self.start_stop_copy(false),
+            (S::Stop, S::Resuming) => self.start_resuming().map(Some),
+            (S::Resuming, S::Stop) => self.finish_resuming().map(|()| None),
+            // Without P2P the kernel walk has these direct arcs too.
+            (S::Running, S::Stop) => self.suspend().map(|()| None),
+            (S::Stop, S::Running) => self.resume().map(|()| None),
+            _ => Err(MigrationError::Unsupported(format!(
+                "no arc from {from} to {to}"
+            ))),
+        }
+    }
+}
+
+impl MigrationDriver for NvmeMigration {
+    type Error = MigrationError;
+
+    fn flags(&self) -> MigrationFlags {
+        MigrationFlags::STOP_COPY | MigrationFlags::P2P | MigrationFlags::PRE_COPY
+    }
+
+    fn arc(
+        &mut self,
+        from: DeviceState,
+        to: DeviceState,
+    ) -> Result<Option<NewSession>, ArcFailure<Self::Error>> {
+        self.run_arc(from, to).map_err(ArcFailure::Recovered)
+    }
+
+    fn stop_copy_length(&mut self) -> Result<u64, Self::Error> {
+        let core = self.core();
+        let pending = core.saver.as_ref().map_or(0, Saver::pending_bytes);
+        let data: u64 = if core.saver.is_some() {
+            pending
+        } else {
+            core.user
+                .namespaces()
+                .iter()
+                .filter(|ns| !ns.shared)
+                .map(|ns| {
+                    core.user
+                        .allocated(ns.nsid)
+                        .map(|r| r.iter().map(|r| r.end - r.start).sum::<u64>())
+                        .unwrap_or(ns.bytes())
+                })
+                .sum()
+        };
+        // Controller state: a few KiB (header, queues, vendor state).
+        Ok(data + 64 * 1024)
+    }
+
+    fn reset(&mut self) -> Result<(), Self::Error> {
+        let mut core = self.core();
+        core.saver = None;
+        core.loader = None;
+        let udmq = core.udmq.take();
+        let (admin, cntlid) = (core.admin.clone(), core.cntlid);
+        drop(core);
+        let deleted = udmq.map_or(Ok(()), |q| q.delete(admin.as_ref()));
+        self.suspended = false;
+        // The controller's own reset lifts a suspension; Resume covers a reset of the
+        // migration state alone. Not being suspended is fine.
+        match tp4159::resume(admin.as_ref(), cntlid) {
+            Ok(()) => {}
+            Err(LmError::Status { status, .. })
+                if status == nvme_spec::status::Status::CONTROLLER_NOT_SUSPENDED => {}
+            Err(e) => return Err(e.into()),
+        }
+        deleted.map_err(Into::into)
+    }
+}

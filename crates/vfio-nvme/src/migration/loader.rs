@@ -1,0 +1,130 @@
+//! The resuming side of the stream: records are checked (CRC, bounds, compatibility) and applied
+//! as they arrive, and the controller state is kept for RESUMING → STOP.
+//!
+//! The header is checked against this device before any record is applied, so a stream from an
+//! incompatible device changes nothing. A stream that goes bad later (a corrupted or truncated
+//! record) is refused at that record; namespace data of earlier records has then been written,
+//! but the controller is never given a state, stays stopped, and the VMM resumes the source —
+//! the destination's namespaces were not in use by anyone.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use vfio_migration::ResumeSink;
+
+use super::driver::Core;
+use super::error::MigrationError;
+use super::user_data::UserData;
+use crate::stream::DeviceGeometry;
+use crate::stream::Item;
+use crate::stream::Record;
+use crate::stream::StreamDecoder;
+use crate::stream::StreamHeader;
+use crate::stream::check_compatible;
+
+/// The destination's progress through an incoming stream.
+#[derive(Debug)]
+pub(crate) struct Loader {
+    decoder: StreamDecoder,
+    geometry: DeviceGeometry,
+    state: Option<Vec<u8>>,
+    /// The first problem, kept so RESUMING → STOP reports it.
+    error: Option<String>,
+}
+
+impl Loader {
+    /// Expects a stream for a device like `identity`.
+    pub fn new(identity: &StreamHeader, _user: &dyn UserData) -> Self {
+        Self {
+            decoder: StreamDecoder::new(),
+            geometry: identity.geometry.clone(),
+            state: None,
+            error: None,
+        }
+    }
+
+    /// Upper bound of the stream length: sixteen copies of every local namespace (pre-copy may
+    /// send changed data again) plus 1 GiB for headers and the controller state.
+    pub fn max_stream_bytes(&self) -> u64 {
+        let data: u64 = self
+            .geometry
+            .namespaces
+            .iter()
+            .filter(|ns| !ns.shared)
+            .map(|ns| ns.bytes())
+            .sum();
+        data.saturating_mul(16).saturating_add(1 << 30)
+    }
+
+    fn fail(&mut self, message: String) -> MigrationError {
+        if self.error.is_none() {
+            self.error = Some(message.clone());
+        }
+        MigrationError::Stream(message)
+    }
+
+    /// Takes the next bytes of the stream and applies every complete record.
+    pub fn accept(&mut self, data: &[u8], user: &dyn UserData) -> Result<(), MigrationError> {
+        if let Some(error) = &self.error {
+            return Err(MigrationError::Stream(error.clone()));
+        }
+        if let Err(e) = self.decoder.push(data) {
+            // Items decoded before the error are still applied below.
+            self.fail(e.to_string());
+        }
+        while let Some(item) = self.decoder.next_item() {
+            match item {
+                Item::Header(header) => {
+                    if let Err(e) = check_compatible(&header, &self.geometry) {
+                        return Err(self.fail(format!("incompatible source device: {e}")));
+                    }
+                }
+                Item::Record(Record::UserData { nsid, offset, data }) => {
+                    if let Err(e) = user.write(nsid, offset, &data) {
+                        return Err(self.fail(format!("writing namespace {nsid}: {e}")));
+                    }
+                }
+                Item::Record(Record::Deallocate {
+                    nsid,
+                    offset,
+                    length,
+                }) => {
+                    if let Err(e) = user.deallocate(nsid, offset, length) {
+                        return Err(self.fail(format!("deallocating in namespace {nsid}: {e}")));
+                    }
+                }
+                Item::Record(Record::ControllerState(state)) => self.state = Some(state),
+                Item::Record(Record::End { .. }) => {}
+            }
+        }
+        match &self.error {
+            Some(error) => Err(MigrationError::Stream(error.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The stream is complete: returns the controller state to set.
+    pub fn finish(self) -> Result<Vec<u8>, MigrationError> {
+        if let Some(error) = self.error {
+            return Err(MigrationError::Stream(error));
+        }
+        self.decoder
+            .finish()
+            .map_err(|e| MigrationError::Stream(e.to_string()))?;
+        self.state.ok_or_else(|| {
+            MigrationError::Stream("the stream carries no controller state".to_owned())
+        })
+    }
+}
+
+/// The resuming session's sink: writes go to the shared driver state.
+pub(crate) struct Sink(pub Arc<Mutex<Core>>);
+
+impl ResumeSink for Sink {
+    fn write(&mut self, data: &[u8]) -> Result<(), vfio_migration::StreamError> {
+        let mut core = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Core { loader, user, .. } = &mut *core;
+        let loader = loader.as_mut().ok_or(MigrationError::NoSession)?;
+        loader.accept(data, user.as_ref()).map_err(Into::into)
+    }
+}

@@ -1,0 +1,18 @@
+//! The VFIO migration driver of an NVMe virtual function (the seed's job), built on TP4159
+//! commands to the primary controller.
+//!
+//! * [`admin`] — the [`admin::LmAdmin`] trait: the PF's admin queue (in-process today);
+//! * [`tp4159`] — Suspend, Resume, Get/Set Controller State, User Data Migration Queues;
+//! * [`user_data`] — reading and writing namespace contents;
+//! * [`driver`] — [`driver::NvmeMigration`], the per-arc driver;
+//! * [`device`] — the vfio-user migration and DMA-logging features of a VF.
+
+pub mod admin;
+pub mod device;
+pub mod driver;
+pub mod error;
+mod loader;
+mod ranges;
+mod saver;
+pub mod tp4159;
+pub mod user_data;

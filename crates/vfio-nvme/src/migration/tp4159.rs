@@ -1,0 +1,304 @@
+//! The TP4159 operations the migration driver performs, each built from real admin commands.
+
+use nvme_driver::memory::DmaBuffer;
+use nvme_spec::command::Command;
+use nvme_spec::command::SetFeaturesCdw10;
+use nvme_spec::features::FeatureId;
+use nvme_spec::identify::Cns;
+use nvme_spec::identify::IDENTIFY_DATA_SIZE;
+use nvme_spec::lm::ControllerStateHeader;
+use nvme_spec::lm::CreateCdq;
+use nvme_spec::lm::DeleteCdq;
+use nvme_spec::lm::GetControllerState;
+use nvme_spec::lm::LbaMigrationQueueEntry;
+use nvme_spec::lm::LmCommand;
+use nvme_spec::lm::LogUserDataChanges;
+use nvme_spec::lm::LoggingAction;
+use nvme_spec::lm::MAX_CONTROLLER_STATE_LEN;
+use nvme_spec::lm::Resume;
+use nvme_spec::lm::SequenceIndicator;
+use nvme_spec::lm::SetCdqFeature;
+use nvme_spec::lm::SetControllerState;
+use nvme_spec::lm::SupportedControllerStateFormats;
+use nvme_spec::lm::Suspend;
+use nvme_spec::lm::SuspendType;
+use nvme_spec::lm::Uuid;
+
+use super::admin::LmAdmin;
+use super::admin::LmError;
+use super::admin::Transfer;
+
+/// Size of one LBA migration queue entry.
+const ENTRY_BYTES: u64 = 32;
+/// Size of the controller state header.
+const HEADER_BYTES: usize = 48;
+
+fn encode(
+    what: &str,
+    cmd: Result<Command, nvme_spec::lm::LmEncodeError>,
+) -> Result<Command, LmError> {
+    cmd.map_err(|e| LmError::Protocol(format!("cannot encode {what}: {e}")))
+}
+
+/// Which state formats to ask for: CSVI (1-based index of NVMe state version 0) and CSUUIDI
+/// (1-based index of our vendor UUID), both found through Identify CNS 20h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateFormats {
+    /// Index of the NVMe controller state version 0 (0 when not offered).
+    pub csvi: u8,
+    /// Index of the vendor-specific state (0 when not offered).
+    pub csuuidi: u8,
+}
+
+/// Reads Identify CNS 20h and finds NVMe state version 0 and the vendor format `vendor`.
+pub fn state_formats(admin: &dyn LmAdmin, vendor: Uuid) -> Result<StateFormats, LmError> {
+    let mut page = vec![0u8; IDENTIFY_DATA_SIZE];
+    admin.execute(
+        "Identify Supported Controller State Formats",
+        Command::identify(0, Cns::SUPPORTED_CONTROLLER_STATE_FORMATS, 0, 0, 0),
+        Transfer::FromController(&mut page),
+    )?;
+    let formats = SupportedControllerStateFormats::decode(&page)
+        .map_err(|e| LmError::Protocol(format!("bad Supported Controller State Formats: {e}")))?;
+    let index = |pos: Option<usize>| pos.map_or(0, |p| (p + 1) as u8);
+    Ok(StateFormats {
+        csvi: index(formats.versions.iter().position(|&v| v == 0)),
+        csuuidi: index(formats.uuids.iter().position(|u| *u == vendor)),
+    })
+}
+
+/// Migration Send Suspend (STYPE 1) of controller `cntlid`, optionally deleting its User Data
+/// Migration Queue.
+pub fn suspend(admin: &dyn LmAdmin, cntlid: u16, delete_udmq: bool) -> Result<(), LmError> {
+    let what = format!("Migration Send (Suspend) of controller {cntlid}");
+    let cmd = encode(
+        &what,
+        Suspend {
+            cntlid,
+            stype: SuspendType::SUSPEND,
+            dudmq: delete_udmq,
+        }
+        .encode(),
+    )?;
+    admin.execute(&what, cmd, Transfer::None).map(drop)
+}
+
+/// Migration Send Resume of controller `cntlid`.
+pub fn resume(admin: &dyn LmAdmin, cntlid: u16) -> Result<(), LmError> {
+    let what = format!("Migration Send (Resume) of controller {cntlid}");
+    let cmd = encode(&what, Resume { cntlid }.encode())?;
+    admin.execute(&what, cmd, Transfer::None).map(drop)
+}
+
+/// Migration Receive Get Controller State of `cntlid` in `formats`, read in chunks that respect
+/// the primary controller's MDTS: the header first, then the rest by offset.
+pub fn get_state(
+    admin: &dyn LmAdmin,
+    cntlid: u16,
+    formats: StateFormats,
+) -> Result<Vec<u8>, LmError> {
+    let what = format!("Migration Receive (Get Controller State) of controller {cntlid}");
+    let read = |offset: u64, buf: &mut [u8]| -> Result<u32, LmError> {
+        let cmd = encode(
+            &what,
+            GetControllerState {
+                csvi: formats.csvi,
+                cntlid,
+                csuuidi: formats.csuuidi,
+                csuidxp: 0,
+                offset,
+                uidx: 0,
+                numd: GetControllerState::numd_for_len(buf.len() as u64)
+                    .map_err(|e| LmError::Protocol(e.to_string()))?,
+            }
+            .encode(),
+        )?;
+        admin.execute(&what, cmd, Transfer::FromController(buf))
+    };
+    let mut header = [0u8; HEADER_BYTES];
+    read(0, &mut header)?;
+    let total = ControllerStateHeader::decode(&header)
+        .and_then(|h| h.total_len())
+        .map_err(|e| LmError::Protocol(format!("{what}: bad state header: {e}")))?;
+    if total > MAX_CONTROLLER_STATE_LEN {
+        return Err(LmError::Protocol(format!(
+            "{what}: state of {total} bytes exceeds the {MAX_CONTROLLER_STATE_LEN}-byte limit"
+        )));
+    }
+    let chunk = (admin.max_transfer() as usize).max(4096) & !3;
+    let mut state = vec![0u8; total];
+    state[..HEADER_BYTES].copy_from_slice(&header);
+    let mut offset = HEADER_BYTES;
+    while offset < total {
+        let n = chunk.min(total - offset);
+        // Dword multiples only; the total is a multiple of 4 by construction.
+        read(offset as u64, &mut state[offset..offset + n])?;
+        offset += n;
+    }
+    Ok(state)
+}
+
+/// Migration Send Set Controller State of `cntlid` with `state`, in chunks under MDTS with
+/// SEQIND first/middle/last (or "only" when one chunk suffices).
+pub fn set_state(
+    admin: &dyn LmAdmin,
+    cntlid: u16,
+    formats: StateFormats,
+    state: &[u8],
+) -> Result<(), LmError> {
+    let what = format!("Migration Send (Set Controller State) of controller {cntlid}");
+    if !state.len().is_multiple_of(4) {
+        return Err(LmError::Protocol(format!(
+            "{what}: state length {} is not a whole number of dwords",
+            state.len()
+        )));
+    }
+    let chunk = (admin.max_transfer() as usize).max(4096) & !3;
+    let chunks: Vec<&[u8]> = state.chunks(chunk).collect();
+    let last = chunks.len().saturating_sub(1);
+    let mut offset = 0u64;
+    for (i, data) in chunks.iter().enumerate() {
+        let seqind = match (i == 0, i == last) {
+            (true, true) => SequenceIndicator::ONLY,
+            (true, false) => SequenceIndicator::FIRST,
+            (false, true) => SequenceIndicator::LAST,
+            (false, false) => SequenceIndicator::MIDDLE,
+        };
+        let cmd = encode(
+            &what,
+            SetControllerState {
+                seqind,
+                cntlid,
+                csvi: formats.csvi,
+                csuuidi: formats.csuuidi,
+                offset,
+                uidx: 0,
+                numd: SetControllerState::numd_for_len(data.len() as u64)
+                    .map_err(|e| LmError::Protocol(e.to_string()))?,
+            }
+            .encode(),
+        )?;
+        admin.execute(&what, cmd, Transfer::ToController(data))?;
+        offset += data.len() as u64;
+    }
+    Ok(())
+}
+
+/// A User Data Migration Queue the primary controller fills with the LBA changes of one
+/// secondary controller, and the host's consumer position in it.
+#[derive(Debug)]
+pub struct Udmq {
+    cdqid: u16,
+    ring: DmaBuffer,
+    entries: u32,
+    head: u32,
+    /// Phase tag of a new entry at the current head.
+    phase: bool,
+}
+
+impl Udmq {
+    /// Creates a queue of `entries` 32-byte entries (zeroed, so the first pass carries phase 1)
+    /// logging controller `cntlid`.
+    pub fn create(admin: &dyn LmAdmin, cntlid: u16, entries: u32) -> Result<Self, LmError> {
+        let what = format!("Controller Data Queue (Create) for controller {cntlid}");
+        let ring = admin
+            .memory()
+            .alloc(u64::from(entries) * ENTRY_BYTES)
+            .map_err(|source| LmError::Driver {
+                what: what.clone(),
+                source,
+            })?;
+        let cdqsize = (u64::from(entries) * ENTRY_BYTES / 4) as u32;
+        let cmd = encode(
+            &what,
+            CreateCdq::user_data_migration_queue(cntlid, ring.iova(), cdqsize).encode(),
+        )?;
+        let dw0 = admin.execute(&what, cmd, Transfer::None)?;
+        Ok(Self {
+            cdqid: dw0 as u16,
+            ring,
+            entries,
+            head: 0,
+            phase: true,
+        })
+    }
+
+    /// The queue's identifier.
+    pub fn cdqid(&self) -> u16 {
+        self.cdqid
+    }
+
+    /// Track Send: starts (`true`) or stops LBA change logging into this queue.
+    pub fn track(&self, admin: &dyn LmAdmin, start: bool) -> Result<(), LmError> {
+        let what = format!(
+            "Track Send ({} logging) on queue {}",
+            if start { "start" } else { "stop" },
+            self.cdqid
+        );
+        let cmd = encode(
+            &what,
+            LogUserDataChanges {
+                lact: if start {
+                    LoggingAction::START
+                } else {
+                    LoggingAction::STOP
+                },
+                cdqid: self.cdqid,
+            }
+            .encode(),
+        )?;
+        admin.execute(&what, cmd, Transfer::None).map(drop)
+    }
+
+    /// Consumes every new entry and tells the controller the new head (Set Features 21h).
+    pub fn drain(&mut self, admin: &dyn LmAdmin) -> Result<Vec<LbaMigrationQueueEntry>, LmError> {
+        let mut out = Vec::new();
+        loop {
+            let mut raw = [0u8; ENTRY_BYTES as usize];
+            self.ring.read(u64::from(self.head) * ENTRY_BYTES, &mut raw);
+            // The phase tag is in the attribute byte (31), bit 0: read it before the rest.
+            if (raw[31] & 1 != 0) != self.phase {
+                break;
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            self.ring.read(u64::from(self.head) * ENTRY_BYTES, &mut raw);
+            let entry = LbaMigrationQueueEntry::decode(&raw)
+                .map_err(|e| LmError::Protocol(format!("bad LBA migration queue entry: {e}")))?;
+            out.push(entry);
+            self.head += 1;
+            if self.head == self.entries {
+                self.head = 0;
+                self.phase = !self.phase;
+            }
+        }
+        if !out.is_empty() {
+            let what = format!(
+                "Set Features (Controller Data Queue head) on queue {}",
+                self.cdqid
+            );
+            let cmd = encode(
+                &what,
+                SetCdqFeature {
+                    cdqid: self.cdqid,
+                    etpt: false,
+                    hp: self.head,
+                    tpt: 0,
+                }
+                .encode(),
+            )?;
+            debug_assert_eq!(
+                SetFeaturesCdw10::from(cmd.cdw10).fid(),
+                FeatureId::CONTROLLER_DATA_QUEUE
+            );
+            admin.execute(&what, cmd, Transfer::None)?;
+        }
+        Ok(out)
+    }
+
+    /// Deletes the queue (which also stops logging).
+    pub fn delete(self, admin: &dyn LmAdmin) -> Result<(), LmError> {
+        let what = format!("Controller Data Queue (Delete) of queue {}", self.cdqid);
+        let cmd = encode(&what, DeleteCdq { cdqid: self.cdqid }.encode())?;
+        admin.execute(&what, cmd, Transfer::None).map(drop)
+    }
+}

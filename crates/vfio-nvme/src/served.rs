@@ -1,0 +1,221 @@
+//! Everything a `vfio-nvme serve` process hosts, wired together: a subsystem, its primary
+//! controller driven in-process for TP4159, and one migratable PCI function per virtual
+//! function.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nvme_device::backend::Backend;
+use nvme_device::backend::FileBackend;
+use nvme_device::backend::NullBackend;
+use nvme_device::backend::RamBackend;
+use nvme_device::memory::DmaMemory;
+use nvme_device::namespace::BlockSize;
+use nvme_device::namespace::Namespace;
+use nvme_device::subsystem::Attachment;
+use nvme_device::subsystem::NamespaceSpec;
+use nvme_device::subsystem::PRIMARY_CNTLID;
+use nvme_device::subsystem::Subsystem;
+use nvme_device::subsystem::SubsystemConfig;
+use nvme_device::subsystem::secondary_cntlid;
+use shmem::AddressSpace;
+
+use crate::migration::admin::InProcessPrimary;
+use crate::migration::admin::LmAdmin;
+use crate::migration::device::VfMigration;
+use crate::migration::driver::NvmeMigration;
+use crate::migration::user_data::InProcessUserData;
+use crate::stream::DeviceGeometry;
+use crate::stream::StreamHeader;
+use crate::vf::VfDevice;
+
+/// Where a namespace keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// Sparse RAM of this many bytes.
+    Ram(u64),
+    /// A file or block device; `size` creates or extends a regular file.
+    File {
+        /// Path of the file.
+        path: PathBuf,
+        /// Size to create the file with, if given.
+        size: Option<u64>,
+        /// Bypass the page cache (`O_DIRECT`).
+        direct: bool,
+    },
+    /// Reads zeros, drops writes; this many bytes.
+    Null(u64),
+}
+
+/// One namespace to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceConfig {
+    /// Storage.
+    pub backend: BackendConfig,
+    /// Logical block size.
+    pub block_size: BlockSize,
+    /// Shared: one namespace attached to the PF and every VF, on storage both ends of a
+    /// migration reach, so its data is not copied. Private (the default): each VF gets its own
+    /// namespace, whose data travels in the migration stream.
+    pub shared: bool,
+}
+
+/// What to serve.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Subsystem name (part of the NQN and serial number).
+    pub name: String,
+    /// Number of virtual functions.
+    pub vfs: u16,
+    /// Namespaces.
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// A configuration that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A namespace backend could not be created.
+    #[error("namespace {index}: {source}")]
+    Backend {
+        /// Position of the namespace in the configuration (1-based).
+        index: usize,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A private file namespace with several VFs would put several namespaces in one file.
+    #[error(
+        "namespace {index}: a private file namespace cannot be given to {vfs} VFs; mark it shared \
+         or serve one VF"
+    )]
+    FileForManyVfs {
+        /// Position of the namespace in the configuration (1-based).
+        index: usize,
+        /// Number of VFs.
+        vfs: u16,
+    },
+    /// The subsystem could not be built.
+    #[error(transparent)]
+    Subsystem(#[from] nvme_device::subsystem::SubsystemError),
+    /// The primary controller or a migration driver could not be set up.
+    #[error("setting up live migration: {0}")]
+    Migration(String),
+}
+
+/// A subsystem and its served functions.
+#[derive(Debug)]
+pub struct Served {
+    subsystem: Arc<Subsystem>,
+    functions: Vec<Arc<VfDevice>>,
+}
+
+fn backend(index: usize, config: &BackendConfig) -> Result<Arc<dyn Backend>, ServeError> {
+    let wrap = |source| ServeError::Backend { index, source };
+    Ok(match config {
+        BackendConfig::Ram(size) => Arc::new(RamBackend::new(*size).map_err(wrap)?),
+        BackendConfig::File { path, size, direct } => {
+            Arc::new(FileBackend::open(path, *size, *direct).map_err(wrap)?)
+        }
+        BackendConfig::Null(size) => Arc::new(NullBackend::new(*size)),
+    })
+}
+
+impl Served {
+    /// Builds the subsystem, brings up its primary controller and makes every VF a migratable
+    /// PCI function.
+    pub fn new(config: &ServeConfig) -> Result<Self, ServeError> {
+        let mut specs = Vec::new();
+        // For each VF, the NSIDs (1-based positions in `specs`) attached to it.
+        let mut attached: Vec<Vec<usize>> = vec![Vec::new(); usize::from(config.vfs)];
+        for (i, ns) in config.namespaces.iter().enumerate() {
+            let index = i + 1;
+            if ns.shared {
+                specs.push(NamespaceSpec {
+                    backend: backend(index, &ns.backend)?,
+                    block_size: ns.block_size,
+                    attachment: Attachment::Shared,
+                });
+                let pos = specs.len() - 1;
+                attached.iter_mut().for_each(|a| a.push(pos));
+                continue;
+            }
+            if matches!(ns.backend, BackendConfig::File { .. }) && config.vfs > 1 {
+                return Err(ServeError::FileForManyVfs {
+                    index,
+                    vfs: config.vfs,
+                });
+            }
+            for vfn in 1..=config.vfs {
+                specs.push(NamespaceSpec {
+                    backend: backend(index, &ns.backend)?,
+                    block_size: ns.block_size,
+                    attachment: Attachment::Private { vfn },
+                });
+                attached[usize::from(vfn - 1)].push(specs.len() - 1);
+            }
+        }
+        let spaces: Vec<Arc<AddressSpace>> = (0..=config.vfs)
+            .map(|_| Arc::new(AddressSpace::new()))
+            .collect();
+        let subsystem_config = SubsystemConfig::new(&config.name, config.vfs);
+        let limits = subsystem_config.limits.clone();
+        let subsystem = Arc::new(Subsystem::new(subsystem_config, specs, |cntlid| {
+            let index = usize::from(cntlid - PRIMARY_CNTLID);
+            spaces[index].clone() as Arc<dyn DmaMemory>
+        })?);
+        let primary: Arc<dyn LmAdmin> = Arc::new(
+            InProcessPrimary::new(subsystem.clone(), &spaces[0])
+                .map_err(|e| ServeError::Migration(e.to_string()))?,
+        );
+        let mut functions = Vec::new();
+        for vfn in 1..=config.vfs {
+            let space = spaces[usize::from(vfn)].clone();
+            let namespaces: Vec<Arc<Namespace>> = attached[usize::from(vfn - 1)]
+                .iter()
+                .map(|&pos| subsystem.namespaces()[pos].clone())
+                .collect();
+            let header = StreamHeader {
+                subsystem_nqn: subsystem.identity().nqn.clone(),
+                serial: subsystem.identity().serial.clone(),
+                geometry: DeviceGeometry {
+                    io_queue_pairs: limits.io_queue_pairs,
+                    mqes: (limits.max_queue_entries - 1) as u16,
+                    msix_vectors: limits.msix_vectors,
+                    mdts: limits.mdts,
+                    namespaces: Vec::new(),
+                },
+            };
+            let driver = NvmeMigration::new(
+                primary.clone(),
+                Arc::new(InProcessUserData::new(namespaces)),
+                secondary_cntlid(vfn),
+                header,
+            )
+            .map_err(|e| ServeError::Migration(e.to_string()))?;
+            let migration =
+                VfMigration::new(driver, space.clone()).map_err(ServeError::Migration)?;
+            let device = VfDevice::new(subsystem.clone(), vfn, space)
+                .ok_or_else(|| ServeError::Migration(format!("VF {vfn} does not exist")))?
+                .with_migration(migration);
+            functions.push(Arc::new(device));
+        }
+        Ok(Self {
+            subsystem,
+            functions,
+        })
+    }
+
+    /// The subsystem.
+    pub fn subsystem(&self) -> &Arc<Subsystem> {
+        &self.subsystem
+    }
+
+    /// The PCI function of VF `vfn` (1-based).
+    pub fn function(&self, vfn: u16) -> Option<&Arc<VfDevice>> {
+        self.functions.get(usize::from(vfn).checked_sub(1)?)
+    }
+
+    /// Every function, in VF order.
+    pub fn functions(&self) -> &[Arc<VfDevice>] {
+        &self.functions
+    }
+}

@@ -1,0 +1,223 @@
+//! Live migration of a VF between two served subsystems, in one process: the host driver runs
+//! I/O on VF-A, the migration stream goes from A's saving session into B's resuming session,
+//! and the host switches to VF-B without knowing — exactly the orchestrator's job, minus the
+//! sockets.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use nvme_device::namespace::BlockSize;
+use nvme_driver::driver::Bar;
+use nvme_driver::driver::Driver;
+use nvme_driver::driver::QueuePair;
+use nvme_driver::memory::DmaBuffer;
+use nvme_driver::memory::HostMemory;
+use nvme_spec::command::Command;
+use nvme_spec::command::Completion;
+use shmem::Mapping;
+use shmem::Protection;
+use vfio_nvme::served::BackendConfig;
+use vfio_nvme::served::NamespaceConfig;
+use vfio_nvme::served::ServeConfig;
+use vfio_nvme::served::Served;
+use vfio_nvme::vf::VfDevice;
+use vfio_user::server::Device;
+
+const IOVA: u64 = 0x4000_0000;
+const BLOCK: u64 = 4096;
+
+/// BAR0 of whichever VF the host currently uses.
+struct SwitchableBar(Mutex<Arc<VfDevice>>);
+
+impl SwitchableBar {
+    fn device(&self) -> Arc<VfDevice> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Bar for SwitchableBar {
+    fn read32(&self, offset: u64) -> io::Result<u32> {
+        let mut b = [0u8; 4];
+        self.device().region_read(0, offset, &mut b).unwrap();
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn read64(&self, offset: u64) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.device().region_read(0, offset, &mut b).unwrap();
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn write32(&self, offset: u64, value: u32) -> io::Result<()> {
+        self.device()
+            .region_write(0, offset, &value.to_le_bytes())
+            .unwrap();
+        Ok(())
+    }
+
+    fn doorbell(&self, offset: u64, value: u32) {
+        self.write32(offset, value).unwrap();
+    }
+}
+
+fn served(name: &str) -> Served {
+    Served::new(&ServeConfig {
+        name: name.to_owned(),
+        vfs: 1,
+        namespaces: vec![NamespaceConfig {
+            backend: BackendConfig::Ram(64 << 20),
+            block_size: BlockSize::B4096,
+            shared: false,
+        }],
+    })
+    .unwrap()
+}
+
+fn map_host_memory(mem: &HostMemory, vf: &VfDevice) {
+    let fd = mem.mapping().fd().unwrap().try_clone_to_owned().unwrap();
+    let view = Mapping::from_fd(fd, 0, mem.len() as usize, Protection::ReadWrite).unwrap();
+    vf.address_space().map(IOVA, view).unwrap();
+}
+
+/// A block's contents: its LBA and a generation, repeated.
+fn pattern(lba: u64, generation: u64) -> Vec<u8> {
+    (0..BLOCK / 16)
+        .flat_map(|_| {
+            let mut w = lba.to_le_bytes().to_vec();
+            w.extend_from_slice(&generation.to_le_bytes());
+            w
+        })
+        .collect()
+}
+
+fn wait(qp: &mut QueuePair, want: usize) -> Vec<Completion> {
+    let mut done = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while done.len() < want {
+        qp.poll(|c| done.push(c));
+        assert!(std::time::Instant::now() < deadline, "completions missing");
+        std::thread::yield_now();
+    }
+    done
+}
+
+fn write_blocks(qp: &mut QueuePair, buf: &DmaBuffer, lbas: &[u64], generation: u64) {
+    for &lba in lbas {
+        buf.write(0, &pattern(lba, generation));
+        qp.submit(Command::write(0, 1, lba, 0, buf.iova(), 0))
+            .unwrap();
+        let done = wait(qp, 1);
+        assert!(done[0].status.status().is_success());
+    }
+}
+
+fn check_blocks(qp: &mut QueuePair, buf: &DmaBuffer, expect: &[(u64, u64)]) {
+    for &(lba, generation) in expect {
+        buf.fill(0);
+        qp.submit(Command::read(0, 1, lba, 0, buf.iova(), 0))
+            .unwrap();
+        let done = wait(qp, 1);
+        assert!(done[0].status.status().is_success());
+        let mut got = vec![0u8; BLOCK as usize];
+        buf.read(0, &mut got);
+        assert_eq!(got, pattern(lba, generation), "LBA {lba}");
+    }
+}
+
+/// Moves every byte the source's session offers into the destination's.
+fn pump(a: &VfDevice, b: &VfDevice) -> usize {
+    let mut total = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = a.migration_read(&mut buf).unwrap();
+        if n > 0 {
+            b.migration_write(&buf[..n]).unwrap();
+            total += n;
+        }
+        if n < buf.len() {
+            return total;
+        }
+    }
+}
+
+#[test]
+fn vf_migrates_with_io_in_flight() {
+    let a = served("a");
+    let b = served("b");
+    let vf_a = a.function(1).unwrap().clone();
+    let vf_b = b.function(1).unwrap().clone();
+    let mem = HostMemory::new(32 << 20, IOVA).unwrap();
+    map_host_memory(&mem, &vf_a);
+    map_host_memory(&mem, &vf_b);
+    let bar = Arc::new(SwitchableBar(Mutex::new(vf_a.clone())));
+    let driver = Driver::new(bar.clone(), mem.clone()).unwrap();
+    let id_a = driver.identify_controller().unwrap();
+    driver.set_queue_count(2).unwrap();
+    let mut qp = driver.create_queue_pair(1, 64, None).unwrap();
+    let buf = mem.alloc(BLOCK).unwrap();
+
+    // Before migration: LBAs 0..32 at generation 1.
+    let early: Vec<u64> = (0..32).collect();
+    write_blocks(&mut qp, &buf, &early, 1);
+
+    // PRE_COPY on A, RESUMING on B.
+    vf_a.set_migration_state(6).unwrap();
+    vf_b.set_migration_state(4).unwrap();
+    let first = pump(&vf_a, &vf_b);
+    assert!(
+        first > 32 * BLOCK as usize,
+        "initial data streamed: {first}"
+    );
+    // The guest keeps writing during pre-copy: overwrite some, write new ones.
+    write_blocks(&mut qp, &buf, &[3, 7, 100, 101], 2);
+    let second = pump(&vf_a, &vf_b);
+    assert!(
+        second >= 4 * BLOCK as usize,
+        "dirty data streamed: {second}"
+    );
+
+    // PRE_COPY_P2P: A stops fetching. A write submitted now stays in the SQ.
+    vf_a.set_migration_state(7).unwrap();
+    buf.write(0, &pattern(200, 3));
+    qp.submit(Command::write(0, 1, 200, 0, buf.iova(), 0))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        qp.poll(|_| {}),
+        0,
+        "a suspended controller fetched a command"
+    );
+
+    // STOP_COPY on A: the rest, the controller state, the end.
+    vf_a.set_migration_state(3).unwrap();
+    pump(&vf_a, &vf_b);
+    // B: RESUMING → STOP (validate + Set Controller State) → RUNNING.
+    vf_b.set_migration_state(1).unwrap();
+    *bar.0.lock().unwrap() = vf_b.clone();
+    vf_b.set_migration_state(2).unwrap();
+    // A ends its session.
+    vf_a.set_migration_state(1).unwrap();
+
+    // The write submitted before the switch completes on B, once.
+    let done = wait(&mut qp, 1);
+    assert!(done[0].status.status().is_success());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(qp.poll(|_| {}), 0, "a command completed twice");
+
+    // Everything written in all phases reads back on B, and B looks like A.
+    let mut expect: Vec<(u64, u64)> = early.iter().map(|&l| (l, 1)).collect();
+    for (lba, generation) in &mut expect {
+        if *lba == 3 || *lba == 7 {
+            *generation = 2;
+        }
+    }
+    expect.extend([(100, 2), (101, 2), (200, 3)]);
+    check_blocks(&mut qp, &buf, &expect);
+    let id_b = driver.identify_controller().unwrap();
+    assert_eq!(id_a.sn, id_b.sn);
+    assert_eq!(id_a.subnqn, id_b.subnqn);
+    assert_eq!(id_a.cntlid, id_b.cntlid);
+    write_blocks(&mut qp, &buf, &[5], 4);
+    check_blocks(&mut qp, &buf, &[(5, 4)]);
+}
