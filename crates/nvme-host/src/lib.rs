@@ -3,6 +3,12 @@
 //!
 //! The driver itself lives in [`nvme_driver`]; its modules are re-exported here so host code
 //! reads `nvme_host::driver` and `nvme_host::memory`.
+//!
+//! * [`vfio_user_bar`] — the driver's [`driver::Bar`] over a vfio-user client (registers by
+//!   REGION_READ/WRITE, doorbells in the mmapped doorbell page), DMA-mapping of host memory and
+//!   MSI-X eventfds.
 
 pub use nvme_driver::driver;
 pub use nvme_driver::memory;
+
+pub mod vfio_user_bar;

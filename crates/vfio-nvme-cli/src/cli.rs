@@ -1,6 +1,6 @@
 //! The command line, as clap derive types: the top-level options and every subcommand.
 //!
-//! Only subcommands that work are listed; the ones later milestones add (`serve`, `workload`,
+//! Only subcommands that work are listed; the ones later milestones add (`workload`,
 //! `migrate`, `demo`, `bench`, `state decode`) are absent until they exist, so clap answers
 //! them with its own "unrecognized subcommand".
 
@@ -40,8 +40,37 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve NVMe virtual functions over vfio-user until SIGINT or SIGTERM.
+    Serve(ServeArgs),
     /// Explore the VFIO migration v2 state machine (the kernel's next-state walk).
     Fsm(FsmArgs),
+}
+
+/// `vfio-nvme serve`.
+#[derive(Debug, Args)]
+#[command(long_about = "Serve NVMe virtual functions over vfio-user.\n\n\
+        One NVM subsystem is built; each --socket serves one of its secondary controllers (a \
+        VF) as a PCI device to one client at a time — QEMU's vfio-user-pci, Cloud Hypervisor, or \
+        this project's host driver and migration orchestrator. A client that disconnects leaves \
+        the device as it was for the next one. The subsystem's primary controller stays in this \
+        process and carries out live migration with NVMe TP4159 commands.\n\n\
+        Runs until SIGINT or SIGTERM, then removes its sockets.")]
+pub struct ServeArgs {
+    /// Socket to serve a VF on (created with mode 0600); repeat for more VFs.
+    #[arg(long = "socket", value_name = "PATH", required = true)]
+    pub sockets: Vec<std::path::PathBuf>,
+
+    /// A namespace: ram:SIZE | file:PATH | null:SIZE, then options ,lba=512|4096 (block size,
+    /// default 512), ,shared (one namespace for the PF and every VF, on storage both ends of a
+    /// migration reach: not copied during migration), ,direct and ,size=SIZE (file only:
+    /// O_DIRECT, and create or extend the file). Repeatable. Default: one private 1 GiB RAM
+    /// namespace per VF.
+    #[arg(long = "namespace", value_name = "SPEC", value_parser = crate::spec_args::parse_namespace)]
+    pub namespaces: Vec<vfio_nvme::served::NamespaceConfig>,
+
+    /// Subsystem name, part of its NQN and serial number.
+    #[arg(long, default_value = "vfio-nvme")]
+    pub name: String,
 }
 
 /// `vfio-nvme fsm`: the state machine of the `vfio-migration` crate, for debugging a migration.
@@ -160,7 +189,7 @@ mod tests {
 
     #[test]
     fn subcommands_that_do_not_exist_yet_are_not_accepted() {
-        for name in ["demo", "serve", "migrate", "bench", "state", "workload"] {
+        for name in ["demo", "migrate", "bench", "state", "workload"] {
             let err = Cli::try_parse_from(["vfio-nvme", name]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidSubcommand, "{name}");
         }

@@ -1,9 +1,10 @@
 //! `vfio-nvme`: the command-line tool of the vfio-nvme project.
 //!
 //! It only parses arguments, wires the workspace's crates together and prints; every piece of
-//! protocol or state-machine logic lives in a library crate. Today it has one subcommand,
-//! `fsm`, which shows the VFIO migration v2 state machine of the `vfio-migration` crate; the
-//! others (`serve`, `migrate`, `demo`, …) are added as they start to work, never as stubs.
+//! protocol or state-machine logic lives in a library crate. `serve` hosts NVMe virtual
+//! functions over vfio-user; `fsm` shows the VFIO migration v2 state machine of the
+//! `vfio-migration` crate; the others (`migrate`, `demo`, …) are added as they start to work,
+//! never as stubs.
 //!
 //! Conventions: results go to stdout (JSON with the global `--json`), logs to stderr under
 //! `RUST_LOG` (default `warn`), errors to stderr as `error: …` with exit code 1, and usage
@@ -13,6 +14,8 @@
 mod cli;
 mod fsm_args;
 mod fsm_cmd;
+mod serve_cmd;
+mod spec_args;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -54,6 +57,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     tracing::debug!(command = ?cli.command, json = cli.json, "running");
     let output = match &cli.command {
         Command::Fsm(args) => fsm_cmd::run(&args.command, cli.json)?,
+        Command::Serve(args) => {
+            let namespaces = if args.namespaces.is_empty() {
+                vec![vfio_nvme::served::NamespaceConfig {
+                    backend: vfio_nvme::served::BackendConfig::Ram(1 << 30),
+                    block_size: nvme_device::namespace::BlockSize::B512,
+                    shared: false,
+                }]
+            } else {
+                args.namespaces.clone()
+            };
+            serve_cmd::run(&args.sockets, &namespaces, &args.name)?
+        }
     };
     let mut stdout = std::io::stdout().lock();
     stdout

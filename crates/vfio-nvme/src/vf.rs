@@ -364,6 +364,10 @@ impl Device for VfDevice {
         self.migration()?.data_size()
     }
 
+    fn dma_logging_supported(&self) -> bool {
+        self.migration.is_some()
+    }
+
     fn dma_logging_start(&self, page_size: u64, ranges: &[(u64, u64)]) -> Result<(), Errno> {
         self.migration()?.logging_start(page_size, ranges)
     }

@@ -61,7 +61,7 @@
 //!
 //! | Type                  | Payload                                                    | *L*                  |
 //! |-----------------------|------------------------------------------------------------|----------------------|
-//! | 1 `UserData`          | nsid u32 @0, byte offset u64 @4, data @12                  | 12 + 1 ..= 12 + 1 MiB |
+//! | 1 `UserData`          | nsid u32 @0, byte offset u64 @4, data @12                  | 12 ..= 12 + 1 MiB    |
 //! | 2 `Deallocate`        | nsid u32 @0, byte offset u64 @4, byte length u64 @12       | 20                   |
 //! | 3 `ControllerState`   | the TP4159 Get Controller State data, opaque here          | 1 ..= 64 MiB         |
 //! | 4 `End`               | records before End u64 @0, total user-data bytes u64 @8    | 16                   |

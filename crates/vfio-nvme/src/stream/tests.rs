@@ -1124,11 +1124,11 @@ fn fuzz_decoder_with_mutated_streams() {
         .for_each(|edits: &Vec<(u16, u8)>| {
             let mut bytes = valid.clone();
             for &(at, value) in edits.iter().take(8) {
-                let at = usize::from(at);
-                if at < bytes.len() {
-                    bytes[at] = value;
-                } else {
-                    bytes.truncate(at % (bytes.len() + 1));
+                // Mostly overwrite a byte; sometimes truncate at a position derived from it.
+                let at = usize::from(at) % (bytes.len() + 32);
+                match bytes.get_mut(at) {
+                    Some(byte) => *byte = value,
+                    None => bytes.truncate(usize::from(value) * 3),
                 }
             }
             let (_, outcome) = decode_chunked(&bytes, &[7, 1, 64]);

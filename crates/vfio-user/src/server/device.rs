@@ -133,6 +133,12 @@ pub trait Device: Send + Sync {
     fn migration_data_size(&self) -> Result<u64, Errno> {
         Err(errno::ENOTTY)
     }
+    /// Whether the device implements the DMA-logging methods below; the server answers a
+    /// `DEVICE_FEATURE` PROBE of the logging features with it (a probe must not start logging
+    /// just to find out).
+    fn dma_logging_supported(&self) -> bool {
+        false
+    }
     /// `DMA_LOGGING_START` with `page_size` and ranges `(iova, length)`; an empty list means
     /// "log every write" (vfio-user semantics).
     fn dma_logging_start(&self, _page_size: u64, _ranges: &[(u64, u64)]) -> Result<(), Errno> {

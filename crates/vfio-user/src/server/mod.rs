@@ -1,9 +1,40 @@
 //! The vfio-user server: hosts one [`Device`] on a UNIX socket.
+//!
+//! * [`Server::bind`] creates the socket (mode 0600, stale sockets replaced, busy ones refused);
+//!   [`Server::serve`] accepts one client at a time on the calling thread and serves it until it
+//!   disconnects, then keeps the device (and its state) for the next client.
+//! * Per connection the stream goes through the codec's [`crate::framing::Framer`] (messages may
+//!   arrive in pieces; SCM_RIGHTS descriptors attach to their message), VERSION must come first,
+//!   and every request 1–18 is answered with the same msg_id (unless No_reply is set). Malformed,
+//!   oversized or out-of-order requests get an error reply with a fitting errno and the session
+//!   goes on; only a framing error (`msg_size` below 16 or above the maximum) ends a connection.
+//! * This is the control path. Doorbells never come through here: they live in a sparse-mmap
+//!   area the client maps, and interrupts go out through eventfds.
+//!
+//! Limits advertised in VERSION: `max_msg_fds` 8, `max_data_xfer_size` 1 MiB (enforced, after
+//! negotiation, on REGION_READ/WRITE counts and MIG_DATA sizes), `write_multiple`, and the legacy
+//! `migration` capability echoed (page size 4096) when the device can migrate and the client
+//! proposed it, as QEMU does.
+//!
+//! Threads and timeouts: the server uses no threads of its own; `serve` runs on the caller's
+//! thread and polls (the listener, then the client socket) every 50 ms so that its `stop` flag
+//! ends it promptly. A reply the client does not read within 5 s (the socket's send timeout,
+//! QEMU's reply timeout too) ends that connection instead of blocking the server.
 
 mod device;
+mod dma;
+mod error;
+mod irq;
+mod migration;
+mod region;
+mod session;
+mod socket;
+mod transport;
 
 pub use device::Device;
 pub use device::DmaRegion;
 pub use device::Errno;
 pub use device::IrqRequest;
 pub use device::RegionDescription;
+pub use error::ServerError;
+pub use socket::Server;

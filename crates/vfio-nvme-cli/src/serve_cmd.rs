@@ -1,0 +1,95 @@
+//! `vfio-nvme serve`: one subsystem, one VF per socket, until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use anyhow::bail;
+use vfio_nvme::served::NamespaceConfig;
+use vfio_nvme::served::ServeConfig;
+use vfio_nvme::served::Served;
+use vfio_user::server::Device;
+use vfio_user::server::Server;
+
+/// Serves until a signal arrives; returns a human summary of what was served.
+pub fn run(
+    sockets: &[PathBuf],
+    namespaces: &[NamespaceConfig],
+    name: &str,
+) -> anyhow::Result<String> {
+    if sockets.is_empty() {
+        bail!("give at least one --socket PATH");
+    }
+    for path in sockets {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            bail!(
+                "cannot create socket {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    let config = ServeConfig {
+        name: name.to_owned(),
+        vfs: sockets.len() as u16,
+        namespaces: namespaces.to_vec(),
+    };
+    let served = Served::new(&config).context("cannot build the NVM subsystem")?;
+    let mut servers = Vec::new();
+    for path in sockets {
+        servers.push(
+            Server::bind(path).with_context(|| format!("cannot serve on {}", path.display()))?,
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install the signal handler")?;
+    }
+    for (i, server) in servers.iter().enumerate() {
+        eprintln!(
+            "serving VF {} of {} on {}",
+            i + 1,
+            served.subsystem().identity().nqn,
+            server.path().display()
+        );
+    }
+    let result = std::thread::scope(|scope| {
+        let handles: Vec<_> = servers
+            .iter()
+            .zip(served.functions())
+            .map(|(server, device)| {
+                let device: Arc<dyn Device> = device.clone();
+                let stop = &stop;
+                scope.spawn(move || server.serve(device, stop))
+            })
+            .collect();
+        let mut first_error = None;
+        for handle in handles {
+            let outcome = handle.join();
+            // One server failing stops the others.
+            stop.store(true, Ordering::Release);
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert_with(|| anyhow::Error::new(e));
+                }
+                Err(_) => {
+                    first_error.get_or_insert_with(|| anyhow::anyhow!("a server thread panicked"));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    });
+    drop(servers);
+    result?;
+    Ok(format!(
+        "served {} VF(s) of {}; sockets removed\n",
+        sockets.len(),
+        served.subsystem().identity().nqn
+    ))
+}

@@ -1,0 +1,225 @@
+//! [`Server`]: the listening UNIX socket and the accept loop that serves one client at a time.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rustix::net::AddressFamily;
+use rustix::net::SocketAddrUnix;
+use rustix::net::SocketFlags;
+use rustix::net::SocketType;
+
+use super::device::Device;
+use super::error::ServerError;
+use super::session::Session;
+use super::transport::ReadOutcome;
+use super::transport::Transport;
+use super::transport::wait_readable;
+
+/// How often a waiting server looks at its `stop` flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Pending connections the kernel queues while the server serves the current client.
+const BACKLOG: i32 = 16;
+
+/// Permissions of the socket file: the owner only (there is no authentication in vfio-user;
+/// the filesystem is the access control).
+const SOCKET_MODE: u32 = 0o600;
+
+/// A vfio-user server listening on a UNIX socket.
+///
+/// It serves one client at a time on the thread that calls [`Server::serve`]; further clients
+/// wait in the listen backlog. The socket file is removed when the server is dropped.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+    listener: OwnedFd,
+    /// Device and inode of the socket file we created, so that drop removes only our own file.
+    identity: (u64, u64),
+    serving: Mutex<()>,
+}
+
+impl Server {
+    /// Creates the listening socket at `path` with mode 0600.
+    ///
+    /// A stale socket file (nobody listening) is replaced; a socket someone listens on is
+    /// [`ServerError::SocketBusy`]; any other file is [`ServerError::NotASocket`].
+    pub fn bind(path: impl AsRef<Path>) -> Result<Self, ServerError> {
+        let path = path.as_ref().to_path_buf();
+        clear_stale(&path)?;
+        let socket_error = |action, source| ServerError::Socket {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let address = SocketAddrUnix::new(path.as_path())
+            .map_err(|e| socket_error("address the", e.into()))?;
+        let listener = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(|e| socket_error("create the", e.into()))?;
+        // The file bind creates takes the socket inode's mode (minus the umask): restricting the
+        // inode first leaves no moment in which the file is more open than 0600.
+        rustix::fs::fchmod(&listener, rustix::fs::Mode::from_raw_mode(SOCKET_MODE))
+            .map_err(|e| socket_error("restrict the", e.into()))?;
+        rustix::net::bind(&listener, &address).map_err(|e| socket_error("bind", e.into()))?;
+        let metadata =
+            std::fs::symlink_metadata(&path).map_err(|e| socket_error("inspect the new", e))?;
+        let identity = (metadata.dev(), metadata.ino());
+        let server = Self {
+            path: path.clone(),
+            listener,
+            identity,
+            serving: Mutex::new(()),
+        };
+        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(|e| socket_error("set the mode of the", e))?;
+        rustix::net::listen(&server.listener, BACKLOG)
+            .map_err(|e| socket_error("listen on the", e.into()))?;
+        tracing::info!(path = %server.path.display(), "vfio-user server listening");
+        Ok(server)
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves `device` until `stop` is set: accepts a client, serves it until it disconnects
+    /// (then calls [`Device::disconnected`] and closes every fd the client sent, keeping the
+    /// device state for the next client), and accepts the next. `stop` is looked at every 50 ms,
+    /// also while a client is connected (which is then disconnected).
+    pub fn serve(&self, device: Arc<dyn Device>, stop: &AtomicBool) -> Result<(), ServerError> {
+        let _serving = self
+            .serving
+            .try_lock()
+            .map_err(|_| ServerError::AlreadyServing {
+                path: self.path.clone(),
+            })?;
+        let accept_error = |source| ServerError::Accept {
+            path: self.path.clone(),
+            source,
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if !wait_readable(self.listener.as_fd(), POLL_INTERVAL).map_err(accept_error)? {
+                continue;
+            }
+            let socket = match rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) {
+                Ok(socket) => socket,
+                Err(
+                    rustix::io::Errno::AGAIN
+                    | rustix::io::Errno::INTR
+                    | rustix::io::Errno::CONNABORTED,
+                ) => continue,
+                Err(e) => return Err(accept_error(e.into())),
+            };
+            tracing::info!("vfio-user client connected");
+            let end = serve_client(device.as_ref(), socket, stop);
+            device.disconnected();
+            match end {
+                Ok(()) => tracing::info!("vfio-user client disconnected"),
+                Err(err) => tracing::warn!("vfio-user client dropped: {err}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours && let Err(err) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), "cannot remove the socket file: {err}");
+        }
+    }
+}
+
+/// Removes a stale socket file at `path`; fails if a server listens there or the path is not a
+/// socket.
+fn clear_stale(path: &Path) -> Result<(), ServerError> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ServerError::Socket {
+                action: "inspect the existing",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(ServerError::NotASocket {
+            path: path.to_path_buf(),
+        });
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(ServerError::SocketBusy {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "replacing a stale vfio-user socket");
+            std::fs::remove_file(path).map_err(|source| ServerError::Socket {
+                action: "remove the stale",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(source) => Err(ServerError::Socket {
+            action: "probe the existing",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Why a connection ended other than by the client closing it.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// The stream lost its message boundaries.
+    #[error("framing error, the stream cannot be resynchronised: {0}")]
+    Framing(#[from] crate::error::DecodeError),
+    /// Reading or writing the socket failed.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Serves one client until it disconnects, the stream breaks, or `stop` is set.
+fn serve_client(
+    device: &dyn Device,
+    socket: OwnedFd,
+    stop: &AtomicBool,
+) -> Result<(), ConnectionError> {
+    let mut session = Session::new(device);
+    let mut transport = Transport::new(socket, Session::server_limits().max_msg_size())?;
+    loop {
+        while let Some(frame) = transport.next_frame()? {
+            if let Some(reply) = session.handle(frame) {
+                transport.send(&reply)?;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if wait_readable(transport.socket(), POLL_INTERVAL)?
+            && transport.read()? == ReadOutcome::Closed
+        {
+            return Ok(());
+        }
+    }
+}
