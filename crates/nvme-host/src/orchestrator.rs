@@ -1,0 +1,418 @@
+//! The migration orchestrator: the VMM's part of a live migration of a vfio-user NVMe function.
+//!
+//! The orchestrator holds the guest memory (a memfd both servers map) and the connection to the
+//! server the guest's device lives on. [`Orchestrator::migrate`] moves the device to another
+//! server while the guest keeps doing I/O:
+//!
+//! 1. connect to the destination and DMA-map the guest memory there, before anything stops;
+//! 2. start DMA logging on the source (checked even though the memory is shared);
+//! 3. destination → RESUMING; source → PRE_COPY; stream rounds of pre-copy data until a round
+//!    carries little (the device's dirty rate is below the threshold) or the round limit is hit;
+//! 4. **blackout**: pause the guest's doorbell writes (what pausing vCPUs does), source →
+//!    STOP_COPY (which suspends the controller), stream the rest, destination → STOP (validates
+//!    the stream and sets the controller state) → RUNNING, point the guest's doorbells at the
+//!    destination and let the buffered doorbell writes through;
+//! 5. collect the dirty-page report, stop logging, end the source's session and disconnect.
+//!
+//! Any failure before the destination runs aborts: the source goes back to RUNNING, the
+//! doorbells go back to the source, and nothing the guest did is lost.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::Duration;
+use std::time::Instant;
+
+use vfio_user::client::Client;
+use vfio_user::client::ClientError;
+
+use crate::driver::Bar;
+use crate::memory::HostMemory;
+use crate::vfio_user_bar::TransportError;
+use crate::vfio_user_bar::VfioUserBar;
+use crate::vfio_user_bar::dma_map_host_memory;
+
+/// VFIO device states used here (uAPI numbering).
+mod state {
+    pub const STOP: u32 = 1;
+    pub const RUNNING: u32 = 2;
+    pub const STOP_COPY: u32 = 3;
+    pub const RESUMING: u32 = 4;
+    pub const PRE_COPY: u32 = 6;
+}
+
+/// Page size of the DMA-logging bitmap.
+const LOG_PAGE: u64 = 4096;
+/// Bytes asked for per MIG_DATA read loop.
+const READ_CHUNK: usize = 4 << 20;
+
+/// Why a migration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// A step on one of the servers failed.
+    #[error("{step} on {side} ({socket}): {source}")]
+    Step {
+        /// What was being done.
+        step: &'static str,
+        /// "source" or "destination".
+        side: &'static str,
+        /// The server's socket.
+        socket: PathBuf,
+        /// The cause.
+        source: TransportError,
+    },
+    /// The migration failed and the source was resumed; the guest continues there.
+    #[error("migration aborted, the device keeps running on the source: {0}")]
+    Aborted(Box<OrchestratorError>),
+    /// The migration failed and the source could not be resumed either.
+    #[error("migration failed ({failure}) and the source could not be resumed: {resume}")]
+    Stranded {
+        /// The original failure.
+        failure: Box<OrchestratorError>,
+        /// Why the resume failed.
+        resume: Box<OrchestratorError>,
+    },
+}
+
+/// The guest's view of BAR0: registers and doorbells go to the device's current location;
+/// doorbell writes can be paused (buffered, latest value per doorbell) while the device moves.
+pub struct SwitchableBar {
+    current: RwLock<Arc<dyn Bar>>,
+    paused: Mutex<Option<BTreeMap<u64, u32>>>,
+}
+
+impl std::fmt::Debug for SwitchableBar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchableBar").finish()
+    }
+}
+
+impl SwitchableBar {
+    /// Starts with `bar`.
+    pub fn new(bar: Arc<dyn Bar>) -> Self {
+        Self {
+            current: RwLock::new(bar),
+            paused: Mutex::new(None),
+        }
+    }
+
+    fn bar(&self) -> Arc<dyn Bar> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Holds back doorbell writes from now on, as pausing the guest's vCPUs would.
+    pub fn pause(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        paused.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Makes `bar` the device's BAR (if given) and releases the held-back doorbell writes to it.
+    pub fn resume(&self, bar: Option<Arc<dyn Bar>>) {
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bar) = bar {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = bar;
+        }
+        if let Some(held) = paused.take() {
+            let bar = self.bar();
+            for (offset, value) in held {
+                bar.doorbell(offset, value);
+            }
+        }
+    }
+}
+
+impl Bar for SwitchableBar {
+    fn read32(&self, offset: u64) -> io::Result<u32> {
+        self.bar().read32(offset)
+    }
+
+    fn read64(&self, offset: u64) -> io::Result<u64> {
+        self.bar().read64(offset)
+    }
+
+    fn write32(&self, offset: u64, value: u32) -> io::Result<()> {
+        self.bar().write32(offset, value)
+    }
+
+    fn doorbell(&self, offset: u64, value: u32) {
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        match paused.as_mut() {
+            Some(held) => {
+                held.insert(offset, value);
+            }
+            None => {
+                drop(paused);
+                self.bar().doorbell(offset, value);
+            }
+        }
+    }
+}
+
+/// A connection to one server, with the guest memory mapped.
+struct Endpoint {
+    socket: PathBuf,
+    client: Arc<Mutex<Client>>,
+    bar: Arc<VfioUserBar>,
+}
+
+impl Endpoint {
+    fn connect(
+        socket: &Path,
+        memory: &HostMemory,
+        side: &'static str,
+    ) -> Result<Self, OrchestratorError> {
+        let step = |step, source| OrchestratorError::Step {
+            step,
+            side,
+            socket: socket.to_owned(),
+            source,
+        };
+        let mut client =
+            Client::connect(socket).map_err(|e| step("connecting", TransportError::Client(e)))?;
+        dma_map_host_memory(&mut client, memory).map_err(|e| step("mapping guest memory", e))?;
+        let client = Arc::new(Mutex::new(client));
+        let bar = Arc::new(VfioUserBar::new(client.clone()).map_err(|e| step("mapping BAR0", e))?);
+        Ok(Self {
+            socket: socket.to_owned(),
+            client,
+            bar,
+        })
+    }
+
+    fn call<T>(
+        &self,
+        step: &'static str,
+        side: &'static str,
+        f: impl FnOnce(&mut Client) -> Result<T, ClientError>,
+    ) -> Result<T, OrchestratorError> {
+        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut client).map_err(|e| OrchestratorError::Step {
+            step,
+            side,
+            socket: self.socket.clone(),
+            source: TransportError::Client(e),
+        })
+    }
+}
+
+/// Knobs of one migration.
+#[derive(Clone, Debug)]
+pub struct MigrateOptions {
+    /// Stop pre-copy once a round carries fewer bytes than this.
+    pub precopy_threshold: u64,
+    /// At most this many pre-copy rounds.
+    pub max_rounds: u32,
+    /// Pause between pre-copy rounds, letting the guest dirty data the next round sends.
+    pub round_pause: Duration,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            precopy_threshold: 1 << 20,
+            max_rounds: 16,
+            round_pause: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What a migration measured.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct MigrationReport {
+    /// Source socket.
+    pub from: PathBuf,
+    /// Destination socket.
+    pub to: PathBuf,
+    /// From the start of `migrate` to the source's disconnect.
+    pub total: Duration,
+    /// Pre-copy rounds streamed.
+    pub precopy_rounds: u32,
+    /// Bytes streamed during pre-copy.
+    pub precopy_bytes: u64,
+    /// Bytes streamed in STOP_COPY.
+    pub stop_copy_bytes: u64,
+    /// Whole stream size.
+    pub stream_bytes: u64,
+    /// Device blackout: source leaves RUNNING (doorbells paused, STOP_COPY requested) →
+    /// destination RUNNING with doorbells released.
+    pub blackout: Duration,
+    /// Guest pages the source device reported dirty (DMA logging).
+    pub dirty_pages: u64,
+}
+
+/// The VMM: guest memory and the device's current server.
+pub struct Orchestrator {
+    memory: Arc<HostMemory>,
+    current: Endpoint,
+    bar: Arc<SwitchableBar>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("socket", &self.current.socket)
+            .finish()
+    }
+}
+
+impl Orchestrator {
+    /// Connects to the server at `socket` and maps `memory` (the guest's RAM) there.
+    pub fn connect(socket: &Path, memory: Arc<HostMemory>) -> Result<Self, OrchestratorError> {
+        let current = Endpoint::connect(socket, &memory, "source")?;
+        let bar = Arc::new(SwitchableBar::new(current.bar.clone()));
+        Ok(Self {
+            memory,
+            current,
+            bar,
+        })
+    }
+
+    /// The guest's BAR0, to hand to the NVMe driver; it follows the device across migrations.
+    pub fn bar(&self) -> Arc<SwitchableBar> {
+        self.bar.clone()
+    }
+
+    /// The socket of the server the device currently lives on.
+    pub fn socket(&self) -> &Path {
+        &self.current.socket
+    }
+
+    /// Live-migrates the device to the server at `destination`; see the module docs.
+    pub fn migrate(
+        &mut self,
+        destination: &Path,
+        options: &MigrateOptions,
+    ) -> Result<MigrationReport, OrchestratorError> {
+        let started = Instant::now();
+        let dest = Endpoint::connect(destination, &self.memory, "destination")?;
+        let src = &self.current;
+        let guest = (self.memory.iova(), self.memory.len());
+        src.call("starting DMA logging", "source", |c| {
+            c.dma_logging_start(LOG_PAGE, &[guest])
+        })?;
+        let mut report = MigrationReport {
+            from: src.socket.clone(),
+            to: dest.socket.clone(),
+            ..MigrationReport::default()
+        };
+        let mut blackout_start = None;
+        let result = Self::transfer(
+            src,
+            &dest,
+            &self.bar,
+            options,
+            &mut report,
+            &mut blackout_start,
+        );
+        if let Err(failure) = result {
+            return Err(self.abort(failure, &dest));
+        }
+        let blackout = blackout_start.map_or(Duration::ZERO, |t: Instant| t.elapsed());
+        self.bar.resume(Some(dest.bar.clone()));
+        report.blackout = blackout;
+        // The source's device wrote guest memory up to the switch-over; a VMM copying guest RAM
+        // would send these pages. Here the memory is shared, so they are only counted.
+        let bitmap = src.call("collecting the dirty-page report", "source", |c| {
+            c.dma_logging_report(guest.0, guest.1, LOG_PAGE)
+        })?;
+        report.dirty_pages = bitmap.iter().map(|w| u64::from(w.count_ones())).sum();
+        src.call("stopping DMA logging", "source", |c| c.dma_logging_stop())?;
+        src.call("ending the saving session", "source", |c| {
+            c.set_migration_state(state::STOP)
+        })?;
+        self.current = dest;
+        report.total = started.elapsed();
+        Ok(report)
+    }
+
+    /// Streams the device state; on success the destination runs. Doorbells stay paused.
+    fn transfer(
+        src: &Endpoint,
+        dest: &Endpoint,
+        bar: &SwitchableBar,
+        options: &MigrateOptions,
+        report: &mut MigrationReport,
+        blackout_start: &mut Option<Instant>,
+    ) -> Result<(), OrchestratorError> {
+        dest.call("entering RESUMING", "destination", |c| {
+            c.set_migration_state(state::RESUMING)
+        })?;
+        src.call("entering PRE_COPY", "source", |c| {
+            c.set_migration_state(state::PRE_COPY)
+        })?;
+        loop {
+            let bytes = Self::pump(src, dest)?;
+            report.precopy_rounds += 1;
+            report.precopy_bytes += bytes;
+            if bytes < options.precopy_threshold || report.precopy_rounds >= options.max_rounds {
+                break;
+            }
+            std::thread::sleep(options.round_pause);
+        }
+        // Blackout: the guest's doorbells are held from here until the destination runs.
+        bar.pause();
+        *blackout_start = Some(Instant::now());
+        src.call("entering STOP_COPY", "source", |c| {
+            c.set_migration_state(state::STOP_COPY)
+        })?;
+        report.stop_copy_bytes = Self::pump(src, dest)?;
+        report.stream_bytes = report.precopy_bytes + report.stop_copy_bytes;
+        dest.call(
+            "loading the device state (RESUMING → STOP)",
+            "destination",
+            |c| c.set_migration_state(state::STOP),
+        )?;
+        dest.call(
+            "starting the device (STOP → RUNNING)",
+            "destination",
+            |c| c.set_migration_state(state::RUNNING),
+        )?;
+        Ok(())
+    }
+
+    /// Moves what the source offers now into the destination; returns the byte count.
+    fn pump(src: &Endpoint, dest: &Endpoint) -> Result<u64, OrchestratorError> {
+        let mut total = 0u64;
+        loop {
+            let data = src.call("reading migration data", "source", |c| {
+                c.mig_data_read(READ_CHUNK)
+            })?;
+            if !data.is_empty() {
+                dest.call("writing migration data", "destination", |c| {
+                    c.mig_data_write(&data)
+                })?;
+            }
+            total += data.len() as u64;
+            if data.len() < READ_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Puts the source back to RUNNING and the doorbells back on it.
+    fn abort(&self, failure: OrchestratorError, dest: &Endpoint) -> OrchestratorError {
+        // A destination stuck in RESUMING is returned to RUNNING by a reset.
+        let _ = dest.call("resetting", "destination", |c| c.reset());
+        let src = &self.current;
+        let _ = src.call("stopping DMA logging", "source", |c| c.dma_logging_stop());
+        match src.call("resuming (→ RUNNING)", "source", |c| {
+            c.set_migration_state(state::RUNNING)
+        }) {
+            Ok(()) => {
+                self.bar.resume(None);
+                OrchestratorError::Aborted(Box::new(failure))
+            }
+            Err(resume) => OrchestratorError::Stranded {
+                failure: Box::new(failure),
+                resume: Box::new(resume),
+            },
+        }
+    }
+}
