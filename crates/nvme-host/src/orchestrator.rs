@@ -65,6 +65,14 @@ pub enum OrchestratorError {
         /// The cause.
         source: TransportError,
     },
+    /// The copy of the stream could not be written.
+    #[error("cannot write the stream copy {path}: {source}")]
+    StreamCopy {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// The migration failed and the source was resumed; the guest continues there.
     #[error("migration aborted, the device keeps running on the source: {0}")]
     Aborted(Box<OrchestratorError>),
@@ -155,6 +163,35 @@ impl Bar for SwitchableBar {
     }
 }
 
+/// A file the migration stream is copied into.
+struct StreamCopy {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl StreamCopy {
+    fn create(path: &Path) -> Result<Self, OrchestratorError> {
+        let file = std::fs::File::create(path).map_err(|source| OrchestratorError::StreamCopy {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), OrchestratorError> {
+        use std::io::Write as _;
+        self.file
+            .write_all(data)
+            .map_err(|source| OrchestratorError::StreamCopy {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
 /// A connection to one server, with the guest memory mapped.
 struct Endpoint {
     socket: PathBuf,
@@ -211,6 +248,8 @@ pub struct MigrateOptions {
     pub max_rounds: u32,
     /// Pause between pre-copy rounds, letting the guest dirty data the next round sends.
     pub round_pause: Duration,
+    /// Also write the migration stream to this file (for `vfio-nvme state decode`).
+    pub save_stream: Option<PathBuf>,
 }
 
 impl Default for MigrateOptions {
@@ -219,6 +258,7 @@ impl Default for MigrateOptions {
             precopy_threshold: 1 << 20,
             max_rounds: 16,
             round_pause: Duration::from_millis(20),
+            save_stream: None,
         }
     }
 }
@@ -303,6 +343,11 @@ impl Orchestrator {
             ..MigrationReport::default()
         };
         let mut blackout_start = None;
+        let mut copy = options
+            .save_stream
+            .as_deref()
+            .map(StreamCopy::create)
+            .transpose()?;
         let result = Self::transfer(
             src,
             &dest,
@@ -310,6 +355,7 @@ impl Orchestrator {
             options,
             &mut report,
             &mut blackout_start,
+            copy.as_mut(),
         );
         if let Err(failure) = result {
             return Err(self.abort(failure, &dest));
@@ -340,6 +386,7 @@ impl Orchestrator {
         options: &MigrateOptions,
         report: &mut MigrationReport,
         blackout_start: &mut Option<Instant>,
+        mut copy: Option<&mut StreamCopy>,
     ) -> Result<(), OrchestratorError> {
         dest.call("entering RESUMING", "destination", |c| {
             c.set_migration_state(state::RESUMING)
@@ -348,7 +395,7 @@ impl Orchestrator {
             c.set_migration_state(state::PRE_COPY)
         })?;
         loop {
-            let bytes = Self::pump(src, dest)?;
+            let bytes = Self::pump(src, dest, copy.as_deref_mut())?;
             report.precopy_rounds += 1;
             report.precopy_bytes += bytes;
             if bytes < options.precopy_threshold || report.precopy_rounds >= options.max_rounds {
@@ -362,7 +409,7 @@ impl Orchestrator {
         src.call("entering STOP_COPY", "source", |c| {
             c.set_migration_state(state::STOP_COPY)
         })?;
-        report.stop_copy_bytes = Self::pump(src, dest)?;
+        report.stop_copy_bytes = Self::pump(src, dest, copy)?;
         report.stream_bytes = report.precopy_bytes + report.stop_copy_bytes;
         dest.call(
             "loading the device state (RESUMING → STOP)",
@@ -377,8 +424,13 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Moves what the source offers now into the destination; returns the byte count.
-    fn pump(src: &Endpoint, dest: &Endpoint) -> Result<u64, OrchestratorError> {
+    /// Moves what the source offers now into the destination (and `copy`); returns the byte
+    /// count.
+    fn pump(
+        src: &Endpoint,
+        dest: &Endpoint,
+        mut copy: Option<&mut StreamCopy>,
+    ) -> Result<u64, OrchestratorError> {
         let mut total = 0u64;
         loop {
             let data = src.call("reading migration data", "source", |c| {
@@ -388,6 +440,9 @@ impl Orchestrator {
                 dest.call("writing migration data", "destination", |c| {
                     c.mig_data_write(&data)
                 })?;
+                if let Some(copy) = copy.as_deref_mut() {
+                    copy.write(&data)?;
+                }
             }
             total += data.len() as u64;
             if data.len() < READ_CHUNK {

@@ -16,6 +16,7 @@ mod fsm_args;
 mod fsm_cmd;
 mod serve_cmd;
 mod spec_args;
+mod state_cmd;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     tracing::debug!(command = ?cli.command, json = cli.json, "running");
     let output = match &cli.command {
         Command::Fsm(args) => fsm_cmd::run(&args.command, cli.json)?,
+        Command::State(args) => match &args.command {
+            cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,
+        },
         Command::Serve(args) => {
             let namespaces = if args.namespaces.is_empty() {
                 vec![vfio_nvme::served::NamespaceConfig {
