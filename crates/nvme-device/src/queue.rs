@@ -29,6 +29,17 @@ pub struct InvalidDoorbell {
     pub size: u32,
 }
 
+/// The guest-physical address of entry `index` of a queue at `base`. The base is
+/// guest-controlled: a queue that would run past the end of the address space is unmapped
+/// memory, not an arithmetic overflow.
+fn entry_address(base: u64, index: u32, entry_bytes: u64) -> Result<u64, DmaError> {
+    base.checked_add(u64::from(index) * entry_bytes)
+        .ok_or(DmaError::Unmapped {
+            gpa: base,
+            len: entry_bytes,
+        })
+}
+
 /// The device's view of one submission queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubmissionQueue {
@@ -65,7 +76,7 @@ impl SubmissionQueue {
     pub fn fetch(&mut self, mem: &dyn DmaMemory) -> Result<Command, DmaError> {
         let mut cmd = Command::default();
         mem.read(
-            self.base + u64::from(self.head) * SQE_BYTES,
+            entry_address(self.base, self.head, SQE_BYTES)?,
             cmd.as_mut_bytes(),
         )?;
         self.head = (self.head + 1) % self.size;
@@ -120,7 +131,7 @@ impl CompletionQueue {
     /// [`free_slots`](Self::free_slots).
     pub fn post(&mut self, mem: &dyn DmaMemory, mut entry: Completion) -> Result<(), DmaError> {
         entry.status = entry.status.with_phase(self.phase);
-        let gpa = self.base + u64::from(self.tail) * CQE_BYTES;
+        let gpa = entry_address(self.base, self.tail, CQE_BYTES)?;
         let bytes = entry.as_bytes();
         mem.write(gpa, &bytes[..12])?;
         let last = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
@@ -180,6 +191,33 @@ mod tests {
         assert_eq!(sq.head, 0);
         sq.base = 0x20000;
         assert!(sq.fetch(&mem).is_err());
+    }
+
+    #[test]
+    fn queues_at_the_top_of_the_address_space_do_not_overflow() {
+        let mem = mem();
+        let base = !0xFFF_u64;
+        let mut sq = SubmissionQueue {
+            qid: 1,
+            cqid: 1,
+            base,
+            size: 1024,
+            head: 100,
+            priority: 0,
+        };
+        assert!(sq.fetch(&mem).is_err());
+        let mut cq = CompletionQueue {
+            qid: 1,
+            base,
+            size: 1024,
+            tail: 1000,
+            phase: true,
+            head: 0,
+            vector: 0,
+            interrupts: true,
+        };
+        assert!(cq.post(&mem, Completion::default()).is_err());
+        assert_eq!((sq.head, cq.tail), (100, 1000));
     }
 
     #[test]

@@ -12,9 +12,9 @@ use common::ControllerBar;
 use common::Function;
 use common::Side;
 use nvme_device::backend::RamBackend;
-use nvme_host::driver::Driver;
-use nvme_host::driver::QueuePair;
-use nvme_host::memory::HostMemory;
+use nvme_driver::driver::Driver;
+use nvme_driver::driver::QueuePair;
+use nvme_driver::memory::HostMemory;
 use nvme_spec::command::Command;
 use nvme_spec::features::AsyncEventInfoOneShot;
 use nvme_spec::features::AsyncEventType;
@@ -86,7 +86,7 @@ impl Guest {
         buf.write(0, &pattern(slba, blocks));
         let mut cmd = Command::write(0, NSID, slba, (blocks - 1) as u16, 0, 0);
         let list = self.mem.alloc(4096).unwrap();
-        nvme_host::driver::build_prps(&mut cmd, buf.iova(), Some(&list), blocks * BLOCK);
+        nvme_driver::driver::build_prps(&mut cmd, buf.iova(), Some(&list), blocks * BLOCK);
         let done = common::io(&mut self.qp, cmd);
         assert!(done.status.status().is_success());
     }
@@ -95,7 +95,7 @@ impl Guest {
         let buf = self.mem.alloc(blocks * BLOCK).unwrap();
         let mut cmd = Command::read(0, NSID, slba, (blocks - 1) as u16, 0, 0);
         let list = self.mem.alloc(4096).unwrap();
-        nvme_host::driver::build_prps(&mut cmd, buf.iova(), Some(&list), blocks * BLOCK);
+        nvme_driver::driver::build_prps(&mut cmd, buf.iova(), Some(&list), blocks * BLOCK);
         let done = common::io(&mut self.qp, cmd);
         assert!(done.status.status().is_success());
         let mut out = vec![0u8; (blocks * BLOCK) as usize];
@@ -285,7 +285,7 @@ fn migrate_a_vf_between_subsystems() {
     // A Read submitted now is not fetched.
     let read_buf = guest.mem.alloc(2 * BLOCK).unwrap();
     let mut pending_read = Command::read(0, NSID, 5, 1, 0, 0);
-    nvme_host::driver::build_prps(&mut pending_read, read_buf.iova(), None, 2 * BLOCK);
+    nvme_driver::driver::build_prps(&mut pending_read, read_buf.iova(), None, 2 * BLOCK);
     let read_cid = guest.qp.submit(pending_read).unwrap();
     assert!(common::wait_for(&mut guest.qp, read_cid, Duration::from_millis(100)).is_none());
     let entries = reader.drain_until(EntrySequence::LAST_SUSPENDED);

@@ -271,14 +271,20 @@ pub(super) fn set(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
             if request.nsqr() == u16::MAX || request.ncqr() == u16::MAX {
                 return Err(Status::INVALID_FIELD_IN_COMMAND);
             }
+            // Only before any I/O queue exists: afterwards the allocation may no longer change
+            // (whether or not the host set it before creating its queues).
             let io_queues_exist = state.sqs.iter().skip(1).any(Option::is_some)
                 || state.cqs.iter().skip(1).any(Option::is_some);
-            if features.queues_set && io_queues_exist {
+            if io_queues_exist {
                 return Err(Status::COMMAND_SEQUENCE_ERROR);
             }
-            let max = inner.config.io_queue_pairs.saturating_sub(1);
-            features.queues = (request.nsqr().min(max), request.ncqr().min(max));
-            features.queues_set = true;
+            // "The value allocated shall not change between resets": a second request before
+            // queue creation reports the first allocation again.
+            if !features.queues_set {
+                let max = inner.config.io_queue_pairs.saturating_sub(1);
+                features.queues = (request.nsqr().min(max), request.ncqr().min(max));
+                features.queues_set = true;
+            }
             return Ok(NumberOfQueuesAllocated::new()
                 .with_nsqa(features.queues.0)
                 .with_ncqa(features.queues.1)

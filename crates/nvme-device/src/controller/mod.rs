@@ -160,6 +160,9 @@ pub(crate) struct State {
     pub counters: Counters,
     /// Vectors to signal at the end of the current pass.
     pub irq_pending: Vec<bool>,
+    /// Per doorbell (index `2 * qid + is_cq`), the invalid value last reported to the host, so
+    /// one bad write raises one event rather than one per pass while the value stays there.
+    pub bad_doorbells: Vec<Option<u32>>,
     /// TP4159 LBA change logging of this controller (a secondary one) into a UDMQ.
     pub lba_log: crate::lm::LbaLog,
     /// TP4159 state of a primary controller: its CDQs and Set Controller State transfers.
@@ -388,6 +391,7 @@ impl Controller {
                 errors: log::ErrorLog::default(),
                 counters: Counters::default(),
                 irq_pending: vec![false; usize::from(config.msix_vectors)],
+                bad_doorbells: vec![None; 2 * queue_count],
                 lba_log: crate::lm::LbaLog::default(),
                 lm: crate::lm::PrimaryLm::default(),
             }),

@@ -127,9 +127,30 @@ fn signal(inner: &Inner, state: &mut State) {
     }
 }
 
-/// Reports a garbage doorbell value to the host as an asynchronous error event.
-fn invalid_doorbell(state: &mut State, _err: InvalidDoorbell) {
-    state.aer.queue(aer::AsyncEvent::invalid_doorbell());
+/// Notes the value of a doorbell that passed validation, so a later bad value is reported.
+fn valid_doorbell(state: &mut State, qid: u16, cq: bool) {
+    if let Some(slot) = state
+        .bad_doorbells
+        .get_mut(2 * usize::from(qid) + usize::from(cq))
+    {
+        *slot = None;
+    }
+}
+
+/// Reports a garbage doorbell value to the host as an asynchronous error event, once per value
+/// written: the doorbell keeps the value (it lives in shared memory) until the host writes a
+/// new one, and every pass sees it again.
+fn invalid_doorbell(state: &mut State, err: InvalidDoorbell, cq: bool) {
+    let Some(slot) = state
+        .bad_doorbells
+        .get_mut(2 * usize::from(err.qid) + usize::from(cq))
+    else {
+        return;
+    };
+    if *slot != Some(err.value) {
+        *slot = Some(err.value);
+        state.aer.queue(aer::AsyncEvent::invalid_doorbell());
+    }
 }
 
 /// Marks the controller fatally failed (CSTS.CFS): the host must reset it.
@@ -143,10 +164,12 @@ fn cq_room(inner: &Inner, state: &mut State, cqid: u16) -> Option<u32> {
     let head = inner.doorbells.cq_head(cqid);
     let cq = state.cqs.get_mut(usize::from(cqid))?.as_mut()?;
     if let Err(err) = cq.update_head(head) {
-        invalid_doorbell(state, err);
+        invalid_doorbell(state, err, true);
         return None;
     }
-    Some(cq.free_slots())
+    let room = cq.free_slots();
+    valid_doorbell(state, cqid, true);
+    Some(room)
 }
 
 /// Entries waiting in submission queue `qid`, or `None` if the tail doorbell is invalid.
@@ -154,9 +177,12 @@ fn sq_pending(inner: &Inner, state: &mut State, qid: u16) -> Option<u32> {
     let tail = inner.doorbells.sq_tail(qid);
     let sq = state.sqs.get(usize::from(qid))?.as_ref()?;
     match sq.pending(tail) {
-        Ok(n) => Some(n),
+        Ok(n) => {
+            valid_doorbell(state, qid, false);
+            Some(n)
+        }
         Err(err) => {
-            invalid_doorbell(state, err);
+            invalid_doorbell(state, err, false);
             None
         }
     }

@@ -187,6 +187,7 @@ pub(super) fn clear_queues(inner: &Inner, state: &mut State) {
     state.features = super::features::Features::new(&inner.config);
     state.aer.clear();
     state.irq_pending.iter_mut().for_each(|p| *p = false);
+    state.bad_doorbells.iter_mut().for_each(|d| *d = None);
     inner.doorbells.clear();
 }
 

@@ -475,6 +475,7 @@ pub(crate) fn apply(
         }
     }
     state.irq_pending.iter_mut().for_each(|p| *p = false);
+    state.bad_doorbells.iter_mut().for_each(|d| *d = None);
 }
 
 fn apply_vendor(inner: &Inner, state: &mut State, v: &VendorState) {

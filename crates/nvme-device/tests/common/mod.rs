@@ -1,4 +1,4 @@
-//! In-process test host: the `nvme-host` driver talking to controllers of an in-process
+//! In-process test host: the `nvme-driver` user-space driver talking to controllers of an in-process
 //! subsystem through a [`Bar`] implementation, with the host's memfd mapped into the
 //! controller's address space at the same IOVA.
 
@@ -20,11 +20,11 @@ use nvme_device::subsystem::Attachment;
 use nvme_device::subsystem::NamespaceSpec;
 use nvme_device::subsystem::Subsystem;
 use nvme_device::subsystem::SubsystemConfig;
-use nvme_host::driver::Bar;
-use nvme_host::driver::Driver;
-use nvme_host::driver::DriverError;
-use nvme_host::driver::QueuePair;
-use nvme_host::memory::HostMemory;
+use nvme_driver::driver::Bar;
+use nvme_driver::driver::Driver;
+use nvme_driver::driver::DriverError;
+use nvme_driver::driver::QueuePair;
+use nvme_driver::memory::HostMemory;
 use nvme_spec::command::Command;
 use nvme_spec::command::Completion;
 use nvme_spec::lm::LbaMigrationQueueEntry;
@@ -32,6 +32,8 @@ use nvme_spec::status::Status;
 use shmem::AddressSpace;
 use shmem::Mapping;
 use shmem::Protection;
+use zerocopy::FromBytes;
+use zerocopy::IntoBytes;
 
 /// Which controller of a subsystem a BAR reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +179,7 @@ pub fn status(result: Result<Completion, DriverError>) -> Status {
 /// The host side of a User Data Migration Queue: reads entries with phase tracking.
 pub struct CdqReader {
     /// The ring.
-    pub buf: nvme_host::memory::DmaBuffer,
+    pub buf: nvme_driver::memory::DmaBuffer,
     /// Slots.
     pub slots: u32,
     /// Next slot to read.
@@ -188,7 +190,7 @@ pub struct CdqReader {
 
 impl CdqReader {
     /// A reader over a zeroed ring of `slots` entries in `buf`.
-    pub fn new(buf: nvme_host::memory::DmaBuffer, slots: u32) -> Self {
+    pub fn new(buf: nvme_driver::memory::DmaBuffer, slots: u32) -> Self {
         Self {
             buf,
             slots,
@@ -237,4 +239,179 @@ impl CdqReader {
             }
         }
     }
+}
+
+/// A VF-only test subsystem: PF plus VF 1, with namespace 1 (4 MiB, 4096-byte blocks) and
+/// namespace 2 (1 MiB, 512-byte blocks) private to VF 1, each controller in its own address
+/// space. Returns the side and the two backends.
+pub fn vf_side(name: &str) -> (Side, [Arc<RamBackend>; 2]) {
+    let ns1 = Arc::new(RamBackend::new(4 << 20).unwrap());
+    let ns2 = Arc::new(RamBackend::new(1 << 20).unwrap());
+    let pf_space = Arc::new(AddressSpace::new());
+    let vf_space = Arc::new(AddressSpace::new());
+    let (pf, vf) = (pf_space.clone(), vf_space.clone());
+    let spec = |backend: &Arc<RamBackend>, block_size| NamespaceSpec {
+        backend: backend.clone(),
+        block_size,
+        attachment: Attachment::Private { vfn: 1 },
+    };
+    let sub = Subsystem::new(
+        SubsystemConfig::new(name, 1),
+        vec![spec(&ns1, BlockSize::B4096), spec(&ns2, BlockSize::B512)],
+        move |cntlid| -> Arc<dyn DmaMemory> { if cntlid == 1 { pf.clone() } else { vf.clone() } },
+    )
+    .unwrap();
+    let side = Side {
+        sub: Arc::new(sub),
+        pf_space,
+        vf_space,
+    };
+    (side, [ns1, ns2])
+}
+
+/// How long a test waits for the controller before declaring it stuck.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Polls `f` until it returns `Some`, for at most [`PATIENCE`].
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// A queue pair the test drives entry by entry: its own SQ and CQ sizes, CIDs chosen by the
+/// caller, and the CQ head doorbell written only when the test says so.
+pub struct RawQueue {
+    /// Queue identifier (0 = admin).
+    pub qid: u16,
+    sq: nvme_driver::memory::DmaBuffer,
+    cq: nvme_driver::memory::DmaBuffer,
+    sq_entries: u32,
+    cq_entries: u32,
+    tail: u32,
+    head: u32,
+    phase: bool,
+    bar: Arc<dyn Bar>,
+}
+
+impl RawQueue {
+    /// Rings for queue pair `qid` in `mem`, reached through `bar`.
+    pub fn new(
+        mem: &Arc<HostMemory>,
+        bar: Arc<dyn Bar>,
+        qid: u16,
+        sq_entries: u32,
+        cq_entries: u32,
+    ) -> Self {
+        Self {
+            qid,
+            sq: mem.alloc(u64::from(sq_entries) * 64).unwrap(),
+            cq: mem.alloc(u64::from(cq_entries) * 16).unwrap(),
+            sq_entries,
+            cq_entries,
+            tail: 0,
+            head: 0,
+            phase: true,
+            bar,
+        }
+    }
+
+    /// IOVA of the submission queue.
+    pub fn sq_iova(&self) -> u64 {
+        self.sq.iova()
+    }
+
+    /// IOVA of the completion queue.
+    pub fn cq_iova(&self) -> u64 {
+        self.cq.iova()
+    }
+
+    /// Submission queue entries.
+    pub fn sq_entries(&self) -> u32 {
+        self.sq_entries
+    }
+
+    /// The SQ tail doorbell's BAR offset.
+    pub fn sq_doorbell(&self) -> u64 {
+        0x1000 + 8 * u64::from(self.qid)
+    }
+
+    /// The CQ head doorbell's BAR offset.
+    pub fn cq_doorbell(&self) -> u64 {
+        self.sq_doorbell() + 4
+    }
+
+    /// Writes `cmd` at the tail without ringing.
+    pub fn push(&mut self, cmd: Command) {
+        self.sq.write(u64::from(self.tail) * 64, cmd.as_bytes());
+        self.tail = (self.tail + 1) % self.sq_entries;
+    }
+
+    /// Writes the SQ tail doorbell.
+    pub fn ring(&self) {
+        self.bar.doorbell(self.sq_doorbell(), self.tail);
+    }
+
+    /// Pushes `cmd` and rings.
+    pub fn submit(&mut self, cmd: Command) {
+        self.push(cmd);
+        self.ring();
+    }
+
+    /// The next new completion, if the controller posted one (the head doorbell is not
+    /// written).
+    pub fn next(&mut self) -> Option<Completion> {
+        let mut raw = [0u8; 16];
+        self.cq.read(u64::from(self.head) * 16, &mut raw);
+        let entry = Completion::read_from_bytes(&raw).unwrap();
+        if entry.status.phase() != self.phase {
+            return None;
+        }
+        self.head += 1;
+        if self.head == self.cq_entries {
+            self.head = 0;
+            self.phase = !self.phase;
+        }
+        Some(entry)
+    }
+
+    /// Writes the CQ head doorbell with the entries consumed so far.
+    pub fn ring_head(&self) {
+        self.bar.doorbell(self.cq_doorbell(), self.head);
+    }
+
+    /// Waits for the next completion and acknowledges it.
+    pub fn wait(&mut self) -> Completion {
+        let entry = eventually("a completion", || self.next());
+        self.ring_head();
+        entry
+    }
+
+    /// Submits `cmd` and waits for its completion, which must be the next one.
+    pub fn run(&mut self, cmd: Command) -> Completion {
+        self.submit(cmd);
+        let done = self.wait();
+        assert_eq!(done.cid, cmd.cdw0.cid(), "completion out of order");
+        done
+    }
+}
+
+/// Brings a controller up by hand, as the Linux driver does: AQA, ASQ and ACQ, then CC.EN with
+/// 64-byte SQ and 16-byte CQ entries, then wait for CSTS.RDY. Returns the admin queue.
+pub fn raw_enable(bar: &Arc<ControllerBar>, mem: &Arc<HostMemory>, entries: u32) -> RawQueue {
+    let admin = RawQueue::new(mem, bar.clone(), 0, entries, entries);
+    let size = entries - 1;
+    bar.write32(0x24, size | size << 16).unwrap();
+    bar.write64(0x28, admin.sq_iova()).unwrap();
+    bar.write64(0x30, admin.cq_iova()).unwrap();
+    bar.write32(0x14, 1 | 6 << 16 | 4 << 20).unwrap();
+    eventually("CSTS.RDY", || {
+        (bar.read32(0x1C).unwrap() & 1 == 1).then_some(())
+    });
+    admin
 }
