@@ -319,6 +319,12 @@ impl Orchestrator {
         self.bar.clone()
     }
 
+    /// The connection to the server the device currently lives on (for requests the
+    /// orchestrator does not wrap, e.g. a test driving the migration states by hand).
+    pub fn client(&self) -> &Arc<Mutex<Client>> {
+        &self.current.client
+    }
+
     /// The socket of the server the device currently lives on.
     pub fn socket(&self) -> &Path {
         &self.current.socket

@@ -44,13 +44,23 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `vfio-nvme serve --socket SOCKET ARGS...` and waits for the socket.
     pub fn start(socket: &Path, args: &[&str]) -> Self {
+        Self::spawn(socket, args, Stdio::inherit())
+    }
+
+    /// Like [`start`](Self::start), with the server's log (stderr) going to `log`.
+    pub fn start_logged(socket: &Path, args: &[&str], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the server log");
+        Self::spawn(socket, args, Stdio::from(file))
+    }
+
+    fn spawn(socket: &Path, args: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vfio-nvme"))
             .arg("serve")
             .arg("--socket")
             .arg(socket)
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start vfio-nvme serve");
         let deadline = Instant::now() + Duration::from_secs(20);
