@@ -363,8 +363,13 @@ impl RegionInfo {
 /// `DEVICE_GET_REGION_INFO` reply.
 ///
 /// `argsz` is the size of the complete reply. When the client's request allowed less, the reply
-/// carries only the fixed part, with `argsz` still the full size, CAPS set and `cap_offset` 0 (the
-/// kernel's behaviour); `info.caps` is then empty and the client retries with a larger argsz.
+/// carries only the fixed part, with `argsz` still the full size, and **CAPS clear** and
+/// `cap_offset` 0; `info.caps` is then empty and the client retries with a larger argsz.
+///
+/// CAPS must not be set without capabilities in the reply: QEMU's client rejects a reply whose
+/// CAPS flag is set while `cap_offset` points into the fixed part (it answers "failed to get
+/// region 0 info: Invalid argument" and the VM does not start). libvfio-user behaves the same
+/// way; a client learns that capabilities exist from `argsz`, not from CAPS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionInfoReply {
     /// Size of the complete reply payload.
@@ -378,12 +383,11 @@ impl RegionInfoReply {
     /// full reply if it fits, otherwise the fixed part only.
     pub fn for_request(mut info: RegionInfo, request_argsz: u32) -> Self {
         let full = info.full_size();
-        if !info.caps.is_empty() {
-            info.flags |= RegionInfoFlags::CAPS;
-        }
         if full > request_argsz as usize {
             info.caps.clear();
         }
+        info.flags
+            .set(RegionInfoFlags::CAPS, !info.caps.is_empty());
         Self {
             argsz: wire::len_u32(full),
             info,
@@ -402,9 +406,8 @@ impl Payload for RegionInfoReply {
     fn encode(&self, out: &mut Vec<u8>) {
         let fixed = size_of::<VfioRegionInfo>();
         let mut flags = self.info.flags;
-        if !self.info.caps.is_empty() {
-            flags |= RegionInfoFlags::CAPS;
-        }
+        // CAPS exactly when capabilities follow (see the type's docs).
+        flags.set(RegionInfoFlags::CAPS, !self.info.caps.is_empty());
         let cap_offset = if self.info.caps.is_empty() {
             0
         } else {
@@ -680,7 +683,9 @@ mod tests {
         let bytes = reply.to_bytes();
         assert_eq!(bytes.len(), 32);
         assert_eq!(&bytes[..4], &64u32.to_ne_bytes(), "argsz is the full size");
-        assert_eq!(&bytes[4..8], &0xfu32.to_ne_bytes(), "CAPS still set");
+        // READ | WRITE | MMAP without CAPS: QEMU rejects CAPS with cap_offset inside the fixed
+        // part ("failed to get region 0 info: Invalid argument").
+        assert_eq!(&bytes[4..8], &0x7u32.to_ne_bytes(), "CAPS clear");
         assert_eq!(&bytes[12..16], &0u32.to_ne_bytes(), "cap_offset 0");
         let decoded = RegionInfoReply::decode(&bytes, &Limits::default()).unwrap();
         assert!(decoded.is_truncated());

@@ -286,7 +286,8 @@ fn device_info_regions_and_the_sparse_mmap_area_shares_memory_with_the_device() 
         panic!("region info")
     };
     assert!(small.is_truncated());
-    assert!(small.info.flags.contains(RegionInfoFlags::CAPS));
+    // QEMU refuses a truncated reply with CAPS set and cap_offset inside the fixed part.
+    assert!(!small.info.flags.contains(RegionInfoFlags::CAPS));
     let full_argsz = small.argsz;
     assert_eq!(full_argsz, 32 + 16 + 16);
 
