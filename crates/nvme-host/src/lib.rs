@@ -9,9 +9,13 @@
 //! * [`vfio_user_bar`] — the driver's [`driver::Bar`] over a vfio-user client (registers by
 //!   REGION_READ/WRITE, doorbells in the mmapped doorbell page), DMA-mapping of host memory and
 //!   MSI-X eventfds.
+//! * [`workload`] — a verifying I/O workload (fio-like patterns, per-LBA generation ledger,
+//!   latency histograms and a stall timeline) and the read-back that checks data after a
+//!   migration.
 
 pub use nvme_driver::driver;
 pub use nvme_driver::memory;
 
 pub mod orchestrator;
 pub mod vfio_user_bar;
+pub mod workload;

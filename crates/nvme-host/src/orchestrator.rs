@@ -6,8 +6,11 @@
 //!
 //! 1. connect to the destination and DMA-map the guest memory there, before anything stops;
 //! 2. start DMA logging on the source (checked even though the memory is shared);
-//! 3. destination → RESUMING; source → PRE_COPY; stream rounds of pre-copy data until a round
-//!    carries little (the device's dirty rate is below the threshold) or the round limit is hit;
+//! 3. destination → RESUMING; source → PRE_COPY; stream rounds of pre-copy data, each as much
+//!    as the device reports pending when it starts, until a round carries little or the round
+//!    limit is hit; from the third round the guest's doorbells are held while a round streams
+//!    (auto-converge, like throttling vCPUs), so a guest dirtying data faster than it can be
+//!    copied still converges;
 //! 4. **blackout**: pause the guest's doorbell writes (what pausing vCPUs does), source →
 //!    STOP_COPY (which suspends the controller), stream the rest, destination → STOP (validates
 //!    the stream and sets the controller state) → RUNNING, point the guest's doorbells at the
@@ -49,6 +52,8 @@ mod state {
 const LOG_PAGE: u64 = 4096;
 /// Bytes asked for per MIG_DATA read loop.
 const READ_CHUNK: usize = 4 << 20;
+/// A pre-copy round's budget when the source cannot estimate its remaining data.
+const DEFAULT_ROUND_BUDGET: u64 = 64 << 20;
 
 /// Why a migration failed.
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +247,7 @@ impl Endpoint {
 /// Knobs of one migration.
 #[derive(Clone, Debug)]
 pub struct MigrateOptions {
-    /// Stop pre-copy once a round carries fewer bytes than this.
+    /// Stop pre-copy once a round carries fewer bytes than this (the data left for the blackout).
     pub precopy_threshold: u64,
     /// At most this many pre-copy rounds.
     pub max_rounds: u32,
@@ -250,15 +255,20 @@ pub struct MigrateOptions {
     pub round_pause: Duration,
     /// Also write the migration stream to this file (for `vfio-nvme state decode`).
     pub save_stream: Option<PathBuf>,
+    /// Auto-converge: from this pre-copy round on, the guest's doorbells are held while the
+    /// round streams (what throttling vCPUs does), so a guest that dirties data faster than it
+    /// can be copied cannot keep pre-copy from converging. `None` never throttles.
+    pub throttle_from_round: Option<u32>,
 }
 
 impl Default for MigrateOptions {
     fn default() -> Self {
         Self {
-            precopy_threshold: 1 << 20,
-            max_rounds: 16,
+            precopy_threshold: 4 << 20,
+            max_rounds: 8,
             round_pause: Duration::from_millis(20),
             save_stream: None,
+            throttle_from_round: Some(3),
         }
     }
 }
@@ -276,6 +286,8 @@ pub struct MigrationReport {
     pub precopy_rounds: u32,
     /// Bytes streamed during pre-copy.
     pub precopy_bytes: u64,
+    /// Pre-copy rounds during which the guest was throttled (auto-converge).
+    pub throttled_rounds: u32,
     /// Bytes streamed in STOP_COPY.
     pub stop_copy_bytes: u64,
     /// Whole stream size.
@@ -401,13 +413,35 @@ impl Orchestrator {
             c.set_migration_state(state::PRE_COPY)
         })?;
         loop {
-            let bytes = Self::pump(src, dest, copy.as_deref_mut())?;
+            // A round sends what is pending when it starts (the device's estimate of its
+            // remaining data, MIG_DATA_SIZE), not what the guest dirties meanwhile: otherwise a
+            // guest writing faster than the copy would keep one round going forever.
+            let budget = src
+                .call("asking the remaining data size", "source", |c| {
+                    c.mig_data_size()
+                })
+                .unwrap_or(DEFAULT_ROUND_BUDGET)
+                .max(1);
+            let throttle = options
+                .throttle_from_round
+                .is_some_and(|first| report.precopy_rounds + 1 >= first);
+            if throttle {
+                bar.pause();
+                report.throttled_rounds += 1;
+            }
+            let pumped = Self::pump(src, dest, copy.as_deref_mut(), budget);
+            if throttle {
+                bar.resume(None);
+            }
+            let bytes = pumped?;
             report.precopy_rounds += 1;
             report.precopy_bytes += bytes;
             if bytes < options.precopy_threshold || report.precopy_rounds >= options.max_rounds {
                 break;
             }
-            std::thread::sleep(options.round_pause);
+            if !throttle {
+                std::thread::sleep(options.round_pause);
+            }
         }
         // Blackout: the guest's doorbells are held from here until the destination runs.
         bar.pause();
@@ -415,7 +449,7 @@ impl Orchestrator {
         src.call("entering STOP_COPY", "source", |c| {
             c.set_migration_state(state::STOP_COPY)
         })?;
-        report.stop_copy_bytes = Self::pump(src, dest, copy)?;
+        report.stop_copy_bytes = Self::pump(src, dest, copy, u64::MAX)?;
         report.stream_bytes = report.precopy_bytes + report.stop_copy_bytes;
         dest.call(
             "loading the device state (RESUMING → STOP)",
@@ -430,17 +464,19 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Moves what the source offers now into the destination (and `copy`); returns the byte
-    /// count.
+    /// Moves what the source offers now, up to about `budget` bytes, into the destination (and
+    /// `copy`); returns the byte count.
     fn pump(
         src: &Endpoint,
         dest: &Endpoint,
         mut copy: Option<&mut StreamCopy>,
+        budget: u64,
     ) -> Result<u64, OrchestratorError> {
         let mut total = 0u64;
         loop {
+            let want = READ_CHUNK.min(usize::try_from(budget - total).unwrap_or(READ_CHUNK));
             let data = src.call("reading migration data", "source", |c| {
-                c.mig_data_read(READ_CHUNK)
+                c.mig_data_read(want)
             })?;
             if !data.is_empty() {
                 dest.call("writing migration data", "destination", |c| {
@@ -451,7 +487,7 @@ impl Orchestrator {
                 }
             }
             total += data.len() as u64;
-            if data.len() < READ_CHUNK {
+            if data.len() < want || total >= budget {
                 return Ok(total);
             }
         }

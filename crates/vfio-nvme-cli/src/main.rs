@@ -11,12 +11,16 @@
 //! errors are clap's, with exit code 2.
 #![forbid(unsafe_code)]
 
+mod bench_cmd;
 mod cli;
+mod demo_cmd;
 mod fsm_args;
 mod fsm_cmd;
 mod serve_cmd;
 mod spec_args;
 mod state_cmd;
+mod timeline_svg;
+mod workload_cmd;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -58,6 +62,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     tracing::debug!(command = ?cli.command, json = cli.json, "running");
     let output = match &cli.command {
         Command::Fsm(args) => fsm_cmd::run(&args.command, cli.json)?,
+        Command::Demo(args) => {
+            let (text, passed) = demo_cmd::run(
+                &demo_cmd::DemoOptions {
+                    time: args.time,
+                    output: args.output.clone(),
+                    queues: args.queues,
+                    queue_depth: args.qd,
+                    save_stream: args.save_stream,
+                },
+                cli.json,
+            )?;
+            if !passed {
+                println!("{text}");
+                anyhow::bail!("the demo failed: see the report above");
+            }
+            text
+        }
+        Command::Workload(args) => workload_cmd::run_cli(args, cli.json)?,
+        Command::Bench(args) => bench_cmd::run(args.time, cli.json)?,
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,
         },

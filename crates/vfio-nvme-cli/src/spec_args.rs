@@ -37,6 +37,33 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a usable size (zero or too large)"))
 }
 
+/// Parses a duration: a number with `ms`, `s` (the default), `m` or `h`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let digits_end = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 10s, 500ms, 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 7.0 * 86400.0 {
+        return Err(format!("`{text}` is not a usable duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 /// Parses one `--namespace` specification.
 pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     let mut parts = text.split(',');
@@ -110,6 +137,18 @@ mod tests {
         assert!(parse_size("1X").unwrap_err().contains("suffix"));
         assert!(parse_size("big").is_err());
         assert!(parse_size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("1y").unwrap_err().contains("unit"));
     }
 
     #[test]

@@ -97,10 +97,41 @@ fn unknown_states_name_the_bad_value() {
 }
 
 #[test]
-fn subcommands_that_do_not_exist_yet_are_usage_errors() {
-    let output = vfio_nvme(&["demo"]);
+fn subcommands_that_do_not_exist_are_usage_errors() {
+    let output = vfio_nvme(&["migrate"]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert!(stderr(&output).contains("unrecognized subcommand 'demo'"));
+    assert!(stderr(&output).contains("unrecognized subcommand 'migrate'"));
+}
+
+#[test]
+fn demo_migrates_there_and_back_and_verifies() {
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-demo-test-{}", std::process::id()));
+    let output = vfio_nvme(&[
+        "--json",
+        "demo",
+        "--time",
+        "3s",
+        "--queues",
+        "2",
+        "--qd",
+        "8",
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let migrations = report["migrations"].as_array().unwrap();
+    assert_eq!(migrations.len(), 2, "{report}");
+    for m in migrations {
+        assert!(m["blackout"].is_object(), "{m}");
+        assert!(m["stream_bytes"].as_u64().unwrap() > 0, "{m}");
+    }
+    assert_eq!(report["workload"]["verified"], true);
+    assert_eq!(report["readback"]["verified"], true);
+    assert!(dir.join("timeline.svg").exists());
+    let svg = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("blackout"), "{svg}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

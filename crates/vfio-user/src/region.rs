@@ -386,8 +386,7 @@ impl RegionInfoReply {
         if full > request_argsz as usize {
             info.caps.clear();
         }
-        info.flags
-            .set(RegionInfoFlags::CAPS, !info.caps.is_empty());
+        info.flags.set(RegionInfoFlags::CAPS, !info.caps.is_empty());
         Self {
             argsz: wire::len_u32(full),
             info,

@@ -41,8 +41,10 @@ use super::tp4159::Udmq;
 use super::user_data::UserData;
 use crate::stream::StreamHeader;
 
-/// Entries of the User Data Migration Queue (32 bytes each: 256 KiB of PF memory).
-const UDMQ_ENTRIES: u32 = 8192;
+/// Entries of the User Data Migration Queue (32 bytes each: 2 MiB of PF memory). Should it
+/// fill up anyway, the controller stops logging until the host catches up, and the driver then
+/// treats every allocated range as changed.
+const UDMQ_ENTRIES: u32 = 65536;
 
 /// State shared by the driver's arcs and its open session.
 pub(crate) struct Core {
@@ -70,11 +72,18 @@ impl Core {
         };
         let entries = udmq.drain(self.admin.as_ref())?;
         let mut suspended = false;
+        let mut overflowed = false;
         for entry in entries {
             suspended |= entry.attr.esa() == EntrySequence::LAST_SUSPENDED;
+            overflowed |= entry.attr.esa() == EntrySequence::LAST_FULL;
             if let Some(saver) = self.saver.as_mut() {
                 saver.note_change(&entry, self.user.as_ref());
             }
+        }
+        if overflowed && let Some(saver) = self.saver.as_mut() {
+            // Changes made while the queue was full were not logged: copy everything again.
+            tracing::warn!("the User Data Migration Queue overflowed; re-copying all user data");
+            saver.mark_all_dirty(self.user.as_ref())?;
         }
         Ok(suspended)
     }

@@ -67,7 +67,6 @@ impl RangeSet {
     }
 
     /// The ranges in order.
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.ranges.iter().map(|(&s, &e)| s..e)
     }

@@ -26,6 +26,10 @@ use crate::stream::StreamHeader;
 
 /// Largest user-data record the source writes.
 const CHUNK: u64 = 256 * 1024;
+/// Records produced between two drains of the User Data Migration Queue (across reads), so the
+/// queue keeps up with a guest writing while a large namespace is copied: 16 MiB of data, a few
+/// milliseconds of copying.
+const DRAIN_EVERY: u32 = 64;
 
 fn stream_error(e: crate::stream::StreamError) -> MigrationError {
     MigrationError::Stream(e.to_string())
@@ -52,6 +56,8 @@ pub(crate) struct Saver {
     /// The controller state, once STOP_COPY captured it; taken when its record is written.
     state: Option<Vec<u8>>,
     stop_copy: bool,
+    /// Records produced since the User Data Migration Queue was last drained.
+    since_drain: u32,
 }
 
 impl Saver {
@@ -87,6 +93,7 @@ impl Saver {
             namespaces,
             state: None,
             stop_copy: false,
+            since_drain: 0,
         })
     }
 
@@ -103,6 +110,17 @@ impl Saver {
         if let Some(range) = changed_bytes(entry, ns.geometry.lba_shift, ns.geometry.bytes()) {
             ns.dirty.insert(range);
         }
+    }
+
+    /// Marks every allocated range of every namespace as changed (after the queue overflowed and
+    /// changes went unlogged).
+    pub fn mark_all_dirty(&mut self, user: &dyn UserData) -> Result<(), MigrationError> {
+        for ns in &mut self.namespaces {
+            for r in allocated(&ns.geometry, user)?.iter() {
+                ns.dirty.insert(r);
+            }
+        }
+        Ok(())
     }
 
     /// STOP_COPY captured the controller state: after the remaining changes, the stream ends.
@@ -130,6 +148,16 @@ impl Saver {
             initial_bytes: initial + (self.out.len() - self.pos) as u64,
             dirty_bytes: dirty,
         }
+    }
+
+    /// Counts a produced record; true when the queue is due for a drain.
+    fn drain_due(&mut self) -> bool {
+        self.since_drain += 1;
+        if self.since_drain >= DRAIN_EVERY {
+            self.since_drain = 0;
+            return true;
+        }
+        false
     }
 
     /// Copies buffered bytes into `buf`; returns how many.
@@ -193,6 +221,26 @@ impl Saver {
     }
 }
 
+/// The allocated ranges of a namespace, widened to whole blocks (backends report page-granular
+/// ranges).
+fn allocated(
+    geometry: &NamespaceGeometry,
+    user: &dyn UserData,
+) -> Result<RangeSet, MigrationError> {
+    let mut set = RangeSet::new();
+    let block = geometry.block_size();
+    for r in user.allocated(geometry.nsid)? {
+        let start = r.start / block * block;
+        let end = r
+            .end
+            .div_ceil(block)
+            .saturating_mul(block)
+            .min(geometry.bytes());
+        set.insert(start..end);
+    }
+    Ok(set)
+}
+
 /// The saving session's data source: reads produce records from the shared driver state.
 pub(crate) struct Source(pub Arc<Mutex<Core>>);
 
@@ -219,6 +267,9 @@ impl SaveSource for Source {
                 return Ok(n);
             }
             if saver.produce(user.as_ref())? {
+                if saver.drain_due() {
+                    core.drain_changes()?;
+                }
                 continue;
             }
             // Nothing left for now: in pre-copy, collect the latest changes once per read.
