@@ -238,6 +238,9 @@ pub fn describe(outcome: &RunOutcome) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = write!(s, "{}", outcome.workload);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
     for (i, m) in outcome.migrations.iter().enumerate() {
         let r = &m.report;
         let _ = writeln!(
