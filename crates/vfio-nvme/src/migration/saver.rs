@@ -68,21 +68,9 @@ impl Saver {
         let encoder = StreamEncoder::new(header.clone(), &mut out).map_err(stream_error)?;
         let mut namespaces = Vec::new();
         for geometry in user.namespaces().into_iter().filter(|g| !g.shared) {
-            let mut initial = RangeSet::new();
-            let block = geometry.block_size();
-            for r in user.allocated(geometry.nsid)? {
-                // Widen to whole blocks; the backend reports page-granular ranges.
-                let start = r.start / block * block;
-                let end = r
-                    .end
-                    .div_ceil(block)
-                    .saturating_mul(block)
-                    .min(geometry.bytes());
-                initial.insert(start..end);
-            }
             namespaces.push(Progress {
+                initial: allocated(&geometry, user)?,
                 geometry,
-                initial,
                 dirty: RangeSet::new(),
             });
         }
