@@ -105,7 +105,8 @@ pub struct WorkloadArgs {
     /// I/O queues (one thread each).
     #[arg(long, default_value_t = 4)]
     pub queues: u16,
-    /// Run for this long (e.g. 10s, 500ms, 1m).
+    /// Run for this long (e.g. 10s, 500ms, 1m). With --migrate-to the run instead lasts until
+    /// --migrate-after past the last migration.
     #[arg(long, default_value = "10s", value_parser = crate::spec_args::parse_duration, conflicts_with = "ios")]
     pub time: std::time::Duration,
     /// Run this many I/Os instead of a duration.

@@ -329,7 +329,18 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<St
             });
         }
     }
-    let outcome = run(&args.socket, &config, &plan, None, &|_, _| {})?;
+    // With migrations the run lasts until --migrate-after past the last one, so every planned
+    // migration happens under load however long migrating takes.
+    let (config, tail) = if plan.is_empty() {
+        (config, None)
+    } else {
+        let config = WorkloadConfig {
+            limit: Limit::Duration(Duration::from_secs(24 * 3600)),
+            ..config
+        };
+        (config, Some(args.migrate_after))
+    };
+    let outcome = run(&args.socket, &config, &plan, tail, &|_, _| {})?;
     let text = if json {
         serde_json::to_string_pretty(&outcome)?
     } else {
