@@ -221,3 +221,26 @@ fn vf_migrates_with_io_in_flight() {
     write_blocks(&mut qp, &buf, &[5], 4);
     check_blocks(&mut qp, &buf, &[(5, 4)]);
 }
+
+#[test]
+fn a_guest_controller_reset_does_not_lift_a_migration_suspend() {
+    let a = served("reset");
+    let vf = a.function(1).unwrap().clone();
+    let mem = HostMemory::new(8 << 20, IOVA).unwrap();
+    map_host_memory(&mem, &vf);
+    let bar = Arc::new(SwitchableBar(Mutex::new(vf.clone())));
+    let driver = Driver::new(bar, mem.clone()).unwrap();
+    // RUNNING_P2P: the controller is suspended for migration.
+    vf.set_migration_state(5).unwrap();
+    assert!(vf.controller().suspended());
+    // The guest toggles CC.EN: the controller comes back ready but stays suspended, so the
+    // migration driver's view (nothing is fetched) still holds.
+    driver.disable().unwrap();
+    assert!(vf.controller().suspended());
+    // A device reset (FLR / DEVICE_RESET) lifts it and returns the migration state to RUNNING.
+    vf.reset().unwrap();
+    assert!(!vf.controller().suspended());
+    assert_eq!(vf.migration_state().unwrap(), 2);
+    let driver = Driver::new(driver.bar().clone(), mem).unwrap();
+    driver.identify_controller().unwrap();
+}

@@ -192,7 +192,8 @@ pub(super) fn clear_queues(inner: &Inner, state: &mut State) {
 }
 
 /// CC.EN 1 → 0: delete every queue, drop outstanding asynchronous event requests, return
-/// features to their defaults, lift a TP4159 suspension, and report not ready.
+/// features to their defaults and report not ready. A TP4159 suspension stays: only a
+/// function-level reset lifts it.
 ///
 /// TP4159: a primary controller also deletes every Controller Data Queue it created and drops
 /// the Set Controller State transfers it was collecting; for a secondary controller, the
@@ -206,7 +207,6 @@ pub(super) fn controller_reset(inner: &Inner) {
             crate::lm::delete_all_cdqs(inner, &mut state);
             state.lm.incoming.clear();
         }
-        inner.suspended.store(false, Ordering::Release);
     }
     inner.set_csts(Csts::new());
     // Lock order: the secondary's `state` is released before the primary's is taken.
@@ -218,6 +218,10 @@ pub(super) fn controller_reset(inner: &Inner) {
 /// A function-level reset: a controller reset plus every register back to its reset value.
 pub(super) fn function_reset(inner: &Inner) {
     controller_reset(inner);
+    // Only a function-level reset lifts a TP4159 suspension. A guest that toggles CC.EN while
+    // its controller is suspended for migration must not restart it behind the migration
+    // driver's back: the controller comes back ready, but fetches nothing until Resume.
+    inner.suspended.store(false, Ordering::Release);
     let regs = &inner.regs;
     regs.cc.store(0, Ordering::Release);
     regs.aqa.store(0, Ordering::Release);
