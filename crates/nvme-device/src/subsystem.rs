@@ -100,7 +100,7 @@ pub struct Subsystem {
     identity: Arc<SubsystemIdentity>,
     namespaces: Vec<Arc<Namespace>>,
     primary: Controller,
-    secondaries: Vec<Controller>,
+    secondaries: Vec<Arc<Controller>>,
 }
 
 impl Subsystem {
@@ -156,12 +156,16 @@ impl Subsystem {
         let mut secondaries = Vec::new();
         for vfn in 1..=config.secondaries {
             let cntlid = secondary_cntlid(vfn);
-            secondaries.push(controller(Role::Secondary { vfn }, cntlid, memory(cntlid))?);
+            secondaries.push(Arc::new(controller(
+                Role::Secondary { vfn },
+                cntlid,
+                memory(cntlid),
+            )?));
         }
         let pairs: Vec<(u16, &Controller)> = secondaries
             .iter()
             .enumerate()
-            .map(|(i, c)| (i as u16 + 1, c))
+            .map(|(i, c)| (i as u16 + 1, c.as_ref()))
             .collect();
         primary.set_secondaries(&pairs);
         Ok(Self {
@@ -188,12 +192,12 @@ impl Subsystem {
     }
 
     /// The secondary controller behind virtual function `vfn` (1-based).
-    pub fn secondary(&self, vfn: u16) -> Option<&Controller> {
+    pub fn secondary(&self, vfn: u16) -> Option<&Arc<Controller>> {
         self.secondaries.get(usize::from(vfn).checked_sub(1)?)
     }
 
     /// Every secondary controller, in VFN order.
-    pub fn secondaries(&self) -> &[Controller] {
+    pub fn secondaries(&self) -> &[Arc<Controller>] {
         &self.secondaries
     }
 }

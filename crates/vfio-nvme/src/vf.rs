@@ -40,6 +40,7 @@ use crate::pci::msix::Msix;
 /// A secondary controller of a subsystem presented as a PCI function.
 pub struct VfDevice {
     subsystem: Arc<Subsystem>,
+    controller: Arc<Controller>,
     vfn: u16,
     space: Arc<AddressSpace>,
     config: ConfigSpace,
@@ -61,11 +62,13 @@ impl VfDevice {
     /// The PCI function for VF `vfn` of `subsystem`, whose controller reaches guest memory
     /// through `space` (the same address space the subsystem was built with for this VF).
     pub fn new(subsystem: Arc<Subsystem>, vfn: u16, space: Arc<AddressSpace>) -> Option<Self> {
-        let vectors = subsystem.secondary(vfn)?.config().msix_vectors;
+        let controller = subsystem.secondary(vfn)?.clone();
+        let vectors = controller.config().msix_vectors;
         let msix = Arc::new(Msix::new(vectors));
-        subsystem.secondary(vfn)?.set_interrupt(msix.clone());
+        controller.set_interrupt(msix.clone());
         Some(Self {
             subsystem,
+            controller,
             vfn,
             space,
             config: ConfigSpace::new(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors),
@@ -87,10 +90,7 @@ impl VfDevice {
 
     /// The secondary controller behind this function.
     pub fn controller(&self) -> &Controller {
-        // `new` checked that the VF exists, and a subsystem never loses controllers.
-        self.subsystem
-            .secondary(self.vfn)
-            .unwrap_or_else(|| self.subsystem.primary())
+        &self.controller
     }
 
     /// The subsystem the function belongs to.
