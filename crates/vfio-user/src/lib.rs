@@ -33,5 +33,6 @@ pub mod migration;
 pub mod payload;
 pub mod region;
 pub mod server;
+mod socket;
 pub mod version;
 mod wire;

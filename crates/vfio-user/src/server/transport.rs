@@ -2,27 +2,18 @@
 //! [`Framer`], and writing whole messages with their file descriptors.
 
 use std::io;
-use std::io::IoSlice;
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
-
-use rustix::net::RecvAncillaryBuffer;
-use rustix::net::RecvAncillaryMessage;
-use rustix::net::RecvFlags;
-use rustix::net::ReturnFlags;
-use rustix::net::SendAncillaryBuffer;
-use rustix::net::SendAncillaryMessage;
-use rustix::net::SendFlags;
 
 use crate::error::DecodeError;
 use crate::framing::Frame;
 use crate::framing::Framer;
 use crate::framing::encode_error_reply;
 use crate::header::Header;
+use crate::socket;
+use crate::socket::Received;
 
 /// Most file descriptors the server accepts in one message (advertised as `max_msg_fds`, as
 /// libvfio-user does). Descriptors beyond it are closed by the kernel (MSG_CTRUNC).
@@ -103,83 +94,34 @@ impl Transport {
     /// Reads whatever is available (call after the socket polled readable) with the file
     /// descriptors that came with it.
     pub fn read(&mut self) -> io::Result<ReadOutcome> {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_MSG_FDS))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut iov = [IoSliceMut::new(&mut self.buf)];
-        let received = match rustix::net::recvmsg(
-            &self.socket,
-            &mut iov,
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
-        ) {
-            Ok(received) => received,
-            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {
-                return Ok(ReadOutcome::Data);
+        match socket::receive(self.socket.as_fd(), &mut self.buf, MAX_MSG_FDS)? {
+            Received::Data {
+                bytes,
+                fds,
+                fds_truncated,
+            } => {
+                if fds_truncated {
+                    tracing::warn!(
+                        max = MAX_MSG_FDS,
+                        "client sent more file descriptors than the server accepts; the excess was closed"
+                    );
+                }
+                self.framer.push(&self.buf[..bytes], fds);
+                Ok(ReadOutcome::Data)
             }
-            Err(rustix::io::Errno::CONNRESET) => return Ok(ReadOutcome::Closed),
-            Err(e) => return Err(e.into()),
-        };
-        let mut fds = Vec::new();
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(received_fds) = message {
-                fds.extend(received_fds);
-            }
+            Received::Nothing => Ok(ReadOutcome::Data),
+            Received::Closed => Ok(ReadOutcome::Closed),
         }
-        if received.flags.contains(ReturnFlags::CTRUNC) {
-            tracing::warn!(
-                max = MAX_MSG_FDS,
-                "client sent more file descriptors than the server accepts; the excess was closed"
-            );
-        }
-        if received.bytes == 0 {
-            return Ok(ReadOutcome::Closed);
-        }
-        self.framer.push(&self.buf[..received.bytes], fds);
-        Ok(ReadOutcome::Data)
     }
 
     /// Sends a whole message; the descriptors travel with its first byte.
     pub fn send(&self, message: &Outgoing) -> io::Result<()> {
         let fds: Vec<BorrowedFd<'_>> = message.fds.iter().map(AsFd::as_fd).collect();
-        let mut sent = 0;
-        while sent < message.bytes.len() {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_MSG_FDS))];
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            if sent == 0 && !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&fds))
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "too many file descriptors for one message",
-                ));
-            }
-            match rustix::net::sendmsg(
-                &self.socket,
-                &[IoSlice::new(&message.bytes[sent..])],
-                &mut control,
-                SendFlags::NOSIGNAL,
-            ) {
-                Ok(n) => sent += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        socket::send_all(self.socket.as_fd(), &message.bytes, &fds)
     }
 }
 
 /// Waits up to `timeout` for `fd` to become readable (or hung up); `false` on timeout.
 pub(super) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let timeout = rustix::event::Timespec {
-        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
-        tv_nsec: timeout.subsec_nanos().into(),
-    };
-    let mut fds = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
-    match rustix::event::poll(&mut fds, Some(&timeout)) {
-        Ok(ready) => Ok(ready > 0),
-        Err(rustix::io::Errno::INTR) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    socket::wait_readable(fd, timeout)
 }
