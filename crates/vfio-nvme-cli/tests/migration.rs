@@ -144,6 +144,8 @@ fn migrate_there_and_back_with_data_and_events() {
     };
     let there = guest.orch.migrate(&b.socket, &options).unwrap();
     assert!(there.stream_bytes >= 64 * BLOCK, "{there:?}");
+    // The guest was idle while it moved: the device wrote no guest memory.
+    assert_eq!(there.dirty_pages, 0, "{there:?}");
     guest.check(0..64, 1);
     guest.write(32..96, 2);
 
@@ -298,4 +300,50 @@ fn reinit(guest: Guest) -> Guest {
         qp,
         buf,
     }
+}
+
+#[test]
+fn dma_logging_reports_exactly_the_pages_the_device_wrote() {
+    let dir = TempDir::new("dirty");
+    let a = ServeProcess::start(&dir.path("a.sock"), &["--namespace", NS, "--name", "a"]);
+    let mut guest = Guest::start(&a.socket);
+    guest.write(0..4, 1);
+    let client = guest.client();
+    let memory = (IOVA, 16u64 << 20);
+    client
+        .lock()
+        .unwrap()
+        .dma_logging_start(4096, &[memory])
+        .unwrap();
+    // A read makes the device write the data buffer and a completion queue entry.
+    check(&mut guest.qp, &guest.buf, 2, 1);
+    let bitmap = client
+        .lock()
+        .unwrap()
+        .dma_logging_report(memory.0, memory.1, 4096)
+        .unwrap();
+    let page = |iova: u64| ((iova - IOVA) / 4096) as usize;
+    let dirty = |i: usize| bitmap[i / 64] & (1 << (i % 64)) != 0;
+    assert!(
+        dirty(page(guest.buf.iova())),
+        "the read buffer's page is dirty"
+    );
+    assert!(
+        dirty(page(guest.qp.cq_iova())),
+        "the completion queue's page is dirty"
+    );
+    assert!(
+        !dirty(page(guest.qp.sq_iova())),
+        "the device never writes the SQ"
+    );
+    let count: u32 = bitmap.iter().map(|w| w.count_ones()).sum();
+    assert_eq!(count, 2, "nothing else was written");
+    // Report-and-clear: a second report is empty.
+    let again = client
+        .lock()
+        .unwrap()
+        .dma_logging_report(memory.0, memory.1, 4096)
+        .unwrap();
+    assert!(again.iter().all(|&w| w == 0));
+    client.lock().unwrap().dma_logging_stop().unwrap();
 }
