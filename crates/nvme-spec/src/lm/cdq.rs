@@ -13,6 +13,8 @@ use super::common::IdentifierCdw11;
 use super::common::LmCdw10;
 use super::common::LmCommand;
 use super::common::ReservedBits;
+use super::common::decode_identifier;
+use super::common::encode_identifier;
 use super::common::expect_select;
 use super::common::lm_cdw10;
 use super::common::new_command;
@@ -172,24 +174,18 @@ impl LmCommand for DeleteCdq {
     const OPCODE: AdminOpcode = AdminOpcode::CONTROLLER_DATA_QUEUE;
 
     fn decode(cmd: &Command) -> Result<Decoded<Self>, LmCommandError> {
-        expect_select(cmd, Self::OPCODE, "Delete CDQ", CdqSelect::DELETE.0)?;
-        Ok(Decoded {
-            op: Self {
-                cdqid: IdentifierCdw11::from(cmd.cdw11).id(),
-            },
-            reserved: ReservedBits {
-                cdw10: LmCdw10::reserved_bits(cmd.cdw10, u16::MAX),
-                cdw11: cmd.cdw11 & IdentifierCdw11::RESERVED,
-                cdw14: 0,
-            },
-        })
+        Ok(
+            decode_identifier(cmd, Self::OPCODE, "Delete CDQ", CdqSelect::DELETE.0)?
+                .map(|cdqid| Self { cdqid }),
+        )
     }
 
     fn encode(&self) -> Result<Command, LmEncodeError> {
-        let mut cmd = new_command(Self::OPCODE);
-        cmd.cdw10 = LmCdw10::from_parts(CdqSelect::DELETE.0, 0);
-        cmd.cdw11 = IdentifierCdw11::new().with_id(self.cdqid).into();
-        Ok(cmd)
+        Ok(encode_identifier(
+            Self::OPCODE,
+            CdqSelect::DELETE.0,
+            self.cdqid,
+        ))
     }
 }
 

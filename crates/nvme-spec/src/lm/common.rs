@@ -169,6 +169,33 @@ pub(super) fn expect_select(
     Ok(cdw10.mos())
 }
 
+/// Decodes a command whose only field is an identifier in CDW11[15:0] (a CNTLID or a CDQID)
+/// under SEL `sel`, with every other bit of CDW10 and CDW11 reserved.
+pub(super) fn decode_identifier(
+    cmd: &Command,
+    opcode: AdminOpcode,
+    command: &'static str,
+    sel: u8,
+) -> Result<Decoded<u16>, LmCommandError> {
+    expect_select(cmd, opcode, command, sel)?;
+    Ok(Decoded {
+        op: IdentifierCdw11::from(cmd.cdw11).id(),
+        reserved: ReservedBits {
+            cdw10: LmCdw10::reserved_bits(cmd.cdw10, u16::MAX),
+            cdw11: cmd.cdw11 & IdentifierCdw11::RESERVED,
+            cdw14: 0,
+        },
+    })
+}
+
+/// Encodes a command whose only field is identifier `id` in CDW11[15:0] under SEL `sel`.
+pub(super) fn encode_identifier(opcode: AdminOpcode, sel: u8, id: u16) -> Command {
+    let mut cmd = new_command(opcode);
+    cmd.cdw10 = LmCdw10::from_parts(sel, 0);
+    cmd.cdw11 = IdentifierCdw11::new().with_id(id).into();
+    cmd
+}
+
 /// The error for a value wider than its field.
 pub(super) fn too_wide(field: &'static str, value: u64, bits: u32) -> LmEncodeError {
     LmEncodeError::FieldTooWide { field, value, bits }

@@ -4,11 +4,12 @@ use bitfield_struct::bitfield;
 use open_enum::open_enum;
 
 use super::common::Decoded;
-use super::common::IdentifierCdw11;
 use super::common::LmCdw10;
 use super::common::LmCommand;
 use super::common::ReservedBits;
 use super::common::UuidIndexCdw14;
+use super::common::decode_identifier;
+use super::common::encode_identifier;
 use super::common::expect_select;
 use super::common::lm_cdw10;
 use super::common::new_command;
@@ -179,24 +180,18 @@ impl LmCommand for Resume {
     const OPCODE: AdminOpcode = AdminOpcode::MIGRATION_SEND;
 
     fn decode(cmd: &Command) -> Result<Decoded<Self>, LmCommandError> {
-        expect_select(cmd, Self::OPCODE, "Resume", MigrationSendSelect::RESUME.0)?;
-        Ok(Decoded {
-            op: Self {
-                cntlid: IdentifierCdw11::from(cmd.cdw11).id(),
-            },
-            reserved: ReservedBits {
-                cdw10: LmCdw10::reserved_bits(cmd.cdw10, u16::MAX),
-                cdw11: cmd.cdw11 & IdentifierCdw11::RESERVED,
-                cdw14: 0,
-            },
-        })
+        Ok(
+            decode_identifier(cmd, Self::OPCODE, "Resume", MigrationSendSelect::RESUME.0)?
+                .map(|cntlid| Self { cntlid }),
+        )
     }
 
     fn encode(&self) -> Result<Command, LmEncodeError> {
-        let mut cmd = new_command(Self::OPCODE);
-        cmd.cdw10 = LmCdw10::from_parts(MigrationSendSelect::RESUME.0, 0);
-        cmd.cdw11 = IdentifierCdw11::new().with_id(self.cntlid).into();
-        Ok(cmd)
+        Ok(encode_identifier(
+            Self::OPCODE,
+            MigrationSendSelect::RESUME.0,
+            self.cntlid,
+        ))
     }
 }
 
