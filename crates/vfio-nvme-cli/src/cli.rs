@@ -115,9 +115,9 @@ pub struct WorkloadArgs {
     /// Stamp every written block and check every read (and read everything back at the end).
     #[arg(long)]
     pub verify: bool,
-    /// Namespace to use.
-    #[arg(long, default_value_t = 1)]
-    pub nsid: u32,
+    /// Namespace to use (default: the controller's first active namespace).
+    #[arg(long)]
+    pub nsid: Option<u32>,
     /// Live-migrate the VF to this server's socket during the run.
     #[arg(long, value_name = "PATH")]
     pub migrate_to: Option<std::path::PathBuf>,

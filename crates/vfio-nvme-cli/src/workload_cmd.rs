@@ -23,6 +23,8 @@ use serde::Serialize;
 
 /// I/O virtual address of the guest memory the workload uses.
 const GUEST_IOVA: u64 = 0x1_0000_0000;
+/// `WorkloadConfig::nsid` meaning "the controller's first active namespace".
+pub const AUTO_NSID: u32 = 0;
 
 /// One planned migration: where to, and how long after the previous event.
 #[derive(Clone, Debug)]
@@ -138,6 +140,21 @@ pub fn run(
     driver
         .set_queue_count(config.queues)
         .context("Set Features (Number of Queues) failed")?;
+    let resolved;
+    let config = if config.nsid == AUTO_NSID {
+        let nsid = *driver
+            .active_namespaces()
+            .context("Identify (active namespace list) failed")?
+            .first()
+            .context("the controller has no active namespace")?;
+        resolved = WorkloadConfig {
+            nsid,
+            ..config.clone()
+        };
+        &resolved
+    } else {
+        config
+    };
     let stop = AtomicBool::new(false);
     let phase = std::sync::Mutex::new(String::from("running"));
     let started = Instant::now();
@@ -311,7 +328,7 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<St
         queues: args.queues,
         limit: args.ios.map_or(Limit::Duration(args.time), Limit::Ios),
         verify: args.verify,
-        nsid: args.nsid,
+        nsid: args.nsid.unwrap_or(AUTO_NSID),
         ..WorkloadConfig::default()
     };
     let mut plan = Vec::new();
