@@ -21,8 +21,10 @@ const ALL_FLAGS: &str = "stop-copy,p2p,pre-copy";
         functions) can be live-migrated: a VFIO migration v2 state machine moves each \
         controller's state with the NVMe TP4159 live-migration commands (Suspend, Get/Set \
         Controller State, Resume) issued on the primary controller, and a vfio-user server \
-        presents the controller to a VMM as a PCI device. This tool composes those pieces; \
-        today it explains the VFIO migration state machine (`fsm`).\n\n\
+        presents the controller to a VMM as a PCI device. This tool composes those pieces: \
+        `demo` is the main job (a live migration A → B → A under a verifying workload), \
+        `serve` hosts VFs for QEMU's vfio-user-pci or this tool's own host side, `workload` \
+        drives and migrates them, `bench` measures, `state` and `fsm` explain.\n\n\
         Logging goes to stderr and is controlled by RUST_LOG (default: warn)."
 )]
 pub struct Cli {
