@@ -1,7 +1,6 @@
 //! `vfio-nvme demo`: the main job. Two servers, a verifying workload on four queues, a live
 //! migration A → B and back B → A under load, a report and an SVG timeline.
 
-use std::io::IsTerminal as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
@@ -14,9 +13,9 @@ use anyhow::Context as _;
 use anyhow::bail;
 use nvme_host::workload::Limit;
 use nvme_host::workload::Pattern;
-use nvme_host::workload::Snapshot;
 use nvme_host::workload::WorkloadConfig;
 
+use crate::progress::Progress;
 use crate::timeline_svg;
 use crate::workload_cmd;
 use crate::workload_cmd::PlannedMigration;
@@ -133,28 +132,15 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<(String, bool)> 
         lba_range: Some(0..32768),
         ..WorkloadConfig::default()
     };
-    let bar = (!json && std::io::stdout().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(options.time.as_millis() as u64);
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
-    let progress = |snapshot: &Snapshot, phase: &str| {
-        if let Some(bar) = &bar {
-            bar.set_position((snapshot.elapsed_s * 1000.0) as u64);
-            bar.set_message(format!(
-                "{phase}: {:.0} IOPS, p99 {:.0} µs, {} failures",
-                snapshot.last.iops, snapshot.last.p99_us, snapshot.failures
-            ));
-        }
-    };
-    let outcome = workload_cmd::run(&a.socket, &config, &plan, Some(third), &progress);
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    let progress = Progress::new(options.time, json);
+    let outcome = workload_cmd::run(
+        &a.socket,
+        &config,
+        &plan,
+        Some(third),
+        &|snapshot, phase| progress.update(snapshot, phase),
+    );
+    drop(progress);
     drop(a);
     drop(b);
     let outcome = outcome?;

@@ -16,6 +16,7 @@ mod cli;
 mod demo_cmd;
 mod fsm_args;
 mod fsm_cmd;
+mod progress;
 mod serve_cmd;
 mod spec_args;
 mod state_cmd;

@@ -357,7 +357,17 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<St
         };
         (config, Some(args.migrate_after))
     };
-    let outcome = run(&args.socket, &config, &plan, tail, &|_, _| {})?;
+    let expected = match (config.limit, tail) {
+        (_, Some(tail)) => args.migrate_after * plan.len() as u32 + tail,
+        (Limit::Duration(d), None) => d,
+        (Limit::Ios(_), None) => Duration::from_secs(10),
+    };
+    let progress = crate::progress::Progress::new(expected, json);
+    let outcome = run(&args.socket, &config, &plan, tail, &|snapshot, phase| {
+        progress.update(snapshot, phase)
+    });
+    drop(progress);
+    let outcome = outcome?;
     let text = if json {
         serde_json::to_string_pretty(&outcome)?
     } else {
