@@ -10,6 +10,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::RwLock;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 
 use crate::AccessError;
 use crate::Mapping;
@@ -97,6 +99,8 @@ type Windows = Arc<Vec<Window>>;
 pub struct AddressSpace {
     windows: RwLock<Windows>,
     observer: RwLock<Option<Arc<dyn WriteObserver>>>,
+    /// Whether `observer` is set, so the write path skips the lock when nobody observes.
+    observed: AtomicBool,
 }
 
 impl std::fmt::Debug for AddressSpace {
@@ -196,10 +200,12 @@ impl AddressSpace {
 
     /// Installs (or with `None` removes) the observer told about every write.
     pub fn set_write_observer(&self, observer: Option<Arc<dyn WriteObserver>>) {
-        *self
+        let mut slot = self
             .observer
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = observer;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.observed.store(observer.is_some(), Ordering::Release);
+        *slot = observer;
     }
 
     /// Walks `[gpa, gpa + len)` window by window, calling `f(mapping, offset_in_mapping,
@@ -231,7 +237,7 @@ impl AddressSpace {
     }
 
     fn observe(&self, gpa: u64, len: u64) {
-        if len == 0 {
+        if len == 0 || !self.observed.load(Ordering::Acquire) {
             return;
         }
         let guard = self

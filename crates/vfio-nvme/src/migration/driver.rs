@@ -90,7 +90,8 @@ impl Core {
 }
 
 /// The byte range of namespace data an LBA change entry names, for a namespace with blocks of
-/// `1 << shift` bytes and `bytes` bytes in all. `None` for markers.
+/// `1 << shift` bytes and `bytes` bytes in all (the whole namespace for an entry naming all LBAs
+/// or a range outside it). `None` for markers.
 pub(crate) fn changed_bytes(
     entry: &LbaMigrationQueueEntry,
     shift: u8,
@@ -98,9 +99,15 @@ pub(crate) fn changed_bytes(
 ) -> Option<std::ops::Range<u64>> {
     match entry.attr.lbacir() {
         LbaChangeInfo::RANGE => {
-            let start = entry.slba.checked_shl(u32::from(shift))?;
-            let len = (u64::from(entry.nlb) + 1) << shift;
-            Some(start.min(bytes)..start.saturating_add(len).min(bytes))
+            let block = 1u64 << shift;
+            let start = entry.slba.checked_mul(block);
+            let end = start.and_then(|s| s.checked_add((u64::from(entry.nlb) + 1) * block));
+            match (start, end) {
+                (Some(start), Some(end)) if end <= bytes => Some(start..end),
+                // A range the namespace cannot hold: the change is real but its place is not
+                // known, so copy everything rather than miss it.
+                _ => Some(0..bytes),
+            }
         }
         LbaChangeInfo::ALL => Some(0..bytes),
         _ => None,
@@ -354,5 +361,26 @@ impl MigrationDriver for NvmeMigration {
             Err(e) => return Err(e.into()),
         }
         deleted.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_spec::lm::LbaMigrationQueueEntry;
+
+    #[test]
+    fn change_entries_map_to_byte_ranges_conservatively() {
+        let entry = |slba, nlb| LbaMigrationQueueEntry::range(1, slba, nlb, false, true);
+        assert_eq!(changed_bytes(&entry(2, 0), 12, 1 << 20), Some(8192..12288));
+        assert_eq!(changed_bytes(&entry(0, 3), 9, 1 << 20), Some(0..2048));
+        // Outside the namespace, or overflowing: everything is copied again.
+        assert_eq!(changed_bytes(&entry(255, 1), 12, 1 << 20), Some(0..1 << 20));
+        assert_eq!(
+            changed_bytes(&entry(u64::MAX, 0), 12, 1 << 20),
+            Some(0..1 << 20)
+        );
+        let marker = LbaMigrationQueueEntry::marker(EntrySequence::FIRST, true).unwrap();
+        assert_eq!(changed_bytes(&marker, 12, 1 << 20), None);
     }
 }
