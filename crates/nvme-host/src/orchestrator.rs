@@ -30,8 +30,8 @@ use std::sync::RwLock;
 use std::time::Duration;
 use std::time::Instant;
 
-use vfio_user::client::Client;
-use vfio_user::client::ClientError;
+use vfu::client::Client;
+use vfu::client::ClientError;
 
 use crate::driver::Bar;
 use crate::memory::HostMemory;

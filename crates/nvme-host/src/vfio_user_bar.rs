@@ -27,8 +27,8 @@ use rustix::event::PollFd;
 use rustix::event::PollFlags;
 use rustix::event::Timespec;
 use shmem::Mapping;
-use vfio_user::client::Client;
-use vfio_user::client::ClientError;
+use vfu::client::Client;
+use vfu::client::ClientError;
 
 use crate::driver::Bar;
 use crate::memory::HostMemory;
@@ -113,9 +113,7 @@ impl VfioUserBar {
         let doorbells = {
             let guard = lock(&client);
             let info = guard.region_info(BAR0).ok_or(TransportError::NoBar0)?;
-            let mmappable = info
-                .flags
-                .contains(vfio_user::region::RegionInfoFlags::MMAP);
+            let mmappable = info.flags.contains(vfu::region::RegionInfoFlags::MMAP);
             let areas = if mmappable {
                 guard.map_sparse(BAR0)?
             } else {

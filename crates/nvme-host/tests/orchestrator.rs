@@ -20,8 +20,8 @@ use vfio_nvme::served::BackendConfig;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
-use vfio_user::server::Device;
-use vfio_user::server::Server;
+use vfu::server::Device;
+use vfu::server::Server;
 
 const BLOCK: u64 = 4096;
 

@@ -33,7 +33,7 @@ use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
 use vfio_nvme::vf::VfDevice;
-use vfio_user::server::Device;
+use vfu::server::Device;
 
 const IOVA: u64 = 0x4000_0000;
 /// VFIO migration states used to pause and resume the VF.

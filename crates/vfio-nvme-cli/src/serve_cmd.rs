@@ -10,8 +10,8 @@ use anyhow::bail;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
-use vfio_user::server::Device;
-use vfio_user::server::Server;
+use vfu::server::Device;
+use vfu::server::Server;
 
 /// Serves until a signal arrives; returns a human summary of what was served.
 pub fn run(

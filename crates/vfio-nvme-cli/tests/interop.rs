@@ -10,8 +10,7 @@ use common::TempDir;
 fn rust_vmm_client_reads_config_space_and_nvme_cap() {
     let dir = TempDir::new("interop");
     let serve = ServeProcess::start(&dir.path("vf.sock"), &["--namespace", "ram:64M"]);
-    let mut client =
-        rust_vmm_vfio_user::Client::new(&serve.socket).expect("rust-vmm client connects");
+    let mut client = vfio_user::Client::new(&serve.socket).expect("rust-vmm client connects");
 
     let mut config = [0u8; 12];
     client

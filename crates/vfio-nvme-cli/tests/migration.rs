@@ -18,8 +18,8 @@ use nvme_host::memory::HostMemory;
 use nvme_host::orchestrator::MigrateOptions;
 use nvme_host::orchestrator::Orchestrator;
 use nvme_spec::command::Command;
-use vfio_user::client::Client;
-use vfio_user::client::ClientError;
+use vfu::client::Client;
+use vfu::client::ClientError;
 
 const BLOCK: u64 = 4096;
 const IOVA: u64 = 0x1_0000_0000;

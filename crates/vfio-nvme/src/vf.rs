@@ -1,4 +1,4 @@
-//! One NVMe virtual function as a vfio-user device: the [`vfio_user::server::Device`] a server
+//! One NVMe virtual function as a vfio-user device: the [`vfu::server::Device`] a server
 //! hosts for a secondary controller.
 
 use std::sync::Arc;
@@ -10,17 +10,17 @@ use nvme_device::controller::Controller;
 use nvme_device::subsystem::Subsystem;
 use shmem::AddressSpace;
 use shmem::MapError;
-use vfio_user::error::errno;
-use vfio_user::irq::IrqAction;
-use vfio_user::irq::IrqInfoFlags;
-use vfio_user::region::RegionCap;
-use vfio_user::region::RegionInfoFlags;
-use vfio_user::region::SparseMmapArea;
-use vfio_user::server::Device;
-use vfio_user::server::DmaRegion;
-use vfio_user::server::Errno;
-use vfio_user::server::IrqRequest;
-use vfio_user::server::RegionDescription;
+use vfu::error::errno;
+use vfu::irq::IrqAction;
+use vfu::irq::IrqInfoFlags;
+use vfu::region::RegionCap;
+use vfu::region::RegionInfoFlags;
+use vfu::region::SparseMmapArea;
+use vfu::server::Device;
+use vfu::server::DmaRegion;
+use vfu::server::Errno;
+use vfu::server::IrqRequest;
+use vfu::server::RegionDescription;
 
 use crate::migration::device::VfMigration;
 use crate::pci::BAR0_REGION;

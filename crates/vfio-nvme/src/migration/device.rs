@@ -1,5 +1,5 @@
 //! The vfio-user migration and DMA-logging features of a VF: the state machine, its data
-//! session and the dirty-page log, behind the [`vfio_user::server::Device`] methods.
+//! session and the dirty-page log, behind the [`vfu::server::Device`] methods.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -15,8 +15,8 @@ use vfio_migration::Migration;
 use vfio_migration::Session;
 use vfio_migration::SessionError;
 use vfio_migration::ToErrno;
-use vfio_user::error::errno;
-use vfio_user::server::Errno;
+use vfu::error::errno;
+use vfu::server::Errno;
 
 use super::driver::NvmeMigration;
 

@@ -14,47 +14,47 @@ use std::time::Instant;
 use rustix::event::EventfdFlags;
 use shmem::Mapping;
 use shmem::Protection;
-use vfio_user::access::RegionAccess;
-use vfio_user::access::RegionWrite;
-use vfio_user::access::RegionWriteMulti;
-use vfio_user::access::WriteMultiEntry;
-use vfio_user::command::Command;
-use vfio_user::device::DeviceInfo;
-use vfio_user::device::DeviceInfoFlags;
-use vfio_user::device::DeviceReset;
-use vfio_user::dma::DmaAccess;
-use vfio_user::dma::DmaMap;
-use vfio_user::dma::DmaMapFlags;
-use vfio_user::dma::DmaUnmap;
-use vfio_user::dma::DmaUnmapFlags;
-use vfio_user::error::errno;
-use vfio_user::feature::DeviceFeature;
-use vfio_user::feature::DmaLoggingReport;
-use vfio_user::feature::DmaLoggingReportRequest;
-use vfio_user::feature::DmaLoggingStart;
-use vfio_user::feature::Feature;
-use vfio_user::feature::FeatureFlags;
-use vfio_user::feature::FeatureMigration;
-use vfio_user::feature::MigDataSize;
-use vfio_user::feature::MigDeviceState;
-use vfio_user::framing::encode_request;
-use vfio_user::header::Header;
-use vfio_user::irq::IrqAction;
-use vfio_user::irq::IrqInfo;
-use vfio_user::irq::IrqSet;
-use vfio_user::irq::IrqSetData;
-use vfio_user::limits::Limits;
-use vfio_user::message::Reply;
-use vfio_user::migration::MigDataHead;
-use vfio_user::migration::MigDataWrite;
-use vfio_user::region::RegionCap;
-use vfio_user::region::RegionInfoFlags;
-use vfio_user::region::RegionInfoRequest;
-use vfio_user::region::RegionIoFdsRequest;
-use vfio_user::server::Server;
-use vfio_user::server::ServerError;
-use vfio_user::version::Capabilities;
-use vfio_user::version::LegacyMigration;
+use vfu::access::RegionAccess;
+use vfu::access::RegionWrite;
+use vfu::access::RegionWriteMulti;
+use vfu::access::WriteMultiEntry;
+use vfu::command::Command;
+use vfu::device::DeviceInfo;
+use vfu::device::DeviceInfoFlags;
+use vfu::device::DeviceReset;
+use vfu::dma::DmaAccess;
+use vfu::dma::DmaMap;
+use vfu::dma::DmaMapFlags;
+use vfu::dma::DmaUnmap;
+use vfu::dma::DmaUnmapFlags;
+use vfu::error::errno;
+use vfu::feature::DeviceFeature;
+use vfu::feature::DmaLoggingReport;
+use vfu::feature::DmaLoggingReportRequest;
+use vfu::feature::DmaLoggingStart;
+use vfu::feature::Feature;
+use vfu::feature::FeatureFlags;
+use vfu::feature::FeatureMigration;
+use vfu::feature::MigDataSize;
+use vfu::feature::MigDeviceState;
+use vfu::framing::encode_request;
+use vfu::header::Header;
+use vfu::irq::IrqAction;
+use vfu::irq::IrqInfo;
+use vfu::irq::IrqSet;
+use vfu::irq::IrqSetData;
+use vfu::limits::Limits;
+use vfu::message::Reply;
+use vfu::migration::MigDataHead;
+use vfu::migration::MigDataWrite;
+use vfu::region::RegionCap;
+use vfu::region::RegionInfoFlags;
+use vfu::region::RegionInfoRequest;
+use vfu::region::RegionIoFdsRequest;
+use vfu::server::Server;
+use vfu::server::ServerError;
+use vfu::version::Capabilities;
+use vfu::version::LegacyMigration;
 use zerocopy::IntoBytes;
 
 use crate::TestServer;
@@ -114,7 +114,7 @@ fn feature_reply(client: &mut TestClient, request: &DeviceFeature) -> DeviceFeat
     }
 }
 
-fn set_state(client: &mut TestClient, state: u32) -> vfio_user::framing::ReplyBody {
+fn set_state(client: &mut TestClient, state: u32) -> vfu::framing::ReplyBody {
     let request = DeviceFeature::set(&MigDeviceState {
         device_state: state,
         data_fd: -1,
@@ -404,7 +404,7 @@ fn region_access_is_bounds_checked_and_limited_to_the_negotiated_transfer_size()
         };
         let answer = client.request(&access, &[]);
         assert!(
-            matches!(answer.body, vfio_user::framing::ReplyBody::Error(e) if e == errno::EINVAL || e == errno::EOVERFLOW),
+            matches!(answer.body, vfu::framing::ReplyBody::Error(e) if e == errno::EINVAL || e == errno::EOVERFLOW),
             "{region}/{offset}/{count}: {answer:?}"
         );
         let write = write_region(region, offset, &vec![0; count as usize]);
@@ -475,11 +475,7 @@ fn irq_info_and_set_irqs_with_eventfds() {
         Reply::DeviceGetIrqInfo(reply) => {
             assert_eq!(reply.count, device::MSIX_VECTORS);
             assert_eq!(reply.index, device::MSIX);
-            assert!(
-                reply
-                    .flags()
-                    .contains(vfio_user::irq::IrqInfoFlags::EVENTFD)
-            );
+            assert!(reply.flags().contains(vfu::irq::IrqInfoFlags::EVENTFD));
         }
         other => panic!("{other:?}"),
     }
@@ -752,7 +748,7 @@ fn migration_features_and_data_stream() {
     // PRE_COPY: the blob in pieces, then short reads.
     assert!(matches!(
         set_state(&mut client, 6),
-        vfio_user::framing::ReplyBody::Ok(_)
+        vfu::framing::ReplyBody::Ok(_)
     ));
     let mut stream = Vec::new();
     loop {
@@ -773,15 +769,15 @@ fn migration_features_and_data_stream() {
     // STOP_COPY → PRE_COPY is refused by the device; the error reaches the client.
     assert!(matches!(
         set_state(&mut client, 3),
-        vfio_user::framing::ReplyBody::Ok(_)
+        vfu::framing::ReplyBody::Ok(_)
     ));
     assert_eq!(
         set_state(&mut client, 6),
-        vfio_user::framing::ReplyBody::Error(errno::EINVAL)
+        vfu::framing::ReplyBody::Error(errno::EINVAL)
     );
     assert_eq!(
         set_state(&mut client, 9),
-        vfio_user::framing::ReplyBody::Error(errno::EINVAL)
+        vfu::framing::ReplyBody::Error(errno::EINVAL)
     );
     let Reply::MigDataRead(end) = client.request(&MigDataHead::read(64), &[]).ok() else {
         panic!("mig data")
@@ -791,11 +787,11 @@ fn migration_features_and_data_stream() {
     // RESUMING takes the stream.
     assert!(matches!(
         set_state(&mut client, 1),
-        vfio_user::framing::ReplyBody::Ok(_)
+        vfu::framing::ReplyBody::Ok(_)
     ));
     assert!(matches!(
         set_state(&mut client, 4),
-        vfio_user::framing::ReplyBody::Ok(_)
+        vfu::framing::ReplyBody::Ok(_)
     ));
     client.request(&MigDataWrite::new(vec![5; 10]), &[]).ok();
     client.request(&MigDataWrite::new(vec![6; 3]), &[]).ok();
@@ -957,7 +953,7 @@ fn reconnecting_keeps_device_state_and_drops_the_clients_resources() {
         client.request(&assign, &[fd.as_fd()]).ok();
         assert!(matches!(
             set_state(&mut client, 1),
-            vfio_user::framing::ReplyBody::Ok(_)
+            vfu::framing::ReplyBody::Ok(_)
         ));
         assert_eq!(server.device.windows().len(), 1);
     }

@@ -8,8 +8,7 @@ use crate::device;
 #[test]
 fn rust_vmm_client_negotiates_and_reads_config_space() {
     let server = TestServer::start("rust-vmm");
-    let mut client =
-        rust_vmm_vfio_user::Client::new(&server.path).expect("rust-vmm client connects");
+    let mut client = vfio_user::Client::new(&server.path).expect("rust-vmm client connects");
     let mut ids = [0u8; 4];
     client
         .region_read(device::CONFIG, 0, &mut ids)

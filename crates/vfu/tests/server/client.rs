@@ -17,15 +17,15 @@ use rustix::net::RecvFlags;
 use rustix::net::SendAncillaryBuffer;
 use rustix::net::SendAncillaryMessage;
 use rustix::net::SendFlags;
-use vfio_user::framing::Frame;
-use vfio_user::framing::Framer;
-use vfio_user::framing::ReplyBody;
-use vfio_user::framing::encode_request;
-use vfio_user::limits::Limits;
-use vfio_user::message::Reply;
-use vfio_user::payload::Payload;
-use vfio_user::version::Capabilities;
-use vfio_user::version::Version;
+use vfu::framing::Frame;
+use vfu::framing::Framer;
+use vfu::framing::ReplyBody;
+use vfu::framing::encode_request;
+use vfu::limits::Limits;
+use vfu::message::Reply;
+use vfu::payload::Payload;
+use vfu::version::Capabilities;
+use vfu::version::Version;
 
 /// How long the client waits for a reply before failing the test.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);

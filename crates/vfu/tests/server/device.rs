@@ -13,18 +13,18 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 
 use shmem::Mapping;
-use vfio_user::error::errno;
-use vfio_user::feature::MigrationFlags;
-use vfio_user::irq::IrqAction;
-use vfio_user::irq::IrqInfoFlags;
-use vfio_user::region::RegionCap;
-use vfio_user::region::RegionInfoFlags;
-use vfio_user::region::SparseMmapArea;
-use vfio_user::server::Device;
-use vfio_user::server::DmaRegion;
-use vfio_user::server::Errno;
-use vfio_user::server::IrqRequest;
-use vfio_user::server::RegionDescription;
+use vfu::error::errno;
+use vfu::feature::MigrationFlags;
+use vfu::irq::IrqAction;
+use vfu::irq::IrqInfoFlags;
+use vfu::region::RegionCap;
+use vfu::region::RegionInfoFlags;
+use vfu::region::SparseMmapArea;
+use vfu::server::Device;
+use vfu::server::DmaRegion;
+use vfu::server::Errno;
+use vfu::server::IrqRequest;
+use vfu::server::RegionDescription;
 
 /// PCI vendor id in config space.
 pub const VENDOR_ID: u16 = 0x1b36;

@@ -1,5 +1,6 @@
-//! The vfio-user protocol (spec v0.9.2, QEMU `docs/interop/vfio-user.rst`): a message codec.
-//! It knows no NVMe; the server and client built on it host and drive any device.
+//! `vfu`: the vfio-user protocol (spec v0.9.2, QEMU `docs/interop/vfio-user.rst`) — a message codec.
+//! It knows no NVMe; the server and client built on it host and drive any device. (Named after
+//! libvfio-user's `vfu_` prefix, so it can be used beside rust-vmm's `vfio_user` crate.)
 //!
 //! * [`header`] — the 16-byte message header; [`command`] — command numbers 1–18;
 //! * one module per message family, each body a [`payload::Payload`] with `encode`/`decode`:

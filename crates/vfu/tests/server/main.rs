@@ -15,8 +15,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use vfio_user::server::Server;
-use vfio_user::server::ServerError;
+use vfu::server::Server;
+use vfu::server::ServerError;
 
 use device::TestDevice;
 
