@@ -3,7 +3,7 @@
 //! # Threads and locks
 //!
 //! Each controller has one poller thread. It owns the controller's queues through
-//! [`Inner::state`], a mutex it holds for one pass over all submission queues and releases
+//! `Inner::state`, a mutex it holds for one pass over all submission queues and releases
 //! between passes; within a pass no lock is taken per command. Everyone else who must change
 //! queue state — a register write that enables or resets the controller, or the primary
 //! controller suspending this one — takes the same mutex between two passes, which is also the
