@@ -180,3 +180,35 @@ pub(super) fn get(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The non-zero entries of an effects table as (opcode, raw entry).
+    fn entries(table: &[CommandEffects; 256]) -> Vec<(u8, u32)> {
+        (0..=255u8)
+            .zip(table.iter())
+            .filter(|(_, e)| u32::from(**e) != 0)
+            .map(|(op, e)| (op, u32::from(*e)))
+            .collect()
+    }
+
+    #[test]
+    fn commands_supported_and_effects_per_role() {
+        let common = [
+            0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x0C, 0x18,
+        ];
+        let tp4159 = [0x3D, 0x41, 0x42, 0x45];
+        // CSUPP only for admin commands; LBCC as well for the I/O commands that change data.
+        let io = vec![(0x00, 1), (0x01, 3), (0x02, 1), (0x08, 3), (0x09, 3)];
+        let secondary = effects(Role::Secondary { vfn: 1 });
+        let want: Vec<_> = common.iter().map(|&op| (op, 1)).collect();
+        assert_eq!(entries(&secondary.admin), want);
+        assert_eq!(entries(&secondary.io), io);
+        let primary = effects(Role::Primary);
+        let want: Vec<_> = common.iter().chain(&tp4159).map(|&op| (op, 1)).collect();
+        assert_eq!(entries(&primary.admin), want);
+        assert_eq!(entries(&primary.io), io);
+    }
+}
