@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use nvme_spec::command::AdminOpcode;
 use nvme_spec::command::Command;
 use nvme_spec::command::CompletionStatus;
 use nvme_spec::command::GetLogPageCdw10;
@@ -25,6 +24,7 @@ use nvme_spec::status::Status;
 use zerocopy::FromZeros;
 use zerocopy::IntoBytes;
 
+use super::ADMIN_COMMANDS;
 use super::Inner;
 use super::Role;
 use super::State;
@@ -97,34 +97,14 @@ fn firmware(inner: &Inner) -> FirmwareSlotInformation {
     log
 }
 
-/// The Commands Supported and Effects log for this controller's role.
+/// The Commands Supported and Effects log for this controller's role: the admin commands of
+/// [`ADMIN_COMMANDS`] it supports, and the NVM command set.
 pub(super) fn effects(role: Role) -> CommandsSupportedEffects {
     let mut log = CommandsSupportedEffects::new_zeroed();
+    for command in ADMIN_COMMANDS.iter().filter(|c| c.supported_by(role)) {
+        log.admin[usize::from(command.opcode.0)] = command.effects;
+    }
     let supported = CommandEffects::new().with_csupp(true);
-    let mut admin = vec![
-        AdminOpcode::DELETE_IO_SQ,
-        AdminOpcode::CREATE_IO_SQ,
-        AdminOpcode::GET_LOG_PAGE,
-        AdminOpcode::DELETE_IO_CQ,
-        AdminOpcode::CREATE_IO_CQ,
-        AdminOpcode::IDENTIFY,
-        AdminOpcode::ABORT,
-        AdminOpcode::SET_FEATURES,
-        AdminOpcode::GET_FEATURES,
-        AdminOpcode::ASYNC_EVENT_REQUEST,
-        AdminOpcode::KEEP_ALIVE,
-    ];
-    if role == Role::Primary {
-        admin.extend([
-            AdminOpcode::TRACK_SEND,
-            AdminOpcode::MIGRATION_SEND,
-            AdminOpcode::MIGRATION_RECEIVE,
-            AdminOpcode::CONTROLLER_DATA_QUEUE,
-        ]);
-    }
-    for op in admin {
-        log.admin[usize::from(op.0)] = supported;
-    }
     for (op, changes_lbas) in [
         (NvmOpcode::FLUSH, false),
         (NvmOpcode::WRITE, true),

@@ -1,0 +1,126 @@
+//! Creating and deleting I/O submission and completion queues (admin opcodes 00h, 01h, 04h,
+//! 05h), with the checks and statuses the base specification gives.
+
+use nvme_spec::command::Command;
+use nvme_spec::command::CreateIoCqCdw11;
+use nvme_spec::command::CreateIoSqCdw11;
+use nvme_spec::command::CreateQueueCdw10;
+use nvme_spec::command::DeleteQueueCdw10;
+use nvme_spec::status::Status;
+
+use super::Inner;
+use super::State;
+use crate::queue::CompletionQueue;
+use crate::queue::SubmissionQueue;
+
+/// Checks an I/O queue identifier for creation: in range, within the allocated number of
+/// queues, and not in use.
+fn new_qid<T>(queues: &[Option<T>], qid: u16, allocated: u16) -> Result<usize, Status> {
+    let index = usize::from(qid);
+    if qid == 0
+        || qid > allocated.saturating_add(1)
+        || queues.get(index).is_none_or(Option::is_some)
+    {
+        return Err(Status::INVALID_QUEUE_IDENTIFIER);
+    }
+    Ok(index)
+}
+
+/// Checks a 0's based queue size against CAP.MQES.
+fn queue_entries(inner: &Inner, qsize: u16) -> Result<u32, Status> {
+    let entries = u32::from(qsize) + 1;
+    if entries < 2 || entries > inner.config.max_queue_entries {
+        return Err(Status::INVALID_QUEUE_SIZE);
+    }
+    Ok(entries)
+}
+
+/// Checks a queue base address: physically contiguous queues must start on a page boundary.
+fn queue_base(prp1: u64) -> Result<u64, Status> {
+    if prp1 & 0xFFF != 0 {
+        return Err(Status::PRP_OFFSET_INVALID);
+    }
+    Ok(prp1)
+}
+
+pub(super) fn create_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
+    let cdw11 = CreateIoCqCdw11::from(cmd.cdw11);
+    let index = new_qid(&state.cqs, cdw10.qid(), state.features.queues.1)?;
+    let size = queue_entries(inner, cdw10.qsize())?;
+    if !cdw11.pc() {
+        // CAP.CQR = 1: queues must be physically contiguous.
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    if cdw11.iv() >= inner.config.msix_vectors {
+        return Err(Status::INVALID_INTERRUPT_VECTOR);
+    }
+    let base = queue_base(cmd.prp1)?;
+    inner.doorbells.set_cq_head(cdw10.qid(), 0);
+    state.cqs[index] = Some(CompletionQueue {
+        qid: cdw10.qid(),
+        base,
+        size,
+        tail: 0,
+        phase: true,
+        head: 0,
+        vector: cdw11.iv(),
+        interrupts: cdw11.ien(),
+    });
+    Ok(0)
+}
+
+pub(super) fn create_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
+    let cdw11 = CreateIoSqCdw11::from(cmd.cdw11);
+    let index = new_qid(&state.sqs, cdw10.qid(), state.features.queues.0)?;
+    let size = queue_entries(inner, cdw10.qsize())?;
+    if !cdw11.pc() {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    let cqid = cdw11.cqid();
+    if cqid == 0 || state.cqs.get(usize::from(cqid)).is_none_or(Option::is_none) {
+        return Err(Status::COMPLETION_QUEUE_INVALID);
+    }
+    let base = queue_base(cmd.prp1)?;
+    inner.doorbells.set_sq_tail(cdw10.qid(), 0);
+    state.sqs[index] = Some(SubmissionQueue {
+        qid: cdw10.qid(),
+        cqid,
+        base,
+        size,
+        head: 0,
+        priority: cdw11.qprio(),
+    });
+    Ok(0)
+}
+
+/// The index of existing I/O queue `qid`.
+fn existing_qid<T>(queues: &[Option<T>], qid: u16) -> Result<usize, Status> {
+    let index = usize::from(qid);
+    if qid == 0 || queues.get(index).is_none_or(Option::is_none) {
+        return Err(Status::INVALID_QUEUE_IDENTIFIER);
+    }
+    Ok(index)
+}
+
+pub(super) fn delete_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
+    let index = existing_qid(&state.sqs, qid)?;
+    // Commands are run to completion within a pass, so nothing of this queue is in flight;
+    // entries the host submitted but the controller never fetched are simply dropped.
+    state.sqs[index] = None;
+    inner.doorbells.set_sq_tail(qid, 0);
+    Ok(0)
+}
+
+pub(super) fn delete_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
+    let index = existing_qid(&state.cqs, qid)?;
+    if state.sqs.iter().flatten().any(|sq| sq.cqid == qid) {
+        return Err(Status::INVALID_QUEUE_DELETION);
+    }
+    state.cqs[index] = None;
+    inner.doorbells.set_cq_head(qid, 0);
+    Ok(0)
+}
