@@ -24,6 +24,9 @@ use super::poller::Outcome;
 use super::queue_management;
 use crate::lm;
 use crate::lm::PrimaryLm;
+use Handler::Deferrable;
+use Handler::Immediate;
+use Handler::Migration;
 
 /// One admin command a controller supports.
 #[derive(Clone, Copy, Debug)]
@@ -93,45 +96,42 @@ const fn primary(opcode: AdminOpcode, handler: Handler) -> AdminCommand {
 pub const ADMIN_COMMANDS: &[AdminCommand] = &[
     every(
         AdminOpcode::DELETE_IO_SQ,
-        Handler::Immediate(queue_management::delete_sq),
+        Immediate(queue_management::delete_sq),
     ),
     every(
         AdminOpcode::CREATE_IO_SQ,
-        Handler::Immediate(queue_management::create_sq),
+        Immediate(queue_management::create_sq),
     ),
-    every(AdminOpcode::GET_LOG_PAGE, Handler::Immediate(log::get)),
+    every(AdminOpcode::GET_LOG_PAGE, Immediate(log::get)),
     every(
         AdminOpcode::DELETE_IO_CQ,
-        Handler::Immediate(queue_management::delete_cq),
+        Immediate(queue_management::delete_cq),
     ),
     every(
         AdminOpcode::CREATE_IO_CQ,
-        Handler::Immediate(queue_management::create_cq),
+        Immediate(queue_management::create_cq),
     ),
     every(
         AdminOpcode::IDENTIFY,
-        Handler::Immediate(|inner, _, cmd| identify::identify(inner, cmd)),
+        Immediate(|inner, _, cmd| identify::identify(inner, cmd)),
     ),
-    every(AdminOpcode::ABORT, Handler::Immediate(aer::abort)),
-    every(AdminOpcode::SET_FEATURES, Handler::Immediate(set_features)),
-    every(AdminOpcode::GET_FEATURES, Handler::Immediate(get_features)),
+    every(AdminOpcode::ABORT, Immediate(aer::abort)),
+    every(AdminOpcode::SET_FEATURES, Immediate(set_features)),
+    every(AdminOpcode::GET_FEATURES, Immediate(get_features)),
     every(
         AdminOpcode::ASYNC_EVENT_REQUEST,
-        Handler::Deferrable(|_, state, cmd| aer::request(state, cmd)),
+        Deferrable(|_, state, cmd| aer::request(state, cmd)),
     ),
-    every(AdminOpcode::KEEP_ALIVE, Handler::Immediate(|_, _, _| Ok(0))),
-    primary(AdminOpcode::TRACK_SEND, Handler::Migration(lm::track_send)),
-    primary(
-        AdminOpcode::MIGRATION_SEND,
-        Handler::Migration(lm::migration_send),
-    ),
+    every(AdminOpcode::KEEP_ALIVE, Immediate(|_, _, _| Ok(0))),
+    primary(AdminOpcode::TRACK_SEND, Migration(lm::track_send)),
+    primary(AdminOpcode::MIGRATION_SEND, Migration(lm::migration_send)),
     primary(
         AdminOpcode::MIGRATION_RECEIVE,
-        Handler::Migration(|inner, _, cmd| lm::migration_receive(inner, cmd)),
+        Migration(|inner, _, cmd| lm::migration_receive(inner, cmd)),
     ),
     primary(
         AdminOpcode::CONTROLLER_DATA_QUEUE,
-        Handler::Migration(lm::controller_data_queue),
+        Migration(lm::controller_data_queue),
     ),
 ];
 
