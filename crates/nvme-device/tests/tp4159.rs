@@ -296,7 +296,7 @@ fn migrate_a_vf_between_subsystems() {
     let hp = SetCdqFeature {
         cdqid,
         etpt: false,
-        hp: reader.head,
+        hp: reader.head(),
         tpt: 0,
     };
     assert_eq!(send(&pf_a, hp), Status::SUCCESS);
@@ -681,7 +681,7 @@ fn full_queue_and_tail_pointer_trigger_raise_events() {
     let hp = SetCdqFeature {
         cdqid,
         etpt: false,
-        hp: reader.head,
+        hp: reader.head(),
         tpt: 0,
     };
     assert_eq!(send(&pf, hp), Status::SUCCESS);

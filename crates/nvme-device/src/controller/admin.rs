@@ -21,7 +21,10 @@ use super::features;
 use super::identify;
 use super::log;
 use super::poller::Outcome;
-use super::queue_management;
+use super::queue_management::create_cq;
+use super::queue_management::create_sq;
+use super::queue_management::delete_cq;
+use super::queue_management::delete_sq;
 use crate::lm;
 use crate::lm::PrimaryLm;
 use Handler::Deferrable;
@@ -94,23 +97,11 @@ const fn primary(opcode: AdminOpcode, handler: Handler) -> AdminCommand {
 
 /// Every admin command, in opcode order.
 pub const ADMIN_COMMANDS: &[AdminCommand] = &[
-    every(
-        AdminOpcode::DELETE_IO_SQ,
-        Immediate(queue_management::delete_sq),
-    ),
-    every(
-        AdminOpcode::CREATE_IO_SQ,
-        Immediate(queue_management::create_sq),
-    ),
+    every(AdminOpcode::DELETE_IO_SQ, Immediate(delete_sq)),
+    every(AdminOpcode::CREATE_IO_SQ, Immediate(create_sq)),
     every(AdminOpcode::GET_LOG_PAGE, Immediate(log::get)),
-    every(
-        AdminOpcode::DELETE_IO_CQ,
-        Immediate(queue_management::delete_cq),
-    ),
-    every(
-        AdminOpcode::CREATE_IO_CQ,
-        Immediate(queue_management::create_cq),
-    ),
+    every(AdminOpcode::DELETE_IO_CQ, Immediate(delete_cq)),
+    every(AdminOpcode::CREATE_IO_CQ, Immediate(create_cq)),
     every(
         AdminOpcode::IDENTIFY,
         Immediate(|inner, _, cmd| identify::identify(inner, cmd)),

@@ -43,15 +43,30 @@ fn queue_base(prp1: u64) -> Result<u64, Status> {
     Ok(prp1)
 }
 
+/// The checks Create I/O Completion Queue and Create I/O Submission Queue share, in the order
+/// their statuses are given: the identifier (free in `queues`, within `allocated`), the size,
+/// and physical contiguity (CAP.CQR = 1). Returns the queue's index and entries.
+fn new_queue<T>(
+    inner: &Inner,
+    queues: &[Option<T>],
+    allocated: u16,
+    cdw10: CreateQueueCdw10,
+    contiguous: bool,
+) -> Result<(usize, u32), Status> {
+    let index = new_qid(queues, cdw10.qid(), allocated)?;
+    let size = queue_entries(inner, cdw10.qsize())?;
+    if !contiguous {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    Ok((index, size))
+}
+
+/// Create I/O Completion Queue (05h).
 pub(super) fn create_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
     let cdw11 = CreateIoCqCdw11::from(cmd.cdw11);
-    let index = new_qid(&state.cqs, cdw10.qid(), state.features.queues.1)?;
-    let size = queue_entries(inner, cdw10.qsize())?;
-    if !cdw11.pc() {
-        // CAP.CQR = 1: queues must be physically contiguous.
-        return Err(Status::INVALID_FIELD_IN_COMMAND);
-    }
+    let allocated = state.features.queues.1;
+    let (index, size) = new_queue(inner, &state.cqs, allocated, cdw10, cdw11.pc())?;
     if cdw11.iv() >= inner.config.msix_vectors {
         return Err(Status::INVALID_INTERRUPT_VECTOR);
     }
@@ -70,14 +85,12 @@ pub(super) fn create_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Resu
     Ok(0)
 }
 
+/// Create I/O Submission Queue (01h).
 pub(super) fn create_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
     let cdw11 = CreateIoSqCdw11::from(cmd.cdw11);
-    let index = new_qid(&state.sqs, cdw10.qid(), state.features.queues.0)?;
-    let size = queue_entries(inner, cdw10.qsize())?;
-    if !cdw11.pc() {
-        return Err(Status::INVALID_FIELD_IN_COMMAND);
-    }
+    let allocated = state.features.queues.0;
+    let (index, size) = new_queue(inner, &state.sqs, allocated, cdw10, cdw11.pc())?;
     let cqid = cdw11.cqid();
     if cqid == 0 || state.cqs.get(usize::from(cqid)).is_none_or(Option::is_none) {
         return Err(Status::COMPLETION_QUEUE_INVALID);
@@ -104,6 +117,7 @@ fn existing_qid<T>(queues: &[Option<T>], qid: u16) -> Result<usize, Status> {
     Ok(index)
 }
 
+/// Delete I/O Submission Queue (00h).
 pub(super) fn delete_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
     let index = existing_qid(&state.sqs, qid)?;
@@ -114,6 +128,7 @@ pub(super) fn delete_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Resu
     Ok(0)
 }
 
+/// Delete I/O Completion Queue (04h): refused while a submission queue still uses it.
 pub(super) fn delete_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
     let index = existing_qid(&state.cqs, qid)?;

@@ -7,19 +7,16 @@ use nvme_spec::lm::EntrySequence;
 use nvme_spec::lm::LbaMigrationQueueEntry;
 
 use super::PATIENCE;
+use super::phase::PhaseCursor;
 
 /// Reads the entries a controller writes into a User Data Migration Queue, tracking the phase
 /// tag as a host does.
 #[derive(Debug)]
 pub struct CdqReader {
     /// The ring.
-    pub buf: DmaBuffer,
-    /// Slots.
-    pub slots: u32,
-    /// Next slot to read.
-    pub head: u32,
-    /// Phase tag of new entries.
-    pub phase: bool,
+    buf: DmaBuffer,
+    /// Where the next entry is read.
+    cursor: PhaseCursor,
 }
 
 impl CdqReader {
@@ -27,10 +24,14 @@ impl CdqReader {
     pub fn new(buf: DmaBuffer, slots: u32) -> Self {
         Self {
             buf,
-            slots,
-            head: 0,
-            phase: true,
+            cursor: PhaseCursor::new(slots),
         }
+    }
+
+    /// The slot the next entry is read from: the head pointer to give the controller (Set
+    /// Features 21h) once the entries before it are consumed.
+    pub fn head(&self) -> u32 {
+        self.cursor.head()
     }
 
     /// Entries up to and including the first with sequence attribute `esa`, waiting up to
@@ -74,15 +75,8 @@ impl Iterator for CdqReader {
     /// If the entry does not decode.
     fn next(&mut self) -> Option<LbaMigrationQueueEntry> {
         let mut raw = [0u8; 32];
-        self.buf.read(u64::from(self.head) * 32, &mut raw);
+        self.buf.read(u64::from(self.cursor.head()) * 32, &mut raw);
         let entry = LbaMigrationQueueEntry::decode(&raw).expect("a 32-byte queue entry");
-        if entry.attr.cdqp() != self.phase {
-            return None;
-        }
-        self.head = (self.head + 1) % self.slots;
-        if self.head == 0 {
-            self.phase = !self.phase;
-        }
-        Some(entry)
+        self.cursor.take(entry.attr.cdqp()).then_some(entry)
     }
 }

@@ -25,6 +25,7 @@
 mod bar;
 mod cdq;
 mod memory;
+mod phase;
 mod raw_queue;
 mod wait;
 

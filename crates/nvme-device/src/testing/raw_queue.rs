@@ -14,6 +14,7 @@ use zerocopy::FromBytes;
 use zerocopy::IntoBytes;
 
 use super::eventually;
+use super::phase::PhaseCursor;
 
 /// A queue pair the test drives entry by entry: its own SQ and CQ sizes, CIDs chosen by the
 /// caller, and the CQ head doorbell written only when the test says so.
@@ -23,25 +24,13 @@ pub struct RawQueue {
     sq: DmaBuffer,
     cq: DmaBuffer,
     sq_entries: u32,
-    cq_entries: u32,
     tail: u32,
-    head: u32,
-    phase: bool,
+    /// Where the next completion is read.
+    cq_cursor: PhaseCursor,
     /// Entries pushed whose completions were not seen yet.
     outstanding: u32,
     stride: DoorbellStride,
     bar: Arc<dyn Bar>,
-}
-
-impl std::fmt::Debug for RawQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawQueue")
-            .field("qid", &self.qid)
-            .field("tail", &self.tail)
-            .field("head", &self.head)
-            .field("outstanding", &self.outstanding)
-            .finish()
-    }
 }
 
 impl RawQueue {
@@ -68,10 +57,8 @@ impl RawQueue {
                 .alloc(u64::from(cq_entries) * 16)
                 .expect("room for the CQ"),
             sq_entries,
-            cq_entries,
             tail: 0,
-            head: 0,
-            phase: true,
+            cq_cursor: PhaseCursor::new(cq_entries),
             outstanding: 0,
             stride: cap.doorbell_stride(),
             bar,
@@ -134,7 +121,7 @@ impl RawQueue {
 
     /// Writes the CQ head doorbell with the entries consumed so far.
     pub fn ring_head(&self) {
-        self.bar.doorbell(self.cq_doorbell(), self.head);
+        self.bar.doorbell(self.cq_doorbell(), self.cq_cursor.head());
     }
 
     /// Waits for the next completion and acknowledges it.
@@ -169,15 +156,11 @@ impl Iterator for RawQueue {
     /// (a later call may find one). The head doorbell is not written.
     fn next(&mut self) -> Option<Completion> {
         let mut raw = [0u8; 16];
-        self.cq.read(u64::from(self.head) * 16, &mut raw);
+        self.cq
+            .read(u64::from(self.cq_cursor.head()) * 16, &mut raw);
         let entry = Completion::read_from_bytes(&raw).expect("a 16-byte completion");
-        if entry.status.phase() != self.phase {
+        if !self.cq_cursor.take(entry.status.phase()) {
             return None;
-        }
-        self.head += 1;
-        if self.head == self.cq_entries {
-            self.head = 0;
-            self.phase = !self.phase;
         }
         self.outstanding = self.outstanding.saturating_sub(1);
         Some(entry)

@@ -17,46 +17,19 @@ use super::vendor::VendorState;
 use crate::controller::Inner;
 use crate::controller::State;
 use crate::controller::aer;
+use crate::queue::CompletionQueue;
+use crate::queue::SubmissionQueue;
 
 /// The state of `inner`, with its `state` held: NVMECS v0 (I/O queues) and our vendor state.
 pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV0, VendorState) {
     // Events raised while suspended wait in `events`; they are part of the state.
     aer::collect_posted(inner, state);
     let db = &inner.doorbells;
-    let sqs = state
-        .sqs
-        .iter()
-        .skip(1)
-        .flatten()
-        .map(|sq| IoSqState {
-            prp1: sq.base,
-            qsize: (sq.size - 1) as u16,
-            qid: sq.qid,
-            cqid: sq.cqid,
-            attr: IoSqAttributes::new().with_pc(true).with_qprio(sq.priority),
-            hp: sq.head as u16,
-            tp: db.sq_tail(sq.qid) as u16,
-            reserved: [0; 4],
-        })
+    let sqs = io_queues(&state.sqs)
+        .map(|sq| sq_state(sq, db.sq_tail(sq.qid)))
         .collect();
-    let cqs = state
-        .cqs
-        .iter()
-        .skip(1)
-        .flatten()
-        .map(|cq| IoCqState {
-            prp1: cq.base,
-            qsize: (cq.size - 1) as u16,
-            qid: cq.qid,
-            hp: db.cq_head(cq.qid) as u16,
-            tp: cq.tail as u16,
-            attr: IoCqAttributes::new()
-                .with_pc(true)
-                .with_ien(cq.interrupts)
-                .with_s0pt(cq.phase)
-                .with_iv(cq.vector),
-            reserved: [0; 4],
-        })
+    let cqs = io_queues(&state.cqs)
+        .map(|cq| cq_state(cq, db.cq_head(cq.qid)))
         .collect();
     // At most 64 queues of each kind: always within NIOSQ/NIOCQ.
     let nvmecs = NvmeControllerStateV0::new(sqs, cqs).unwrap_or_default();
@@ -106,4 +79,40 @@ pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV
             .collect(),
     };
     (nvmecs, vendor)
+}
+
+/// The I/O queues of a queue table (index 0 is the admin queue), in identifier order.
+fn io_queues<T>(queues: &[Option<T>]) -> impl Iterator<Item = &T> {
+    queues.iter().skip(1).flatten()
+}
+
+/// NVMECS v0 of I/O submission queue `sq`, whose tail doorbell holds `tail`.
+fn sq_state(sq: &SubmissionQueue, tail: u32) -> IoSqState {
+    IoSqState {
+        prp1: sq.base,
+        qsize: (sq.size - 1) as u16,
+        qid: sq.qid,
+        cqid: sq.cqid,
+        attr: IoSqAttributes::new().with_pc(true).with_qprio(sq.priority),
+        hp: sq.head as u16,
+        tp: tail as u16,
+        reserved: [0; 4],
+    }
+}
+
+/// NVMECS v0 of I/O completion queue `cq`, whose head doorbell holds `head`.
+fn cq_state(cq: &CompletionQueue, head: u32) -> IoCqState {
+    IoCqState {
+        prp1: cq.base,
+        qsize: (cq.size - 1) as u16,
+        qid: cq.qid,
+        hp: head as u16,
+        tp: cq.tail as u16,
+        attr: IoCqAttributes::new()
+            .with_pc(true)
+            .with_ien(cq.interrupts)
+            .with_s0pt(cq.phase)
+            .with_iv(cq.vector),
+        reserved: [0; 4],
+    }
 }

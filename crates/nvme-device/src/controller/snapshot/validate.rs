@@ -85,6 +85,19 @@ fn queue_err(qid: u16, field: &'static str, value: impl Into<u64>) -> SnapshotEr
     }
 }
 
+/// Checks that I/O queue identifier `qid` is in 1..=`max` and not in `seen`, and adds it.
+fn new_qid(
+    what: &'static str,
+    qid: u16,
+    max: u16,
+    seen: &mut HashSet<u16>,
+) -> Result<(), SnapshotError> {
+    if qid == 0 || qid > max || !seen.insert(qid) {
+        return Err(SnapshotError::QueueId { what, qid, max });
+    }
+    Ok(())
+}
+
 /// Checks a queue's size against `max_entries`, its base alignment, and that `positions` are
 /// slots of the queue.
 fn check_queue(
@@ -108,6 +121,19 @@ fn check_queue(
     Ok(())
 }
 
+/// [`check_queue`] for an I/O queue as NVMECS v0 describes it: a 0's based size, and head and
+/// tail pointers.
+fn check_io_queue(
+    qid: u16,
+    base: u64,
+    qsize: u16,
+    (head, tail): (u16, u16),
+    max_entries: u32,
+) -> Result<(), SnapshotError> {
+    let positions = [("head", head.into()), ("tail", tail.into())];
+    check_queue(qid, base, u32::from(qsize) + 1, positions, max_entries)
+}
+
 /// Checks NVMECS v0 against `inner`: identifiers in range and unique, sizes within CAP.MQES,
 /// every SQ's CQ present, vectors within the controller's, bases page aligned, positions within
 /// the queue.
@@ -116,13 +142,7 @@ fn validate_nvmecs(inner: &Inner, nvmecs: &NvmeControllerStateV0) -> Result<(), 
     let max = config.io_queue_pairs;
     let mut cq_ids = HashSet::new();
     for cq in nvmecs.cqs() {
-        if cq.qid == 0 || cq.qid > max || !cq_ids.insert(cq.qid) {
-            return Err(SnapshotError::QueueId {
-                what: "completion",
-                qid: cq.qid,
-                max,
-            });
-        }
+        new_qid("completion", cq.qid, max, &mut cq_ids)?;
         let attr = cq.attr;
         if !attr.pc() || attr.reserved() != 0 {
             return Err(queue_err(cq.qid, "attributes", u32::from(attr)));
@@ -130,34 +150,28 @@ fn validate_nvmecs(inner: &Inner, nvmecs: &NvmeControllerStateV0) -> Result<(), 
         if attr.iv() >= config.msix_vectors {
             return Err(queue_err(cq.qid, "interrupt vector", attr.iv()));
         }
-        check_queue(
+        check_io_queue(
             cq.qid,
             cq.prp1,
-            u32::from(cq.qsize) + 1,
-            [("head", cq.hp.into()), ("tail", cq.tp.into())],
+            cq.qsize,
+            (cq.hp, cq.tp),
             config.max_queue_entries,
         )?;
     }
     let mut sq_ids = HashSet::new();
     for sq in nvmecs.sqs() {
-        if sq.qid == 0 || sq.qid > max || !sq_ids.insert(sq.qid) {
-            return Err(SnapshotError::QueueId {
-                what: "submission",
-                qid: sq.qid,
-                max,
-            });
-        }
+        new_qid("submission", sq.qid, max, &mut sq_ids)?;
         if !sq.attr.pc() || sq.attr.reserved() != 0 {
             return Err(queue_err(sq.qid, "attributes", u16::from(sq.attr)));
         }
         if !cq_ids.contains(&sq.cqid) {
             return Err(queue_err(sq.qid, "completion queue", sq.cqid));
         }
-        check_queue(
+        check_io_queue(
             sq.qid,
             sq.prp1,
-            u32::from(sq.qsize) + 1,
-            [("head", sq.hp.into()), ("tail", sq.tp.into())],
+            sq.qsize,
+            (sq.hp, sq.tp),
             config.max_queue_entries,
         )?;
     }
@@ -187,22 +201,26 @@ fn value_err(field: &'static str, value: impl Into<u64>) -> SnapshotError {
 fn validate_vendor(inner: &Inner, v: &VendorState) -> Result<(), SnapshotError> {
     let config = &inner.config;
     let l = &v.limits;
-    limit(
-        "io_queue_pairs",
-        l.io_queue_pairs.into(),
-        config.io_queue_pairs.into(),
-    )?;
-    limit(
-        "max_queue_entries",
-        l.max_queue_entries.into(),
-        config.max_queue_entries.into(),
-    )?;
-    limit(
-        "msix_vectors",
-        l.msix_vectors.into(),
-        config.msix_vectors.into(),
-    )?;
-    limit("mdts", l.mdts.into(), config.mdts.into())?;
+    for (field, source, target) in [
+        (
+            "io_queue_pairs",
+            l.io_queue_pairs.into(),
+            config.io_queue_pairs.into(),
+        ),
+        (
+            "max_queue_entries",
+            l.max_queue_entries.into(),
+            config.max_queue_entries.into(),
+        ),
+        (
+            "msix_vectors",
+            l.msix_vectors.into(),
+            config.msix_vectors.into(),
+        ),
+        ("mdts", l.mdts.into(), config.mdts.into()),
+    ] {
+        limit(field, source, target)?;
+    }
     let id = &v.identity;
     for (field, s, max) in [
         ("serial", &id.serial, MAX_SERIAL),
