@@ -1,4 +1,16 @@
-//! One NVMe controller: register file, queues, command execution and its I/O thread.
+//! One NVMe controller: register file, queues, command execution, its I/O thread and its save
+//! format.
+//!
+//! * `registers` is the register file in BAR0 and its side effects (enable, reset, shutdown);
+//! * `poller` is the I/O thread: doorbells, fetch, completions, interrupts;
+//! * `admin` holds [`ADMIN_COMMANDS`], the one table of admin commands, and dispatches through
+//!   it to `queue_management`, `identify`, `log`, `features`, `aer` and, on a primary
+//!   controller, to [`crate::lm`];
+//! * `io` runs the NVM command set, moving data through `transfer`;
+//! * `lba_log` is the secondary controller's side of TP4159 LBA change logging;
+//! * [`snapshot`] is the controller's save format and the code that takes and restores it;
+//! * `secondary` is the interface through which a primary controller's TP4159 commands reach a
+//!   secondary one (suspend and resume handshake, capture and restore, the LBA change log).
 //!
 //! # Threads and locks
 //!
@@ -6,12 +18,15 @@
 //! `Inner::state`, a mutex it holds for one pass over all submission queues and releases
 //! between passes; within a pass no lock is taken per command. Everyone else who must change
 //! queue state — a register write that enables or resets the controller, or the primary
-//! controller suspending this one — takes the same mutex between two passes, which is also the
-//! moment when no command is in flight: commands run to completion inside a pass.
+//! controller suspending this one (through `Secondary`) — takes the same mutex between two
+//! passes, which is also the moment when no command is in flight: commands run to completion
+//! inside a pass. The queue state is private to this module: `lm` holds a secondary's only as a
+//! `LockedSecondary`.
 //!
 //! Lock order, to rule out deadlock: a primary controller's `state`, then a secondary
-//! controller's `state`, then the leaf locks (`events`, a User Data Migration Queue). A poller
-//! never takes another controller's `state`.
+//! controller's `state`, then the leaf locks (`events`, a User Data Migration Queue's ring). A
+//! poller never takes another controller's `state`: the LBA changes it logs go to the queue's
+//! ring (a leaf lock), and the events the ring raises to the primary's `events` (a leaf lock).
 //!
 //! Registers are atomics, readable without any lock.
 

@@ -7,7 +7,7 @@
 //!
 //! The seam with the controller is narrow both ways. The controller calls in through the entry
 //! points below: the four commands (rows of [`crate::controller::ADMIN_COMMANDS`]), Feature 21h,
-//! the TP4159 fields of Identify, and [`PrimaryLm`], the migration state a primary controller
+//! the TP4159 fields of Identify, and `PrimaryLm`, the migration state a primary controller
 //! keeps and resets. This module reaches a secondary controller only through
 //! `controller::Secondary` (suspend and resume handshake, capture and restore of its state, its
 //! LBA change log) and never sees a controller's queue state. The save format itself is the

@@ -13,7 +13,7 @@ use crate::controller::features::Features;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
-/// Makes controller `inner` take a state that [`validate`] accepted.
+/// Makes controller `inner` take a state that [`validate()`](super::validate()) accepted.
 pub(crate) fn apply(
     inner: &Inner,
     state: &mut State,

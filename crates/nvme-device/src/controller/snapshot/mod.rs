@@ -13,7 +13,7 @@
 //! order), so save → restore → save gives the same bytes; the one exception is a Timestamp
 //! feature the host set, which is saved as its current value and keeps counting after a restore,
 //! as a clock must. The primary controller's TP4159 commands reach these through
-//! [`super::LockedSecondary`].
+//! `controller::LockedSecondary`.
 
 mod apply;
 mod capture;

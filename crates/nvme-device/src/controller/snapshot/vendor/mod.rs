@@ -39,7 +39,6 @@
 //! 10. SMART counters: bytes read, bytes written, reads, writes, media errors, error count (u64);
 //! 11. namespaces: count, then NSID (u32), LBADS (u8), blocks (u64), NGUID (16), EUI64 (8),
 //!     UUID (16) each.
-
 //!
 //! # Modules
 //!
