@@ -118,13 +118,11 @@ impl TestHost {
                 .map(|_| Arc::new(CountingInterrupt::new(vectors)))
                 .collect(),
         };
-        for index in 0..functions {
-            let function = match index {
-                0 => Function::Primary,
-                vfn => Function::Vf(vfn as u16),
-            };
-            host.controller(function)
-                .set_interrupt(host.interrupts[index].clone());
+        // The controllers in function order: the PF, then the VFs by VFN.
+        let controllers = std::iter::once(host.subsystem.primary())
+            .chain(host.subsystem.secondaries().iter().map(|c| c.as_ref()));
+        for (controller, irq) in controllers.zip(&host.interrupts) {
+            controller.set_interrupt(irq.clone());
         }
         host
     }
