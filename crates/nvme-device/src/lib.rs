@@ -10,7 +10,10 @@
 //! * [`controller`] is one controller: registers, queues, command execution, its I/O thread;
 //! * [`backend`] and [`namespace`] hold the data;
 //! * [`lm`] is TP4159 on the primary controller;
-//! * [`queue`], [`doorbell`], [`prp`] are the mechanics of queues and data pointers.
+//! * [`queue`], [`doorbell`], [`prp`] are the mechanics of queues and data pointers;
+//! * `testing`, compiled only with the `test-utils` feature, is an in-process test host: a
+//!   subsystem, guest memory per controller, raw queues and the host driver over BAR0, interrupt
+//!   counting.
 
 pub mod backend;
 pub mod controller;
@@ -22,6 +25,8 @@ pub mod namespace;
 pub mod prp;
 pub mod queue;
 pub mod subsystem;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 
 /// PCI vendor ID reported in Identify Controller (VID/SSVID) and by the transport's config
 /// space. 0x4E56 ("NV") is not an assigned PCI-SIG vendor ID; it marks an emulated device.

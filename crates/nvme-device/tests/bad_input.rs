@@ -5,11 +5,13 @@ mod common;
 
 use std::sync::Arc;
 
-use common::ControllerBar;
-use common::Function;
-use common::RawQueue;
 use nvme_device::backend::Backend;
 use nvme_device::backend::RamBackend;
+use nvme_device::testing;
+use nvme_device::testing::Function;
+use nvme_device::testing::GuardedMemory;
+use nvme_device::testing::RawQueue;
+use nvme_device::testing::TestHost;
 use nvme_driver::driver::Bar;
 use nvme_driver::memory::HostMemory;
 use nvme_spec::command::Cdw0;
@@ -29,8 +31,6 @@ use nvme_spec::features::Select;
 use nvme_spec::identify::Cns;
 use nvme_spec::log::LogPageId;
 use nvme_spec::status::Status;
-use shmem::Mapping;
-use shmem::Protection;
 use zerocopy::IntoBytes;
 
 const IOVA: u64 = 0x4000_0000;
@@ -38,51 +38,37 @@ const IOVA: u64 = 0x4000_0000;
 const MEMORY: u64 = 2 << 20;
 const GUARD: u64 = 64 << 10;
 const PAGE: u64 = 4096;
-/// Bytes the guard is filled with.
-const SENTINEL: u8 = 0xA5;
 
 /// A guest of VF 1 on raw queues: admin queue, and I/O queue pair 1 (of 2 allocated).
-struct Host {
+struct Guest {
     mem: Arc<HostMemory>,
+    guarded: GuardedMemory,
     admin: RawQueue,
     io: RawQueue,
     backends: [Arc<RamBackend>; 2],
     cid: u16,
-    _side: common::Side,
+    _host: TestHost,
 }
 
-impl Host {
+impl Guest {
     fn new(name: &str) -> Self {
-        let (side, backends) = common::vf_side(name);
-        let mem = HostMemory::new(MEMORY, IOVA).unwrap();
-        let fd = mem.mapping().fd().unwrap().try_clone_to_owned().unwrap();
-        let mapped = Mapping::from_fd(fd, 0, (MEMORY - GUARD) as usize, Protection::ReadWrite);
-        side.vf_space.map(IOVA, mapped.unwrap()).unwrap();
-        // Reserve the guard so the page allocator never hands it out.
-        let mut held = Vec::new();
-        while let Ok(buf) = mem.alloc(PAGE) {
-            held.push(buf);
-        }
-        let guard: Vec<_> = held.split_off(held.len() - (GUARD / PAGE) as usize);
-        drop(held);
-        assert_eq!(guard[0].iova(), guard_iova());
-        std::mem::forget(guard);
-        mem.write(guard_iova(), &[SENTINEL; GUARD as usize])
-            .unwrap();
-
-        let bar = ControllerBar::new(&side.sub, Function::Vf(1));
-        let admin = common::raw_enable(&bar, &mem, 32);
+        let (host, backends) = common::vf_host(name);
+        let guarded = GuardedMemory::new(MEMORY, IOVA, 0, GUARD, &[host.space(Function::Vf(1))]);
+        let mem = guarded.memory().clone();
+        let bar = host.bar(Function::Vf(1));
+        let admin = testing::raw_enable(&bar, &mem, 32);
         let io = RawQueue::new(&mem, bar.clone(), 1, 16, 16);
-        let mut host = Self {
+        let mut guest = Self {
             mem,
+            guarded,
             admin,
             io,
             backends,
             cid: 0,
-            _side: side,
+            _host: host,
         };
         let request = NumberOfQueuesRequest::new().with_nsqr(1).with_ncqr(1);
-        let done = host.admin_dw0(Command::set_features(
+        let done = guest.admin_dw0(Command::set_features(
             0,
             FeatureId::NUMBER_OF_QUEUES,
             request.into(),
@@ -94,16 +80,16 @@ impl Host {
                 .with_ncqa(1)
                 .into())
         );
-        let (cq, sq) = (host.io.cq_iova(), host.io.sq_iova());
+        let (cq, sq) = (guest.io.cq_iova(), guest.io.sq_iova());
         assert_eq!(
-            host.admin_status(Command::create_io_cq(0, 1, 16, cq, true, 1)),
+            guest.admin_status(Command::create_io_cq(0, 1, 16, cq, true, 1)),
             Status::SUCCESS
         );
         assert_eq!(
-            host.admin_status(Command::create_io_sq(0, 1, 16, sq, 1)),
+            guest.admin_status(Command::create_io_sq(0, 1, 16, sq, 1)),
             Status::SUCCESS
         );
-        host
+        guest
     }
 
     fn next_cid(&mut self) -> u16 {
@@ -131,26 +117,18 @@ impl Host {
         self.io.run(cmd).status.status()
     }
 
-    fn assert_guard_untouched(&self) {
-        let mut guard = vec![0u8; GUARD as usize];
-        self.mem.read(guard_iova(), &mut guard).unwrap();
-        assert!(
-            guard.iter().all(|&b| b == SENTINEL),
-            "the controller wrote outside the mapping"
-        );
+    /// The first unmapped byte: the guard after the memory the controller reaches.
+    fn guard_iova(&self) -> u64 {
+        self.guarded.end_of_mapping()
     }
 }
 
-fn guard_iova() -> u64 {
-    IOVA + MEMORY - GUARD
-}
-
-fn check(host: &mut Host, cases: &[(&str, Command, Status)], io: bool) {
+fn check(guest: &mut Guest, cases: &[(&str, Command, Status)], io: bool) {
     for (what, cmd, want) in cases {
         let got = if io {
-            host.io_status(*cmd)
+            guest.io_status(*cmd)
         } else {
-            host.admin_status(*cmd)
+            guest.admin_status(*cmd)
         };
         assert_eq!(got, *want, "{what}");
     }
@@ -168,8 +146,8 @@ fn with_cdw0(mut cmd: Command, f: impl FnOnce(Cdw0) -> Cdw0) -> Command {
 
 #[test]
 fn queue_management_errors() {
-    let mut host = Host::new("bad-queues");
-    let base = host.mem.alloc(16 * PAGE).unwrap().iova();
+    let mut guest = Guest::new("bad-queues");
+    let base = guest.mem.alloc(16 * PAGE).unwrap().iova();
     let cq =
         |qid: u16, entries: u32, iv: u16| Command::create_io_cq(0, qid, entries, base, true, iv);
     let sq = |qid: u16, entries: u32, cqid: u16| Command::create_io_sq(0, qid, entries, base, cqid);
@@ -275,24 +253,24 @@ fn queue_management_errors() {
             S::INVALID_QUEUE_IDENTIFIER,
         ),
     ];
-    check(&mut host, &cases, false);
+    check(&mut guest, &cases, false);
     // A failed creation leaves nothing behind: qid 2 can still be created properly.
-    assert_eq!(host.admin_status(cq(2, 16, 2)), Status::SUCCESS);
-    assert_eq!(host.admin_status(sq(2, 16, 2)), Status::SUCCESS);
+    assert_eq!(guest.admin_status(cq(2, 16, 2)), Status::SUCCESS);
+    assert_eq!(guest.admin_status(sq(2, 16, 2)), Status::SUCCESS);
     assert_eq!(
-        host.admin_status(Command::delete_io_sq(0, 2)),
+        guest.admin_status(Command::delete_io_sq(0, 2)),
         Status::SUCCESS
     );
     assert_eq!(
-        host.admin_status(Command::delete_io_cq(0, 2)),
+        guest.admin_status(Command::delete_io_cq(0, 2)),
         Status::SUCCESS
     );
 }
 
 #[test]
 fn admin_command_errors() {
-    let mut host = Host::new("bad-admin");
-    let buf = host.mem.alloc(PAGE).unwrap().iova();
+    let mut guest = Guest::new("bad-admin");
+    let buf = guest.mem.alloc(PAGE).unwrap().iova();
     let raw = |opcode: u8| Command {
         cdw0: Cdw0::new().with_opcode(opcode),
         ..Command::default()
@@ -396,7 +374,7 @@ fn admin_command_errors() {
         ),
         (
             "log into unmapped memory",
-            Command::get_log_page(0, LogPageId::SMART_HEALTH, 0, 512, 0, guard_iova(), 0),
+            Command::get_log_page(0, LogPageId::SMART_HEALTH, 0, 512, 0, guest.guard_iova(), 0),
             S::DATA_TRANSFER_ERROR,
         ),
         (
@@ -427,20 +405,20 @@ fn admin_command_errors() {
         (
             "Timestamp from unmapped memory",
             Command {
-                prp1: guard_iova(),
+                prp1: guest.guard_iova(),
                 ..set(FeatureId::TIMESTAMP, 0)
             },
             S::DATA_TRANSFER_ERROR,
         ),
     ];
-    check(&mut host, &cases, false);
-    host.assert_guard_untouched();
+    check(&mut guest, &cases, false);
+    guest.guarded.assert_untouched();
 
     // AERL + 1 requests may be outstanding; one more is refused at once.
     for cid in 200..204 {
-        host.admin.submit(Command::async_event_request(cid));
+        guest.admin.submit(Command::async_event_request(cid));
     }
-    let refused = host.admin.run(Command::async_event_request(204));
+    let refused = guest.admin.run(Command::async_event_request(204));
     assert_eq!(
         refused.status.status(),
         Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED
@@ -449,10 +427,10 @@ fn admin_command_errors() {
 
 #[test]
 fn number_of_queues_is_fixed_until_reset() {
-    let (side, _) = common::vf_side("bad-nq");
-    let mem = common::host_memory(1 << 20, IOVA, &[&side.vf_space]);
-    let bar = ControllerBar::new(&side.sub, Function::Vf(1));
-    let mut admin = common::raw_enable(&bar, &mem, 8);
+    let (host, _) = common::vf_host("bad-nq");
+    let mem = host.memory(Function::Vf(1), 1 << 20, IOVA);
+    let bar = host.bar(Function::Vf(1));
+    let mut admin = testing::raw_enable(&bar, &mem, 8);
     let mut request = |cid: u16, n: u16| {
         let nq = NumberOfQueuesRequest::new().with_nsqr(n).with_ncqr(n);
         let done = admin.run(Command::set_features(
@@ -468,7 +446,7 @@ fn number_of_queues_is_fixed_until_reset() {
     // The allocation does not change between resets.
     assert_eq!(request(2, 1), 63);
     bar.write32(0x14, 0).unwrap();
-    let mut admin = common::raw_enable(&bar, &mem, 8);
+    let mut admin = testing::raw_enable(&bar, &mem, 8);
     let nq = NumberOfQueuesRequest::new().with_nsqr(1).with_ncqr(1);
     let done = admin.run(Command::set_features(
         3,
@@ -479,7 +457,7 @@ fn number_of_queues_is_fixed_until_reset() {
 
     // A host that creates queues without asking first may not ask afterwards either.
     bar.write32(0x14, 0).unwrap();
-    let mut admin = common::raw_enable(&bar, &mem, 8);
+    let mut admin = testing::raw_enable(&bar, &mem, 8);
     let cq = mem.alloc(PAGE).unwrap();
     let done = admin.run(Command::create_io_cq(4, 1, 16, cq.iova(), false, 0));
     assert!(done.status.status().is_success());
@@ -493,9 +471,9 @@ fn number_of_queues_is_fixed_until_reset() {
 
 #[test]
 fn io_command_errors() {
-    let mut host = Host::new("bad-io");
-    let data = host.mem.alloc(4 * PAGE).unwrap();
-    let list = host.mem.alloc(PAGE).unwrap();
+    let mut guest = Guest::new("bad-io");
+    let data = guest.mem.alloc(4 * PAGE).unwrap();
+    let list = guest.mem.alloc(PAGE).unwrap();
     let d = data.iova();
     let entries = |e: &[u64]| {
         let bytes: Vec<u8> = e.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -503,7 +481,7 @@ fn io_command_errors() {
         list.iova()
     };
     let read = |nsid: u32, slba: u64, nlb0: u16| Command::read(0, nsid, slba, nlb0, d, d + PAGE);
-    let guard = guard_iova();
+    let guard = guest.guard_iova();
     use Status as S;
     let cases = [
         (
@@ -592,13 +570,13 @@ fn io_command_errors() {
             S::PRP_OFFSET_INVALID,
         ),
     ];
-    check(&mut host, &cases, true);
+    check(&mut guest, &cases, true);
     let cases = [(
         "PRP list entry not page aligned",
         Command::read(0, 1, 0, 2, d, entries(&[d + PAGE, d + 2 * PAGE + 0x10])),
         S::PRP_OFFSET_INVALID,
     )];
-    check(&mut host, &cases, true);
+    check(&mut guest, &cases, true);
 
     // Data pointers outside the mapped memory: Data Transfer Error, the guard never written.
     let cases = [
@@ -628,7 +606,7 @@ fn io_command_errors() {
             S::DATA_TRANSFER_ERROR,
         ),
     ];
-    check(&mut host, &cases, true);
+    check(&mut guest, &cases, true);
     for (what, cmd) in [
         (
             "read to an unmapped list entry",
@@ -639,19 +617,19 @@ fn io_command_errors() {
             Command::read(0, 1, 0, 2, d, entries(&[guard - PAGE, guard])),
         ),
     ] {
-        assert_eq!(host.io_status(cmd), Status::DATA_TRANSFER_ERROR, "{what}");
+        assert_eq!(guest.io_status(cmd), Status::DATA_TRANSFER_ERROR, "{what}");
     }
-    host.assert_guard_untouched();
+    guest.guarded.assert_untouched();
 
     // Write Zeroes beyond the namespace.
     let mut wz = Command::write(0, 1, 1020, 0, 0, 0);
     wz.cdw0 = wz.cdw0.with_opcode(NvmOpcode::WRITE_ZEROES.0);
     wz.cdw12 = WriteZeroesCdw12::new().with_nlb(7).into();
-    assert_eq!(host.io_status(wz), Status::LBA_OUT_OF_RANGE);
+    assert_eq!(guest.io_status(wz), Status::LBA_OUT_OF_RANGE);
 
     // Dataset Management with one range beyond the namespace fails as a whole: the valid
     // range before it is not deallocated.
-    host.backends[0].write(0, &[0x5A; 4096]).unwrap();
+    guest.backends[0].write(0, &[0x5A; 4096]).unwrap();
     let ranges = [
         DsmRange {
             cattr: 0,
@@ -664,26 +642,26 @@ fn io_command_errors() {
             slba: 1023,
         },
     ];
-    let dsm_buf = host.mem.alloc(PAGE).unwrap();
+    let dsm_buf = guest.mem.alloc(PAGE).unwrap();
     dsm_buf.write(0, ranges.as_bytes());
     let mut dsm = Command::write(0, 1, 0, 0, dsm_buf.iova(), 0);
     dsm.cdw0 = dsm.cdw0.with_opcode(NvmOpcode::DATASET_MANAGEMENT.0);
     dsm.cdw10 = DsmCdw10::new().with_nr(1).into();
     dsm.cdw11 = DsmCdw11::new().with_ad(true).into();
     dsm.cdw12 = 0;
-    assert_eq!(host.io_status(dsm), Status::LBA_OUT_OF_RANGE);
+    assert_eq!(guest.io_status(dsm), Status::LBA_OUT_OF_RANGE);
     let mut first = [0u8; 4096];
-    host.backends[0].read(0, &mut first).unwrap();
+    guest.backends[0].read(0, &mut first).unwrap();
     assert_eq!(
         first, [0x5A; 4096],
         "a failed Dataset Management deallocated"
     );
     dsm.prp1 = guard;
-    assert_eq!(host.io_status(dsm), Status::DATA_TRANSFER_ERROR);
+    assert_eq!(guest.io_status(dsm), Status::DATA_TRANSFER_ERROR);
 
     // The queue pair still works.
     assert_eq!(
-        host.io_status(Command::read(0, 1, 0, 0, d, 0)),
+        guest.io_status(Command::read(0, 1, 0, 0, d, 0)),
         Status::SUCCESS
     );
     let mut back = [0u8; 4096];

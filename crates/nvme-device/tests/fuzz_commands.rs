@@ -5,29 +5,29 @@
 //! must complete (or the controller must report CSTS.CFS); and after any sequence of register
 //! writes a reset and a proper initialisation bring the controller back.
 
-mod common;
-
 use std::sync::Arc;
 
 use nvme_device::backend::RamBackend;
+use nvme_device::controller::ADMIN_COMMANDS;
 use nvme_device::controller::Controller;
-use nvme_device::controller::ControllerConfig;
 use nvme_device::controller::Role;
-use nvme_device::controller::SubsystemIdentity;
 use nvme_device::namespace::BlockSize;
-use nvme_device::namespace::Namespace;
-use nvme_device::namespace::NamespaceIdentity;
+use nvme_device::subsystem::Attachment;
+use nvme_device::subsystem::NamespaceSpec;
+use nvme_device::subsystem::SubsystemConfig;
+use nvme_device::testing;
+use nvme_device::testing::ControllerBar;
+use nvme_device::testing::Function;
+use nvme_device::testing::GuardedMemory;
+use nvme_device::testing::RawQueue;
+use nvme_device::testing::TestHost;
 use nvme_spec::command::AdminOpcode;
 use nvme_spec::command::Command;
-use nvme_spec::command::Completion;
 use nvme_spec::command::NvmOpcode;
 use nvme_spec::identify::Cns;
+use nvme_spec::registers::Cap;
 use nvme_spec::registers::Csts;
-use shmem::AddressSpace;
-use shmem::Mapping;
-use shmem::Protection;
 use zerocopy::FromBytes;
-use zerocopy::IntoBytes;
 
 /// Guest-physical address of the mapped window.
 const BASE: u64 = 0x1_0000_0000;
@@ -35,7 +35,6 @@ const BASE: u64 = 0x1_0000_0000;
 const WINDOW: u64 = 256 << 10;
 /// Unmapped memory on either side of the window, in the same file; it must never change.
 const GUARD: u64 = 16 << 10;
-const SENTINEL: u8 = 0xA5;
 /// Queue rings live in the first pages of the window; steered data pointers go above them.
 const DATA: u64 = BASE + 0x8000;
 const DATA_LEN: u64 = WINDOW - 0x8000;
@@ -46,179 +45,123 @@ const IO_QUEUES: u16 = 2;
 
 /// An enabled primary controller (with the TP4159 commands) over a guarded guest window.
 struct Rig {
-    ctrl: Controller,
-    space: Arc<AddressSpace>,
-    file: Mapping,
+    host: TestHost,
+    guarded: GuardedMemory,
+    bar: Arc<ControllerBar>,
 }
 
 impl Rig {
     fn new(fill: &[u8]) -> Self {
-        let file = Mapping::memfd("fuzz-guest", (WINDOW + 2 * GUARD) as usize).unwrap();
-        file.fill(0, WINDOW + 2 * GUARD, SENTINEL).unwrap();
+        let mut config = SubsystemConfig::new("fuzz", 0);
+        config.limits.io_queue_pairs = 4;
+        config.limits.max_queue_entries = 64;
+        config.limits.msix_vectors = 8;
+        let backend = Arc::new(RamBackend::new(1 << 20).unwrap());
+        let host = TestHost::new(
+            config,
+            vec![NamespaceSpec {
+                backend,
+                block_size: BlockSize::B512,
+                attachment: Attachment::Shared,
+            }],
+        );
+        let guarded = GuardedMemory::new(
+            WINDOW + 2 * GUARD,
+            BASE - GUARD,
+            GUARD,
+            GUARD,
+            &[host.space(Function::Primary)],
+        );
         if !fill.is_empty() {
             for at in (0..WINDOW).step_by(fill.len()) {
                 let n = (fill.len() as u64).min(WINDOW - at) as usize;
-                file.write(GUARD + at, &fill[..n]).unwrap();
+                guarded.memory().write(BASE + at, &fill[..n]).unwrap();
             }
         }
-        let fd = file.fd().unwrap().try_clone_to_owned().unwrap();
-        let window = Mapping::from_fd(fd, GUARD, WINDOW as usize, Protection::ReadWrite).unwrap();
-        let space = Arc::new(AddressSpace::new());
-        space.map(BASE, window).unwrap();
-        let backend = Arc::new(RamBackend::new(1 << 20).unwrap());
-        let ns = Namespace::new(
-            1,
-            backend,
-            BlockSize::B512,
-            true,
-            NamespaceIdentity::derive("F", 1),
-        );
-        let config = ControllerConfig {
-            io_queue_pairs: 4,
-            max_queue_entries: 64,
-            msix_vectors: 8,
-            ..ControllerConfig::new(1, Role::Primary)
-        };
-        let identity = Arc::new(SubsystemIdentity {
-            nqn: "nqn.2026-11.io.vfio-nvme:fuzz".to_owned(),
-            serial: "FUZZ".to_owned(),
-            model: "fuzz".to_owned(),
-            firmware: "0".to_owned(),
-        });
-        let ctrl = Controller::new(
-            config,
-            identity,
-            vec![Some(Arc::new(ns.unwrap()))],
-            space.clone(),
-        );
-        Self {
-            ctrl: ctrl.unwrap(),
-            space,
-            file,
-        }
+        let bar = host.bar(Function::Primary);
+        Self { host, guarded, bar }
+    }
+
+    fn ctrl(&self) -> &Controller {
+        self.host.controller(Function::Primary)
     }
 
     fn csts(&self) -> Csts {
-        Csts::from(self.ctrl.read_register(0x1C, 4) as u32)
+        Csts::from(self.ctrl().read_register(0x1C, 4) as u32)
     }
 
-    /// Zeroes the admin rings and enables the controller with them.
-    fn enable(&self) {
-        self.space.fill(BASE, 0x2000, 0).unwrap();
-        self.ctrl
-            .write_register(0x24, 4, u64::from((ENTRIES - 1) * 0x1_0001));
-        self.ctrl.write_register(0x28, 8, ring(0, false));
-        self.ctrl.write_register(0x30, 8, ring(0, true));
-        self.ctrl.write_register(0x14, 4, 1 | 6 << 16 | 4 << 20);
+    /// BAR0 offset of doorbell `n`: SQ `n / 2` tail for an even `n`, CQ `n / 2` head for an odd
+    /// one, at the controller's CAP.DSTRD.
+    fn doorbell(&self, n: u8) -> u64 {
+        let stride = Cap::from(self.ctrl().read_register(0, 8)).doorbell_stride();
+        let qid = u16::from(n / 2);
+        if n.is_multiple_of(2) {
+            stride.sq_tail(qid)
+        } else {
+            stride.cq_head(qid)
+        }
+    }
+
+    /// Enables the controller with fresh (zeroed) admin rings.
+    fn enable(&self) -> RawQueue {
+        let admin = testing::raw_enable(&self.bar, self.guarded.memory(), ENTRIES);
         let csts = self.csts();
         assert!(csts.rdy() && !csts.cfs(), "a valid enable failed: {csts:?}");
-    }
-
-    fn assert_guard_untouched(&self) {
-        let mut bytes = vec![0u8; GUARD as usize];
-        for at in [0, GUARD + WINDOW] {
-            self.file.read(at, &mut bytes).unwrap();
-            assert!(
-                bytes.iter().all(|&b| b == SENTINEL),
-                "write outside the guest mapping"
-            );
-        }
+        assert!(admin.cq_iova() < DATA, "the rings stay below the data area");
+        admin
     }
 }
 
-/// Where the harness puts queue `qid`'s SQ or CQ ring.
-fn ring(qid: u16, cq: bool) -> u64 {
-    BASE + 0x2000 * u64::from(qid) + if cq { 0x1000 } else { 0 }
+/// Submits `cmd` on `queue` and rings; false if the queue is full.
+fn submit(queue: &mut RawQueue, cmd: &Command) -> bool {
+    if queue.is_full() {
+        return false;
+    }
+    queue.submit(*cmd);
+    true
 }
 
-/// The host side of the harness's queues.
-struct Host {
-    tails: [u32; 1 + IO_QUEUES as usize],
-    heads: [u32; 1 + IO_QUEUES as usize],
-    phases: [bool; 1 + IO_QUEUES as usize],
-    outstanding: [u32; 1 + IO_QUEUES as usize],
-}
-
-impl Host {
-    fn new() -> Self {
-        Self {
-            tails: [0; 3],
-            heads: [0; 3],
-            phases: [true; 3],
-            outstanding: [0; 3],
-        }
-    }
-
-    /// Writes `cmd` at queue `qid`'s tail and rings; false if the queue is full.
-    fn submit(&mut self, rig: &Rig, qid: u16, cmd: &Command) -> bool {
-        let q = usize::from(qid);
-        if self.outstanding[q] >= ENTRIES - 1 {
-            return false;
-        }
-        let at = ring(qid, false) + u64::from(self.tails[q]) * 64;
-        rig.space.write(at, cmd.as_bytes()).unwrap();
-        self.tails[q] = (self.tails[q] + 1) % ENTRIES;
-        self.outstanding[q] += 1;
-        rig.ctrl
-            .write_register(0x1000 + 8 * u64::from(qid), 4, self.tails[q].into());
-        true
-    }
-
-    /// Consumes every new completion on every queue; returns those per queue.
-    fn drain(&mut self, rig: &Rig) -> [u32; 3] {
-        let mut got = [0; 3];
-        for qid in 0..=IO_QUEUES {
-            let q = usize::from(qid);
-            loop {
-                let mut raw = [0u8; 16];
-                let at = ring(qid, true) + u64::from(self.heads[q]) * 16;
-                rig.space.read(at, &mut raw).unwrap();
-                let entry = Completion::read_from_bytes(&raw).unwrap();
-                if entry.status.phase() != self.phases[q] {
-                    break;
-                }
-                self.heads[q] = (self.heads[q] + 1) % ENTRIES;
-                if self.heads[q] == 0 {
-                    self.phases[q] = !self.phases[q];
-                }
-                self.outstanding[q] = self.outstanding[q].saturating_sub(1);
-                got[q] += 1;
+/// Consumes every new completion on every queue; returns how many each had.
+fn drain(queues: &mut [RawQueue]) -> Vec<u32> {
+    queues
+        .iter_mut()
+        .map(|queue| {
+            let mut got = 0;
+            while queue.next().is_some() {
+                got += 1;
             }
-            if got[q] > 0 {
-                rig.ctrl
-                    .write_register(0x1000 + 8 * u64::from(qid) + 4, 4, self.heads[q].into());
+            if got > 0 {
+                queue.ring_head();
             }
-        }
-        got
-    }
-
-    /// Waits until queue `qid` gets a completion or the controller fails.
-    fn wait(&mut self, rig: &Rig, qid: u16, what: &str) {
-        common::eventually(what, || {
-            let progressed = self.drain(rig)[usize::from(qid)] > 0;
-            (progressed || rig.csts().cfs()).then_some(())
-        });
-    }
+            got
+        })
+        .collect()
 }
 
-/// A rig with I/O queue pairs 1 and 2 created through the admin queue.
-fn enabled(fill: &[u8]) -> (Rig, Host) {
+/// Waits until queue `qid` gets a completion or the controller fails.
+fn wait(rig: &Rig, queues: &mut [RawQueue], qid: u16, what: &str) {
+    testing::eventually(what, || {
+        let progressed = drain(queues)[usize::from(qid)] > 0;
+        (progressed || rig.csts().cfs()).then_some(())
+    });
+}
+
+/// A rig with I/O queue pairs 1 and 2 created through the admin queue; the queues in qid order.
+fn enabled(fill: &[u8]) -> (Rig, Vec<RawQueue>) {
     let rig = Rig::new(fill);
-    rig.enable();
-    // Every ring is zeroed before the host starts looking for completions in any of them.
-    rig.space
-        .fill(ring(1, false), 0x2000 * u64::from(IO_QUEUES), 0)
-        .unwrap();
-    let mut host = Host::new();
+    let mut queues = vec![rig.enable()];
     for qid in 1..=IO_QUEUES {
-        let cq = Command::create_io_cq(qid, qid, ENTRIES, ring(qid, true), true, qid);
-        let sq = Command::create_io_sq(qid, qid, ENTRIES, ring(qid, false), qid);
+        let queue = RawQueue::new(rig.guarded.memory(), rig.bar.clone(), qid, ENTRIES, ENTRIES);
+        assert!(queue.cq_iova() < DATA, "the rings stay below the data area");
+        let cq = Command::create_io_cq(qid, qid, ENTRIES, queue.cq_iova(), true, qid);
+        let sq = Command::create_io_sq(qid, qid, ENTRIES, queue.sq_iova(), qid);
+        queues.push(queue);
         for cmd in [cq, sq] {
-            assert!(host.submit(&rig, 0, &cmd));
-            host.wait(&rig, 0, "queue creation");
+            assert!(submit(&mut queues[0], &cmd));
+            wait(&rig, &mut queues, 0, "queue creation");
         }
     }
-    (rig, host)
+    (rig, queues)
 }
 
 /// Admin commands that may change the queue set or never complete: after one, the harness
@@ -238,23 +181,14 @@ fn disturbs_queues(opcode: u8) -> bool {
     )
 }
 
-const ADMIN_OPCODES: [AdminOpcode; 15] = [
-    AdminOpcode::DELETE_IO_SQ,
-    AdminOpcode::CREATE_IO_SQ,
-    AdminOpcode::GET_LOG_PAGE,
-    AdminOpcode::DELETE_IO_CQ,
-    AdminOpcode::CREATE_IO_CQ,
-    AdminOpcode::IDENTIFY,
-    AdminOpcode::ABORT,
-    AdminOpcode::SET_FEATURES,
-    AdminOpcode::GET_FEATURES,
-    AdminOpcode::ASYNC_EVENT_REQUEST,
-    AdminOpcode::KEEP_ALIVE,
-    AdminOpcode::TRACK_SEND,
-    AdminOpcode::MIGRATION_SEND,
-    AdminOpcode::MIGRATION_RECEIVE,
-    AdminOpcode::CONTROLLER_DATA_QUEUE,
-];
+/// The admin opcodes a primary controller supports, from the controller's own table.
+fn admin_opcodes() -> Vec<AdminOpcode> {
+    ADMIN_COMMANDS
+        .iter()
+        .filter(|c| c.supported_by(Role::Primary))
+        .map(|c| c.opcode)
+        .collect()
+}
 
 const IO_OPCODES: [NvmOpcode; 5] = [
     NvmOpcode::FLUSH,
@@ -279,7 +213,8 @@ fn steer(mut cmd: Command, steer: u8, admin: bool) -> Command {
     if steer & 1 != 0 {
         let pick = usize::from(cmd.cdw0.opcode());
         let opcode = if admin {
-            ADMIN_OPCODES[pick % ADMIN_OPCODES.len()].0
+            let opcodes = admin_opcodes();
+            opcodes[pick % opcodes.len()].0
         } else {
             IO_OPCODES[pick % IO_OPCODES.len()].0
         };
@@ -312,7 +247,7 @@ fn fuzz_submission_entries_and_doorbells() {
             let seed_len = usize::from(take::<1>(&mut input)[0]);
             let seed = &input[..seed_len.min(input.len())];
             input = &input[seed.len()..];
-            let (rig, mut host) = enabled(seed);
+            let (rig, mut queues) = enabled(seed);
             // Until something may have disturbed the queues, every entry must complete.
             let mut orderly = true;
             while !input.is_empty() {
@@ -326,25 +261,26 @@ fn fuzz_submission_entries_and_doorbells() {
                         if qid == 0 && disturbs_queues(cmd.cdw0.opcode()) {
                             orderly = false;
                         }
-                        if host.submit(&rig, qid, &cmd) && orderly {
-                            host.wait(&rig, qid, "the completion of a harmless command");
+                        if submit(&mut queues[usize::from(qid)], &cmd) && orderly {
+                            let what = "the completion of a harmless command";
+                            wait(&rig, &mut queues, qid, what);
                         }
                     }
                     _ => {
                         // A doorbell write of any value, to any doorbell.
                         let [which] = take::<1>(&mut input);
                         let value = u32::from_le_bytes(take::<4>(&mut input));
-                        let offset = 0x1000 + 4 * u64::from(which % 16);
-                        rig.ctrl.write_register(offset, 4, value.into());
+                        let offset = rig.doorbell(which % 16);
+                        rig.ctrl().write_register(offset, 4, value.into());
                         orderly = false;
                     }
                 }
-                host.drain(&rig);
+                drain(&mut queues);
                 if rig.csts().cfs() {
                     orderly = false;
                 }
-                let _ = rig.ctrl.read_register(0, 8);
-                rig.assert_guard_untouched();
+                let _ = rig.ctrl().read_register(0, 8);
+                rig.guarded.assert_untouched();
             }
         });
 }
@@ -378,20 +314,19 @@ fn fuzz_register_writes() {
                     3 => (value & !0x00FF_0001) | 1 | 6 << 16 | 4 << 20,
                     _ => value,
                 };
-                rig.ctrl.write_register(offset, size, value);
-                let _ = rig.ctrl.read_register(0x1C, 4);
-                let _ = rig.ctrl.read_register(0, 8);
-                let _ = rig.ctrl.read_register(offset, size);
+                rig.ctrl().write_register(offset, size, value);
+                let _ = rig.ctrl().read_register(0x1C, 4);
+                let _ = rig.ctrl().read_register(0, 8);
+                let _ = rig.ctrl().read_register(offset, size);
             }
             // Whatever happened, a reset and a proper initialisation bring it back.
-            rig.ctrl.write_register(0x14, 4, 0);
+            rig.ctrl().write_register(0x14, 4, 0);
             assert!(!rig.csts().rdy());
-            rig.enable();
-            let mut host = Host::new();
+            let mut queues = vec![rig.enable()];
             let identify = Command::identify(7, Cns::CONTROLLER, 0, 0, DATA);
-            assert!(host.submit(&rig, 0, &identify));
-            host.wait(&rig, 0, "Identify after re-initialisation");
+            assert!(submit(&mut queues[0], &identify));
+            wait(&rig, &mut queues, 0, "Identify after re-initialisation");
             assert!(!rig.csts().cfs());
-            rig.assert_guard_untouched();
+            rig.guarded.assert_untouched();
         });
 }

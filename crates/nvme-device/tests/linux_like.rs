@@ -7,12 +7,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::ControllerBar;
-use common::Function;
-use common::RawQueue;
-use common::Side;
-use nvme_device::interrupt::CountingInterrupt;
 use nvme_device::namespace::NamespaceIdentity;
+use nvme_device::testing;
+use nvme_device::testing::ControllerBar;
+use nvme_device::testing::Function;
+use nvme_device::testing::RawQueue;
+use nvme_device::testing::TestHost;
 use nvme_driver::driver::Bar;
 use nvme_driver::driver::Driver;
 use nvme_driver::driver::QueuePair;
@@ -53,19 +53,19 @@ const PAGE: u64 = 4096;
 
 /// The guest of VF 1: its memory, BAR and driver.
 struct Guest {
-    side: Side,
+    host: TestHost,
     mem: Arc<HostMemory>,
     bar: Arc<ControllerBar>,
     driver: Driver,
 }
 
 fn guest(name: &str) -> Guest {
-    let (side, _) = common::vf_side(name);
-    let mem = common::host_memory(16 << 20, IOVA, &[&side.vf_space]);
-    let bar = ControllerBar::new(&side.sub, Function::Vf(1));
+    let (host, _) = common::vf_host(name);
+    let mem = host.memory(Function::Vf(1), 16 << 20, IOVA);
+    let bar = host.bar(Function::Vf(1));
     let driver = Driver::new(bar.clone(), mem.clone()).unwrap();
     Guest {
-        side,
+        host,
         mem,
         bar,
         driver,
@@ -103,7 +103,7 @@ fn run_batch(qp: &mut QueuePair, cmds: &[Command]) {
     }
     qp.ring();
     let mut done = 0;
-    common::eventually("a batch of I/O completions", || {
+    testing::eventually("a batch of I/O completions", || {
         qp.poll(|e| {
             assert_eq!(e.status.status(), Status::SUCCESS, "I/O failed: {e:?}");
             done += 1;
@@ -114,7 +114,7 @@ fn run_batch(qp: &mut QueuePair, cmds: &[Command]) {
 
 /// Runs one I/O command and returns its status.
 fn run_one(qp: &mut QueuePair, cmd: Command) -> Status {
-    common::io(qp, cmd).status.status()
+    testing::io(qp, cmd).status.status()
 }
 
 /// Reads `count` blocks of `size` bytes at `slba` through a plain PRP layout.
@@ -140,14 +140,14 @@ fn read(
 #[test]
 fn bring_up_and_identify_like_linux() {
     let g = guest("ll-identify");
-    let identity = g.side.sub.identity().clone();
+    let identity = g.host.subsystem().identity().clone();
     let id = g.driver.identify_controller().unwrap();
     assert_eq!(id.cntlid, 2);
     assert_eq!(id.mdts, 6);
     assert_eq!(u32::from(id.ver), 0x0002_0000);
     assert_eq!(
         u64::from(u32::from(id.ver)),
-        g.side.sub.secondary(1).unwrap().read_register(8, 4)
+        g.host.controller(Function::Vf(1)).read_register(8, 4)
     );
     assert!(
         !id.oacs.hmlms(),
@@ -166,8 +166,8 @@ fn bring_up_and_identify_like_linux() {
     assert!(id.vwc.present());
 
     // The PF advertises host managed live migration.
-    let (pf_side, _) = common::vf_side("ll-identify-pf");
-    let pf = common::pf_driver(&pf_side, IOVA);
+    let (pf_host, _) = common::vf_host("ll-identify-pf");
+    let pf = pf_host.driver(Function::Primary, 4 << 20, IOVA);
     let pf_id = pf.identify_controller().unwrap();
     assert_eq!(pf_id.cntlid, 1);
     assert!(pf_id.oacs.hmlms());
@@ -247,8 +247,7 @@ fn bring_up_and_identify_like_linux() {
 #[test]
 fn verified_io_on_four_queues_with_every_prp_layout() {
     let g = guest("ll-io");
-    let irq = Arc::new(CountingInterrupt::new(65));
-    g.side.sub.secondary(1).unwrap().set_interrupt(irq.clone());
+    let irq = g.host.interrupts(Function::Vf(1));
     assert_eq!(g.driver.set_queue_count(4).unwrap(), 4);
     let mut qps: Vec<QueuePair> = (1..=4u16)
         .map(|q| g.driver.create_queue_pair(q, 64, Some(q)).unwrap())
@@ -286,7 +285,7 @@ fn verified_io_on_four_queues_with_every_prp_layout() {
         for qp in &mut qps {
             let want = qp.outstanding();
             let mut done = 0;
-            common::eventually("reads", || {
+            testing::eventually("reads", || {
                 qp.poll(|e| {
                     assert!(e.status.status().is_success());
                     done += 1;
@@ -477,10 +476,10 @@ fn assert_invalid_doorbell_event(done: &Completion, cid: u16) {
 
 #[test]
 fn async_events_are_masked_until_the_log_is_read_and_aborts_complete_them() {
-    let (side, _) = common::vf_side("ll-aer");
-    let mem = common::host_memory(2 << 20, IOVA, &[&side.vf_space]);
-    let bar = ControllerBar::new(&side.sub, Function::Vf(1));
-    let mut admin = common::raw_enable(&bar, &mem, 16);
+    let (host, _) = common::vf_host("ll-aer");
+    let mem = host.memory(Function::Vf(1), 2 << 20, IOVA);
+    let bar = host.bar(Function::Vf(1));
+    let mut admin = testing::raw_enable(&bar, &mem, 16);
     let io = RawQueue::new(&mem, bar.clone(), 1, 8, 8);
     let created = [
         admin.run(Command::create_io_cq(1, 1, 8, io.cq_iova(), true, 1)),
@@ -588,7 +587,7 @@ fn controller_reset_in_the_middle_of_io() {
     q.ring();
     let completed: Vec<u16> = (0..3)
         .map(|_| {
-            let c = common::eventually("a write completion", || q.next());
+            let c = testing::eventually("a write completion", || q.next());
             assert!(c.status.status().is_success());
             c.cid
         })
@@ -637,8 +636,8 @@ fn shutdown_notification_completes() {
 
 #[test]
 fn enable_with_bad_admin_queue_registers_sets_cfs() {
-    let (side, _) = common::vf_side("ll-cfs");
-    let ctrl = side.sub.secondary(1).unwrap();
+    let (host, _) = common::vf_host("ll-cfs");
+    let ctrl = host.controller(Function::Vf(1));
     let base = 0x10_0000u64;
     // (AQA, ASQ, ACQ): misaligned ASQ, misaligned ACQ, zero-sized queues.
     for (aqa, asq, acq) in [

@@ -1,17 +1,19 @@
 //! TP4159 live migration end to end, in process, with two subsystems: the libvfn
 //! `examples/migrate.c` scenario of `tp4159.md` §1.11, plus every error status.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::BLOCK;
-use common::CdqReader;
-use common::ControllerBar;
-use common::Function;
-use common::Side;
 use nvme_device::backend::RamBackend;
+use nvme_device::namespace::BlockSize;
+use nvme_device::subsystem::Attachment;
+use nvme_device::subsystem::NamespaceSpec;
+use nvme_device::subsystem::SubsystemConfig;
+use nvme_device::testing;
+use nvme_device::testing::CdqReader;
+use nvme_device::testing::ControllerBar;
+use nvme_device::testing::Function;
+use nvme_device::testing::TestHost;
 use nvme_driver::driver::Driver;
 use nvme_driver::driver::QueuePair;
 use nvme_driver::memory::HostMemory;
@@ -46,8 +48,30 @@ const VF: u16 = 2;
 const NSID: u32 = 1;
 const GUEST_IOVA: u64 = 0x1000_0000;
 
+/// Block size of the test namespace.
+const BLOCK: u64 = 4096;
+/// Host memory of each PF's driver.
+const PF_MEMORY: u64 = 4 << 20;
+
 fn backend() -> Arc<RamBackend> {
     Arc::new(RamBackend::new(1 << 20).unwrap())
+}
+
+/// A subsystem named `name` with one VF and one namespace shared by PF and VF over `backend`.
+fn side(name: &str, backend: &Arc<RamBackend>) -> TestHost {
+    TestHost::new(
+        SubsystemConfig::new(name, 1),
+        vec![NamespaceSpec {
+            backend: backend.clone(),
+            block_size: BlockSize::B4096,
+            attachment: Attachment::Shared,
+        }],
+    )
+}
+
+/// The host driver on the PF of `side`, with its memory at `iova`.
+fn pf_driver(side: &TestHost, iova: u64) -> Driver {
+    side.driver(Function::Primary, PF_MEMORY, iova)
 }
 
 /// A guest bound to VF 1 of `side`: its memory, BAR and driver with I/O queue pair 1.
@@ -58,11 +82,11 @@ struct Guest {
     qp: QueuePair,
 }
 
-fn guest(side: &Side, also: &[&Side]) -> Guest {
-    let mut spaces = vec![&*side.vf_space];
-    spaces.extend(also.iter().map(|s| &*s.vf_space));
-    let mem = common::host_memory(4 << 20, GUEST_IOVA, &spaces);
-    let bar = ControllerBar::new(&side.sub, Function::Vf(1));
+fn guest(side: &TestHost, also: &[&TestHost]) -> Guest {
+    let mut spaces = vec![&**side.space(Function::Vf(1))];
+    spaces.extend(also.iter().map(|s| &**s.space(Function::Vf(1))));
+    let mem = testing::host_memory(4 << 20, GUEST_IOVA, &spaces);
+    let bar = side.bar(Function::Vf(1));
     let driver = Driver::new(bar.clone(), mem.clone()).unwrap();
     assert_eq!(driver.set_queue_count(1).unwrap(), 1);
     let qp = driver.create_queue_pair(1, 64, None).unwrap();
@@ -87,7 +111,7 @@ impl Guest {
         let mut cmd = Command::write(0, NSID, slba, (blocks - 1) as u16, 0, 0);
         let list = self.mem.alloc(4096).unwrap();
         nvme_driver::driver::build_prps(&mut cmd, buf.iova(), Some(&list), blocks * BLOCK);
-        let done = common::io(&mut self.qp, cmd);
+        let done = testing::io(&mut self.qp, cmd);
         assert!(done.status.status().is_success());
     }
 
@@ -96,7 +120,7 @@ impl Guest {
         let mut cmd = Command::read(0, NSID, slba, (blocks - 1) as u16, 0, 0);
         let list = self.mem.alloc(4096).unwrap();
         nvme_driver::driver::build_prps(&mut cmd, buf.iova(), Some(&list), blocks * BLOCK);
-        let done = common::io(&mut self.qp, cmd);
+        let done = testing::io(&mut self.qp, cmd);
         assert!(done.status.status().is_success());
         let mut out = vec![0u8; (blocks * BLOCK) as usize];
         buf.read(0, &mut out);
@@ -105,7 +129,7 @@ impl Guest {
 }
 
 fn send(pf: &Driver, op: impl LmCommand) -> Status {
-    common::status(pf.admin(op.encode().unwrap()))
+    testing::status(pf.admin(op.encode().unwrap()))
 }
 
 fn suspend(pf: &Driver, cntlid: u16, dudmq: bool) -> Status {
@@ -191,7 +215,7 @@ fn set_chunk(
         uidx: 0,
         numd: SetControllerState::numd_for_len(data.len() as u64).unwrap(),
     };
-    common::status(pf.admin_write(op.encode().unwrap(), data))
+    testing::status(pf.admin_write(op.encode().unwrap(), data))
 }
 
 /// Sets the state of `cntlid` in chunks of `chunk` bytes (first/middle/last).
@@ -217,16 +241,16 @@ fn set_state(pf: &Driver, cntlid: u16, state: &[u8], chunk: usize) -> Status {
 #[test]
 fn migrate_a_vf_between_subsystems() {
     let storage = backend();
-    let a = common::side("a", &storage);
-    let b = common::side("b", &storage);
+    let a = side("a", &storage);
+    let b = side("b", &storage);
     // Guest memory is one memfd both VFs map (the VMM migrates it separately).
     let mut guest = guest(&a, &[&b]);
     let id_ctrl = guest.driver.identify_controller().unwrap();
     let id_ns = guest.driver.identify_namespace(NSID).unwrap();
     guest.write(0, 4);
 
-    let pf_a = common::pf_driver(&a, 0x2000_0000);
-    let pf_b = common::pf_driver(&b, 0x3000_0000);
+    let pf_a = pf_driver(&a, 0x2000_0000);
+    let pf_b = pf_driver(&b, 0x3000_0000);
     let (cdqid, mut reader) = create_udmq(&pf_a, VF, 128);
     assert_eq!(track(&pf_a, cdqid, LoggingAction::START), Status::SUCCESS);
     guest.write(5, 2);
@@ -259,7 +283,7 @@ fn migrate_a_vf_between_subsystems() {
         let src = pf_a.memory().alloc(len).unwrap();
         let mut read = Command::read(0, nsid, slba, nlb as u16, 0, 0);
         pf_a.set_prps(&mut read, &src, None, len);
-        assert!(common::io(&mut qp_a, read).status.status().is_success());
+        assert!(testing::io(&mut qp_a, read).status.status().is_success());
         let mut data = vec![0u8; len as usize];
         src.read(0, &mut data);
         assert_eq!(data, pattern(slba, u64::from(nlb) + 1));
@@ -267,12 +291,12 @@ fn migrate_a_vf_between_subsystems() {
         dst.write(0, &data);
         let mut write = Command::write(0, nsid, slba, nlb as u16, 0, 0);
         pf_b.set_prps(&mut write, &dst, None, len);
-        assert!(common::io(&mut qp_b, write).status.status().is_success());
+        assert!(testing::io(&mut qp_b, write).status.status().is_success());
     }
     let hp = SetCdqFeature {
         cdqid,
         etpt: false,
-        hp: reader.head,
+        hp: reader.head(),
         tpt: 0,
     };
     assert_eq!(send(&pf_a, hp), Status::SUCCESS);
@@ -281,13 +305,13 @@ fn migrate_a_vf_between_subsystems() {
     assert_eq!(track(&pf_a, cdqid, LoggingAction::START), Status::SUCCESS);
     guest.driver.request_event().unwrap();
     assert_eq!(suspend(&pf_a, VF, true), Status::SUCCESS);
-    assert!(a.sub.secondary(1).unwrap().suspended());
+    assert!(a.controller(Function::Vf(1)).suspended());
     // A Read submitted now is not fetched.
     let read_buf = guest.mem.alloc(2 * BLOCK).unwrap();
     let mut pending_read = Command::read(0, NSID, 5, 1, 0, 0);
     nvme_driver::driver::build_prps(&mut pending_read, read_buf.iova(), None, 2 * BLOCK);
     let read_cid = guest.qp.submit(pending_read).unwrap();
-    assert!(common::wait_for(&mut guest.qp, read_cid, Duration::from_millis(100)).is_none());
+    assert!(testing::wait_for(&mut guest.qp, read_cid, Duration::from_millis(100)).is_none());
     let entries = reader.drain_until(EntrySequence::LAST_SUSPENDED);
     let esa: Vec<_> = entries.iter().map(|e| e.attr.esa()).collect();
     assert_eq!(esa, [EntrySequence::FIRST, EntrySequence::LAST_SUSPENDED]);
@@ -312,18 +336,18 @@ fn migrate_a_vf_between_subsystems() {
     assert_eq!(send(&pf_b, Resume { cntlid: VF }), Status::SUCCESS);
 
     // The guest now runs on VF-B.
-    guest.bar.retarget(&b.sub, Function::Vf(1));
-    let done = common::wait_for(&mut guest.qp, read_cid, Duration::from_secs(5))
+    guest.bar.retarget(b.subsystem(), Function::Vf(1));
+    let done = testing::wait_for(&mut guest.qp, read_cid, Duration::from_secs(5))
         .expect("the pending Read completes on VF-B");
     assert!(done.status.status().is_success());
-    assert!(common::wait_for(&mut guest.qp, read_cid, Duration::from_millis(50)).is_none());
+    assert!(testing::wait_for(&mut guest.qp, read_cid, Duration::from_millis(50)).is_none());
     let mut data = vec![0u8; (2 * BLOCK) as usize];
     read_buf.read(0, &mut data);
     assert_eq!(data, pattern(5, 2));
     assert_eq!(guest.read(0, 4), pattern(0, 4));
     assert_eq!(guest.read(9, 1), pattern(9, 1));
     // VF-A never completes anything again.
-    assert!(a.sub.secondary(1).unwrap().suspended());
+    assert!(a.controller(Function::Vf(1)).suspended());
 
     // The guest sees the same controller.
     let id_b = guest.driver.identify_controller().unwrap();
@@ -331,9 +355,7 @@ fn migrate_a_vf_between_subsystems() {
     let ns_b = guest.driver.identify_namespace(NSID).unwrap();
     assert_eq!(ns_b.as_bytes(), id_ns.as_bytes());
     // The outstanding Asynchronous Event Request moved too: an event on VF-B completes it.
-    b.sub
-        .secondary(1)
-        .unwrap()
+    b.controller(Function::Vf(1))
         .post_event(nvme_device::controller::AsyncEvent::invalid_doorbell());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while guest.driver.outstanding_events() > 0 {
@@ -346,10 +368,10 @@ fn migrate_a_vf_between_subsystems() {
 #[test]
 fn error_statuses() {
     let storage = backend();
-    let a = common::side("err-a", &storage);
-    let b = common::side("err-b", &storage);
+    let a = side("err-a", &storage);
+    let b = side("err-b", &storage);
     let _guest = guest(&a, &[]);
-    let pf = common::pf_driver(&a, 0x2000_0000);
+    let pf = pf_driver(&a, 0x2000_0000);
 
     // Bad CNTLID: unknown, and the primary itself.
     assert_eq!(
@@ -374,7 +396,7 @@ fn error_statuses() {
     .unwrap();
     cmd.cdw11 |= 1 << 24;
     assert_eq!(
-        common::status(pf.admin(cmd)),
+        testing::status(pf.admin(cmd)),
         Status::INVALID_FIELD_IN_COMMAND
     );
     let reserved_stype = Suspend {
@@ -386,7 +408,7 @@ fn error_statuses() {
     let mut cmd = Resume { cntlid: VF }.encode().unwrap();
     cmd.cdw10 = 3;
     assert_eq!(
-        common::status(pf.admin(cmd)),
+        testing::status(pf.admin(cmd)),
         Status::INVALID_FIELD_IN_COMMAND
     );
     // A notification changes nothing.
@@ -396,7 +418,7 @@ fn error_statuses() {
         dudmq: false,
     };
     assert_eq!(send(&pf, notify), Status::SUCCESS);
-    assert!(!a.sub.secondary(1).unwrap().suspended());
+    assert!(!a.controller(Function::Vf(1)).suspended());
     // Not suspended.
     assert_eq!(
         send(&pf, Resume { cntlid: VF }),
@@ -414,7 +436,7 @@ fn error_statuses() {
             .encode()
             .unwrap();
         assert_eq!(
-            common::status(pf.admin(cmd)),
+            testing::status(pf.admin(cmd)),
             Status::INVALID_FIELD_IN_COMMAND
         );
     }
@@ -478,7 +500,7 @@ fn error_statuses() {
     for offset in [2, state.len() as u64, state.len() as u64 + 4] {
         let cmd = get_state_cmd(VF, offset, 64);
         assert_eq!(
-            common::status(pf.admin_read(cmd, 64).map(|_| Default::default())),
+            testing::status(pf.admin_read(cmd, 64).map(|_| Default::default())),
             Status::INVALID_FIELD_IN_COMMAND,
             "offset {offset}"
         );
@@ -486,7 +508,7 @@ fn error_statuses() {
     let mut bad_index = get_state_cmd(VF, 0, 64);
     bad_index.cdw10 |= 2 << 16;
     assert_eq!(
-        common::status(pf.admin_read(bad_index, 64).map(|_| Default::default())),
+        testing::status(pf.admin_read(bad_index, 64).map(|_| Default::default())),
         Status::INVALID_FIELD_IN_COMMAND
     );
 
@@ -527,7 +549,7 @@ fn error_statuses() {
             numd: SetControllerState::numd_for_len(state.len() as u64).unwrap(),
         };
         assert_eq!(
-            common::status(pf.admin_write(op.encode().unwrap(), &state)),
+            testing::status(pf.admin_write(op.encode().unwrap(), &state)),
             Status::INVALID_FIELD_IN_COMMAND,
             "CSVI {csvi} CSUUIDI {csuuidi}"
         );
@@ -567,8 +589,8 @@ fn error_statuses() {
         set_chunk(&pf, VF, SequenceIndicator::FIRST, 0, &state[..64]),
         Status::SUCCESS
     );
-    a.sub.secondary(1).unwrap().reset();
-    assert!(!a.sub.secondary(1).unwrap().suspended());
+    a.controller(Function::Vf(1)).reset();
+    assert!(!a.controller(Function::Vf(1)).suspended());
     assert_eq!(suspend(&pf, VF, false), Status::SUCCESS);
     assert_eq!(
         set_chunk(&pf, VF, SequenceIndicator::LAST, 64, &state[64..]),
@@ -576,8 +598,8 @@ fn error_statuses() {
     );
 
     // Namespace mismatch: a subsystem whose namespace is smaller.
-    let other = common::side("err-c", &Arc::new(RamBackend::new(1 << 19).unwrap()));
-    let pf_c = common::pf_driver(&other, 0x2000_0000);
+    let other = side("err-c", &Arc::new(RamBackend::new(1 << 19).unwrap()));
+    let pf_c = pf_driver(&other, 0x2000_0000);
     assert_eq!(suspend(&pf_c, VF, false), Status::SUCCESS);
     let before = get_state(&pf_c, VF, 4096).0;
     assert_eq!(
@@ -586,7 +608,7 @@ fn error_statuses() {
     );
     assert_eq!(get_state(&pf_c, VF, 4096).0, before);
     // The same namespaces elsewhere are fine.
-    let pf_b = common::pf_driver(&b, 0x2000_0000);
+    let pf_b = pf_driver(&b, 0x2000_0000);
     assert_eq!(suspend(&pf_b, VF, false), Status::SUCCESS);
     assert_eq!(set_state(&pf_b, VF, &state, 4096), Status::SUCCESS);
 
@@ -603,9 +625,9 @@ fn error_statuses() {
 #[test]
 fn full_queue_and_tail_pointer_trigger_raise_events() {
     let storage = backend();
-    let a = common::side("aer", &storage);
+    let a = side("aer", &storage);
     let mut guest = guest(&a, &[]);
-    let pf = common::pf_driver(&a, 0x2000_0000);
+    let pf = pf_driver(&a, 0x2000_0000);
     pf.request_event().unwrap();
     pf.request_event().unwrap();
     let (cdqid, mut reader) = create_udmq(&pf, VF, 4);
@@ -659,7 +681,7 @@ fn full_queue_and_tail_pointer_trigger_raise_events() {
     let hp = SetCdqFeature {
         cdqid,
         etpt: false,
-        hp: reader.head,
+        hp: reader.head(),
         tpt: 0,
     };
     assert_eq!(send(&pf, hp), Status::SUCCESS);
@@ -698,9 +720,9 @@ fn deallocations_are_logged_with_dlba_and_reads_are_not_logged() {
     use nvme_spec::command::WriteZeroesCdw12;
 
     let storage = backend();
-    let a = common::side("dealloc", &storage);
+    let a = side("dealloc", &storage);
     let mut guest = guest(&a, &[]);
-    let pf = common::pf_driver(&a, 0x2000_0000);
+    let pf = pf_driver(&a, 0x2000_0000);
     let (cdqid, mut reader) = create_udmq(&pf, VF, 16);
     assert_eq!(track(&pf, cdqid, LoggingAction::START), Status::SUCCESS);
     guest.read(0, 1);
@@ -712,7 +734,7 @@ fn deallocations_are_logged_with_dlba_and_reads_are_not_logged() {
         ..Command::default()
     };
     assert!(
-        common::io(&mut guest.qp, zeroes)
+        testing::io(&mut guest.qp, zeroes)
             .status
             .status()
             .is_success()
@@ -732,7 +754,7 @@ fn deallocations_are_logged_with_dlba_and_reads_are_not_logged() {
         cdw11: DsmCdw11::new().with_ad(true).into(),
         ..Command::default()
     };
-    assert!(common::io(&mut guest.qp, dsm).status.status().is_success());
+    assert!(testing::io(&mut guest.qp, dsm).status.status().is_success());
     assert_eq!(track(&pf, cdqid, LoggingAction::STOP), Status::SUCCESS);
     let logged: Vec<_> = reader
         .drain_until(EntrySequence::LAST_STOPPED)

@@ -1,15 +1,16 @@
-//! The admin command set: dispatch and queue management.
+//! The admin command set: [`ADMIN_COMMANDS`], the one table of every admin command a controller
+//! supports, and dispatch through it.
+//!
+//! The table feeds dispatch, the Commands Supported and Effects log and the tests: adding a
+//! command is adding a row (its opcode, handler, reported effects and whether only a primary
+//! controller offers it).
 
-use nvme_spec::command::AbortCdw10;
 use nvme_spec::command::AdminOpcode;
 use nvme_spec::command::Command;
-use nvme_spec::command::CreateIoCqCdw11;
-use nvme_spec::command::CreateIoSqCdw11;
-use nvme_spec::command::CreateQueueCdw10;
-use nvme_spec::command::DeleteQueueCdw10;
 use nvme_spec::command::GetFeaturesCdw10;
 use nvme_spec::command::SetFeaturesCdw10;
 use nvme_spec::features::FeatureId;
+use nvme_spec::log::CommandEffects;
 use nvme_spec::status::Status;
 
 use super::Inner;
@@ -19,201 +20,149 @@ use super::aer;
 use super::features;
 use super::identify;
 use super::log;
-use super::poller;
 use super::poller::Outcome;
-use crate::queue::CompletionQueue;
-use crate::queue::SubmissionQueue;
+use super::queue_management::create_cq;
+use super::queue_management::create_sq;
+use super::queue_management::delete_cq;
+use super::queue_management::delete_sq;
+use crate::lm;
+use crate::lm::PrimaryLm;
+use Handler::Deferrable;
+use Handler::Immediate;
+use Handler::Migration;
+
+/// One admin command a controller supports.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminCommand {
+    /// Its opcode.
+    pub opcode: AdminOpcode,
+    /// What the Commands Supported and Effects log reports for it.
+    pub effects: CommandEffects,
+    /// Whether only a primary controller supports it (a secondary answers Invalid Command
+    /// Opcode and leaves it out of its effects log).
+    pub primary_only: bool,
+    handler: Handler,
+}
+
+impl AdminCommand {
+    /// Whether a controller in `role` supports the command.
+    pub fn supported_by(&self, role: Role) -> bool {
+        !self.primary_only || role == Role::Primary
+    }
+}
+
+/// How an admin command runs, with the controller's `state` held.
+#[derive(Clone, Copy)]
+enum Handler {
+    /// Completes at once with the status and dword 0 it returns.
+    Immediate(fn(&Inner, &mut State, &Command) -> Result<u32, Status>),
+    /// May complete later.
+    Deferrable(fn(&Inner, &mut State, &Command) -> Outcome),
+    /// A TP4159 command, on the primary controller's migration state.
+    Migration(fn(&Inner, &mut PrimaryLm, &Command) -> Result<u32, Status>),
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handler::Immediate(_) => "Immediate",
+            Handler::Deferrable(_) => "Deferrable",
+            Handler::Migration(_) => "Migration",
+        })
+    }
+}
+
+/// What the effects log reports for every admin command: supported, no further effects.
+const SUPPORTED: CommandEffects = CommandEffects::new().with_csupp(true);
+
+/// A row of [`ADMIN_COMMANDS`] that every controller supports.
+const fn every(opcode: AdminOpcode, handler: Handler) -> AdminCommand {
+    AdminCommand {
+        opcode,
+        effects: SUPPORTED,
+        primary_only: false,
+        handler,
+    }
+}
+
+/// A row of [`ADMIN_COMMANDS`] that only a primary controller supports.
+const fn primary(opcode: AdminOpcode, handler: Handler) -> AdminCommand {
+    AdminCommand {
+        opcode,
+        effects: SUPPORTED,
+        primary_only: true,
+        handler,
+    }
+}
+
+/// Every admin command, in opcode order.
+pub const ADMIN_COMMANDS: &[AdminCommand] = &[
+    every(AdminOpcode::DELETE_IO_SQ, Immediate(delete_sq)),
+    every(AdminOpcode::CREATE_IO_SQ, Immediate(create_sq)),
+    every(AdminOpcode::GET_LOG_PAGE, Immediate(log::get)),
+    every(AdminOpcode::DELETE_IO_CQ, Immediate(delete_cq)),
+    every(AdminOpcode::CREATE_IO_CQ, Immediate(create_cq)),
+    every(
+        AdminOpcode::IDENTIFY,
+        Immediate(|inner, _, cmd| identify::identify(inner, cmd)),
+    ),
+    every(AdminOpcode::ABORT, Immediate(aer::abort)),
+    every(AdminOpcode::SET_FEATURES, Immediate(set_features)),
+    every(AdminOpcode::GET_FEATURES, Immediate(get_features)),
+    every(
+        AdminOpcode::ASYNC_EVENT_REQUEST,
+        Deferrable(|_, state, cmd| aer::request(state, cmd)),
+    ),
+    every(AdminOpcode::KEEP_ALIVE, Immediate(|_, _, _| Ok(0))),
+    primary(AdminOpcode::TRACK_SEND, Migration(lm::track_send)),
+    primary(AdminOpcode::MIGRATION_SEND, Migration(lm::migration_send)),
+    primary(
+        AdminOpcode::MIGRATION_RECEIVE,
+        Migration(|inner, _, cmd| lm::migration_receive(inner, cmd)),
+    ),
+    primary(
+        AdminOpcode::CONTROLLER_DATA_QUEUE,
+        Migration(lm::controller_data_queue),
+    ),
+];
 
 /// Runs one admin command.
 pub(super) fn execute(inner: &Inner, state: &mut State, cmd: &Command) -> Outcome {
     if cmd.cdw0.fuse() != 0 {
         return Outcome::Complete(Status::INVALID_FIELD_IN_COMMAND, 0);
     }
-    let primary = inner.config.role == Role::Primary;
-    match AdminOpcode(cmd.cdw0.opcode()) {
-        AdminOpcode::DELETE_IO_SQ => delete_sq(inner, state, cmd).into(),
-        AdminOpcode::CREATE_IO_SQ => create_sq(inner, state, cmd).into(),
-        AdminOpcode::GET_LOG_PAGE => log::get(inner, state, cmd).into(),
-        AdminOpcode::DELETE_IO_CQ => delete_cq(inner, state, cmd).into(),
-        AdminOpcode::CREATE_IO_CQ => create_cq(inner, state, cmd).into(),
-        AdminOpcode::IDENTIFY => identify::identify(inner, cmd).into(),
-        AdminOpcode::ABORT => abort(inner, state, cmd).into(),
-        AdminOpcode::SET_FEATURES => {
-            if primary
-                && SetFeaturesCdw10::from(cmd.cdw10).fid() == FeatureId::CONTROLLER_DATA_QUEUE
-            {
-                crate::lm::set_cdq_feature(state, cmd).into()
-            } else {
-                features::set(inner, state, cmd).into()
-            }
-        }
-        AdminOpcode::GET_FEATURES => {
-            if primary
-                && GetFeaturesCdw10::from(cmd.cdw10).fid() == FeatureId::CONTROLLER_DATA_QUEUE
-            {
-                crate::lm::get_cdq_feature(inner, state, cmd).into()
-            } else {
-                features::get(inner, state, cmd).into()
-            }
-        }
-        AdminOpcode::ASYNC_EVENT_REQUEST => {
-            if state.aer.outstanding.len() >= aer::MAX_OUTSTANDING {
-                Outcome::Complete(Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED, 0)
-            } else {
-                state.aer.outstanding.push_back(cmd.cdw0.cid());
-                Outcome::Deferred
-            }
-        }
-        AdminOpcode::KEEP_ALIVE => Outcome::Complete(Status::SUCCESS, 0),
-        AdminOpcode::TRACK_SEND
-        | AdminOpcode::MIGRATION_SEND
-        | AdminOpcode::MIGRATION_RECEIVE
-        | AdminOpcode::CONTROLLER_DATA_QUEUE
-            if primary =>
-        {
-            crate::lm::execute(inner, state, cmd).into()
-        }
-        _ => Outcome::Complete(Status::INVALID_COMMAND_OPCODE, 0),
+    let opcode = AdminOpcode(cmd.cdw0.opcode());
+    let Some(command) = ADMIN_COMMANDS
+        .iter()
+        .find(|c| c.opcode == opcode && c.supported_by(inner.config.role))
+    else {
+        return Outcome::Complete(Status::INVALID_COMMAND_OPCODE, 0);
+    };
+    match command.handler {
+        Handler::Immediate(run) => run(inner, state, cmd).into(),
+        Handler::Deferrable(run) => run(inner, state, cmd),
+        Handler::Migration(run) => run(inner, &mut state.lm, cmd).into(),
     }
 }
 
-/// Checks an I/O queue identifier for creation: in range, within the allocated number of
-/// queues, and not in use.
-fn new_qid<T>(queues: &[Option<T>], qid: u16, allocated: u16) -> Result<usize, Status> {
-    let index = usize::from(qid);
-    if qid == 0
-        || qid > allocated.saturating_add(1)
-        || queues.get(index).is_none_or(Option::is_some)
+/// Set Features; on a primary controller, Feature 21h (Controller Data Queue) is TP4159's.
+fn set_features(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    if inner.config.role == Role::Primary
+        && SetFeaturesCdw10::from(cmd.cdw10).fid() == FeatureId::CONTROLLER_DATA_QUEUE
     {
-        return Err(Status::INVALID_QUEUE_IDENTIFIER);
+        lm::set_cdq_feature(&state.lm, cmd)
+    } else {
+        features::set(inner, state, cmd)
     }
-    Ok(index)
 }
 
-/// Checks a 0's based queue size against CAP.MQES.
-fn queue_entries(inner: &Inner, qsize: u16) -> Result<u32, Status> {
-    let entries = u32::from(qsize) + 1;
-    if entries < 2 || entries > inner.config.max_queue_entries {
-        return Err(Status::INVALID_QUEUE_SIZE);
-    }
-    Ok(entries)
-}
-
-/// Checks a queue base address: physically contiguous queues must start on a page boundary.
-fn queue_base(prp1: u64) -> Result<u64, Status> {
-    if prp1 & 0xFFF != 0 {
-        return Err(Status::PRP_OFFSET_INVALID);
-    }
-    Ok(prp1)
-}
-
-fn create_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
-    let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
-    let cdw11 = CreateIoCqCdw11::from(cmd.cdw11);
-    let index = new_qid(&state.cqs, cdw10.qid(), state.features.queues.1)?;
-    let size = queue_entries(inner, cdw10.qsize())?;
-    if !cdw11.pc() {
-        // CAP.CQR = 1: queues must be physically contiguous.
-        return Err(Status::INVALID_FIELD_IN_COMMAND);
-    }
-    if cdw11.iv() >= inner.config.msix_vectors {
-        return Err(Status::INVALID_INTERRUPT_VECTOR);
-    }
-    let base = queue_base(cmd.prp1)?;
-    inner.doorbells.set_cq_head(cdw10.qid(), 0);
-    state.cqs[index] = Some(CompletionQueue {
-        qid: cdw10.qid(),
-        base,
-        size,
-        tail: 0,
-        phase: true,
-        head: 0,
-        vector: cdw11.iv(),
-        interrupts: cdw11.ien(),
-    });
-    Ok(0)
-}
-
-fn create_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
-    let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
-    let cdw11 = CreateIoSqCdw11::from(cmd.cdw11);
-    let index = new_qid(&state.sqs, cdw10.qid(), state.features.queues.0)?;
-    let size = queue_entries(inner, cdw10.qsize())?;
-    if !cdw11.pc() {
-        return Err(Status::INVALID_FIELD_IN_COMMAND);
-    }
-    let cqid = cdw11.cqid();
-    if cqid == 0 || state.cqs.get(usize::from(cqid)).is_none_or(Option::is_none) {
-        return Err(Status::COMPLETION_QUEUE_INVALID);
-    }
-    let base = queue_base(cmd.prp1)?;
-    inner.doorbells.set_sq_tail(cdw10.qid(), 0);
-    state.sqs[index] = Some(SubmissionQueue {
-        qid: cdw10.qid(),
-        cqid,
-        base,
-        size,
-        head: 0,
-        priority: cdw11.qprio(),
-    });
-    Ok(0)
-}
-
-/// The index of existing I/O queue `qid`.
-fn existing_qid<T>(queues: &[Option<T>], qid: u16) -> Result<usize, Status> {
-    let index = usize::from(qid);
-    if qid == 0 || queues.get(index).is_none_or(Option::is_none) {
-        return Err(Status::INVALID_QUEUE_IDENTIFIER);
-    }
-    Ok(index)
-}
-
-fn delete_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
-    let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
-    let index = existing_qid(&state.sqs, qid)?;
-    // Commands are run to completion within a pass, so nothing of this queue is in flight;
-    // entries the host submitted but the controller never fetched are simply dropped.
-    state.sqs[index] = None;
-    inner.doorbells.set_sq_tail(qid, 0);
-    Ok(0)
-}
-
-fn delete_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
-    let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
-    let index = existing_qid(&state.cqs, qid)?;
-    if state.sqs.iter().flatten().any(|sq| sq.cqid == qid) {
-        return Err(Status::INVALID_QUEUE_DELETION);
-    }
-    state.cqs[index] = None;
-    inner.doorbells.set_cq_head(qid, 0);
-    Ok(0)
-}
-
-/// Abort: only an outstanding Asynchronous Event Request can still be in flight when the
-/// controller reads the Abort (every other command ran to completion when it was fetched). DW0
-/// bit 0 is 0 when the command was aborted and 1 when it was not.
-fn abort(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
-    let cdw10 = AbortCdw10::from(cmd.cdw10);
-    if cdw10.sqid() == 0
-        && let Some(pos) = state
-            .aer
-            .outstanding
-            .iter()
-            .position(|&cid| cid == cdw10.cid())
+/// Get Features; on a primary controller, Feature 21h (Controller Data Queue) is TP4159's.
+fn get_features(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    if inner.config.role == Role::Primary
+        && GetFeaturesCdw10::from(cmd.cdw10).fid() == FeatureId::CONTROLLER_DATA_QUEUE
     {
-        state.aer.outstanding.remove(pos);
-        let mut aborted = Command::default();
-        aborted.cdw0 = aborted.cdw0.with_cid(cdw10.cid());
-        poller::complete(
-            inner,
-            state,
-            0,
-            0,
-            &aborted,
-            Status::COMMAND_ABORT_REQUESTED,
-            0,
-        );
-        return Ok(0);
+        lm::get_cdq_feature(inner, &state.lm, cmd)
+    } else {
+        features::get(inner, state, cmd)
     }
-    Ok(1)
 }

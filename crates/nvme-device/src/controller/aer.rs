@@ -1,13 +1,16 @@
 //! Asynchronous events: outstanding Asynchronous Event Request commands and the events waiting
-//! for one.
+//! for one; the Asynchronous Event Request and Abort commands; events posted by other threads.
 //!
 //! An event is reported by completing one outstanding request. After an event that names a log
 //! page, further events of the same type stay queued until the host reads that log page without
-//! Retain Asynchronous Event set, as the specification requires.
+//! Retain Asynchronous Event set, as the specification requires. Other threads post events into a
+//! leaf-locked list that the poller collects before each pass.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
+use nvme_spec::command::AbortCdw10;
+use nvme_spec::command::Command;
 use nvme_spec::command::Completion;
 use nvme_spec::command::CompletionStatus;
 use nvme_spec::features::AsyncEventCompletion;
@@ -21,6 +24,7 @@ use nvme_spec::status::Status;
 use super::Inner;
 use super::State;
 use super::poller;
+use super::poller::Outcome;
 
 /// Most Asynchronous Event Request commands outstanding at once (AERL + 1).
 pub(crate) const MAX_OUTSTANDING: usize = 4;
@@ -138,6 +142,74 @@ pub(crate) fn post(inner: &Inner, event: AsyncEvent) {
         .push(event);
     inner.events_pending.store(true, Ordering::Release);
     inner.kick();
+}
+
+/// Asynchronous Event Request: kept outstanding until an event completes it (or an Abort does),
+/// up to [`MAX_OUTSTANDING`] at once.
+pub(super) fn request(state: &mut State, cmd: &Command) -> Outcome {
+    if state.aer.outstanding.len() >= MAX_OUTSTANDING {
+        Outcome::Complete(Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED, 0)
+    } else {
+        state.aer.outstanding.push_back(cmd.cdw0.cid());
+        Outcome::Deferred
+    }
+}
+
+/// Abort: only an outstanding Asynchronous Event Request can still be in flight when the
+/// controller reads the Abort (every other command ran to completion when it was fetched). DW0
+/// bit 0 is 0 when the command was aborted and 1 when it was not.
+pub(super) fn abort(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+    let cdw10 = AbortCdw10::from(cmd.cdw10);
+    if cdw10.sqid() == 0
+        && let Some(pos) = state
+            .aer
+            .outstanding
+            .iter()
+            .position(|&cid| cid == cdw10.cid())
+    {
+        state.aer.outstanding.remove(pos);
+        let mut aborted = Command::default();
+        aborted.cdw0 = aborted.cdw0.with_cid(cdw10.cid());
+        poller::complete(
+            inner,
+            state,
+            0,
+            0,
+            &aborted,
+            Status::COMMAND_ABORT_REQUESTED,
+            0,
+        );
+        return Ok(0);
+    }
+    Ok(1)
+}
+
+/// Moves the events other threads posted since the last call into the delivery queue, with
+/// `state` held (the poller before each pass; a state capture, for which they are part of the
+/// state). One atomic swap when nothing was posted.
+pub(super) fn collect_posted(inner: &Inner, state: &mut State) {
+    if inner.events_pending.swap(false, Ordering::AcqRel) {
+        let events = std::mem::take(
+            &mut *inner
+                .events
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for event in events {
+            state.aer.queue(event);
+        }
+    }
+}
+
+/// Drops the events other threads posted and nobody collected yet (a state restore replaces
+/// them with the source's).
+pub(super) fn discard_posted(inner: &Inner) {
+    inner
+        .events
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clear();
+    inner.events_pending.store(false, Ordering::Release);
 }
 
 /// Completes outstanding requests with queued events while both exist and the admin completion

@@ -22,8 +22,8 @@ use zerocopy::IntoBytes;
 use super::ControllerConfig;
 use super::Inner;
 use super::State;
+use super::snapshot::vendor::FeatureValues;
 use super::transfer;
-use crate::lm::vendor::FeatureValues;
 
 /// The warning composite temperature threshold reported in Identify (WCTEMP), in kelvin, and
 /// the default over-temperature threshold.

@@ -220,7 +220,8 @@ fn nvm_controller() -> IdentifyControllerNvm {
 
 /// The Secondary Controller List (CNS 15h), from controller `first` on.
 fn secondary_list(inner: &Inner, first: u16) -> Vec<u8> {
-    let entries: Vec<SecondaryControllerEntry> = crate::lm::peers(inner)
+    let entries: Vec<SecondaryControllerEntry> = inner
+        .secondary_ids()
         .into_iter()
         .filter(|&(cntlid, _)| cntlid >= first)
         .map(|(cntlid, vfn)| {

@@ -13,9 +13,9 @@ use zerocopy::FromBytes;
 
 use super::Counters;
 use super::Inner;
+use super::lba_log::LbaLog;
 use super::transfer;
 use crate::backend::BackendError;
-use crate::lm::LbaLog;
 use crate::namespace::Namespace;
 
 /// NSID that addresses every attached namespace (Flush).

@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use nvme_spec::command::AdminOpcode;
 use nvme_spec::command::Command;
 use nvme_spec::command::CompletionStatus;
 use nvme_spec::command::GetLogPageCdw10;
@@ -25,6 +24,7 @@ use nvme_spec::status::Status;
 use zerocopy::FromZeros;
 use zerocopy::IntoBytes;
 
+use super::ADMIN_COMMANDS;
 use super::Inner;
 use super::Role;
 use super::State;
@@ -97,34 +97,14 @@ fn firmware(inner: &Inner) -> FirmwareSlotInformation {
     log
 }
 
-/// The Commands Supported and Effects log for this controller's role.
+/// The Commands Supported and Effects log for this controller's role: the admin commands of
+/// [`ADMIN_COMMANDS`] it supports, and the NVM command set.
 pub(super) fn effects(role: Role) -> CommandsSupportedEffects {
     let mut log = CommandsSupportedEffects::new_zeroed();
+    for command in ADMIN_COMMANDS.iter().filter(|c| c.supported_by(role)) {
+        log.admin[usize::from(command.opcode.0)] = command.effects;
+    }
     let supported = CommandEffects::new().with_csupp(true);
-    let mut admin = vec![
-        AdminOpcode::DELETE_IO_SQ,
-        AdminOpcode::CREATE_IO_SQ,
-        AdminOpcode::GET_LOG_PAGE,
-        AdminOpcode::DELETE_IO_CQ,
-        AdminOpcode::CREATE_IO_CQ,
-        AdminOpcode::IDENTIFY,
-        AdminOpcode::ABORT,
-        AdminOpcode::SET_FEATURES,
-        AdminOpcode::GET_FEATURES,
-        AdminOpcode::ASYNC_EVENT_REQUEST,
-        AdminOpcode::KEEP_ALIVE,
-    ];
-    if role == Role::Primary {
-        admin.extend([
-            AdminOpcode::TRACK_SEND,
-            AdminOpcode::MIGRATION_SEND,
-            AdminOpcode::MIGRATION_RECEIVE,
-            AdminOpcode::CONTROLLER_DATA_QUEUE,
-        ]);
-    }
-    for op in admin {
-        log.admin[usize::from(op.0)] = supported;
-    }
     for (op, changes_lbas) in [
         (NvmOpcode::FLUSH, false),
         (NvmOpcode::WRITE, true),
@@ -179,4 +159,36 @@ pub(super) fn get(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
         state.aer.log_read(lid);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The non-zero entries of an effects table as (opcode, raw entry).
+    fn entries(table: &[CommandEffects; 256]) -> Vec<(u8, u32)> {
+        (0..=255u8)
+            .zip(table.iter())
+            .filter(|(_, e)| u32::from(**e) != 0)
+            .map(|(op, e)| (op, u32::from(*e)))
+            .collect()
+    }
+
+    #[test]
+    fn commands_supported_and_effects_per_role() {
+        let common = [
+            0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x0C, 0x18,
+        ];
+        let tp4159 = [0x3D, 0x41, 0x42, 0x45];
+        // CSUPP only for admin commands; LBCC as well for the I/O commands that change data.
+        let io = vec![(0x00, 1), (0x01, 3), (0x02, 1), (0x08, 3), (0x09, 3)];
+        let secondary = effects(Role::Secondary { vfn: 1 });
+        let want: Vec<_> = common.iter().map(|&op| (op, 1)).collect();
+        assert_eq!(entries(&secondary.admin), want);
+        assert_eq!(entries(&secondary.io), io);
+        let primary = effects(Role::Primary);
+        let want: Vec<_> = common.iter().chain(&tp4159).map(|&op| (op, 1)).collect();
+        assert_eq!(entries(&primary.admin), want);
+        assert_eq!(entries(&primary.io), io);
+    }
 }

@@ -1,4 +1,16 @@
-//! One NVMe controller: register file, queues, command execution and its I/O thread.
+//! One NVMe controller: register file, queues, command execution, its I/O thread and its save
+//! format.
+//!
+//! * `registers` is the register file in BAR0 and its side effects (enable, reset, shutdown);
+//! * `poller` is the I/O thread: doorbells, fetch, completions, interrupts;
+//! * `admin` holds [`ADMIN_COMMANDS`], the one table of admin commands, and dispatches through
+//!   it to `queue_management`, `identify`, `log`, `features`, `aer` and, on a primary
+//!   controller, to [`crate::lm`];
+//! * `io` runs the NVM command set, moving data through `transfer`;
+//! * `lba_log` is the secondary controller's side of TP4159 LBA change logging;
+//! * [`snapshot`] is the controller's save format and the code that takes and restores it;
+//! * `secondary` is the interface through which a primary controller's TP4159 commands reach a
+//!   secondary one (suspend and resume handshake, capture and restore, the LBA change log).
 //!
 //! # Threads and locks
 //!
@@ -6,12 +18,15 @@
 //! `Inner::state`, a mutex it holds for one pass over all submission queues and releases
 //! between passes; within a pass no lock is taken per command. Everyone else who must change
 //! queue state — a register write that enables or resets the controller, or the primary
-//! controller suspending this one — takes the same mutex between two passes, which is also the
-//! moment when no command is in flight: commands run to completion inside a pass.
+//! controller suspending this one (through `Secondary`) — takes the same mutex between two
+//! passes, which is also the moment when no command is in flight: commands run to completion
+//! inside a pass. The queue state is private to this module: `lm` holds a secondary's only as a
+//! `LockedSecondary`.
 //!
 //! Lock order, to rule out deadlock: a primary controller's `state`, then a secondary
-//! controller's `state`, then the leaf locks (`events`, a User Data Migration Queue). A poller
-//! never takes another controller's `state`.
+//! controller's `state`, then the leaf locks (`events`, a User Data Migration Queue's ring). A
+//! poller never takes another controller's `state`: the LBA changes it logs go to the queue's
+//! ring (a leaf lock), and the events the ring raises to the primary's `events` (a leaf lock).
 //!
 //! Registers are atomics, readable without any lock.
 
@@ -20,10 +35,13 @@ mod aer;
 mod features;
 mod identify;
 mod io;
+mod lba_log;
 mod log;
 mod poller;
+mod queue_management;
 mod registers;
-pub(crate) mod snapshot;
+mod secondary;
+pub mod snapshot;
 mod transfer;
 
 use std::sync::Arc;
@@ -40,7 +58,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
+pub use admin::ADMIN_COMMANDS;
+pub use admin::AdminCommand;
 pub use aer::AsyncEvent;
+pub(crate) use lba_log::ChangeQueue;
 use nvme_spec::registers::Cc;
 use nvme_spec::registers::Csts;
 
@@ -52,6 +73,8 @@ use crate::namespace::Namespace;
 use crate::namespace::NamespaceIdentity;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
+pub(crate) use secondary::LockedSecondary;
+pub(crate) use secondary::Secondary;
 
 /// Limits and identity of one controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,9 +149,10 @@ struct Registers {
     intms: AtomicU32,
 }
 
-/// Counters the SMART / Health log reports.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Counters {
+/// The counters the SMART / Health log reports, as the controller keeps them and as its saved
+/// state carries them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
     /// Bytes read by Read commands.
     pub bytes_read: u64,
     /// Bytes written by Write commands.
@@ -143,30 +167,31 @@ pub(crate) struct Counters {
     pub error_count: u64,
 }
 
-/// Queue and command state, owned by the poller between passes.
+/// Queue and command state, owned by the poller between passes. Private to this module and its
+/// children: the primary controller's TP4159 code reaches a secondary's through [`Secondary`].
 #[derive(Debug)]
-pub(crate) struct State {
+struct State {
     /// Submission queues indexed by queue identifier (0 = admin).
-    pub sqs: Vec<Option<SubmissionQueue>>,
+    sqs: Vec<Option<SubmissionQueue>>,
     /// Completion queues indexed by queue identifier (0 = admin).
-    pub cqs: Vec<Option<CompletionQueue>>,
+    cqs: Vec<Option<CompletionQueue>>,
     /// Current feature values.
-    pub features: features::Features,
+    features: features::Features,
     /// Asynchronous events: outstanding requests and undelivered events.
-    pub aer: aer::AerState,
+    aer: aer::AerState,
     /// The Error Information log, newest first.
-    pub errors: log::ErrorLog,
+    errors: log::ErrorLog,
     /// SMART counters.
-    pub counters: Counters,
+    counters: Counters,
     /// Vectors to signal at the end of the current pass.
-    pub irq_pending: Vec<bool>,
+    irq_pending: Vec<bool>,
     /// Per doorbell (index `2 * qid + is_cq`), the invalid value last reported to the host, so
     /// one bad write raises one event rather than one per pass while the value stays there.
-    pub bad_doorbells: Vec<Option<u32>>,
+    bad_doorbells: Vec<Option<u32>>,
     /// TP4159 LBA change logging of this controller (a secondary one) into a UDMQ.
-    pub lba_log: crate::lm::LbaLog,
+    lba_log: lba_log::LbaLog,
     /// TP4159 state of a primary controller: its CDQs and Set Controller State transfers.
-    pub lm: crate::lm::PrimaryLm,
+    lm: crate::lm::PrimaryLm,
 }
 
 /// The shared core of a controller.
@@ -217,7 +242,7 @@ impl std::fmt::Debug for Inner {
 impl Inner {
     /// Takes the queue state from outside the poller: asks the poller to step aside between
     /// passes, then waits for the lock.
-    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
         self.control_waiting.fetch_add(1, Ordering::AcqRel);
         let guard = self
             .state
@@ -228,7 +253,7 @@ impl Inner {
     }
 
     /// Wakes the poller if it is sleeping, e.g. after a doorbell write through the control path.
-    pub(crate) fn kick(&self) {
+    fn kick(&self) {
         if let Some(thread) = self
             .poller
             .lock()
@@ -268,7 +293,7 @@ impl Inner {
     }
 
     /// The secondary controllers as (CNTLID, VFN) pairs, in VFN order.
-    pub(crate) fn secondary_ids(&self) -> Vec<(u16, u16)> {
+    fn secondary_ids(&self) -> Vec<(u16, u16)> {
         self.secondaries
             .get()
             .map(|list| {
@@ -280,12 +305,13 @@ impl Inner {
     }
 
     /// The secondary controller with identifier `cntlid`, if this primary controller has one.
-    pub(crate) fn secondary(&self, cntlid: u16) -> Option<Arc<Inner>> {
+    pub(crate) fn secondary(&self, cntlid: u16) -> Option<Secondary> {
         self.secondaries
             .get()?
             .iter()
             .filter_map(|(_, weak)| weak.upgrade())
             .find(|c| c.config.cntlid == cntlid)
+            .map(Secondary::new)
     }
 
     fn identity(&self) -> Arc<SubsystemIdentity> {
@@ -314,13 +340,13 @@ impl Inner {
     }
 
     /// Whether the controller is suspended (TP4159).
-    pub(crate) fn is_suspended(&self) -> bool {
+    fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Acquire)
     }
 
     /// Suspends or resumes fetching (TP4159). Suspending only stops new fetches; the caller
     /// then takes `state` to wait for the pass in progress.
-    pub(crate) fn set_suspended(&self, suspended: bool) {
+    fn set_suspended(&self, suspended: bool) {
         self.suspended.store(suspended, Ordering::Release);
     }
 
@@ -392,7 +418,7 @@ impl Controller {
                 counters: Counters::default(),
                 irq_pending: vec![false; usize::from(config.msix_vectors)],
                 bad_doorbells: vec![None; 2 * queue_count],
-                lba_log: crate::lm::LbaLog::default(),
+                lba_log: lba_log::LbaLog::default(),
                 lm: crate::lm::PrimaryLm::default(),
             }),
             config,

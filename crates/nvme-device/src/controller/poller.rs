@@ -86,17 +86,7 @@ pub(super) fn pass(inner: &Inner, state: &mut State) -> bool {
         return false;
     }
     let mut progressed = false;
-    if inner.events_pending.swap(false, Ordering::AcqRel) {
-        let events = std::mem::take(
-            &mut *inner
-                .events
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for event in events {
-            state.aer.queue(event);
-        }
-    }
+    aer::collect_posted(inner, state);
     progressed |= aer::deliver(inner, state);
     progressed |= admin_queue(inner, state);
     for qid in 1..state.sqs.len() {

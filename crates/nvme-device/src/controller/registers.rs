@@ -204,14 +204,13 @@ pub(super) fn controller_reset(inner: &Inner) {
         let mut state = inner.lock_state();
         clear_queues(inner, &mut state);
         if inner.config.role == Role::Primary {
-            crate::lm::delete_all_cdqs(inner, &mut state);
-            state.lm.incoming.clear();
+            state.lm.reset(inner);
         }
     }
     inner.set_csts(Csts::new());
     // Lock order: the secondary's `state` is released before the primary's is taken.
     if let Some(primary) = inner.primary() {
-        crate::lm::forget_incoming(&mut primary.lock_state(), inner.config.cntlid);
+        primary.lock_state().lm.forget(inner.config.cntlid);
     }
 }
 

@@ -1,14 +1,14 @@
 //! Migration Send (41h: Suspend, Resume, Set Controller State) and Migration Receive (42h: Get
 //! Controller State) on the primary controller.
 //!
-//! Suspend is the handshake of `DESIGN.md`: the target's `suspended` flag stops its poller from
-//! fetching, then taking the target's `state` lock waits for the pass in progress, in which every
+//! Suspend is the handshake of `DESIGN.md`, which the secondary controller carries out
+//! (`Secondary::suspend`): it stops fetching and waits for the pass in progress, in which every
 //! fetched command ran to completion and posted its completion. From then on nothing of the
 //! target changes until Resume, so Get Controller State is stable and deterministic.
 //!
 //! Set Controller State collects chunks (SEQIND first/middle/last, byte offsets) in the primary's
-//! `State`, one transfer per target, and on the last chunk parses and validates everything before
-//! changing anything.
+//! [`PrimaryLm`], one transfer per target, and on the last chunk parses the TP4159 container here
+//! and hands its parts to the target, which validates everything before changing anything.
 
 use nvme_spec::command::Command;
 use nvme_spec::lm::ControllerState;
@@ -27,13 +27,12 @@ use nvme_spec::lm::Suspend;
 use nvme_spec::lm::SuspendType;
 use nvme_spec::status::Status;
 
+use super::PrimaryLm;
 use super::cdq;
 use super::decode;
 use super::target;
-use super::vendor::VendorState;
 use crate::controller::Inner;
-use crate::controller::State;
-use crate::controller::snapshot;
+use crate::controller::snapshot::vendor::VendorState;
 
 /// A Set Controller State transfer in progress.
 #[derive(Debug)]
@@ -55,52 +54,48 @@ fn parts(csvi: u8, csuuidi: u8) -> Result<(bool, bool), Status> {
 }
 
 /// Migration Send (41h).
-pub(crate) fn send(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+pub(crate) fn send(inner: &Inner, lm: &mut PrimaryLm, cmd: &Command) -> Result<u32, Status> {
     match decode::<MigrationSend>(cmd)? {
-        MigrationSend::Suspend(op) => suspend(inner, state, op),
+        MigrationSend::Suspend(op) => suspend(inner, lm, op),
         MigrationSend::Resume(op) => resume(inner, op),
-        MigrationSend::SetControllerState(op) => set_state(inner, state, cmd, op),
+        MigrationSend::SetControllerState(op) => set_state(inner, lm, cmd, op),
     }
 }
 
-fn suspend(inner: &Inner, state: &mut State, op: Suspend) -> Result<u32, Status> {
+fn suspend(inner: &Inner, lm: &mut PrimaryLm, op: Suspend) -> Result<u32, Status> {
     let vf = target(inner, op.cntlid)?;
     match op.stype {
         SuspendType::NOTIFICATION => return Ok(0),
         SuspendType::SUSPEND => {}
         _ => return Err(Status::INVALID_FIELD_IN_COMMAND),
     }
-    vf.set_suspended(true);
-    // Waits for the pass in progress: every command it fetched has completed.
-    let mut vf_state = vf.lock_state();
-    vf_state.lba_log.flush();
-    vf_state.lba_log.marker(EntrySequence::LAST_SUSPENDED);
+    // Returns once every command the target fetched has completed.
+    let mut vf = vf.suspend();
+    vf.lba_log().flush();
+    vf.lba_log().marker(EntrySequence::LAST_SUSPENDED);
     if op.dudmq {
-        cdq::delete_udmq_of(&mut state.lm, &mut vf_state);
+        cdq::delete_udmq_of(lm, &mut vf);
     }
     Ok(0)
 }
 
 fn resume(inner: &Inner, op: Resume) -> Result<u32, Status> {
     let vf = target(inner, op.cntlid)?;
-    {
-        let vf_state = vf.lock_state();
-        if !vf.is_suspended() {
-            return Err(Status::CONTROLLER_NOT_SUSPENDED);
-        }
-        if vf_state.lba_log.active() {
-            vf_state.lba_log.marker(EntrySequence::FIRST);
-        }
-        vf.set_suspended(false);
+    let mut vf = vf.lock();
+    if !vf.is_suspended() {
+        return Err(Status::CONTROLLER_NOT_SUSPENDED);
     }
-    vf.kick();
+    if vf.lba_log().active() {
+        vf.lba_log().marker(EntrySequence::FIRST);
+    }
+    vf.resume();
     Ok(0)
 }
 
 /// Set Controller State: one chunk.
 fn set_state(
     inner: &Inner,
-    state: &mut State,
+    lm: &mut PrimaryLm,
     cmd: &Command,
     op: SetControllerState,
 ) -> Result<u32, Status> {
@@ -116,7 +111,7 @@ fn set_state(
     if len > inner.config.max_transfer() {
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }
-    let incoming = &mut state.lm.incoming;
+    let incoming = &mut lm.incoming;
     let existing = incoming.iter().position(|(id, _)| *id == op.cntlid);
     let first = matches!(
         op.seqind,
@@ -168,10 +163,9 @@ fn set_state(
     }
     let (_, complete) = incoming.remove(index);
     let (nvmecs, vendor_state) = parse(&complete)?;
-    let mut vf_state = vf.lock_state();
-    snapshot::validate(&vf, nvmecs.as_ref(), vendor_state.as_ref())
+    vf.lock()
+        .restore(nvmecs.as_ref(), vendor_state.as_ref())
         .map_err(|_| Status::INVALID_FIELD_IN_COMMAND)?;
-    snapshot::apply(&vf, &mut vf_state, nvmecs.as_ref(), vendor_state.as_ref());
     Ok(0)
 }
 
@@ -213,12 +207,9 @@ pub(crate) fn receive(inner: &Inner, cmd: &Command) -> Result<u32, Status> {
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }
     let (bytes, suspended) = {
-        let mut vf_state = vf.lock_state();
+        let mut vf = vf.lock();
         let suspended = vf.is_suspended();
-        (
-            encode(&vf, &mut vf_state, nvme, vendor, suspended)?,
-            suspended,
-        )
+        (encode(vf.capture(), nvme, vendor, suspended)?, suspended)
     };
     let offset = usize::try_from(op.offset).unwrap_or(usize::MAX);
     if !offset.is_multiple_of(4) || offset >= bytes.len() {
@@ -229,16 +220,14 @@ pub(crate) fn receive(inner: &Inner, cmd: &Command) -> Result<u32, Status> {
     Ok(GetControllerStateDw0::new().with_csup(suspended).into())
 }
 
-/// The Controller State data structure of `vf`: header, NVMECS v0 if `nvme`, our vendor state
-/// if `vendor`. With the controller's `state` held.
+/// The Controller State data structure of a captured state: header, NVMECS v0 if `nvme`, our
+/// vendor state if `vendor`.
 fn encode(
-    vf: &Inner,
-    vf_state: &mut State,
+    (nvmecs, vendor_state): (NvmeControllerStateV0, VendorState),
     nvme: bool,
     vendor: bool,
     suspended: bool,
 ) -> Result<Vec<u8>, Status> {
-    let (nvmecs, vendor_state) = snapshot::capture(vf, vf_state);
     let cs = ControllerState::new(
         0,
         ControllerStateAttributes::new().with_suspended(suspended),
@@ -253,9 +242,4 @@ fn encode(
     let bytes = cs.encode();
     debug_assert!(bytes.len() >= ControllerStateHeader::SIZE);
     Ok(bytes)
-}
-
-/// Drops a pending Set Controller State transfer for `cntlid` (its controller was reset).
-pub(crate) fn forget(state: &mut State, cntlid: u16) {
-    state.lm.incoming.retain(|(id, _)| *id != cntlid);
 }

@@ -5,9 +5,17 @@
 //! Send (LBA change logging) and Controller Data Queues. Every command names its target by
 //! CNTLID, resolved through the subsystem's list of secondary controllers.
 //!
-//! * [`vendor`] is our vendor-specific controller state format;
+//! The seam with the controller is narrow both ways. The controller calls in through the entry
+//! points below: the four commands (rows of [`crate::controller::ADMIN_COMMANDS`]), Feature 21h,
+//! the TP4159 fields of Identify, and `PrimaryLm`, the migration state a primary controller
+//! keeps and resets. This module reaches a secondary controller only through
+//! `controller::Secondary` (suspend and resume handshake, capture and restore of its state, its
+//! LBA change log) and never sees a controller's queue state. The save format itself is the
+//! controller's ([`crate::controller::snapshot`]).
+//!
 //! * `migration` runs Suspend, Resume, Set and Get Controller State;
-//! * `cdq` runs Controller Data Queues, Feature 21h and Track Send, and holds the LBA log;
+//! * `cdq` runs Controller Data Queues, Feature 21h and Track Send, and feeds a secondary's LBA
+//!   change log into a User Data Migration Queue;
 //! * `ring` is the mechanics of a CDQ ring.
 
 #![forbid(unsafe_code)]
@@ -15,15 +23,15 @@
 mod cdq;
 mod migration;
 mod ring;
-pub mod vendor;
 
 use std::sync::Arc;
 
-pub(crate) use cdq::LbaLog;
-pub(crate) use cdq::PrimaryLm;
-pub(crate) use cdq::delete_all as delete_all_cdqs;
-pub(crate) use migration::forget as forget_incoming;
-use nvme_spec::command::AdminOpcode;
+pub(crate) use cdq::controller_data_queue;
+pub(crate) use cdq::get_feature as get_cdq_feature;
+pub(crate) use cdq::set_feature as set_cdq_feature;
+pub(crate) use cdq::track_send;
+pub(crate) use migration::receive as migration_receive;
+pub(crate) use migration::send as migration_send;
 use nvme_spec::command::Command;
 use nvme_spec::identify::IdentifyController;
 use nvme_spec::identify::Trattr;
@@ -33,7 +41,7 @@ use nvme_spec::lm::Uuid;
 use nvme_spec::status::Status;
 
 use crate::controller::Inner;
-use crate::controller::State;
+use crate::controller::Secondary;
 
 /// The UUID that names this project's vendor-specific controller state format (CSUUIDI 1 in
 /// Identify CNS 20h). The format carries everything NVMECS v0 leaves out: registers, the admin
@@ -64,9 +72,37 @@ pub(crate) fn advertise(id: &mut IdentifyController, inner: &Inner) {
     id.nmcmr = inner.secondary_count().max(1);
 }
 
-/// The secondary controllers of a primary controller as (CNTLID, VFN) pairs.
-pub(crate) fn peers(inner: &Inner) -> Vec<(u16, u16)> {
-    inner.secondary_ids()
+/// The TP4159 state a primary controller keeps with its queue state.
+#[derive(Debug, Default)]
+pub(crate) struct PrimaryLm {
+    /// The CDQs this controller created.
+    cdqs: Vec<Arc<cdq::Cdq>>,
+    /// Set Controller State transfers in progress, per target CNTLID.
+    incoming: Vec<(u16, migration::Incoming)>,
+}
+
+impl PrimaryLm {
+    /// The CDQ `cdqid`, or Invalid Controller Data Queue.
+    fn find(&self, cdqid: u16) -> Result<&Arc<cdq::Cdq>, Status> {
+        self.cdqs
+            .iter()
+            .find(|q| q.id == cdqid)
+            .ok_or(Status::INVALID_CONTROLLER_DATA_QUEUE)
+    }
+
+    /// The primary controller `inner` was reset: every CDQ it created is deleted (which stops
+    /// the logging into it) and the Set Controller State transfers it was collecting are dropped.
+    pub(crate) fn reset(&mut self, inner: &Inner) {
+        while let Some(id) = self.cdqs.first().map(|q| q.id) {
+            let _ = cdq::delete(inner, self, id);
+        }
+        self.incoming.clear();
+    }
+
+    /// Drops a pending Set Controller State transfer for `cntlid` (its controller was reset).
+    pub(crate) fn forget(&mut self, cntlid: u16) {
+        self.incoming.retain(|(id, _)| *id != cntlid);
+    }
 }
 
 /// Decodes a TP4159 command; a wrong SEL or set reserved bits are Invalid Field in Command.
@@ -79,33 +115,8 @@ fn decode<T: LmCommand>(cmd: &Command) -> Result<T, Status> {
 }
 
 /// The secondary controller `cntlid` names, or Invalid Controller Identifier.
-fn target(inner: &Inner, cntlid: u16) -> Result<Arc<Inner>, Status> {
+fn target(inner: &Inner, cntlid: u16) -> Result<Secondary, Status> {
     inner
         .secondary(cntlid)
         .ok_or(Status::INVALID_CONTROLLER_IDENTIFIER)
-}
-
-/// Runs a TP4159 admin command on the primary controller, with its `state` held.
-pub(crate) fn execute(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
-    match AdminOpcode(cmd.cdw0.opcode()) {
-        AdminOpcode::MIGRATION_SEND => migration::send(inner, state, cmd),
-        AdminOpcode::MIGRATION_RECEIVE => migration::receive(inner, cmd),
-        AdminOpcode::TRACK_SEND => cdq::track_send(inner, state, cmd),
-        AdminOpcode::CONTROLLER_DATA_QUEUE => cdq::controller_data_queue(inner, state, cmd),
-        _ => Err(Status::INVALID_COMMAND_OPCODE),
-    }
-}
-
-/// Set Features 21h (Controller Data Queue).
-pub(crate) fn set_cdq_feature(state: &mut State, cmd: &Command) -> Result<u32, Status> {
-    cdq::set_feature(state, cmd)
-}
-
-/// Get Features 21h (Controller Data Queue).
-pub(crate) fn get_cdq_feature(
-    inner: &Inner,
-    state: &mut State,
-    cmd: &Command,
-) -> Result<u32, Status> {
-    cdq::get_feature(inner, state, cmd)
 }

@@ -1,0 +1,100 @@
+//! Making a controller take a saved state that validation accepted; it cannot fail.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use nvme_spec::lm::NvmeControllerStateV0;
+
+use super::vendor::VendorState;
+use crate::controller::Inner;
+use crate::controller::State;
+use crate::controller::aer;
+use crate::controller::features::Features;
+use crate::queue::CompletionQueue;
+use crate::queue::SubmissionQueue;
+
+/// Makes controller `inner` take a state that [`validate()`](super::validate()) accepted.
+pub(crate) fn apply(
+    inner: &Inner,
+    state: &mut State,
+    nvmecs: Option<&NvmeControllerStateV0>,
+    vendor: Option<&VendorState>,
+) {
+    if let Some(v) = vendor {
+        apply_vendor(inner, state, v);
+    }
+    if let Some(nvmecs) = nvmecs {
+        let db = &inner.doorbells;
+        state.sqs.iter_mut().skip(1).for_each(|q| *q = None);
+        state.cqs.iter_mut().skip(1).for_each(|q| *q = None);
+        for cq in nvmecs.cqs() {
+            state.cqs[usize::from(cq.qid)] = Some(CompletionQueue {
+                qid: cq.qid,
+                base: cq.prp1,
+                size: u32::from(cq.qsize) + 1,
+                tail: cq.tp.into(),
+                phase: cq.attr.s0pt(),
+                head: cq.hp.into(),
+                vector: cq.attr.iv(),
+                interrupts: cq.attr.ien(),
+            });
+            db.set_cq_head(cq.qid, cq.hp.into());
+        }
+        for sq in nvmecs.sqs() {
+            state.sqs[usize::from(sq.qid)] = Some(SubmissionQueue {
+                qid: sq.qid,
+                cqid: sq.cqid,
+                base: sq.prp1,
+                size: u32::from(sq.qsize) + 1,
+                head: sq.hp.into(),
+                priority: sq.attr.qprio(),
+            });
+            db.set_sq_tail(sq.qid, sq.tp.into());
+        }
+    }
+    state.irq_pending.iter_mut().for_each(|p| *p = false);
+    state.bad_doorbells.iter_mut().for_each(|d| *d = None);
+}
+
+fn apply_vendor(inner: &Inner, state: &mut State, v: &VendorState) {
+    *inner
+        .identity
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(v.identity.clone());
+    inner.reported_cntlid.store(v.cntlid, Ordering::Release);
+    {
+        let mut ids = inner
+            .namespace_identities
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for ns in &v.namespaces {
+            if let Some(slot) = ids.get_mut(ns.nsid as usize - 1) {
+                *slot = Some(ns.identity);
+            }
+        }
+    }
+    let regs = &inner.regs;
+    let r = &v.registers;
+    regs.cc.store(r.cc, Ordering::Release);
+    regs.csts.store(r.csts, Ordering::Release);
+    regs.aqa.store(r.aqa, Ordering::Release);
+    regs.asq.store(r.asq, Ordering::Release);
+    regs.acq.store(r.acq, Ordering::Release);
+    regs.intms.store(r.intms, Ordering::Release);
+    state.sqs[0] = v.admin_sq.clone();
+    state.cqs[0] = v.admin_cq.clone();
+    inner.doorbells.clear();
+    for (qid, &(sq_tail, cq_head)) in v.doorbells.iter().enumerate() {
+        inner.doorbells.set_sq_tail(qid as u16, sq_tail);
+        inner.doorbells.set_cq_head(qid as u16, cq_head);
+    }
+    state.features = Features::from_values(&v.features, &inner.config);
+    // The target's own undelivered events are replaced by the source's.
+    aer::discard_posted(inner);
+    state.aer.outstanding = v.events.outstanding.iter().copied().collect();
+    state.aer.queued = v.events.queued.iter().copied().collect();
+    state.aer.masked = v.events.masked;
+    state.errors.count = v.error_log.0;
+    state.errors.entries = v.error_log.1.iter().copied().collect();
+    state.counters = v.counters;
+}

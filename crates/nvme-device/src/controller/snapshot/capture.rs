@@ -1,0 +1,118 @@
+//! Taking the state of a controller: its I/O queues as NVMECS v0 and everything else as our
+//! vendor-specific state, in a fixed order so the same state always gives the same bytes.
+
+use std::sync::atomic::Ordering;
+
+use nvme_spec::lm::IoCqAttributes;
+use nvme_spec::lm::IoCqState;
+use nvme_spec::lm::IoSqAttributes;
+use nvme_spec::lm::IoSqState;
+use nvme_spec::lm::NvmeControllerStateV0;
+
+use super::vendor::EventState;
+use super::vendor::Limits;
+use super::vendor::NamespaceState;
+use super::vendor::RegisterValues;
+use super::vendor::VendorState;
+use crate::controller::Inner;
+use crate::controller::State;
+use crate::controller::aer;
+use crate::queue::CompletionQueue;
+use crate::queue::SubmissionQueue;
+
+/// The state of `inner`, with its `state` held: NVMECS v0 (I/O queues) and our vendor state.
+pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV0, VendorState) {
+    // Events raised while suspended wait in `events`; they are part of the state.
+    aer::collect_posted(inner, state);
+    let db = &inner.doorbells;
+    let sqs = io_queues(&state.sqs)
+        .map(|sq| sq_state(sq, db.sq_tail(sq.qid)))
+        .collect();
+    let cqs = io_queues(&state.cqs)
+        .map(|cq| cq_state(cq, db.cq_head(cq.qid)))
+        .collect();
+    // At most 64 queues of each kind: always within NIOSQ/NIOCQ.
+    let nvmecs = NvmeControllerStateV0::new(sqs, cqs).unwrap_or_default();
+    let config = &inner.config;
+    let regs = &inner.regs;
+    let vendor = VendorState {
+        identity: (*inner.identity()).clone(),
+        cntlid: inner.reported_cntlid.load(Ordering::Acquire),
+        limits: Limits {
+            io_queue_pairs: config.io_queue_pairs,
+            max_queue_entries: config.max_queue_entries,
+            mdts: config.mdts,
+            msix_vectors: config.msix_vectors,
+        },
+        registers: RegisterValues {
+            cc: regs.cc.load(Ordering::Acquire),
+            csts: regs.csts.load(Ordering::Acquire),
+            aqa: regs.aqa.load(Ordering::Acquire),
+            asq: regs.asq.load(Ordering::Acquire),
+            acq: regs.acq.load(Ordering::Acquire),
+            intms: regs.intms.load(Ordering::Acquire),
+        },
+        admin_sq: state.sqs[0].clone(),
+        admin_cq: state.cqs[0].clone(),
+        doorbells: (0..=config.io_queue_pairs)
+            .map(|qid| (db.sq_tail(qid), db.cq_head(qid)))
+            .collect(),
+        features: state.features.to_values(),
+        events: EventState {
+            outstanding: state.aer.outstanding.iter().copied().collect(),
+            queued: state.aer.queued.iter().copied().collect(),
+            masked: state.aer.masked,
+        },
+        error_log: (
+            state.errors.count,
+            state.errors.entries.iter().copied().collect(),
+        ),
+        counters: state.counters,
+        namespaces: inner
+            .attached()
+            .map(|ns| NamespaceState {
+                nsid: ns.nsid(),
+                lbads: ns.block_size().shift(),
+                blocks: ns.blocks(),
+                identity: inner.namespace_identity(ns),
+            })
+            .collect(),
+    };
+    (nvmecs, vendor)
+}
+
+/// The I/O queues of a queue table (index 0 is the admin queue), in identifier order.
+fn io_queues<T>(queues: &[Option<T>]) -> impl Iterator<Item = &T> {
+    queues.iter().skip(1).flatten()
+}
+
+/// NVMECS v0 of I/O submission queue `sq`, whose tail doorbell holds `tail`.
+fn sq_state(sq: &SubmissionQueue, tail: u32) -> IoSqState {
+    IoSqState {
+        prp1: sq.base,
+        qsize: (sq.size - 1) as u16,
+        qid: sq.qid,
+        cqid: sq.cqid,
+        attr: IoSqAttributes::new().with_pc(true).with_qprio(sq.priority),
+        hp: sq.head as u16,
+        tp: tail as u16,
+        reserved: [0; 4],
+    }
+}
+
+/// NVMECS v0 of I/O completion queue `cq`, whose head doorbell holds `head`.
+fn cq_state(cq: &CompletionQueue, head: u32) -> IoCqState {
+    IoCqState {
+        prp1: cq.base,
+        qsize: (cq.size - 1) as u16,
+        qid: cq.qid,
+        hp: head as u16,
+        tp: cq.tail as u16,
+        attr: IoCqAttributes::new()
+            .with_pc(true)
+            .with_ien(cq.interrupts)
+            .with_s0pt(cq.phase)
+            .with_iv(cq.vector),
+        reserved: [0; 4],
+    }
+}

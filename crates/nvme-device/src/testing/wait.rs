@@ -1,0 +1,73 @@
+//! Waiting for a controller, with generous timeouts (the machine running the tests may be
+//! loaded), and unwrapping what the host driver returns.
+
+use std::time::Duration;
+use std::time::Instant;
+
+use nvme_driver::driver::DriverError;
+use nvme_driver::driver::QueuePair;
+use nvme_spec::command::Command;
+use nvme_spec::command::Completion;
+use nvme_spec::status::Status;
+
+/// How long a test waits for the controller before declaring it stuck.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Polls `f` until it returns `Some`, for at most [`PATIENCE`].
+///
+/// # Panics
+///
+/// If `f` keeps returning `None`, naming `what` was awaited.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Submits `cmd` on `qp` and waits for its completion.
+///
+/// # Panics
+///
+/// If the queue is full or the completion does not come within [`PATIENCE`].
+pub fn io(qp: &mut QueuePair, cmd: Command) -> Completion {
+    let cid = qp.submit(cmd).expect("room in the submission queue");
+    wait_for(qp, cid, PATIENCE).expect("no I/O completion")
+}
+
+/// Waits up to `timeout` for the completion of `cid` on `qp`.
+///
+/// # Panics
+///
+/// If another command completes meanwhile.
+pub fn wait_for(qp: &mut QueuePair, cid: u16, timeout: Duration) -> Option<Completion> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut found = None;
+        qp.poll(|e| {
+            assert_eq!(e.cid, cid, "unexpected completion");
+            found = Some(e);
+        });
+        if found.is_some() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// The NVMe status of an admin command's result (SUCCESS for `Ok`).
+///
+/// # Panics
+///
+/// If the command failed outside NVMe (the transport, a timeout).
+pub fn status(result: Result<Completion, DriverError>) -> Status {
+    match result {
+        Ok(_) => Status::SUCCESS,
+        Err(DriverError::Status { status, .. }) => status,
+        Err(other) => panic!("admin command failed outside NVMe: {other}"),
+    }
+}
