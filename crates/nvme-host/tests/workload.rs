@@ -391,10 +391,7 @@ fn a_second_run_judges_only_what_it_wrote() {
     let mut kinds: Vec<(u64, FailureKind)> =
         back.failures.iter().map(|f| (f.lba, f.kind)).collect();
     kinds.sort_by_key(|&(lba, _)| lba);
-    let mut wanted = vec![
-        (mine[0], FailureKind::Stale),
-        (mine[1], FailureKind::Lost),
-    ];
+    let mut wanted = vec![(mine[0], FailureKind::Stale), (mine[1], FailureKind::Lost)];
     wanted.sort_by_key(|&(lba, _)| lba);
     assert_eq!(kinds, wanted, "{back}");
     // Had the caller said the namespace started empty, the first run's data would count.

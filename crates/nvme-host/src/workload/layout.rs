@@ -96,7 +96,9 @@ pub enum LayoutError {
         found: u64,
     },
     /// The checksum does not match: the file was damaged or truncated.
-    #[error("the layout's checksum does not match (stored {stored:#010x}, computed {computed:#010x}): the file is damaged")]
+    #[error(
+        "the layout's checksum does not match (stored {stored:#010x}, computed {computed:#010x}): the file is damaged"
+    )]
     Checksum {
         /// The CRC in the header.
         stored: u32,
@@ -147,10 +149,8 @@ pub fn encode(ledger: &Ledger, nsid: u32) -> Vec<u8> {
 
 /// Reads a layout written by [`encode`] (untrusted bytes: every field is checked).
 pub fn decode(bytes: &[u8]) -> Result<SavedLayout, LayoutError> {
-    let (header, words) =
-        LayoutHeader::read_from_prefix(bytes).map_err(|_| LayoutError::TooShort {
-            len: bytes.len(),
-        })?;
+    let (header, words) = LayoutHeader::read_from_prefix(bytes)
+        .map_err(|_| LayoutError::TooShort { len: bytes.len() })?;
     if header.magic != LAYOUT_MAGIC {
         return Err(LayoutError::BadMagic);
     }
@@ -178,10 +178,7 @@ pub fn decode(bytes: &[u8]) -> Result<SavedLayout, LayoutError> {
         ));
     }
     if header.units == 0 || header.units > MAX_UNITS {
-        return invalid(format!(
-            "{} units is outside 1..={MAX_UNITS}",
-            header.units
-        ));
+        return invalid(format!("{} units is outside 1..={MAX_UNITS}", header.units));
     }
     let span = header.units * header.unit_blocks;
     if header.lba_start.checked_add(span) != Some(header.lba_end) {

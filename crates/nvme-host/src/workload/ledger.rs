@@ -311,6 +311,9 @@ mod tests {
         assert_eq!(ledger.expected(2), Expected::Unknown);
         assert_eq!(ledger.next_generation(), 10);
         assert!(ledger.try_claim(2));
-        assert_eq!(ledger.raw_generations().collect::<Vec<_>>(), [0, 9, UNKNOWN]);
+        assert_eq!(
+            ledger.raw_generations().collect::<Vec<_>>(),
+            [0, 9, UNKNOWN]
+        );
     }
 }
