@@ -52,8 +52,7 @@ pub fn render(outcome: &RunOutcome, title: &str) -> String {
         );
         let label = format!(
             "migration: blackout {:.1} ms, stall {:.0} ms",
-            m.report.blackout.as_secs_f64() * 1000.0,
-            m.longest_stall_ms
+            m.blackout_ms, m.longest_stall_ms
         );
         let _ = writeln!(
             svg,
