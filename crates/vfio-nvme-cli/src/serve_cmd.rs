@@ -76,7 +76,11 @@ pub fn run(
         );
     }
     let nqn = &served.subsystem().identity().nqn;
-    crate::notify::ready(&format!("serving {} VF(s) of {nqn}", servers.len()))?;
+    // A notify socket that cannot be reached is systemd's problem to time out on, not a
+    // reason to stop serving (sd_notify's callers ignore its errors too).
+    if let Err(err) = crate::notify::ready(&format!("serving {} VF(s) of {nqn}", servers.len())) {
+        tracing::warn!("{err:#}");
+    }
     let result = std::thread::scope(|scope| {
         let handles: Vec<_> = servers
             .iter()

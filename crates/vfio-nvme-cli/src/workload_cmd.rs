@@ -413,7 +413,29 @@ pub fn verify_layout(
     driver
         .set_queue_count(queues)
         .context("Set Features (Number of Queues) failed")?;
-    let readback = readback(&driver, saved.nsid, &ledger, queues, queue_depth)?;
+    let readback = workload::verify_all(
+        &driver,
+        saved.nsid,
+        &ledger,
+        &VerifyOptions {
+            queues,
+            queue_depth,
+            ..VerifyOptions::default()
+        },
+    )
+    .map_err(|err| match err {
+        // --qd and --queues are the user's; the rest of the configuration is the layout's.
+        workload::WorkloadError::Config { field, .. }
+            if field != "queue_depth" && field != "queues" =>
+        {
+            bad_layout(format!(
+                "it does not fit namespace {} of {}: {err}",
+                saved.nsid,
+                socket.display()
+            ))
+        }
+        err => anyhow::Error::new(err).context("the read-back failed"),
+    })?;
     Ok(LayoutCheck {
         layout: layout.to_owned(),
         socket: socket.to_owned(),

@@ -201,6 +201,22 @@ fn a_saved_layout_re_verifies_the_server_and_catches_what_changed_since() {
     assert_eq!(check["readback"]["failures"][0]["kind"], "Stale", "{check}");
     assert!(stderr.contains("verification against"), "{stderr}");
 
+    // So is a layout for another namespace shape (512-byte blocks here).
+    let other = ServeProcess::start(&dir.path("512.sock"), &["--namespace", "ram:32M"]);
+    let output = cli(&[
+        "workload",
+        "--socket",
+        other.socket.to_str().unwrap(),
+        "--verify-layout",
+        layout_arg,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("for '--verify-layout'") && stderr.contains("does not fit namespace 1"),
+        "{stderr}"
+    );
+
     // A file that is not a layout is the user's mistake.
     std::fs::write(dir.path("junk"), b"not a layout").unwrap();
     let output = cli(&[
