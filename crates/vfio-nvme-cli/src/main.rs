@@ -54,16 +54,17 @@ fn main() -> ExitCode {
     let Some(err) = failure else {
         return ExitCode::SUCCESS;
     };
-    match exit::usage_from_config(&err, &matches) {
-        Some(usage) => {
-            eprintln!("error: {usage}\n\nFor more information, try '--help'.");
-            ExitCode::from(exit::USAGE)
-        }
-        None => {
-            eprintln!("error: {}", render(&err));
-            ExitCode::from(exit::status(&err))
-        }
+    let (message, status) = match exit::usage_from_config(&err, &matches) {
+        Some(usage) => (usage.to_string(), exit::USAGE),
+        None => (render(&err), exit::status(&err)),
+    };
+    if status == exit::USAGE {
+        // As clap ends its own usage errors.
+        eprintln!("error: {message}\n\nFor more information, try '--help'.");
+    } else {
+        eprintln!("error: {message}");
     }
+    ExitCode::from(status)
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text an outer message

@@ -132,32 +132,27 @@ impl RunOutcome {
                 .is_none_or(|r| r.verified && r.errors == 0)
     }
 
-    /// Verification failures found by the run's reads and the read-back.
-    pub fn failure_count(&self) -> u64 {
-        self.workload.failure_count + self.readback.as_ref().map_or(0, |r| r.failure_count)
-    }
-
-    /// Why the run did not pass, as an error whose exit status says whether data was bad
-    /// (3) or something else failed (1); `None` when it passed.
+    /// Why the run did not pass (see [`failure_of`]); `None` when it passed.
     pub fn failure(&self) -> Option<anyhow::Error> {
-        if self.passed() {
-            return None;
-        }
-        let first = self
-            .workload
-            .failures
-            .first()
-            .or_else(|| self.readback.as_ref().and_then(|r| r.failures.first()));
-        Some(match first {
-            Some(first) => anyhow::Error::new(VerificationFailed(format!(
-                "verification failed: {} block(s) read back wrong; first: {first}",
-                self.failure_count()
-            ))),
-            None => anyhow::anyhow!(
-                "the workload reported {} command error(s); see the report above",
-                self.workload.errors + self.readback.as_ref().map_or(0, |r| r.errors)
-            ),
+        (!self.passed()).then(|| {
+            failure_of(
+                "verification",
+                core::iter::once(&self.workload).chain(&self.readback),
+            )
         })
+    }
+}
+
+/// Why `reports` did not pass, for `what`: a [`VerificationFailed`] naming the first bad
+/// block (exit status 3) when a read found bad data, else their command errors (status 1).
+fn failure_of<'a>(what: &str, reports: impl Iterator<Item = &'a Report> + Clone) -> anyhow::Error {
+    let failures: u64 = reports.clone().map(|r| r.failure_count).sum();
+    let errors: u64 = reports.clone().map(|r| r.errors).sum();
+    match reports.clone().find_map(|r| r.failures.first()) {
+        Some(first) => anyhow::Error::new(VerificationFailed(format!(
+            "{what} failed: {failures} block(s) read back wrong; first: {first}"
+        ))),
+        None => anyhow::anyhow!("{what} failed: {errors} command error(s); see the report above"),
     }
 }
 
@@ -467,21 +462,13 @@ impl LayoutCheck {
         self.readback.verified && self.readback.errors == 0
     }
 
-    /// Why it did not pass (exit status 3 for bad data, 1 for command errors).
+    /// Why it did not pass (see [`failure_of`]).
     fn failure(&self) -> Option<anyhow::Error> {
-        if self.passed() {
-            return None;
-        }
-        Some(match self.readback.failures.first() {
-            Some(first) => anyhow::Error::new(VerificationFailed(format!(
-                "verification against {} failed: {} block(s) read back wrong; first: {first}",
-                self.layout.display(),
-                self.readback.failure_count
-            ))),
-            None => anyhow::anyhow!(
-                "the read-back got {} command error(s)",
-                self.readback.errors
-            ),
+        (!self.passed()).then(|| {
+            failure_of(
+                &format!("verification against {}", self.layout.display()),
+                core::iter::once(&self.readback),
+            )
         })
     }
 }
