@@ -13,6 +13,7 @@ use nvme_device::namespace::BlockSize;
 use nvme_host::driver::Bar;
 use nvme_host::driver::Driver;
 use nvme_host::memory::HostMemory;
+use nvme_host::workload::Baseline;
 use nvme_host::workload::Expected;
 use nvme_host::workload::FailureKind;
 use nvme_host::workload::Found;
@@ -259,6 +260,8 @@ fn verifier_catches_planted_corruption() {
         queue_depth: 4,
         limit: Limit::Ios(48),
         lba_range: Some(0..64),
+        // A fresh namespace: data where nothing was written is a failure too.
+        baseline: Baseline::Zeros,
         ..WorkloadConfig::default()
     };
     // Two sequential passes over units 0..48: every one written twice.
@@ -348,6 +351,82 @@ fn verifier_catches_planted_corruption() {
     assert_eq!(reads.failures[0].lba, 5);
     assert_eq!(reads.failures[0].kind, FailureKind::Stale);
     assert!(reads.ios < 20, "kept going after the failure: {reads}");
+}
+
+#[test]
+fn a_second_run_judges_only_what_it_wrote() {
+    let h = host(BlockSize::B4096);
+    let config = WorkloadConfig {
+        rw: Pattern::RandRw { read_percent: 50 },
+        queue_depth: 8,
+        limit: Limit::Ios(600),
+        lba_range: Some(0..256),
+        ..WorkloadConfig::default()
+    };
+    let first = run(&h.driver, &config, &no_stop(), |_| {}).unwrap();
+    assert!(first.verified, "{first}");
+    // The second run (a new ledger, a new run identifier) reads blocks the first one left:
+    // earlier content, not corruption.
+    let second = run(&h.driver, &config, &no_stop(), |_| {}).unwrap();
+    assert!(second.verified, "{second}");
+    assert!(second.reads > 100, "{second}");
+    let whole = verify_all(
+        &h.driver,
+        1,
+        &second.ledger,
+        &VerifyOptions {
+            lbas: Some(0..256),
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(whole.verified, "{whole}");
+    // What the second run wrote is still judged: one of its blocks put back to the first
+    // run's version is stale, and zeros are a lost write.
+    let ledger = &second.ledger;
+    let mine: Vec<u64> = ledger.written().take(2).map(|u| ledger.lba(u)).collect();
+    h.plant(mine[0], &block_of_run(first.ledger.run(), mine[0]));
+    h.plant(mine[1], &[0u8; 4096]);
+    let back = verify_all(&h.driver, 1, &second.ledger, &VerifyOptions::default()).unwrap();
+    let mut kinds: Vec<(u64, FailureKind)> =
+        back.failures.iter().map(|f| (f.lba, f.kind)).collect();
+    kinds.sort_by_key(|&(lba, _)| lba);
+    let mut wanted = vec![(mine[0], FailureKind::Stale), (mine[1], FailureKind::Lost)];
+    wanted.sort_by_key(|&(lba, _)| lba);
+    assert_eq!(kinds, wanted, "{back}");
+    // Had the caller said the namespace started empty, the first run's data would count.
+    let strict = run(
+        &h.driver,
+        &WorkloadConfig {
+            rw: Pattern::RandRead,
+            baseline: Baseline::Zeros,
+            ..config
+        },
+        &no_stop(),
+        |_| {},
+    )
+    .unwrap();
+    assert!(!strict.verified, "{strict}");
+    assert_eq!(strict.failures[0].kind, FailureKind::NeverWritten);
+}
+
+/// An intact 4 KiB block for `lba` stamped by run `run`.
+fn block_of_run(run: u64, lba: u64) -> Vec<u8> {
+    let mut block = vec![0u8; 4096];
+    nvme_host::workload::stamp_block(
+        &mut block,
+        nvme_host::workload::BlockHeader {
+            magic: 0,
+            run,
+            lba,
+            generation: 1,
+            seq: 1,
+            queue: 1,
+            reserved: 0,
+            crc: 0,
+        },
+    );
+    block
 }
 
 #[test]

@@ -56,7 +56,7 @@ pub fn run(time: Duration, json: bool) -> anyhow::Result<String> {
                 lba_range: Some(0..65536),
                 ..WorkloadConfig::default()
             };
-            let outcome = workload_cmd::run(&socket, &config, &[], None, &|_, _| {})
+            let outcome = workload_cmd::run(&socket, &config, &[], None, None, &|_, _| {})
                 .with_context(|| format!("benchmark {backend} with {queues} queue(s)"))?;
             drop(server);
             let w = &outcome.workload;
@@ -75,7 +75,7 @@ pub fn run(time: Duration, json: bool) -> anyhow::Result<String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     if json {
-        return serde_json::to_string_pretty(&results).context("cannot render the results");
+        return serde_json::to_string(&results).context("cannot render the results");
     }
     let mut out = String::from(
         "backend queues depth  bs    pattern          IOPS     MB/s   p50 µs   p99 µs\n",

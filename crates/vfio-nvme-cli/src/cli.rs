@@ -10,6 +10,11 @@ use crate::fsm_args::{parse_flags, parse_state};
 /// The default `--flags`: what our NVMe migration driver advertises.
 const ALL_FLAGS: &str = "stop-copy,p2p,pre-copy";
 
+/// The exit statuses, shown at the end of `--help`.
+pub const EXIT_STATUS_HELP: &str = "Exit status: 0 success; 1 failure (a server, a connection \
+    or a migration failed); 2 usage error (an option's value, whether clap or the controller \
+    refused it); 3 verification failed (data read back was lost, stale, torn or misplaced).";
+
 /// vfio-nvme: live-migratable NVMe controllers in user space.
 #[derive(Debug, Parser)]
 #[command(
@@ -24,11 +29,15 @@ const ALL_FLAGS: &str = "stop-copy,p2p,pre-copy";
         presents the controller to a VMM as a PCI device. This tool composes those pieces: \
         `demo` is the main job (a live migration A → B → A under a verifying workload), \
         `serve` hosts VFs for QEMU's vfio-user-pci or this tool's own host side, `workload` \
-        drives and migrates them, `bench` measures, `state` and `fsm` explain.\n\n\
-        Logging goes to stderr and is controlled by RUST_LOG (default: warn)."
+        drives and migrates them, `bench` measures, `state` and `fsm` explain, `completions` \
+        and `man` document.\n\n\
+        Results go to stdout (one JSON object on one line with --json), logs to stderr \
+        under RUST_LOG (default: warn), errors to stderr as `error: …`.",
+    after_help = EXIT_STATUS_HELP
 )]
 pub struct Cli {
-    /// Print machine-readable JSON on stdout instead of text.
+    /// Print the result as one line of JSON on stdout instead of text (demo, workload,
+    /// bench, state, fsm).
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -37,36 +46,84 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Each variant's doc comment is its help: the first paragraph the one-line
+/// summary, the whole text the long help (`--help`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The main job: live-migrate a VF A → B → A under a verifying workload and report.
+    ///
+    /// Runs on built-in defaults with nothing to prepare. Starts two vfio-nvme servers (A and
+    /// B, each one VF with a private 1 GiB RAM namespace), runs a verifying random read/write
+    /// workload on four queues against A, live-migrates the VF to B under load (pre-copy of
+    /// the namespace data, TP4159 suspend, controller state, resume), and back to A, then
+    /// reads back every block written. Prints a report — per migration the total time,
+    /// pre-copy rounds and bytes, the device blackout, the longest I/O stall and the stream
+    /// size, IOPS before/during/after — and writes an SVG timeline of IOPS and latency with
+    /// the migrations marked. The servers start empty, so data found where the workload
+    /// never wrote also counts as a failure.
+    ///
+    /// Exits 0 only if every check passed (3 if a block read back wrong).
+    #[command(after_help = EXIT_STATUS_HELP)]
     Demo(DemoArgs),
     /// Run the verifying workload against a served VF, optionally live-migrating it mid-run.
+    ///
+    /// Drives --queues I/O queues of --qd commands each with the --rw pattern. With --verify
+    /// every written block is stamped (LBA, generation, run identifier, CRC) and every read is
+    /// checked against the newest write this run saw complete; at the end every block the run
+    /// wrote is read back. The run judges only what it wrote: blocks an earlier run or another
+    /// client left are not failures, but a block this run wrote and saw complete that reads
+    /// back stale, torn, misplaced or zero is.
+    ///
+    /// --save-layout FILE keeps what the run wrote (even when a migration fails), and a later
+    /// `workload --verify-layout FILE --socket PATH` reads it all back from that server: the
+    /// source after an aborted migration, the destination after a successful one.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Workload(WorkloadArgs),
-    /// Measure IOPS over vfio-user for the null and RAM backends (4 KiB, depth 32, 1 and 4
-    /// queues).
+    /// Measure IOPS over vfio-user for the null and RAM backends.
+    ///
+    /// Starts a server per configuration and runs 4 KiB random read/write at queue depth 32
+    /// on 1 and 4 queues, without verification (the numbers docs/BENCHMARKS.md records).
     Bench(BenchArgs),
     /// Serve NVMe virtual functions over vfio-user until SIGINT or SIGTERM.
+    ///
+    /// One NVM subsystem is built; each --socket serves one of its secondary controllers (a
+    /// VF) as a PCI device to one client at a time — QEMU's vfio-user-pci, Cloud Hypervisor,
+    /// or this project's host driver and migration orchestrator. A client that disconnects
+    /// leaves the device as it was for the next one. The subsystem's primary controller stays
+    /// in this process and carries out live migration with NVMe TP4159 commands.
+    ///
+    /// The sockets get --socket-mode (default 0600) and --socket-group, so a VMM running as
+    /// another user (QEMU under libvirt) can connect. Under systemd (NOTIFY_SOCKET set) the
+    /// server reports READY=1 once every socket listens; docs/vfio-nvme@.service is an
+    /// example unit. Runs until SIGINT or SIGTERM, then removes its sockets. It prints no JSON
+    /// (its log goes to stderr).
     Serve(ServeArgs),
     /// Explore the VFIO migration v2 state machine (the kernel's next-state walk).
+    ///
+    /// Shows the walk the kernel's vfio_mig_get_next_state() takes between two device
+    /// states, for the migration flags a device advertises.
+    ///
+    /// States: ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P
+    /// — in any case, with `-` or `_` — or their uAPI numbers 0-7.
     Fsm(FsmArgs),
     /// Inspect saved migration streams.
+    ///
+    /// A stream is saved by `demo --save-stream` or `workload --save-stream FILE`.
     State(StateArgs),
+    /// Print a shell completion script on stdout.
+    ///
+    /// For example `vfio-nvme completions bash > /etc/bash_completion.d/vfio-nvme`, or for
+    /// zsh into a directory on $fpath as `_vfio-nvme`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (vfio-nvme.1 and one per subcommand).
+    ///
+    /// Into --dir (e.g. /usr/local/share/man/man1), or the top-level page on stdout without
+    /// it (`vfio-nvme man | man -l -`).
+    Man(ManArgs),
 }
 
 /// `vfio-nvme demo`.
 #[derive(Debug, Args)]
-#[command(
-    long_about = "The main job, on built-in defaults with nothing to prepare.\n\n\
-    Starts two vfio-nvme servers (A and B, each one VF with a private 1 GiB RAM namespace), \
-    runs a verifying random read/write workload on four queues against A, live-migrates the VF \
-    to B under load (pre-copy of the namespace data, TP4159 suspend, controller state, resume), \
-    and back to A, then reads back every block written. Prints a report — per migration the \
-    total time, pre-copy rounds and bytes, the device blackout, the longest I/O stall and the \
-    stream size, IOPS before/during/after — and writes an SVG timeline of IOPS and latency \
-    with the migrations marked. Exits 0 only if every check passed."
-)]
 pub struct DemoArgs {
     /// How long the workload runs (the migrations happen at one and two thirds).
     #[arg(long, value_name = "DURATION", default_value = "12s", value_parser = crate::spec_args::parse_duration)]
@@ -74,16 +131,34 @@ pub struct DemoArgs {
     /// Directory for the timeline, the JSON report, the server logs and the saved stream.
     #[arg(long, value_name = "DIR", default_value = "vfio-nvme-demo")]
     pub output: std::path::PathBuf,
-    /// I/O queues.
-    #[arg(long, default_value_t = 4)]
+    /// I/O queues (at most what a served controller offers).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::limits::served().io_queue_pairs)))]
     pub queues: u16,
-    /// Queue depth per queue.
-    #[arg(long, default_value_t = 32)]
+    /// Commands in flight per queue (below a served controller's queue size).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::limits::served_queue_depth())))]
     pub qd: u32,
     /// Also save the first migration's stream (large: it carries every block written) as
     /// stream-a-to-b.bin in the output directory, for `vfio-nvme state decode`.
     #[arg(long)]
     pub save_stream: bool,
+}
+
+/// `--rw`: the access patterns, named as fio names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RwArg {
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+    /// Random reads.
+    Randread,
+    /// Random writes.
+    Randwrite,
+    /// Random reads and writes (--rwmixread of them reads).
+    Randrw,
+    /// Sequential reads and writes (--rwmixread of them reads).
+    #[value(alias = "readwrite")]
+    Rw,
 }
 
 /// `vfio-nvme workload`.
@@ -92,33 +167,34 @@ pub struct WorkloadArgs {
     /// The socket of the VF to run against (a `vfio-nvme serve` socket).
     #[arg(long, value_name = "PATH")]
     pub socket: std::path::PathBuf,
-    /// I/O pattern: read, write, randread, randwrite, randrw, rw.
-    #[arg(long, default_value = "randrw")]
-    pub rw: String,
+    /// I/O pattern.
+    #[arg(long, value_enum, default_value = "randrw")]
+    pub rw: RwArg,
     /// Percentage of reads for randrw and rw.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub rwmixread: u8,
-    /// Block size of each command (e.g. 4k, 64k).
-    #[arg(long, default_value = "4k", value_parser = crate::spec_args::parse_size)]
+    /// Block size of each command (e.g. 4k, 64k): a multiple of the namespace's LBA size, at
+    /// most the controller's MDTS.
+    #[arg(long, default_value = "4k", value_parser = crate::spec_args::parse_block_size)]
     pub bs: u64,
-    /// Commands in flight per queue.
-    #[arg(long, default_value_t = 32)]
+    /// Commands in flight per queue (below the controller's queue size, CAP.MQES + 1).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=i64::from(nvme_host::workload::MAX_QUEUE_DEPTH)))]
     pub qd: u32,
-    /// I/O queues (one thread each).
-    #[arg(long, default_value_t = 4)]
+    /// I/O queues, one thread each (at most what the controller allocates).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=i64::from(nvme_host::workload::MAX_QUEUES)))]
     pub queues: u16,
     /// Run for this long (e.g. 10s, 500ms, 1m). With --migrate-to the run instead lasts until
     /// --migrate-after past the last migration.
     #[arg(long, default_value = "10s", value_parser = crate::spec_args::parse_duration, conflicts_with = "ios")]
     pub time: std::time::Duration,
     /// Run this many I/Os instead of a duration.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub ios: Option<u64>,
     /// Stamp every written block and check every read (and read everything back at the end).
     #[arg(long)]
     pub verify: bool,
     /// Namespace to use (default: the controller's first active namespace).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub nsid: Option<u32>,
     /// Live-migrate the VF to this server's socket during the run.
     #[arg(long, value_name = "PATH")]
@@ -132,6 +208,18 @@ pub struct WorkloadArgs {
     /// Save a copy of the (first) migration stream to this file.
     #[arg(long, value_name = "FILE", requires = "migrate_to")]
     pub save_stream: Option<std::path::PathBuf>,
+    /// Save what this run wrote (its layout) to this file, also when a migration fails, for
+    /// a later --verify-layout.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub save_layout: Option<std::path::PathBuf>,
+    /// Run no workload: read back from --socket every block an earlier run saved in this
+    /// layout file (--save-layout) and check it (with --queues and --qd readers).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["verify", "save_layout", "migrate_to", "ios", "time", "nsid", "rw", "bs"]
+    )]
+    pub verify_layout: Option<std::path::PathBuf>,
 }
 
 /// `vfio-nvme bench`.
@@ -153,10 +241,12 @@ pub struct StateArgs {
 /// The `state` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
-    /// Decode a saved migration stream: its header (source device, controller limits,
-    /// namespaces), its records (user data ranges per namespace, deallocations, the controller
-    /// state) and its end totals. An invalid or truncated stream is described up to its first
-    /// problem, which is then reported (exit code 1).
+    /// Decode a saved migration stream: its header, records and end totals.
+    ///
+    /// Shows the header (source device, controller limits, namespaces), the records (user
+    /// data ranges per namespace, deallocations, the controller state) and the end totals. An
+    /// invalid or truncated stream is described up to its first problem, which is then
+    /// reported (exit code 1; with --json, `passed` is false).
     Decode {
         /// The stream file (e.g. written by `vfio-nvme demo` or `--save-stream`).
         file: std::path::PathBuf,
@@ -165,15 +255,8 @@ pub enum StateCommand {
 
 /// `vfio-nvme serve`.
 #[derive(Debug, Args)]
-#[command(long_about = "Serve NVMe virtual functions over vfio-user.\n\n\
-        One NVM subsystem is built; each --socket serves one of its secondary controllers (a \
-        VF) as a PCI device to one client at a time — QEMU's vfio-user-pci, Cloud Hypervisor, or \
-        this project's host driver and migration orchestrator. A client that disconnects leaves \
-        the device as it was for the next one. The subsystem's primary controller stays in this \
-        process and carries out live migration with NVMe TP4159 commands.\n\n\
-        Runs until SIGINT or SIGTERM, then removes its sockets.")]
 pub struct ServeArgs {
-    /// Socket to serve a VF on (created with mode 0600); repeat for more VFs.
+    /// Socket to serve a VF on; repeat for more VFs.
     #[arg(long = "socket", value_name = "PATH", required = true)]
     pub sockets: Vec<std::path::PathBuf>,
 
@@ -185,20 +268,38 @@ pub struct ServeArgs {
     #[arg(long = "namespace", value_name = "SPEC", value_parser = crate::spec_args::parse_namespace)]
     pub namespaces: Vec<vfio_nvme::served::NamespaceConfig>,
 
-    /// Subsystem name, part of its NQN and serial number.
-    #[arg(long, default_value = "vfio-nvme")]
-    pub name: String,
+    /// Subsystem name, part of its NQN and serial number. Default: a name unique to this
+    /// server (from the time and process), so two default servers never share an NQN or
+    /// serial.
+    #[arg(long, value_parser = crate::spec_args::parse_subsystem_name)]
+    pub name: Option<String>,
+
+    /// Permission bits of the sockets, in octal (e.g. 0660 to let --socket-group in).
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = crate::spec_args::parse_mode)]
+    pub socket_mode: u32,
+
+    /// Group to give the sockets, by name or number (this user must belong to it).
+    #[arg(long, value_name = "GROUP", value_parser = crate::spec_args::parse_group)]
+    pub socket_group: Option<u32>,
+}
+
+/// `vfio-nvme completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+/// `vfio-nvme man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write every page (vfio-nvme.1, vfio-nvme-serve.1, …) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// `vfio-nvme fsm`: the state machine of the `vfio-migration` crate, for debugging a migration.
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Explore the VFIO migration v2 state machine: the walk the kernel's \
-        vfio_mig_get_next_state() takes between two device states, for the migration flags \
-        a device advertises.\n\n\
-        States: ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, \
-        PRE_COPY_P2P — in any case, with `-` or `_` — or their uAPI numbers 0-7."
-)]
 pub struct FsmArgs {
     /// Which view of the state machine to print.
     #[command(subcommand)]

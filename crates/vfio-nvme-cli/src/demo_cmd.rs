@@ -11,10 +11,13 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use anyhow::bail;
+use nvme_host::workload::Baseline;
 use nvme_host::workload::Limit;
 use nvme_host::workload::Pattern;
 use nvme_host::workload::WorkloadConfig;
 
+use crate::output::Output;
+use crate::output::Verdict;
 use crate::progress::Progress;
 use crate::timeline_svg;
 use crate::workload_cmd;
@@ -55,6 +58,8 @@ pub fn spawn_server(socket: &Path, args: &[&str]) -> anyhow::Result<Server> {
         .arg("--socket")
         .arg(socket)
         .args(args)
+        // Readiness is this process's to report, not its children's.
+        .env_remove(crate::notify::NOTIFY_SOCKET)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -94,8 +99,8 @@ impl Drop for Server {
     }
 }
 
-/// Runs the demo; returns the report text (or JSON) and whether everything passed.
-pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<(String, bool)> {
+/// Runs the demo; returns the report text (or JSON) and, when a check failed, why.
+pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<Output> {
     std::fs::create_dir_all(&options.output)
         .with_context(|| format!("cannot create {}", options.output.display()))?;
     let dir = options.output.canonicalize()?;
@@ -128,6 +133,8 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<(String, bool)> 
         // Stopped a third of the time after the second migration, however long migrating took.
         limit: Limit::Duration(Duration::from_secs(3600)),
         verify: true,
+        // The servers were just started: data where the workload never wrote is a failure.
+        baseline: Baseline::Zeros,
         // 128 MiB of the 1 GiB namespace: real pre-copy rounds, quick to verify.
         lba_range: Some(0..32768),
         ..WorkloadConfig::default()
@@ -138,6 +145,7 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<(String, bool)> 
         &config,
         &plan,
         Some(third),
+        None,
         &|snapshot, phase| progress.update(snapshot, phase),
     );
     drop(progress);
@@ -145,6 +153,14 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<(String, bool)> 
     drop(b);
     let outcome = outcome?;
     let passed = outcome.passed() && outcome.migrations.len() == 2;
+    let failure = outcome.failure().or_else(|| {
+        (!passed).then(|| {
+            anyhow::anyhow!(
+                "the demo made {} of its 2 migrations",
+                outcome.migrations.len()
+            )
+        })
+    });
     let svg_path = dir.join("timeline.svg");
     std::fs::write(
         &svg_path,
@@ -154,10 +170,18 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<(String, bool)> 
         ),
     )
     .with_context(|| format!("cannot write {}", svg_path.display()))?;
-    let json_text = serde_json::to_string_pretty(&outcome).context("cannot render the report")?;
-    std::fs::write(dir.join("report.json"), &json_text)?;
+    let report = Verdict {
+        passed,
+        result: &outcome,
+    };
+    let report_path = dir.join("report.json");
+    std::fs::write(
+        &report_path,
+        serde_json::to_string_pretty(&report).context("cannot render the report")?,
+    )
+    .with_context(|| format!("cannot write {}", report_path.display()))?;
     let text = if json {
-        json_text
+        serde_json::to_string(&report).context("cannot render the report")?
     } else {
         let stream = if options.save_stream {
             format!(
@@ -171,8 +195,8 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<(String, bool)> 
             "{}\ntimeline: {}\nreport:   {}\n{stream}",
             workload_cmd::describe(&outcome),
             svg_path.display(),
-            dir.join("report.json").display(),
+            report_path.display(),
         )
     };
-    Ok((text, passed))
+    Ok(Output { text, failure })
 }

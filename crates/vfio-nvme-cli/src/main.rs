@@ -6,16 +6,22 @@
 //! `vfio-migration` crate; the others (`migrate`, `demo`, …) are added as they start to work,
 //! never as stubs.
 //!
-//! Conventions: results go to stdout (JSON with the global `--json`), logs to stderr under
-//! `RUST_LOG` (default `warn`), errors to stderr as `error: …` with exit code 1, and usage
-//! errors are clap's, with exit code 2.
+//! Conventions: results go to stdout (one line of JSON with the global `--json`; see the
+//! `output` module), logs to stderr under `RUST_LOG` (default `warn`), errors to stderr as
+//! `error: …`. Exit status ([`exit`]): 0 success, 1 failure, 2 usage error (clap's, and an
+//! option's value that the controller or a file refuses later), 3 verification failed.
 #![forbid(unsafe_code)]
 
 mod bench_cmd;
 mod cli;
 mod demo_cmd;
+mod docs_cmd;
+mod exit;
 mod fsm_args;
 mod fsm_cmd;
+mod limits;
+mod notify;
+mod output;
 mod progress;
 mod serve_cmd;
 mod spec_args;
@@ -27,22 +33,38 @@ use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::cli::{Cli, Command};
+use crate::output::Output;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging();
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {}", render(&err));
-            ExitCode::FAILURE
-        }
+    let failure = match run(&cli) {
+        Ok(output) => match print(&output, cli.json) {
+            Ok(()) => output.failure,
+            Err(err) => Some(err),
+        },
+        Err(err) => Some(err),
+    };
+    let Some(err) = failure else {
+        return ExitCode::SUCCESS;
+    };
+    let (message, status) = match exit::usage_from_config(&err, &matches) {
+        Some(usage) => (usage.to_string(), exit::USAGE),
+        None => (render(&err), exit::status(&err)),
+    };
+    if status == exit::USAGE {
+        // As clap ends its own usage errors.
+        eprintln!("error: {message}\n\nFor more information, try '--help'.");
+    } else {
+        eprintln!("error: {message}");
     }
+    ExitCode::from(status)
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text an outer message
@@ -75,33 +97,43 @@ fn init_logging() {
         .init();
 }
 
-/// Runs the parsed command and prints its output on stdout.
-fn run(cli: &Cli) -> anyhow::Result<()> {
+/// A usage error for `--json` given to `command`, which prints no JSON.
+fn no_json(command: &str) -> anyhow::Error {
+    anyhow::Error::new(exit::UsageError {
+        option: "--json".to_owned(),
+        value: String::new(),
+        reason: format!("does not apply to `{command}`, which prints no JSON; leave it out"),
+    })
+}
+
+/// Runs the parsed command; returns what to print.
+fn run(cli: &Cli) -> anyhow::Result<Output> {
     tracing::debug!(command = ?cli.command, json = cli.json, "running");
-    let output = match &cli.command {
-        Command::Fsm(args) => fsm_cmd::run(&args.command, cli.json)?,
-        Command::Demo(args) => {
-            let (text, passed) = demo_cmd::run(
-                &demo_cmd::DemoOptions {
-                    time: args.time,
-                    output: args.output.clone(),
-                    queues: args.queues,
-                    queue_depth: args.qd,
-                    save_stream: args.save_stream,
-                },
-                cli.json,
-            )?;
-            if !passed {
-                println!("{text}");
-                anyhow::bail!("the demo failed: see the report above");
-            }
-            text
-        }
+    Ok(match &cli.command {
+        Command::Fsm(args) => Output::passed(fsm_cmd::run(&args.command, cli.json)?),
+        Command::Demo(args) => demo_cmd::run(
+            &demo_cmd::DemoOptions {
+                time: args.time,
+                output: args.output.clone(),
+                queues: args.queues,
+                queue_depth: args.qd,
+                save_stream: args.save_stream,
+            },
+            cli.json,
+        )?,
         Command::Workload(args) => workload_cmd::run_cli(args, cli.json)?,
-        Command::Bench(args) => bench_cmd::run(args.time, cli.json)?,
+        Command::Bench(args) => Output::passed(bench_cmd::run(args.time, cli.json)?),
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,
         },
+        Command::Serve(_) | Command::Completions(_) | Command::Man(_) if cli.json => {
+            let name = match &cli.command {
+                Command::Serve(_) => "serve",
+                Command::Completions(_) => "completions",
+                _ => "man",
+            };
+            return Err(no_json(name));
+        }
         Command::Serve(args) => {
             let namespaces = if args.namespaces.is_empty() {
                 vec![vfio_nvme::served::NamespaceConfig {
@@ -112,13 +144,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             } else {
                 args.namespaces.clone()
             };
-            serve_cmd::run(&args.sockets, &namespaces, &args.name)?
+            let name = args.name.clone().unwrap_or_else(serve_cmd::default_name);
+            let socket = vfu::server::SocketOptions {
+                mode: args.socket_mode,
+                group: args.socket_group,
+            };
+            Output::passed(serve_cmd::run(&args.sockets, &namespaces, &name, &socket)?)
         }
-    };
+        Command::Completions(args) => Output::passed(docs_cmd::completions(args.shell)?),
+        Command::Man(args) => Output::passed(docs_cmd::man(args.dir.as_deref())?),
+    })
+}
+
+/// Prints `output`'s text on stdout (JSON gets its newline).
+fn print(output: &Output, json: bool) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(output.as_bytes())
-        .and_then(|()| if cli.json { writeln!(stdout) } else { Ok(()) })
+        .write_all(output.text.as_bytes())
+        .and_then(|()| if json { writeln!(stdout) } else { Ok(()) })
         .and_then(|()| stdout.flush())
         .context("could not write the output to stdout")
 }

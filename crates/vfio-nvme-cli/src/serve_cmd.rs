@@ -12,12 +12,28 @@ use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
 use vfu::server::Device;
 use vfu::server::Server;
+use vfu::server::SocketOptions;
 
-/// Serves until a signal arrives; returns a human summary of what was served.
+/// A subsystem name for a server started without `--name`: 12 hex digits that differ
+/// between servers (the process-random keys of std's hasher over the time and process id),
+/// short enough for the serial number.
+pub fn default_name() -> String {
+    use std::hash::BuildHasher as _;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mixed =
+        std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));
+    format!("{:012x}", mixed & 0xffff_ffff_ffff)
+}
+
+/// Serves until a signal arrives; returns a human summary of what was served. The sockets
+/// get `socket`'s mode and group; under systemd, `READY=1` is sent once all listen.
 pub fn run(
     sockets: &[PathBuf],
     namespaces: &[NamespaceConfig],
     name: &str,
+    socket: &SocketOptions,
 ) -> anyhow::Result<String> {
     if sockets.is_empty() {
         bail!("give at least one --socket PATH");
@@ -42,7 +58,8 @@ pub fn run(
     let mut servers = Vec::new();
     for path in sockets {
         servers.push(
-            Server::bind(path).with_context(|| format!("cannot serve on {}", path.display()))?,
+            Server::bind_with(path, socket)
+                .with_context(|| format!("cannot serve on {}", path.display()))?,
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -57,6 +74,12 @@ pub fn run(
             served.subsystem().identity().nqn,
             server.path().display()
         );
+    }
+    let nqn = &served.subsystem().identity().nqn;
+    // A notify socket that cannot be reached is systemd's problem to time out on, not a
+    // reason to stop serving (sd_notify's callers ignore its errors too).
+    if let Err(err) = crate::notify::ready(&format!("serving {} VF(s) of {nqn}", servers.len())) {
+        tracing::warn!("{err:#}");
     }
     let result = std::thread::scope(|scope| {
         let handles: Vec<_> = servers

@@ -1,5 +1,7 @@
-//! Parsers for sizes (`1G`, `512M`, `4k`) and namespace specifications
-//! (`ram:SIZE|file:PATH|null:SIZE[,lba=512|4096][,shared][,direct][,size=SIZE]`).
+//! Parsers for sizes (`1G`, `512M`, `4k`), namespace specifications
+//! (`ram:SIZE|file:PATH|null:SIZE[,lba=512|4096][,shared][,direct][,size=SIZE]`), and the
+//! serve options (subsystem name, socket mode, socket group). Each is plugged into clap with
+//! `value_parser`, so a bad value is a usage error (exit 2) naming the option.
 
 use std::path::PathBuf;
 
@@ -35,6 +37,70 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .checked_mul(1u64 << shift)
         .filter(|&v| v > 0)
         .ok_or_else(|| format!("`{text}` is not a usable size (zero or too large)"))
+}
+
+/// Parses a command's block size: a size that is a multiple of the smallest logical block
+/// (512 bytes, NVMe's smallest LBA data size). The namespace's own LBA size and the
+/// controller's MDTS are checked once the workload connects.
+pub fn parse_block_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    let smallest = BlockSize::B512.bytes();
+    if !size.is_multiple_of(smallest) {
+        return Err(format!(
+            "`{text}` ({size} bytes) is not a multiple of the {smallest}-byte logical block"
+        ));
+    }
+    Ok(size)
+}
+
+/// Parses a subsystem name: printable ASCII (it goes into the NQN and the serial number),
+/// short enough that the serial number fits Identify Controller's SN field.
+pub fn parse_subsystem_name(text: &str) -> Result<String, String> {
+    use nvme_spec::identify::IdentifyController;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "`{text}` is not a subsystem name: use printable ASCII without spaces"
+        ));
+    }
+    let serial = nvme_device::subsystem::SubsystemConfig::new(text, 1)
+        .identity
+        .serial;
+    let room =
+        std::mem::offset_of!(IdentifyController, mn) - std::mem::offset_of!(IdentifyController, sn);
+    if serial.len() > room {
+        return Err(format!(
+            "`{text}` is too long: the serial number `{serial}` would have {} characters, \
+             Identify Controller holds {room}",
+            serial.len()
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Parses a socket mode in octal (`0660`, `660`, `0o660`): permission bits only.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("`{text}` is not an octal mode (e.g. 0600, 0660)"))?;
+    if mode > 0o777 {
+        return Err(format!(
+            "`{text}` has bits beyond the permission bits 0777 (no setuid, setgid or sticky)"
+        ));
+    }
+    Ok(mode)
+}
+
+/// Parses a group: a number, or a name looked up in the group database (`getgrnam`).
+pub fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("there is no group named `{text}`")),
+        Err(e) => Err(format!("cannot look up group `{text}`: {e}")),
+    }
 }
 
 /// Parses a duration: a number with `ms`, `s` (the default), `m` or `h`.
@@ -137,6 +203,51 @@ mod tests {
         assert!(parse_size("1X").unwrap_err().contains("suffix"));
         assert!(parse_size("big").is_err());
         assert!(parse_size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn block_sizes_are_whole_logical_blocks() {
+        assert_eq!(parse_block_size("4k"), Ok(4096));
+        assert_eq!(parse_block_size("512"), Ok(512));
+        assert!(parse_block_size("1000").unwrap_err().contains("512-byte"));
+        assert!(parse_block_size("0").is_err());
+    }
+
+    #[test]
+    fn subsystem_names_fit_the_serial_number() {
+        assert_eq!(parse_subsystem_name("demo-a"), Ok("demo-a".to_owned()));
+        assert_eq!(
+            parse_subsystem_name("vfio-nvme"),
+            Ok("vfio-nvme".to_owned())
+        );
+        assert!(
+            parse_subsystem_name("a-name-that-is-too-long")
+                .unwrap_err()
+                .contains("serial")
+        );
+        assert!(parse_subsystem_name("two words").is_err());
+        assert!(parse_subsystem_name("").is_err());
+    }
+
+    #[test]
+    fn modes_are_octal_permission_bits() {
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_mode("0o640"), Ok(0o640));
+        assert!(parse_mode("0800").is_err());
+        assert!(parse_mode("4755").unwrap_err().contains("setuid"));
+        assert!(parse_mode("rw").is_err());
+    }
+
+    #[test]
+    fn groups_by_number_or_name() {
+        assert_eq!(parse_group("0"), Ok(0));
+        assert_eq!(parse_group("root"), Ok(0));
+        assert!(
+            parse_group("no-such-group-vfio-nvme")
+                .unwrap_err()
+                .contains("no group")
+        );
     }
 
     #[test]

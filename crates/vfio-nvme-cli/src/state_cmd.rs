@@ -5,27 +5,28 @@ use std::path::Path;
 use anyhow::Context as _;
 use vfio_nvme::stream::describe;
 
+use crate::output::Output;
+use crate::output::Verdict;
+
 /// Describes the stream in `path`. A stream that is invalid or incomplete is still described as
-/// far as it is valid, and then reported as an error (exit code 1).
-pub fn decode(path: &Path, json: bool) -> anyhow::Result<String> {
+/// far as it is valid, and then reported as an error (exit code 1; `passed` false in JSON).
+pub fn decode(path: &Path, json: bool) -> anyhow::Result<Output> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the stream file {}", path.display()))?;
     let report = describe(&bytes)
         .with_context(|| format!("{} is not a vfio-nvme migration stream", path.display()))?;
     let text = if json {
-        serde_json::to_string_pretty(&report).context("cannot render the report as JSON")?
+        Verdict::json(report.error.is_none(), &report)
+            .context("cannot render the report as JSON")?
     } else {
         report.to_string()
     };
-    match &report.error {
-        None => Ok(text),
-        Some(error) => {
-            println!("{text}");
-            anyhow::bail!(
-                "{} is not a complete, valid stream (valid up to byte {}): {error}",
-                path.display(),
-                report.valid_bytes
-            )
-        }
-    }
+    let failure = report.error.as_ref().map(|error| {
+        anyhow::anyhow!(
+            "{} is not a complete, valid stream (valid up to byte {}): {error}",
+            path.display(),
+            report.valid_bytes
+        )
+    });
+    Ok(Output { text, failure })
 }

@@ -15,11 +15,16 @@ use nvme_host::orchestrator::MigrateOptions;
 use nvme_host::orchestrator::MigrationReport;
 use nvme_host::orchestrator::Orchestrator;
 use nvme_host::workload;
+use nvme_host::workload::Ledger;
 use nvme_host::workload::Report;
 use nvme_host::workload::Snapshot;
 use nvme_host::workload::VerifyOptions;
 use nvme_host::workload::WorkloadConfig;
 use serde::Serialize;
+
+use crate::exit::VerificationFailed;
+use crate::output::Output;
+use crate::output::Verdict;
 
 /// I/O virtual address of the guest memory the workload uses.
 const GUEST_IOVA: u64 = 0x1_0000_0000;
@@ -37,12 +42,29 @@ pub struct PlannedMigration {
     pub save_stream: Option<PathBuf>,
 }
 
-/// One migration as it happened, on the workload's clock.
+/// One migration as it happened, on the workload's clock; durations in milliseconds.
 #[derive(Clone, Debug, Serialize)]
 pub struct MigrationRecord {
-    /// What the orchestrator measured.
-    #[serde(flatten)]
-    pub report: MigrationReport,
+    /// Source socket.
+    pub from: PathBuf,
+    /// Destination socket.
+    pub to: PathBuf,
+    /// From the start of the migration to the source's disconnect.
+    pub total_ms: f64,
+    /// Device blackout: the source leaving RUNNING to the destination running.
+    pub blackout_ms: f64,
+    /// Pre-copy rounds streamed.
+    pub precopy_rounds: u32,
+    /// Bytes streamed during pre-copy.
+    pub precopy_bytes: u64,
+    /// Pre-copy rounds during which the guest was throttled.
+    pub throttled_rounds: u32,
+    /// Bytes streamed in STOP_COPY.
+    pub stop_copy_bytes: u64,
+    /// Whole stream size.
+    pub stream_bytes: u64,
+    /// Guest pages the source device reported dirty.
+    pub dirty_pages: u64,
     /// When it started, seconds after the workload started.
     pub start_s: f64,
     /// When it ended, seconds after the workload started.
@@ -57,6 +79,35 @@ pub struct MigrationRecord {
     pub iops_after: f64,
 }
 
+/// Milliseconds in `d`.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl MigrationRecord {
+    /// The record of `report`, which ran from `start_s` to `end_s` of `workload`'s clock.
+    fn new(report: MigrationReport, start_s: f64, end_s: f64, workload: &Report) -> Self {
+        Self {
+            total_ms: ms(report.total),
+            blackout_ms: ms(report.blackout),
+            precopy_rounds: report.precopy_rounds,
+            precopy_bytes: report.precopy_bytes,
+            throttled_rounds: report.throttled_rounds,
+            stop_copy_bytes: report.stop_copy_bytes,
+            stream_bytes: report.stream_bytes,
+            dirty_pages: report.dirty_pages,
+            longest_stall_ms: stall_between(workload, start_s, end_s),
+            iops_before: iops_between(workload, start_s - 1.0, start_s),
+            iops_during: iops_between(workload, start_s, end_s.max(start_s + 0.1)),
+            iops_after: iops_between(workload, end_s, end_s + 1.0),
+            from: report.from,
+            to: report.to,
+            start_s,
+            end_s,
+        }
+    }
+}
+
 /// The outcome of a workload run.
 #[derive(Debug, Serialize)]
 pub struct RunOutcome {
@@ -66,6 +117,8 @@ pub struct RunOutcome {
     pub migrations: Vec<MigrationRecord>,
     /// The read-back of every written block after the run (verify mode).
     pub readback: Option<Report>,
+    /// Where the run's layout was saved (`--save-layout`).
+    pub layout: Option<PathBuf>,
 }
 
 impl RunOutcome {
@@ -77,6 +130,29 @@ impl RunOutcome {
                 .readback
                 .as_ref()
                 .is_none_or(|r| r.verified && r.errors == 0)
+    }
+
+    /// Why the run did not pass (see [`failure_of`]); `None` when it passed.
+    pub fn failure(&self) -> Option<anyhow::Error> {
+        (!self.passed()).then(|| {
+            failure_of(
+                "verification",
+                core::iter::once(&self.workload).chain(&self.readback),
+            )
+        })
+    }
+}
+
+/// Why `reports` did not pass, for `what`: a [`VerificationFailed`] naming the first bad
+/// block (exit status 3) when a read found bad data, else their command errors (status 1).
+fn failure_of<'a>(what: &str, reports: impl Iterator<Item = &'a Report> + Clone) -> anyhow::Error {
+    let failures: u64 = reports.clone().map(|r| r.failure_count).sum();
+    let errors: u64 = reports.clone().map(|r| r.errors).sum();
+    match reports.clone().find_map(|r| r.failures.first()) {
+        Some(first) => anyhow::Error::new(VerificationFailed(format!(
+            "{what} failed: {failures} block(s) read back wrong; first: {first}"
+        ))),
+        None => anyhow::anyhow!("{what} failed: {errors} command error(s); see the report above"),
     }
 }
 
@@ -123,12 +199,15 @@ fn stall_between(report: &Report, from_s: f64, to_s: f64) -> f64 {
 /// Runs `config` against the VF at `socket`, migrating as `plan` says, then reads back every
 /// written block when verifying. With `tail`, the workload is stopped that long after the last
 /// migration (whatever its own limit says), so every planned migration happens under load.
-/// `progress` sees workload snapshots and phase messages.
+/// `progress` sees workload snapshots and phase messages. With `save_layout`, what the run
+/// wrote is saved there once the workload has stopped, also when a migration or the
+/// workload failed (the error then says where it is).
 pub fn run(
     socket: &Path,
     config: &WorkloadConfig,
     plan: &[PlannedMigration],
     tail: Option<Duration>,
+    save_layout: Option<&Path>,
     progress: &(dyn Fn(&Snapshot, &str) + Sync),
 ) -> anyhow::Result<RunOutcome> {
     let memory =
@@ -155,12 +234,13 @@ pub fn run(
     } else {
         config
     };
+    let ledger = workload::ledger_for(&driver, config).context("the workload cannot start")?;
     let stop = AtomicBool::new(false);
     let phase = std::sync::Mutex::new(String::from("running"));
     let started = Instant::now();
     let (workload, migrations) = std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
-            let result = workload::run(&driver, config, &stop, |snapshot| {
+            let result = workload::run_with_ledger(&driver, config, &ledger, &stop, |snapshot| {
                 let phase = phase.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 progress(snapshot, &phase);
             });
@@ -206,40 +286,41 @@ pub fn run(
         let workload = worker.join();
         (workload, (migrations, failure))
     });
+    // The workload has stopped: every write is acknowledged or marked unknown in the ledger.
+    let saved = save_layout
+        .map(|path| save(&ledger, config.nsid, path).map(|()| path.to_owned()))
+        .transpose()?;
+    let where_saved = |err: anyhow::Error| match &saved {
+        Some(path) => err.context(format!(
+            "what the run wrote is saved in {0}: re-verify a server with `vfio-nvme workload \
+             --verify-layout {0} --socket PATH`",
+            path.display()
+        )),
+        None => err,
+    };
     let workload = workload
         .map_err(|_| anyhow::anyhow!("the workload thread panicked"))?
-        .context("the workload failed")?;
+        .context("the workload failed")
+        .map_err(where_saved)?;
     let (migrations, failure) = migrations;
     if let Some(e) = failure {
-        return Err(anyhow::Error::new(e).context("live migration failed"));
+        return Err(where_saved(
+            anyhow::Error::new(e).context("live migration failed"),
+        ));
     }
     let migrations = migrations
         .into_iter()
-        .map(|(report, start_s, end_s)| MigrationRecord {
-            longest_stall_ms: stall_between(&workload, start_s, end_s),
-            iops_before: iops_between(&workload, start_s - 1.0, start_s),
-            iops_during: iops_between(&workload, start_s, end_s.max(start_s + 0.1)),
-            iops_after: iops_between(&workload, end_s, end_s + 1.0),
-            report,
-            start_s,
-            end_s,
-        })
+        .map(|(report, start_s, end_s)| MigrationRecord::new(report, start_s, end_s, &workload))
         .collect();
     let readback = if config.verify {
         progress(&Snapshot::default(), "reading back every written block");
-        Some(
-            workload::verify_all(
-                &driver,
-                config.nsid,
-                &workload.ledger,
-                &VerifyOptions {
-                    queues: config.queues,
-                    queue_depth: config.queue_depth,
-                    ..VerifyOptions::default()
-                },
-            )
-            .context("the read-back failed")?,
-        )
+        Some(readback(
+            &driver,
+            config.nsid,
+            &ledger,
+            config.queues,
+            config.queue_depth,
+        )?)
     } else {
         None
     };
@@ -247,7 +328,149 @@ pub fn run(
         workload,
         migrations,
         readback,
+        layout: saved,
     })
+}
+
+/// Reads back every block `ledger` has a write for from namespace `nsid`.
+fn readback(
+    driver: &Driver,
+    nsid: u32,
+    ledger: &std::sync::Arc<Ledger>,
+    queues: u16,
+    queue_depth: u32,
+) -> anyhow::Result<Report> {
+    workload::verify_all(
+        driver,
+        nsid,
+        ledger,
+        &VerifyOptions {
+            queues,
+            queue_depth,
+            ..VerifyOptions::default()
+        },
+    )
+    .context("the read-back failed")
+}
+
+/// Writes `ledger`'s layout (for namespace `nsid`) to `path`, through a temporary file
+/// renamed into place so a reader never sees half a layout.
+fn save(ledger: &Ledger, nsid: u32, path: &Path) -> anyhow::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, workload::layout::encode(ledger, nsid))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .with_context(|| format!("cannot save the layout to {}", path.display()))
+}
+
+/// The outcome of `--verify-layout`: an earlier run's layout read back from a server.
+#[derive(Debug, Serialize)]
+pub struct LayoutCheck {
+    /// The layout file.
+    pub layout: PathBuf,
+    /// The server read.
+    pub socket: PathBuf,
+    /// The namespace read (the layout's).
+    pub nsid: u32,
+    /// The read-back of every block the layout's run wrote.
+    pub readback: Report,
+}
+
+/// Reads back from the VF at `socket` every block the run saved in `layout` wrote.
+pub fn verify_layout(
+    socket: &Path,
+    layout: &Path,
+    queues: u16,
+    queue_depth: u32,
+) -> anyhow::Result<LayoutCheck> {
+    let bad_layout = |reason: String| {
+        anyhow::Error::new(crate::exit::UsageError {
+            option: "--verify-layout".to_owned(),
+            value: layout.display().to_string(),
+            reason,
+        })
+    };
+    let bytes = std::fs::read(layout).map_err(|e| bad_layout(format!("cannot read it: {e}")))?;
+    let saved = workload::layout::decode(&bytes).map_err(|e| bad_layout(e.to_string()))?;
+    let ledger = std::sync::Arc::new(saved.ledger);
+    let config = WorkloadConfig {
+        queues,
+        queue_depth,
+        block_size: ledger.lba_bytes() * ledger.unit_blocks(),
+        ..WorkloadConfig::default()
+    };
+    let memory =
+        HostMemory::new(memory_for(&config), GUEST_IOVA).context("cannot allocate guest memory")?;
+    let orch = Orchestrator::connect(socket, memory.clone())
+        .with_context(|| format!("cannot attach to the VF at {}", socket.display()))?;
+    let driver = Driver::new(orch.bar(), memory).context("cannot bring up the NVMe controller")?;
+    driver
+        .set_queue_count(queues)
+        .context("Set Features (Number of Queues) failed")?;
+    let readback = workload::verify_all(
+        &driver,
+        saved.nsid,
+        &ledger,
+        &VerifyOptions {
+            queues,
+            queue_depth,
+            ..VerifyOptions::default()
+        },
+    )
+    .map_err(|err| match err {
+        // --qd and --queues are the user's; the rest of the configuration is the layout's.
+        workload::WorkloadError::Config { field, .. }
+            if field != "queue_depth" && field != "queues" =>
+        {
+            bad_layout(format!(
+                "it does not fit namespace {} of {}: {err}",
+                saved.nsid,
+                socket.display()
+            ))
+        }
+        err => anyhow::Error::new(err).context("the read-back failed"),
+    })?;
+    Ok(LayoutCheck {
+        layout: layout.to_owned(),
+        socket: socket.to_owned(),
+        nsid: saved.nsid,
+        readback,
+    })
+}
+
+impl LayoutCheck {
+    /// A human summary.
+    fn describe(&self) -> String {
+        format!(
+            "{}\nlayout {} on {} (namespace {}): {} written block(s) read back, {}\n",
+            self.readback,
+            self.layout.display(),
+            self.socket.display(),
+            self.nsid,
+            self.readback.ios,
+            if self.passed() {
+                "all correct"
+            } else {
+                "FAILED"
+            }
+        )
+    }
+
+    /// Whether every block read back as the layout's run left it.
+    fn passed(&self) -> bool {
+        self.readback.verified && self.readback.errors == 0
+    }
+
+    /// Why it did not pass (see [`failure_of`]).
+    fn failure(&self) -> Option<anyhow::Error> {
+        (!self.passed()).then(|| {
+            failure_of(
+                &format!("verification against {}", self.layout.display()),
+                core::iter::once(&self.readback),
+            )
+        })
+    }
 }
 
 /// A human summary of an outcome.
@@ -259,24 +482,23 @@ pub fn describe(outcome: &RunOutcome) -> String {
         s.push('\n');
     }
     for (i, m) in outcome.migrations.iter().enumerate() {
-        let r = &m.report;
         let _ = writeln!(
             s,
             "migration {}: {} -> {} at {:.2}s: total {:.1} ms, blackout {:.2} ms, longest I/O \
              stall {:.0} ms, {} pre-copy round(s) of {} KiB, stop-copy {} KiB, stream {} KiB, \
              {} dirty page(s); IOPS before/during/after {:.0}/{:.0}/{:.0}",
             i + 1,
-            r.from.display(),
-            r.to.display(),
+            m.from.display(),
+            m.to.display(),
             m.start_s,
-            r.total.as_secs_f64() * 1000.0,
-            r.blackout.as_secs_f64() * 1000.0,
+            m.total_ms,
+            m.blackout_ms,
             m.longest_stall_ms,
-            r.precopy_rounds,
-            r.precopy_bytes / 1024,
-            r.stop_copy_bytes / 1024,
-            r.stream_bytes / 1024,
-            r.dirty_pages,
+            m.precopy_rounds,
+            m.precopy_bytes / 1024,
+            m.stop_copy_bytes / 1024,
+            m.stream_bytes / 1024,
+            m.dirty_pages,
             m.iops_before,
             m.iops_during,
             m.iops_after,
@@ -294,6 +516,9 @@ pub fn describe(outcome: &RunOutcome) -> String {
             }
         );
     }
+    if let Some(layout) = &outcome.layout {
+        let _ = writeln!(s, "layout saved to {}", layout.display());
+    }
     let _ = writeln!(
         s,
         "verification: {}",
@@ -303,23 +528,31 @@ pub fn describe(outcome: &RunOutcome) -> String {
 }
 
 /// `vfio-nvme workload` from its arguments.
-pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<String> {
+pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<Output> {
     use nvme_host::workload::Limit;
     use nvme_host::workload::Pattern;
-    let rw = match args.rw.as_str() {
-        "read" => Pattern::Read,
-        "write" => Pattern::Write,
-        "randread" => Pattern::RandRead,
-        "randwrite" => Pattern::RandWrite,
-        "randrw" => Pattern::RandRw {
-            read_percent: args.rwmixread,
-        },
-        "rw" | "readwrite" => Pattern::SeqRw {
-            read_percent: args.rwmixread,
-        },
-        other => anyhow::bail!(
-            "unknown --rw `{other}` (use read, write, randread, randwrite, randrw or rw)"
-        ),
+
+    use crate::cli::RwArg;
+    if let Some(layout) = &args.verify_layout {
+        let check = verify_layout(&args.socket, layout, args.queues, args.qd)?;
+        let text = if json {
+            Verdict::json(check.passed(), &check)?
+        } else {
+            check.describe()
+        };
+        return Ok(Output {
+            text,
+            failure: check.failure(),
+        });
+    }
+    let read_percent = args.rwmixread;
+    let rw = match args.rw {
+        RwArg::Read => Pattern::Read,
+        RwArg::Write => Pattern::Write,
+        RwArg::Randread => Pattern::RandRead,
+        RwArg::Randwrite => Pattern::RandWrite,
+        RwArg::Randrw => Pattern::RandRw { read_percent },
+        RwArg::Rw => Pattern::SeqRw { read_percent },
     };
     let config = WorkloadConfig {
         rw,
@@ -363,19 +596,23 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<St
         (Limit::Ios(_), None) => Duration::from_secs(10),
     };
     let progress = crate::progress::Progress::new(expected, json);
-    let outcome = run(&args.socket, &config, &plan, tail, &|snapshot, phase| {
-        progress.update(snapshot, phase)
-    });
+    let outcome = run(
+        &args.socket,
+        &config,
+        &plan,
+        tail,
+        args.save_layout.as_deref(),
+        &|snapshot, phase| progress.update(snapshot, phase),
+    );
     drop(progress);
     let outcome = outcome?;
     let text = if json {
-        serde_json::to_string_pretty(&outcome)?
+        Verdict::json(outcome.passed(), &outcome)?
     } else {
         describe(&outcome)
     };
-    if !outcome.passed() {
-        println!("{text}");
-        anyhow::bail!("the workload reported errors or verification failures");
-    }
-    Ok(text)
+    Ok(Output {
+        text,
+        failure: outcome.failure(),
+    })
 }

@@ -119,18 +119,29 @@ fn demo_migrates_there_and_back_and_verifies() {
         dir.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
+    // One JSON object on one line, with the verdict on top and durations in milliseconds.
+    assert_eq!(stdout(&output).lines().count(), 1);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
     let migrations = report["migrations"].as_array().unwrap();
     assert_eq!(migrations.len(), 2, "{report}");
     for m in migrations {
-        assert!(m["blackout"].is_object(), "{m}");
+        let blackout = m["blackout_ms"].as_f64().unwrap();
+        let total = m["total_ms"].as_f64().unwrap();
+        assert!(blackout > 0.0 && blackout <= total, "{m}");
         assert!(m["stream_bytes"].as_u64().unwrap() > 0, "{m}");
+        assert!(m.get("blackout").is_none(), "{m}");
     }
+    assert_eq!(migrations[0]["to"], migrations[1]["from"]);
     assert_eq!(report["workload"]["verified"], true);
     assert_eq!(report["readback"]["verified"], true);
     assert!(dir.join("timeline.svg").exists());
     let svg = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("blackout"), "{svg}");
+    assert!(svg.contains("A → B") && svg.contains("B → A"), "{svg}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(saved["passed"], true);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -167,4 +178,129 @@ fn table_json_is_an_object_of_objects() {
         value["table"]["STOP_COPY"]["PRE_COPY"],
         serde_json::Value::Null
     );
+}
+
+#[test]
+fn every_subcommand_shows_its_long_help() {
+    for (args, phrase) in [
+        (&["demo", "--help"][..], "nothing to prepare"),
+        (&["serve", "--help"], "--socket-mode"),
+        (&["serve", "--help"], "READY=1"),
+        (&["fsm", "--help"], "PRE_COPY_P2P"),
+        (&["workload", "--help"], "--verify-layout FILE"),
+        (&["bench", "--help"], "queue depth 32"),
+        (&["state", "--help"], "--save-stream"),
+        (&["state", "decode", "--help"], "first problem"),
+        (&["completions", "--help"], "bash_completion"),
+        (&["man", "--help"], "man -l"),
+        (&["--help"], "Exit status: 0 success"),
+        (&["workload", "--help"], "3 verification failed"),
+    ] {
+        let output = vfio_nvme(args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        let text = stdout(&output);
+        assert!(text.contains(phrase), "{args:?} lacks {phrase:?}:\n{text}");
+    }
+    // `-h` stays short: the summary line, not the long text.
+    let short = stdout(&vfio_nvme(&["demo", "-h"]));
+    assert!(!short.contains("nothing to prepare"), "{short}");
+}
+
+#[test]
+fn bad_option_values_are_usage_errors_naming_the_option() {
+    for (args, named) in [
+        (&["workload", "--socket", "x", "--qd", "0"][..], "--qd"),
+        (&["workload", "--socket", "x", "--qd", "70000"], "--qd"),
+        (&["workload", "--socket", "x", "--queues", "0"], "--queues"),
+        (&["workload", "--socket", "x", "--bs", "1000"], "--bs"),
+        (&["workload", "--socket", "x", "--rw", "sideways"], "--rw"),
+        (&["workload", "--socket", "x", "--ios", "0"], "--ios"),
+        (&["demo", "--qd", "2000"], "--qd"),
+        (&["demo", "--queues", "65"], "--queues"),
+        (
+            &["serve", "--socket", "x", "--socket-mode", "0800"],
+            "--socket-mode",
+        ),
+        (
+            &["serve", "--socket", "x", "--socket-mode", "4755"],
+            "--socket-mode",
+        ),
+        (
+            &[
+                "serve",
+                "--socket",
+                "x",
+                "--socket-group",
+                "no-such-group-here",
+            ],
+            "--socket-group",
+        ),
+        (
+            &["serve", "--socket", "x", "--name", "far-too-long-a-name"],
+            "--name",
+        ),
+    ] {
+        let output = vfio_nvme(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let message = stderr(&output);
+        assert!(message.contains(named), "{args:?}: {message}");
+        assert_eq!(stdout(&output), "");
+    }
+    // The range comes from the served controllers' own limit, and names what was typed.
+    let message = stderr(&vfio_nvme(&["demo", "--qd", "2000"]));
+    assert!(
+        message.contains("'2000'") && message.contains("1..=1023"),
+        "{message}"
+    );
+}
+
+#[test]
+fn json_is_refused_where_a_command_prints_none() {
+    for args in [
+        &["--json", "serve", "--socket", "/nonexistent/x.sock"][..],
+        &["completions", "bash", "--json"],
+        &["--json", "man"],
+    ] {
+        let output = vfio_nvme(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        assert!(
+            stderr(&output).contains("'--json' does not apply"),
+            "{output:?}"
+        );
+    }
+}
+
+#[test]
+fn completions_and_manual_pages_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = vfio_nvme(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {output:?}");
+        let script = stdout(&output);
+        assert!(
+            script.contains("vfio-nvme") && script.contains("verify-layout"),
+            "{shell}"
+        );
+    }
+    let page = stdout(&vfio_nvme(&["man"]));
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("workload"), "{page}");
+
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = vfio_nvme(&["man", "--dir", dir.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    for page in [
+        "vfio-nvme.1",
+        "vfio-nvme-serve.1",
+        "vfio-nvme-workload.1",
+        "vfio-nvme-fsm-path.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page}");
+        assert!(stdout(&output).contains(page), "{output:?}");
+    }
+    let serve = std::fs::read_to_string(dir.join("vfio-nvme-serve.1")).unwrap();
+    assert!(serve.contains("socket\\-mode"), "{serve}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,11 +1,16 @@
 //! The verifying workload against `vfio-nvme serve` in another process: a verified run on four
-//! queues, a second client that reads back everything the first wrote, and the CLI migrating a
-//! random-write workload there and back.
+//! queues, a second client that reads back everything the first wrote, the CLI migrating a
+//! random-write workload there and back, a second verified run on the same server, layouts
+//! saved and re-verified (also after an aborted migration), and usage errors that only the
+//! controller can find.
 
 mod common;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+
+use std::path::Path;
+use std::process::Output;
 
 use common::ServeProcess;
 use common::TempDir;
@@ -97,4 +102,200 @@ fn the_cli_migrates_a_random_write_workload_there_and_back() {
     assert_eq!(report["workload"]["verified"], true);
     assert_eq!(report["workload"]["failure_count"], 0);
     assert_eq!(report["readback"]["verified"], true);
+}
+
+/// Runs `vfio-nvme ARGS...` (quiet log) and returns its output.
+fn cli(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vfio-nvme"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `workload --json --socket SOCKET ARGS...`, its exit status and its JSON.
+fn workload_json(socket: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut all = vec!["--json", "workload", "--socket", socket.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = cli(&all);
+    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {:?}, stderr {}",
+            text(&output.stdout),
+            text(&output.stderr)
+        )
+    });
+    (output.status.code(), json, text(&output.stderr))
+}
+
+#[test]
+fn a_second_verified_run_on_the_same_server_does_not_call_the_first_runs_data_corruption() {
+    let dir = TempDir::new("second-run");
+    let serve = ServeProcess::start(&dir.path("vf.sock"), &["--namespace", "ram:16M,lba=4096"]);
+    // A small namespace, so the second run's reads land on blocks the first one wrote.
+    let args = [
+        "--verify", "--rw", "randrw", "--queues", "2", "--qd", "16", "--ios", "20000",
+    ];
+    let (code, first, stderr) = workload_json(&serve.socket, &args);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(first["passed"], true);
+    assert!(first["readback"]["ios"].as_u64().unwrap() > 1000, "{first}");
+    let (code, second, stderr) = workload_json(&serve.socket, &args);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(second["passed"], true, "{second}");
+    assert_eq!(second["workload"]["failure_count"], 0, "{second}");
+    assert!(
+        second["workload"]["reads"].as_u64().unwrap() > 5000,
+        "{second}"
+    );
+    assert_eq!(second["readback"]["verified"], true);
+}
+
+#[test]
+fn a_saved_layout_re_verifies_the_server_and_catches_what_changed_since() {
+    let dir = TempDir::new("layout");
+    let serve = ServeProcess::start(&dir.path("vf.sock"), &["--namespace", "ram:32M,lba=4096"]);
+    let layout = dir.path("run1.layout");
+    let layout_arg = layout.to_str().unwrap();
+    let (code, run, stderr) = workload_json(
+        &serve.socket,
+        &[
+            "--verify",
+            "--rw",
+            "randwrite",
+            "--ios",
+            "3000",
+            "--save-layout",
+            layout_arg,
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(run["layout"], layout_arg);
+    let written = run["readback"]["ios"].as_u64().unwrap();
+    assert!(written > 1000, "{run}");
+
+    // Another process, a new connection: everything the first run wrote reads back.
+    let (code, check, stderr) = workload_json(
+        &serve.socket,
+        &["--verify-layout", layout_arg, "--queues", "2"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(check["passed"], true, "{check}");
+    assert_eq!(check["readback"]["ios"].as_u64().unwrap(), written);
+
+    // A later run overwrites all of it: the layout's run finds the later run's blocks.
+    let (code, _, stderr) = workload_json(
+        &serve.socket,
+        &[
+            "--verify", "--rw", "write", "--ios", "8192", "--queues", "1",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, check, stderr) = workload_json(&serve.socket, &["--verify-layout", layout_arg]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(check["passed"], false);
+    assert_eq!(check["readback"]["failures"][0]["kind"], "Stale", "{check}");
+    assert!(stderr.contains("verification against"), "{stderr}");
+
+    // So is a layout for another namespace shape (512-byte blocks here).
+    let other = ServeProcess::start(&dir.path("512.sock"), &["--namespace", "ram:32M"]);
+    let output = cli(&[
+        "workload",
+        "--socket",
+        other.socket.to_str().unwrap(),
+        "--verify-layout",
+        layout_arg,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("for '--verify-layout'") && stderr.contains("does not fit namespace 1"),
+        "{stderr}"
+    );
+
+    // A file that is not a layout is the user's mistake.
+    std::fs::write(dir.path("junk"), b"not a layout").unwrap();
+    let output = cli(&[
+        "workload",
+        "--socket",
+        serve.socket.to_str().unwrap(),
+        "--verify-layout",
+        dir.path("junk").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        text(&output.stderr).contains("--verify-layout"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn after_an_aborted_migration_the_source_re_verifies_against_the_saved_layout() {
+    let dir = TempDir::new("aborted");
+    let a = ServeProcess::start(&dir.path("a.sock"), &["--namespace", "ram:64M,lba=4096"]);
+    // B's namespace is smaller: it refuses the stream, and the VF goes back to running on A.
+    let b = ServeProcess::start_logged(
+        &dir.path("b.sock"),
+        &["--namespace", "ram:32M,lba=4096"],
+        &dir.path("b.log"),
+    );
+    let layout = dir.path("a.layout");
+    let output = cli(&[
+        "workload",
+        "--socket",
+        a.socket.to_str().unwrap(),
+        "--verify",
+        "--rw",
+        "randwrite",
+        "--queues",
+        "2",
+        "--migrate-after",
+        "1s",
+        "--migrate-to",
+        b.socket.to_str().unwrap(),
+        "--save-layout",
+        layout.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("live migration failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--verify-layout {}", layout.display())),
+        "{stderr}"
+    );
+    let (code, check, stderr) =
+        workload_json(&a.socket, &["--verify-layout", layout.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(check["passed"], true, "{check}");
+    assert!(check["readback"]["ios"].as_u64().unwrap() > 100, "{check}");
+}
+
+#[test]
+fn limits_only_the_controller_knows_are_usage_errors_naming_the_option() {
+    let dir = TempDir::new("limits");
+    let serve = ServeProcess::start(&dir.path("vf.sock"), &["--namespace", "ram:16M,lba=4096"]);
+    let socket = serve.socket.to_str().unwrap();
+    for (args, wanted) in [
+        (&["--qd", "2000"][..], "invalid value '2000' for '--qd'"),
+        (&["--queues", "100"], "invalid value '100' for '--queues'"),
+        (&["--bs", "6k"], "invalid value '6k' for '--bs'"),
+        (&["--nsid", "9"], "invalid value '9' for '--nsid'"),
+    ] {
+        let mut all = vec!["workload", "--socket", socket, "--ios", "10"];
+        all.extend_from_slice(args);
+        let output = cli(&all);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("queue_depth") && !stderr.contains("block_size"),
+            "{stderr}"
+        );
+    }
+    let stderr = text(&cli(&["workload", "--socket", socket, "--qd", "2000"]).stderr);
+    assert!(stderr.contains("at most 1023 commands"), "{stderr}");
 }

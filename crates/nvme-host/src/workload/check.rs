@@ -9,11 +9,16 @@
 //! and then for the unit as a whole, against what the ledger expected when the read was
 //! submitted:
 //!
-//! * **never-written** — a unit never written must read as zeros;
+//! * **never-written** — a unit never written, on a namespace that started empty
+//!   ([`Baseline::Zeros`](super::ledger::Baseline)), must read as zeros;
 //! * **lost** — zeros where a write was acknowledged: the write vanished;
 //! * **stale** — an intact block older than the newest acknowledged write (an old generation,
 //!   or a block from an earlier run);
 //! * **unacknowledged** — a generation newer than any acknowledged write to the unit.
+//!
+//! A unit the run never wrote on a namespace with earlier content ([`Expected::Earlier`]) is
+//! not judged — it holds what an earlier run or another client left — except that a block
+//! stamped by this run found there is misplaced (another LBA's) or unacknowledged (its own).
 
 use std::fmt;
 use std::sync::Mutex;
@@ -161,9 +166,6 @@ pub fn check_unit(
     expected: Expected,
     queue: u16,
 ) -> Option<Failure> {
-    if expected == Expected::Unknown {
-        return None;
-    }
     let fail = |kind, lba, state| {
         Some(Failure {
             kind,
@@ -173,6 +175,27 @@ pub fn check_unit(
             found: found(state),
         })
     };
+    match expected {
+        Expected::Unknown => return None,
+        Expected::Earlier => {
+            return data
+                .chunks(lba_bytes.max(1))
+                .enumerate()
+                .find_map(|(i, block)| {
+                    let lba = first_lba.wrapping_add(i as u64);
+                    match inspect(block) {
+                        state @ BlockState::Valid(h) if h.run == run && h.lba != lba => {
+                            fail(FailureKind::Misplaced, lba, state)
+                        }
+                        state @ BlockState::Valid(h) if h.run == run => {
+                            fail(FailureKind::Unacknowledged, lba, state)
+                        }
+                        _ => None,
+                    }
+                });
+        }
+        Expected::Never | Expected::Generation(_) => {}
+    }
     // Damage in a unit that should be zeros is first of all data where none belongs.
     let damaged = if expected == Expected::Never {
         FailureKind::NeverWritten
@@ -294,6 +317,26 @@ mod tests {
         buf
     }
 
+    /// `blocks` blocks of another run, generation 5, from `lba`.
+    fn other_run(lba: u64, blocks: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; 512 * blocks];
+        stamp(
+            &mut buf,
+            512,
+            BlockHeader {
+                magic: 0,
+                run: RUN + 1,
+                lba,
+                generation: 5,
+                seq: 0,
+                queue: 0,
+                reserved: 0,
+                crc: 0,
+            },
+        );
+        buf
+    }
+
     fn kind(data: &[u8], lba: u64, expected: Expected) -> Option<(FailureKind, u64)> {
         check_unit(data, lba, 512, RUN, expected, 1).map(|f| (f.kind, f.lba))
     }
@@ -304,6 +347,21 @@ mod tests {
         assert_eq!(kind(&unit(8, 5, 4), 8, g5), None);
         assert_eq!(kind(&[0u8; 2048], 8, Expected::Never), None);
         assert_eq!(kind(&[0xffu8; 2048], 8, Expected::Unknown), None);
+        // Earlier content where this run wrote nothing is not judged, but a block of this
+        // run there is: its own LBA's (a write never acknowledged) or another's.
+        let earlier = Expected::Earlier;
+        assert_eq!(kind(&[0xffu8; 2048], 8, earlier), None);
+        assert_eq!(kind(&[0u8; 2048], 8, earlier), None);
+        let mut mixed_runs = other_run(8, 4);
+        mixed_runs[1024..].fill(0x5a);
+        assert_eq!(kind(&mixed_runs, 8, earlier), None);
+        assert_eq!(
+            kind(&unit(8, 5, 4), 8, earlier),
+            Some((FailureKind::Unacknowledged, 8))
+        );
+        let mut stray = other_run(8, 4);
+        stray[1536..].copy_from_slice(&unit(40, 5, 1));
+        assert_eq!(kind(&stray, 8, earlier), Some((FailureKind::Misplaced, 11)));
         assert_eq!(kind(&[0u8; 2048], 8, g5), Some((FailureKind::Lost, 8)));
         assert_eq!(kind(&unit(8, 4, 4), 8, g5), Some((FailureKind::Stale, 8)));
         assert_eq!(
@@ -338,21 +396,7 @@ mod tests {
         half[1024..].fill(0);
         assert_eq!(kind(&half, 8, g5), Some((FailureKind::Torn, 10)));
         // Another run's intact block.
-        let mut other = vec![0u8; 512];
-        stamp(
-            &mut other,
-            512,
-            BlockHeader {
-                magic: 0,
-                run: RUN + 1,
-                lba: 8,
-                generation: 5,
-                seq: 0,
-                queue: 0,
-                reserved: 0,
-                crc: 0,
-            },
-        );
+        let other = other_run(8, 1);
         assert_eq!(kind(&other, 8, g5), Some((FailureKind::Stale, 8)));
         let text = check_unit(&other, 8, 512, RUN, g5, 3).unwrap().to_string();
         assert!(text.contains("LBA 8: stale data"), "{text}");
@@ -379,9 +423,10 @@ mod tests {
             .with_type::<(u8, Vec<u8>)>()
             .with_iterations(2000)
             .for_each(|(expect, data): &(u8, Vec<u8>)| {
-                let expected = match expect % 3 {
+                let expected = match expect % 4 {
                     0 => Expected::Never,
                     1 => Expected::Unknown,
+                    2 => Expected::Earlier,
                     _ => Expected::Generation(u64::from(*expect)),
                 };
                 let _ = check_unit(data, u64::MAX - 2, 64, RUN, expected, 0);

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::block::HEADER_LEN;
 use super::error::WorkloadError;
+use super::ledger::Baseline;
 
 /// Read or write: the two commands a workload issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -114,6 +115,9 @@ pub struct WorkloadConfig {
     pub limit: Limit,
     /// Stamp every written block and check every read one (see the `check` module).
     pub verify: bool,
+    /// What the units the run never writes hold: earlier content (the default; not judged)
+    /// or zeros (a namespace known to start empty, checked).
+    pub baseline: Baseline,
     /// Stop all queues at the first verification failure or command error instead of
     /// carrying on.
     pub stop_on_failure: bool,
@@ -142,6 +146,7 @@ impl Default for WorkloadConfig {
             first_qid: 1,
             limit: Limit::Duration(Duration::from_secs(1)),
             verify: true,
+            baseline: Baseline::default(),
             stop_on_failure: false,
             max_failures: 32,
             nsid: 1,
@@ -155,7 +160,18 @@ impl Default for WorkloadConfig {
 
 /// The most I/O units a ledger may track (a 512 MiB generation table); larger namespaces need
 /// an `lba_range`.
-const MAX_UNITS: u64 = 1 << 26;
+pub(crate) const MAX_UNITS: u64 = 1 << 26;
+
+/// The most commands a queue can keep in flight on any NVMe controller: the largest queue
+/// CAP.MQES can describe (65536 entries) less the entry that always stays empty. A
+/// controller's own limit is usually lower and is checked when the run starts.
+pub const MAX_QUEUE_DEPTH: u32 = nvme_spec::registers::Cap::new()
+    .with_mqes(u16::MAX)
+    .max_queue_entries()
+    - 1;
+
+/// The most I/O queues a run can use: every queue identifier but the admin queue's 0.
+pub const MAX_QUEUES: u16 = u16::MAX;
 
 /// A namespace's layout as a workload uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,11 +286,11 @@ impl WorkloadConfig {
                 "I/O queue identifiers are 1..=65535 (0 is the admin queue)",
             ));
         }
-        if self.queue_depth == 0 || self.queue_depth >= 65536 {
+        if self.queue_depth == 0 || self.queue_depth > MAX_QUEUE_DEPTH {
             return Err(WorkloadError::config(
                 "queue_depth",
                 self.queue_depth,
-                "must be 1..=65535 (and below the controller's CAP.MQES + 1)",
+                format!("must be 1..={MAX_QUEUE_DEPTH} (and below the controller's CAP.MQES + 1)"),
             ));
         }
         if self.timeout.is_zero() {

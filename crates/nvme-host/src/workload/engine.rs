@@ -48,10 +48,10 @@ pub(crate) struct Job<'a> {
     pub seed: u64,
 }
 
-/// Makes sure the controller allocated I/O queues up to `last_qid`: Set Features Number of
-/// Queues, or — when queues already exist and the allocation can no longer change — Get
-/// Features.
-fn ensure_queue_count(driver: &Driver, last_qid: u16) -> Result<(), WorkloadError> {
+/// Makes sure the controller allocated I/O queues up to `last_qid` (for `queues` queues):
+/// Set Features Number of Queues, or — when queues already exist and the allocation can no
+/// longer change — Get Features.
+fn ensure_queue_count(driver: &Driver, queues: u16, last_qid: u16) -> Result<(), WorkloadError> {
     let allocated = match driver.set_queue_count(last_qid) {
         Ok(n) => n,
         Err(DriverError::Status { .. }) => {
@@ -64,8 +64,30 @@ fn ensure_queue_count(driver: &Driver, last_qid: u16) -> Result<(), WorkloadErro
     if allocated < last_qid {
         return Err(WorkloadError::config(
             "queues",
-            last_qid,
-            format!("the controller allocated only {allocated} I/O queue pairs"),
+            queues,
+            format!(
+                "the controller allocated only {allocated} I/O queue pairs (queue identifiers \
+                 1..={allocated}; this run needs up to {last_qid})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails unless every queue of `queue_depth` commands (plus the entry a queue keeps empty)
+/// fits the controller's CAP.MQES.
+fn check_queue_depth(driver: &Driver, queue_depth: u32) -> Result<(), WorkloadError> {
+    let entries = driver.cap().max_queue_entries();
+    if queue_depth >= entries {
+        return Err(WorkloadError::config(
+            "queue_depth",
+            queue_depth,
+            format!(
+                "the controller's queues hold at most {entries} entries (CAP.MQES {}) and one \
+                 always stays empty: at most {} commands in flight per queue",
+                entries - 1,
+                entries - 1
+            ),
         ));
     }
     Ok(())
@@ -99,7 +121,8 @@ pub(crate) fn execute(
     let last_qid = job.first_qid.checked_add(queues - 1).ok_or_else(|| {
         WorkloadError::config("first_qid", job.first_qid, "queue identifiers past 65535")
     })?;
-    ensure_queue_count(driver, last_qid)?;
+    check_queue_depth(driver, job.queue_depth)?;
+    ensure_queue_count(driver, queues, last_qid)?;
 
     // Buffers first: running out of DMA memory then leaves no queue behind.
     let unit_bytes = ledger.lba_bytes() * ledger.unit_blocks();

@@ -13,8 +13,11 @@
 //! unit, the newest acknowledged generation and an in-flight flag, so no two commands touch the
 //! same LBAs at once and every read is checked ([`check_unit`]) against the newest write
 //! acknowledged before the read was submitted: lost, stale, torn, misplaced and unexpected
-//! (never-written) data are told apart. [`verify_all`] reads back everything the ledger knows of
-//! — the end-of-run and after-migration check.
+//! (never-written) data are told apart. A run judges only what it wrote: units it never wrote
+//! hold whatever was there before (an earlier run's data is no failure) unless the caller says
+//! the namespace started empty ([`Baseline`]). [`verify_all`] reads back everything the ledger
+//! knows of — the end-of-run and after-migration check — and [`layout`] saves a ledger to a
+//! file so another process can re-verify a server later.
 //!
 //! The [`Report`] has IOPS and MB/s, latency percentiles (HdrHistogram), a timeline of
 //! per-interval buckets, the longest stall without any completion, and the verdict.
@@ -26,6 +29,7 @@ mod check;
 mod config;
 mod engine;
 mod error;
+pub mod layout;
 mod ledger;
 mod report;
 mod rng;
@@ -49,10 +53,13 @@ pub use check::FailureKind;
 pub use check::Found;
 pub use check::check_unit;
 pub use config::Limit;
+pub use config::MAX_QUEUE_DEPTH;
+pub use config::MAX_QUEUES;
 pub use config::Op;
 pub use config::Pattern;
 pub use config::WorkloadConfig;
 pub use error::WorkloadError;
+pub use ledger::Baseline;
 pub use ledger::Expected;
 pub use ledger::Ledger;
 use nvme_driver::driver::Driver;
@@ -75,6 +82,14 @@ pub fn run(
     stop: &AtomicBool,
     progress: impl Fn(&Snapshot),
 ) -> Result<Report, WorkloadError> {
+    let ledger = ledger_for(driver, config)?;
+    run_with_ledger(driver, config, &ledger, stop, progress)
+}
+
+/// A fresh [`Ledger`] for `config` on `driver`'s namespace (its range cut into units of the
+/// block size, judged by `config.baseline`), for [`run_with_ledger`]: a caller that keeps the
+/// ledger still has it when the run fails (to save what was written, say).
+pub fn ledger_for(driver: &Driver, config: &WorkloadConfig) -> Result<Arc<Ledger>, WorkloadError> {
     config.validate()?;
     let geometry = Geometry::resolve(
         driver,
@@ -82,12 +97,12 @@ pub fn run(
         config.block_size,
         config.lba_range.as_ref(),
     )?;
-    let ledger = Arc::new(Ledger::new(
-        geometry.lbas.clone(),
+    Ok(Arc::new(Ledger::new(
+        geometry.lbas,
         geometry.lba_bytes,
         geometry.unit_blocks,
-    ));
-    start(driver, config, &geometry, &ledger, stop, progress)
+        config.baseline,
+    )))
 }
 
 /// Like [`run`], continuing with `ledger` from an earlier run (for example the same workload
@@ -188,7 +203,7 @@ fn start(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyOptions {
     /// `None`: every unit the ledger has a write for. `Some(range)`: every unit overlapping
-    /// `range`, written or not (unwritten ones must read as zeros).
+    /// `range`, written or not (unwritten ones are judged by the ledger's [`Baseline`]).
     pub lbas: Option<Range<u64>>,
     /// I/O queues to read with (the units are split into contiguous slices).
     pub queues: u16,

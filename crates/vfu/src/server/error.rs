@@ -42,6 +42,28 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// The socket mode asked for has bits beyond the permission bits.
+    #[error("socket mode {mode:#o} for {path} is not a permission mode: use 0..=0777, e.g. 0660")]
+    SocketMode {
+        /// The socket path.
+        path: PathBuf,
+        /// The mode asked for.
+        mode: u32,
+    },
+    /// The socket file could not be given the group asked for.
+    #[error(
+        "cannot give vfio-user socket {path} to group {gid}: {source}; the server's user must \
+         belong to that group (or have CAP_CHOWN)"
+    )]
+    SocketGroup {
+        /// The socket path.
+        path: PathBuf,
+        /// The group asked for.
+        gid: u32,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// Waiting for or accepting a client failed for a reason that will not go away by itself.
     #[error(
         "accepting vfio-user clients on {path} failed: {source}; if it says too many open files, \

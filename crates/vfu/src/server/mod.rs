@@ -37,4 +37,6 @@ pub use device::Errno;
 pub use device::IrqRequest;
 pub use device::RegionDescription;
 pub use error::ServerError;
+pub use socket::DEFAULT_SOCKET_MODE;
 pub use socket::Server;
+pub use socket::SocketOptions;

@@ -33,9 +33,34 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Pending connections the kernel queues while the server serves the current client.
 const BACKLOG: i32 = 16;
 
-/// Permissions of the socket file: the owner only (there is no authentication in vfio-user;
-/// the filesystem is the access control).
-const SOCKET_MODE: u32 = 0o600;
+/// Default permissions of the socket file: the owner only (there is no authentication in
+/// vfio-user; the filesystem is the access control).
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+
+/// Who may connect to a server's socket: the file's permission bits and group.
+///
+/// There is no authentication in vfio-user, so these are the access control. A VMM that runs
+/// as another user (QEMU under libvirt) needs a group both share and a mode that lets the group
+/// in, e.g. `0o660`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Permission bits (at most `0o777`): the file has exactly these once bound, whatever the
+    /// umask.
+    pub mode: u32,
+    /// Group to give the file (a gid the server's user belongs to); `None` keeps the user's
+    /// primary group.
+    pub group: Option<u32>,
+}
+
+impl Default for SocketOptions {
+    /// Mode 0600, the user's own group.
+    fn default() -> Self {
+        Self {
+            mode: DEFAULT_SOCKET_MODE,
+            group: None,
+        }
+    }
+}
 
 /// A vfio-user server listening on a UNIX socket.
 ///
@@ -51,12 +76,33 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the listening socket at `path` with mode 0600.
+    /// Creates the listening socket at `path` with mode 0600 (see [`bind_with`](Self::bind_with)).
+    pub fn bind(path: impl AsRef<Path>) -> Result<Self, ServerError> {
+        Self::bind_with(path, &SocketOptions::default())
+    }
+
+    /// Creates the listening socket at `path` with `options`' mode and group. At no moment is
+    /// the file more open than asked: it is created with the mode less the group's bits when
+    /// a group is asked for (until the file has that group), and gets its exact mode before
+    /// the socket listens.
     ///
     /// A stale socket file (nobody listening) is replaced; a socket someone listens on is
-    /// [`ServerError::SocketBusy`]; any other file is [`ServerError::NotASocket`].
-    pub fn bind(path: impl AsRef<Path>) -> Result<Self, ServerError> {
+    /// [`ServerError::SocketBusy`]; any other file is [`ServerError::NotASocket`]; a mode
+    /// above `0o777` is [`ServerError::SocketMode`]; a group the user cannot give the file is
+    /// [`ServerError::SocketGroup`].
+    pub fn bind_with(path: impl AsRef<Path>, options: &SocketOptions) -> Result<Self, ServerError> {
         let path = path.as_ref().to_path_buf();
+        if options.mode & !0o777 != 0 {
+            return Err(ServerError::SocketMode {
+                path,
+                mode: options.mode,
+            });
+        }
+        // Until the file has the asked group it has the user's: no group access meanwhile.
+        let initial_mode = match options.group {
+            Some(_) => options.mode & !0o070,
+            None => options.mode,
+        };
         clear_stale(&path)?;
         let socket_error = |action, source| ServerError::Socket {
             action,
@@ -73,8 +119,8 @@ impl Server {
         )
         .map_err(|e| socket_error("create the", e.into()))?;
         // The file bind creates takes the socket inode's mode (minus the umask): restricting the
-        // inode first leaves no moment in which the file is more open than 0600.
-        rustix::fs::fchmod(&listener, rustix::fs::Mode::from_raw_mode(SOCKET_MODE))
+        // inode first leaves no moment in which the file is more open than asked.
+        rustix::fs::fchmod(&listener, rustix::fs::Mode::from_raw_mode(initial_mode))
             .map_err(|e| socket_error("restrict the", e.into()))?;
         rustix::net::bind(&listener, &address).map_err(|e| socket_error("bind", e.into()))?;
         let metadata =
@@ -86,7 +132,21 @@ impl Server {
             identity,
             serving: Mutex::new(()),
         };
-        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        if let Some(gid) = options.group {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                &server.path,
+                None,
+                Some(rustix::fs::Gid::from_raw(gid)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| ServerError::SocketGroup {
+                path: server.path.clone(),
+                gid,
+                source: e.into(),
+            })?;
+        }
+        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(options.mode))
             .map_err(|e| socket_error("set the mode of the", e))?;
         rustix::net::listen(&server.listener, BACKLOG)
             .map_err(|e| socket_error("listen on the", e.into()))?;
@@ -221,5 +281,71 @@ fn serve_client(
         {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vfu-socket-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_socket_gets_exactly_the_mode_and_group_asked_for() {
+        let dir = scratch("mode");
+        let path = dir.join("vf.sock");
+        let server = Server::bind(&path).unwrap();
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert_eq!(metadata.mode() & 0o7777, DEFAULT_SOCKET_MODE);
+        drop(server);
+        assert!(!path.exists());
+
+        // The group of this process, or (as root, who may give a file to any group) another.
+        let probe = dir.join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let probe = std::fs::metadata(&probe).unwrap();
+        let own = probe.gid();
+        let gid = if probe.uid() == 0 {
+            own.wrapping_add(4321)
+        } else {
+            own
+        };
+        let options = SocketOptions {
+            mode: 0o660,
+            group: Some(gid),
+        };
+        let server = Server::bind_with(&path, &options).unwrap();
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert_eq!(metadata.mode() & 0o7777, 0o660);
+        assert_eq!(metadata.gid(), gid);
+        assert!(metadata.file_type().is_socket());
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn modes_beyond_the_permission_bits_are_refused() {
+        let dir = scratch("badmode");
+        let path = dir.join("vf.sock");
+        let err = Server::bind_with(
+            &path,
+            &SocketOptions {
+                mode: 0o4660,
+                group: None,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ServerError::SocketMode { mode: 0o4660, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("0o4660"), "{err}");
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
