@@ -174,7 +174,10 @@ fn migrate_there_and_back_with_data_and_events() {
     // The AER submitted before the first migration completes on the device's new home: an
     // invalid doorbell write raises an Error event.
     use nvme_host::driver::Bar as _;
-    guest.orch.bar().doorbell(0x1000 + 8, 0xFFFF);
+    let sq1_tail = nvme_spec::registers::DoorbellStride::new(0)
+        .unwrap()
+        .sq_tail(1);
+    guest.orch.bar().doorbell(sq1_tail, 0xFFFF);
     let deadline = Instant::now() + Duration::from_secs(5);
     let events = loop {
         let events = guest._driver.poll_events();
@@ -184,7 +187,7 @@ fn migrate_there_and_back_with_data_and_events() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(events.len(), 1, "the outstanding AER completed once");
-    guest.orch.bar().doorbell(0x1000 + 8, 0);
+    guest.orch.bar().doorbell(sq1_tail, 0);
 }
 
 #[test]

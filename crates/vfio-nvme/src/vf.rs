@@ -13,6 +13,11 @@ use shmem::MapError;
 use vfu::error::errno;
 use vfu::irq::IrqAction;
 use vfu::irq::IrqInfoFlags;
+use vfu::pci::BAR0_REGION_INDEX;
+use vfu::pci::CONFIG_REGION_INDEX;
+use vfu::pci::MSIX_IRQ_INDEX;
+use vfu::pci::NUM_IRQS;
+use vfu::pci::NUM_REGIONS;
 use vfu::region::RegionCap;
 use vfu::region::RegionInfoFlags;
 use vfu::region::SparseMmapArea;
@@ -23,17 +28,12 @@ use vfu::server::IrqRequest;
 use vfu::server::RegionDescription;
 
 use crate::migration::device::VfMigration;
-use crate::pci::BAR0_REGION;
 use crate::pci::BAR0_SIZE;
-use crate::pci::CONFIG_REGION;
 use crate::pci::CONFIG_SIZE;
 use crate::pci::DOORBELL_OFFSET;
 use crate::pci::DOORBELL_SIZE;
-use crate::pci::MSIX_IRQ_INDEX;
 use crate::pci::MSIX_PBA_OFFSET;
 use crate::pci::MSIX_TABLE_OFFSET;
-use crate::pci::NUM_IRQS;
-use crate::pci::NUM_REGIONS;
 use crate::pci::config::ConfigSpace;
 use crate::pci::msix::Msix;
 
@@ -198,7 +198,7 @@ impl Device for VfDevice {
     fn region(&self, index: u32) -> Option<RegionDescription<'_>> {
         let rw = RegionInfoFlags::READ | RegionInfoFlags::WRITE;
         Some(match index {
-            BAR0_REGION => {
+            BAR0_REGION_INDEX => {
                 let doorbells = self.controller().doorbells();
                 RegionDescription {
                     flags: rw | RegionInfoFlags::MMAP,
@@ -211,7 +211,7 @@ impl Device for VfDevice {
                     fd: doorbells.mapping().fd(),
                 }
             }
-            CONFIG_REGION => RegionDescription {
+            CONFIG_REGION_INDEX => RegionDescription {
                 flags: rw,
                 size: CONFIG_SIZE,
                 file_offset: 0,
@@ -231,16 +231,16 @@ impl Device for VfDevice {
 
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         match index {
-            BAR0_REGION => self.bar0_read(offset, buf),
-            CONFIG_REGION => ok(self.config.read(offset, buf)),
+            BAR0_REGION_INDEX => self.bar0_read(offset, buf),
+            CONFIG_REGION_INDEX => ok(self.config.read(offset, buf)),
             _ => Err(errno::EINVAL),
         }
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         match index {
-            BAR0_REGION => self.bar0_write(offset, data),
-            CONFIG_REGION => self.config_write(offset, data),
+            BAR0_REGION_INDEX => self.bar0_write(offset, data),
+            CONFIG_REGION_INDEX => self.config_write(offset, data),
             _ => Err(errno::EINVAL),
         }
     }

@@ -8,6 +8,7 @@
 //!   [`device`] (info, reset), [`region`] (region info with its capability chain, IO fds),
 //!   [`irq`] (IRQ info, set IRQs), [`access`] (region read/write/write-multi), [`feature`]
 //!   (`DEVICE_FEATURE`: migration and DMA-logging payloads), [`migration`] (migration data);
+//! * [`pci`] — the VFIO PCI region and IRQ indices (BAR0 0, config 7, MSI-X 2, …);
 //! * [`message`] — every request and reply as one enum each, with file-descriptor rules;
 //! * [`framing`] — the stream [`framing::Framer`] and whole-message encoders;
 //! * [`error`] — [`error::DecodeError`] with the errno to answer; [`limits`] — decoding limits;
@@ -32,8 +33,11 @@ pub mod limits;
 pub mod message;
 pub mod migration;
 pub mod payload;
+pub mod pci;
 pub mod region;
 pub mod server;
 mod socket;
+#[cfg(test)]
+mod uapi_tests;
 pub mod version;
 mod wire;
