@@ -15,7 +15,9 @@
 //! * [`precopy`] — [`PrecopyInfo`] and [`SavePhase`];
 //! * [`dma_log`] — DMA_LOGGING_START/REPORT validation ([`validate_start`]);
 //! * [`dirty_log`] — [`DirtyLog`], the lock-free dirty-page tracker with report-and-clear;
-//! * [`errno`] — [`Errno`] (Linux values) and [`ToErrno`], implemented by every error here.
+//! * [`errno`] — [`Errno`] (Linux values) and [`ToErrno`], implemented by every error here;
+//! * `test_support` (feature `test-utils`) — scripted save sources and recording resume sinks
+//!   for tests of code that drives sessions.
 //!
 //! Two users build on it: a device's migration driver (implementing [`MigrationDriver`], which
 //! streams its state through [`SaveSource`]/[`ResumeSink`] without buffering it whole), and the
@@ -34,8 +36,8 @@ pub mod machine;
 pub mod precopy;
 pub mod session;
 pub mod state;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_support;
 
 pub use dirty_log::DirtyLog;
 pub use dma_log::{

@@ -19,10 +19,10 @@ use nvme_device::subsystem::Subsystem;
 use nvme_device::subsystem::SubsystemConfig;
 use nvme_device::subsystem::secondary_cntlid;
 use shmem::AddressSpace;
+use vfu::server::DeviceMigration;
 
 use crate::migration::admin::InProcessPrimary;
 use crate::migration::admin::LmAdmin;
-use crate::migration::device::VfMigration;
 use crate::migration::driver::NvmeMigration;
 use crate::migration::user_data::InProcessUserData;
 use crate::stream::DeviceGeometry;
@@ -191,8 +191,8 @@ impl Served {
                 header,
             )
             .map_err(|e| ServeError::Migration(e.to_string()))?;
-            let migration =
-                VfMigration::new(driver, space.clone()).map_err(ServeError::Migration)?;
+            let migration = DeviceMigration::new(driver, space.clone())
+                .map_err(|e| ServeError::Migration(e.to_string()))?;
             let device = VfDevice::new(subsystem.clone(), vfn, space)
                 .ok_or_else(|| ServeError::Migration(format!("VF {vfn} does not exist")))?
                 .with_migration(migration);

@@ -269,9 +269,9 @@ mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts() {
@@ -319,7 +319,7 @@ mod tests {
             RegionAccess::decode(&read.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let mut bytes = RegionWrite {
             offset: 0,
@@ -330,14 +330,14 @@ mod tests {
         bytes.pop();
         assert_eq!(
             RegionWrite::decode(&bytes, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         // wr_cnt above the limit fails before anything is allocated.
         let mut multi = u64::MAX.to_ne_bytes().to_vec();
         multi.extend_from_slice(&[0; 24]);
         assert_eq!(
             RegionWriteMulti::decode(&multi, &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let mut entry = WriteMultiEntry::new(0, 0, &[1]);
         entry.count = 9;
@@ -348,7 +348,7 @@ mod tests {
             RegionWriteMulti::decode(&bad.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
     }
 

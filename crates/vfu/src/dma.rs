@@ -355,9 +355,9 @@ mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts() {
@@ -401,21 +401,21 @@ mod tests {
         };
         assert!(DmaMap::decode(&good.to_bytes(), &Limits::default()).is_ok());
         let cases = [
-            (DmaMap { argsz: 31, ..good }, errno::EINVAL),
+            (DmaMap { argsz: 31, ..good }, Errno::EINVAL),
             (
                 DmaMap {
                     flags: 0x10,
                     ..good
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
-            (DmaMap { size: 0, ..good }, errno::EINVAL),
+            (DmaMap { size: 0, ..good }, Errno::EINVAL),
             (
                 DmaMap {
                     address: u64::MAX,
                     ..good
                 },
-                errno::EOVERFLOW,
+                Errno::EOVERFLOW,
             ),
         ];
         for (map, expected) in cases {
@@ -433,7 +433,7 @@ mod tests {
             size: 4096,
         };
         let err = DmaUnmap::decode(&unmap.to_bytes(), &Limits::default()).unwrap_err();
-        assert_eq!(err.errno(), errno::ENOTSUP);
+        assert_eq!(err.errno(), Errno::ENOTSUP);
         let all = DmaUnmap { flags: 2, ..unmap };
         assert_eq!(
             DmaUnmap::decode(&all.to_bytes(), &Limits::default())
@@ -479,7 +479,7 @@ mod tests {
         };
         assert_eq!(
             DmaWrite::decode(&w.to_bytes(), &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let mut bytes = DmaWrite {
             address: 0,
@@ -489,7 +489,7 @@ mod tests {
         bytes.push(3);
         assert_eq!(
             DmaWrite::decode(&bytes, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let r = DmaAccess {
             address: 0,
@@ -497,7 +497,7 @@ mod tests {
         };
         assert_eq!(
             DmaAccess::decode(&r.to_bytes(), &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
     }
 

@@ -3,12 +3,14 @@
 //!
 //! The body is the kernel's `struct vfio_device_feature`: `argsz u32, flags u32, data[]`, with the
 //! feature index in flags bits 0–15 and GET (bit 16), SET (bit 17), PROBE (bit 18). Feature
-//! numbers mirror the kernel's. Device states stay plain `u32`s here (this crate must not depend
-//! on `vfio-migration`; the server converts).
+//! numbers mirror the kernel's. The wire structures keep the kernel's plain integers; what the
+//! server acts on ([`FeatureRequest`]) carries `vfio-migration`'s typed [`DeviceState`], and the
+//! migration flags are its [`vfio_migration::MigrationFlags`].
 
 use bitfield_struct::bitfield;
-use bitflags::bitflags;
 use open_enum::open_enum;
+use vfio_migration::DeviceState;
+use vfio_migration::UnknownStateError;
 use zerocopy::FromBytes;
 use zerocopy::Immutable;
 use zerocopy::IntoBytes;
@@ -220,7 +222,8 @@ impl DeviceFeature {
             (Feature::MIGRATION, _) => FeatureRequest::GetMigration,
             (Feature::MIG_DEVICE_STATE, true) => FeatureRequest::GetMigDeviceState,
             (Feature::MIG_DEVICE_STATE, false) => {
-                FeatureRequest::SetMigDeviceState(MigDeviceState::decode_data(&self.data, limits)?)
+                let data = MigDeviceState::decode_data(&self.data, limits)?;
+                FeatureRequest::SetMigDeviceState(data.state().map_err(invalid_state)?)
             }
             (Feature::DMA_LOGGING_START, _) => {
                 FeatureRequest::DmaLoggingStart(DmaLoggingStart::decode_data(&self.data, limits)?)
@@ -308,8 +311,8 @@ pub enum FeatureRequest {
     GetMigration,
     /// GET [`Feature::MIG_DEVICE_STATE`].
     GetMigDeviceState,
-    /// SET [`Feature::MIG_DEVICE_STATE`].
-    SetMigDeviceState(MigDeviceState),
+    /// SET [`Feature::MIG_DEVICE_STATE`] to this state.
+    SetMigDeviceState(DeviceState),
     /// SET [`Feature::DMA_LOGGING_START`].
     DmaLoggingStart(DmaLoggingStart),
     /// SET [`Feature::DMA_LOGGING_STOP`].
@@ -320,24 +323,11 @@ pub enum FeatureRequest {
     GetMigDataSize,
 }
 
-bitflags! {
-    /// `vfio_device_feature_migration.flags`.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub struct MigrationFlags: u64 {
-        /// STOP and STOP_COPY are supported (mandatory).
-        const STOP_COPY = 1 << 0;
-        /// RUNNING_P2P (and PRE_COPY_P2P with PRE_COPY) are supported ("not used in vfio-user").
-        const P2P = 1 << 1;
-        /// PRE_COPY is supported.
-        const PRE_COPY = 1 << 2;
-    }
-}
-
 /// [`Feature::MIGRATION`] data (8 bytes): flags at 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct FeatureMigration {
-    /// [`MigrationFlags`] bits.
+    /// [`vfio_migration::MigrationFlags`] bits.
     pub flags: u64,
 }
 
@@ -356,7 +346,8 @@ impl FeatureData for FeatureMigration {
 }
 
 /// [`Feature::MIG_DEVICE_STATE`] data (8 bytes): device_state at 0, data_fd at 4. The state uses
-/// the kernel's numbers (0 ERROR … 7 PRE_COPY_P2P); `data_fd` is unused in vfio-user (send -1).
+/// the kernel's numbers ([`DeviceState::value`]); `data_fd` is unused in vfio-user
+/// ([`NO_DATA_FD`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct MigDeviceState {
@@ -368,8 +359,28 @@ pub struct MigDeviceState {
 
 const _: () = assert!(size_of::<MigDeviceState>() == 8);
 
-/// Number of kernel device states (`VFIO_DEVICE_STATE_NR`); larger values are invalid.
-pub const DEVICE_STATE_NR: u32 = 8;
+/// `data_fd` of [`MigDeviceState`] in vfio-user, which carries the data on the socket instead.
+pub const NO_DATA_FD: i32 = -1;
+
+impl MigDeviceState {
+    /// The data for `state`: a SET request's, or a GET reply's.
+    pub const fn new(state: DeviceState) -> Self {
+        Self {
+            device_state: state.value(),
+            data_fd: NO_DATA_FD,
+        }
+    }
+
+    /// The state; decoded data always holds one of the eight.
+    pub fn state(&self) -> Result<DeviceState, UnknownStateError> {
+        DeviceState::try_from(self.device_state)
+    }
+}
+
+/// The decode error of a `device_state` that is not one of the eight states (EINVAL).
+fn invalid_state(err: UnknownStateError) -> DecodeError {
+    invalid("device_state", err.0.into(), "not a migration state")
+}
 
 impl FeatureData for MigDeviceState {
     const FEATURE: Feature = Feature::MIG_DEVICE_STATE;
@@ -379,15 +390,9 @@ impl FeatureData for MigDeviceState {
     }
 
     fn decode_data(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let state: MigDeviceState = wire::read_exact(C, "mig_device_state", bytes)?;
-        if state.device_state >= DEVICE_STATE_NR {
-            return Err(invalid(
-                "device_state",
-                state.device_state.into(),
-                "not a migration state",
-            ));
-        }
-        Ok(state)
+        let data: MigDeviceState = wire::read_exact(C, "mig_device_state", bytes)?;
+        data.state().map_err(invalid_state)?;
+        Ok(data)
     }
 }
 
@@ -650,9 +655,10 @@ mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
+    use vfio_migration::MigrationFlags;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts_and_numbers() {
@@ -668,7 +674,6 @@ mod tests {
         assert_eq!(FeatureFlags::new().with_probe(true).into_bits(), 0x4_0000);
         assert_eq!(Feature::DMA_LOGGING_REPORT.0, 8);
         assert_eq!(Feature::MIG_DATA_SIZE.0, 9);
-        assert_eq!(MigrationFlags::all().bits(), 7);
     }
 
     #[test]
@@ -686,10 +691,14 @@ mod tests {
         );
         assert_eq!(
             req.parse_request(&l).unwrap(),
-            FeatureRequest::SetMigDeviceState(MigDeviceState {
+            FeatureRequest::SetMigDeviceState(DeviceState::StopCopy)
+        );
+        assert_eq!(
+            MigDeviceState::new(DeviceState::StopCopy),
+            MigDeviceState {
                 device_state: 3,
                 data_fd: -1
-            })
+            }
         );
         assert_eq!(req.to_bytes(), bytes);
     }
@@ -723,7 +732,7 @@ mod tests {
         let mut both = DeviceFeature::get(Feature::MIG_DEVICE_STATE, 8);
         both.flags.set_set(true);
         let err = DeviceFeature::decode(&both.to_bytes(), &l).unwrap_err();
-        assert_eq!(err.errno(), errno::EINVAL, "GET|SET without PROBE");
+        assert_eq!(err.errno(), Errno::EINVAL, "GET|SET without PROBE");
         both.flags.set_probe(true);
         let probe = DeviceFeature::decode(&both.to_bytes(), &l).unwrap();
         assert_eq!(
@@ -737,7 +746,7 @@ mod tests {
         let unknown = DeviceFeature::get(Feature(3), 8);
         assert_eq!(
             unknown.parse_request(&l).unwrap_err().errno(),
-            errno::ENOTTY
+            Errno::ENOTTY
         );
         let set_migration = DeviceFeature {
             argsz: 16,
@@ -746,12 +755,12 @@ mod tests {
         };
         assert_eq!(
             set_migration.parse_request(&l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let small = DeviceFeature::get(Feature::MIGRATION, 4);
         assert_eq!(
             small.parse_request(&l).unwrap_err().errno(),
-            errno::EINVAL,
+            Errno::EINVAL,
             "argsz"
         );
         let bad_state = DeviceFeature::set(&MigDeviceState {
@@ -797,35 +806,35 @@ mod tests {
                     page_size: 3000,
                     ranges: vec![],
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(1, 4096)],
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(0, 8192), range(4096, 4096)],
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(u64::MAX - 4095, 8192)],
                 },
-                errno::EOVERFLOW,
+                Errno::EOVERFLOW,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(0, 4096); 257],
                 },
-                errno::E2BIG,
+                Errno::E2BIG,
             ),
         ];
         for (start, expected) in cases {
@@ -882,7 +891,7 @@ mod tests {
         };
         assert_eq!(
             DmaLoggingReport::new(huge, &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let tiny_pages = DmaLoggingReportRequest {
             page_size: 512,
@@ -890,7 +899,7 @@ mod tests {
         };
         assert_eq!(
             DmaLoggingReport::new(tiny_pages, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
     }
 

@@ -306,9 +306,9 @@ mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts() {
@@ -374,7 +374,7 @@ mod tests {
         ];
         for (flags, count, data) in cases {
             let err = IrqSet::decode(&make(flags, count, data), &l).unwrap_err();
-            assert_eq!(err.errno(), errno::EINVAL, "{flags:#x}: {err}");
+            assert_eq!(err.errno(), Errno::EINVAL, "{flags:#x}: {err}");
         }
         let disable = IrqSet::decode(
             &make(IRQ_SET_DATA_NONE | IRQ_SET_ACTION_TRIGGER, 0, &[]),

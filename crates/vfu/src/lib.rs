@@ -25,6 +25,8 @@ pub mod command;
 pub mod device;
 pub mod dma;
 pub mod error;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fake;
 pub mod feature;
 pub mod framing;
 pub mod header;

@@ -192,9 +192,9 @@ mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layout_and_vectors() {
@@ -227,27 +227,27 @@ mod tests {
             MigDataHead::decode(&MigDataHead::read(17).to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let small = MigDataHead { argsz: 8, size: 16 };
         assert_eq!(
             MigDataHead::decode(&small.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let mut bytes = MigDataWrite::new(vec![1, 2, 3]).to_bytes();
         bytes.pop();
         assert_eq!(
             MigDataWrite::decode(&bytes, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let big = MigDataWrite::new(vec![0; 17]);
         assert_eq!(
             MigDataWrite::decode(&big.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
     }
 
