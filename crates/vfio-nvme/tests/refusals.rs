@@ -19,25 +19,21 @@ use nvme_device::subsystem::NamespaceSpec;
 use nvme_device::subsystem::PRIMARY_CNTLID;
 use nvme_device::subsystem::Subsystem;
 use nvme_device::subsystem::SubsystemConfig;
-use nvme_device::subsystem::secondary_cntlid;
 use shmem::AddressSpace;
 use vfio_migration::DeviceState;
 use vfio_migration::Errno;
 use vfio_nvme::migration::admin::InProcessPrimary;
-use vfio_nvme::migration::driver::NvmeMigration;
+use vfio_nvme::migration::admin::LmAdmin;
 use vfio_nvme::migration::error::Refusal;
-use vfio_nvme::migration::user_data::InProcessUserData;
 use vfio_nvme::served::BackendConfig;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
-use vfio_nvme::stream::DeviceGeometry;
-use vfio_nvme::stream::StreamHeader;
+use vfio_nvme::served::migratable_function;
 use vfio_nvme::vf::VfDevice;
 use vfu::client::Client;
 use vfu::client::ClientError;
 use vfu::server::Device;
-use vfu::server::DeviceMigration;
 use vfu::server::FailedRequest;
 use vfu::server::Server;
 
@@ -108,24 +104,18 @@ fn function_on(backend: Arc<dyn Backend>) -> VfDevice {
         })
         .unwrap(),
     );
-    let primary = Arc::new(InProcessPrimary::new(subsystem.clone(), &spaces[0]).unwrap());
-    let header = StreamHeader {
-        subsystem_nqn: subsystem.identity().nqn.clone(),
-        serial: subsystem.identity().serial.clone(),
-        geometry: DeviceGeometry {
-            io_queue_pairs: limits.io_queue_pairs,
-            mqes: (limits.max_queue_entries - 1) as u16,
-            msix_vectors: limits.msix_vectors,
-            mdts: limits.mdts,
-            namespaces: Vec::new(),
-        },
-    };
-    let user = InProcessUserData::new(subsystem.namespaces().to_vec());
-    let driver = NvmeMigration::new(primary, Arc::new(user), secondary_cntlid(1), header).unwrap();
-    let migration = DeviceMigration::new(driver, spaces[1].clone()).unwrap();
-    VfDevice::new(subsystem, 1, spaces[1].clone())
-        .unwrap()
-        .with_migration(migration)
+    let primary: Arc<dyn LmAdmin> =
+        Arc::new(InProcessPrimary::new(subsystem.clone(), &spaces[0]).unwrap());
+    let namespaces = subsystem.namespaces().to_vec();
+    migratable_function(
+        &subsystem,
+        &limits,
+        &primary,
+        1,
+        spaces[1].clone(),
+        namespaces,
+    )
+    .unwrap()
 }
 
 /// The whole stream of a source VF whose namespace holds one written block.

@@ -145,6 +145,22 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// [`DecodeError::InvalidField`]: `field` of a `command` body holds `value`, which the
+    /// protocol does not allow (`reason` says why).
+    pub fn invalid(
+        command: Command,
+        field: &'static str,
+        value: u64,
+        reason: &'static str,
+    ) -> Self {
+        Self::InvalidField {
+            command,
+            field,
+            value,
+            reason,
+        }
+    }
+
     /// The errno a server answers this error with (in the error reply's header).
     pub fn errno(&self) -> Errno {
         match self {

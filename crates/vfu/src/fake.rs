@@ -379,6 +379,12 @@ impl FakeDevice {
         lock(&self.resumed.data).clone()
     }
 
+    /// While `errno` is set, resuming sessions refuse every write with it (a destination that
+    /// cannot take the stream).
+    pub fn fail_resume_writes(&self, errno: Option<Errno>) {
+        *lock(&self.resumed.fail_with) = errno;
+    }
+
     /// The migration arcs the driver ran, in order.
     pub fn arcs(&self) -> Vec<(DeviceState, DeviceState)> {
         lock(&self.arcs).clone()

@@ -184,7 +184,8 @@ impl DeviceFeature {
     /// The data parsed as `T`, checking that the feature index matches.
     pub fn data_as<T: FeatureData>(&self, limits: &Limits) -> Result<T, DecodeError> {
         if self.flags.feature() != T::FEATURE {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags.index",
                 self.flags.index().into(),
                 "not the expected feature",
@@ -203,7 +204,8 @@ impl DeviceFeature {
         };
         let (get, set) = (self.flags.get(), self.flags.set());
         if (get && !can_get) || (set && !can_set) {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags",
                 self.flags.into_bits().into(),
                 "method not supported by the feature",
@@ -245,7 +247,8 @@ impl DeviceFeature {
 
     fn check_argsz(&self, data_len: u64) -> Result<(), DecodeError> {
         if u64::from(self.argsz) < HEAD as u64 + data_len {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "argsz",
                 self.argsz.into(),
                 "too small for the reply",
@@ -274,14 +277,16 @@ impl Payload for DeviceFeature {
         let (head, data) = wire::read::<VfioDeviceFeature>(C, "device_feature", bytes)?;
         let flags = head.flags;
         if flags.reserved() != 0 {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags",
                 flags.into_bits().into(),
                 "reserved bits set",
             ));
         }
         if flags.get() && flags.set() && !flags.probe() {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags",
                 flags.into_bits().into(),
                 "GET with SET needs PROBE",
@@ -333,17 +338,7 @@ pub struct FeatureMigration {
 
 const _: () = assert!(size_of::<FeatureMigration>() == 8);
 
-impl FeatureData for FeatureMigration {
-    const FEATURE: Feature = Feature::MIGRATION;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode_data(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::read_exact(C, "migration flags", bytes)
-    }
-}
+wire::fixed_payload!(feature FeatureMigration, Feature::MIGRATION, "migration flags");
 
 /// [`Feature::MIG_DEVICE_STATE`] data (8 bytes): device_state at 0, data_fd at 4. The state uses
 /// the kernel's numbers ([`DeviceState::value`]); `data_fd` is unused in vfio-user
@@ -379,22 +374,15 @@ impl MigDeviceState {
 
 /// The decode error of a `device_state` that is not one of the eight states (EINVAL).
 fn invalid_state(err: UnknownStateError) -> DecodeError {
-    invalid("device_state", err.0.into(), "not a migration state")
+    DecodeError::invalid(C, "device_state", err.0.into(), "not a migration state")
 }
 
-impl FeatureData for MigDeviceState {
-    const FEATURE: Feature = Feature::MIG_DEVICE_STATE;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode_data(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let data: MigDeviceState = wire::read_exact(C, "mig_device_state", bytes)?;
-        data.state().map_err(invalid_state)?;
-        Ok(data)
-    }
-}
+wire::fixed_payload!(
+    feature MigDeviceState,
+    Feature::MIG_DEVICE_STATE,
+    "mig_device_state",
+    |data, _| data.state().map(drop).map_err(invalid_state)
+);
 
 /// [`Feature::MIG_DATA_SIZE`] data (8 bytes): stop_copy_length at 0.
 #[repr(C)]
@@ -406,17 +394,7 @@ pub struct MigDataSize {
 
 const _: () = assert!(size_of::<MigDataSize>() == 8);
 
-impl FeatureData for MigDataSize {
-    const FEATURE: Feature = Feature::MIG_DATA_SIZE;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode_data(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::read_exact(C, "mig_data_size", bytes)
-    }
-}
+wire::fixed_payload!(feature MigDataSize, Feature::MIG_DATA_SIZE, "mig_data_size");
 
 /// The fixed part of [`Feature::DMA_LOGGING_START`] data (16 bytes): page_size 0, num_ranges 8,
 /// reserved 12; `num_ranges` [`DmaLoggingRange`]s follow **inline** (the kernel passes a pointer
@@ -474,7 +452,8 @@ impl FeatureData for DmaLoggingStart {
     fn decode_data(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         let (control, rest) = wire::read::<DmaLoggingControl>(C, "dma_logging_control", bytes)?;
         if !control.page_size.is_power_of_two() {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "page_size",
                 control.page_size,
                 "not a power of two",
@@ -494,7 +473,12 @@ impl FeatureData for DmaLoggingStart {
             let range: DmaLoggingRange = wire::read_exact(C, "dma logging range", chunk)?;
             let mask = control.page_size - 1;
             if range.iova & mask != 0 || range.length & mask != 0 {
-                return Err(invalid("range", range.iova, "not aligned to page_size"));
+                return Err(DecodeError::invalid(
+                    C,
+                    "range",
+                    range.iova,
+                    "not aligned to page_size",
+                ));
             }
             wire::check_range(C, "range", range.iova, range.length)?;
             ranges.push(range);
@@ -505,7 +489,12 @@ impl FeatureData for DmaLoggingStart {
             .windows(2)
             .find(|w| w[0].iova + w[0].length > w[1].iova)
         {
-            return Err(invalid("range", pair[1].iova, "overlaps another range"));
+            return Err(DecodeError::invalid(
+                C,
+                "range",
+                pair[1].iova,
+                "overlaps another range",
+            ));
         }
         Ok(Self {
             page_size: control.page_size,
@@ -532,7 +521,8 @@ impl DmaLoggingReportRequest {
     /// Number of u64 words of the bitmap: one bit per page of the range.
     pub fn bitmap_words(&self) -> Result<u64, DecodeError> {
         if self.page_size < 4096 || !self.page_size.is_power_of_two() {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "page_size",
                 self.page_size,
                 "not a power of two of at least 4096",
@@ -554,21 +544,14 @@ impl DmaLoggingReportRequest {
     }
 }
 
-impl FeatureData for DmaLoggingReportRequest {
-    const FEATURE: Feature = Feature::DMA_LOGGING_REPORT;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    /// Decodes and checks: page size a power of two ≥ 4096 (EINVAL), no wrap (EOVERFLOW), bitmap
-    /// within `max_bitmap_size` (E2BIG).
-    fn decode_data(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let request: Self = wire::read_exact(C, "dma_logging_report", bytes)?;
-        request.check(limits)?;
-        Ok(request)
-    }
-}
+// Decoding checks the page size (a power of two ≥ 4096, EINVAL), wrapping (EOVERFLOW) and the
+// bitmap against `max_bitmap_size` (E2BIG).
+wire::fixed_payload!(
+    feature DmaLoggingReportRequest,
+    Feature::DMA_LOGGING_REPORT,
+    "dma_logging_report",
+    |request, limits| request.check(limits).map(drop)
+);
 
 /// [`Feature::DMA_LOGGING_REPORT`] reply data: the request's fields, then the bitmap at offset 24.
 ///
@@ -638,15 +621,6 @@ impl FeatureData for DmaLoggingReport {
             .filter_map(|w| u64::read_from_bytes(w).ok())
             .collect();
         Ok(Self { request, bitmap })
-    }
-}
-
-fn invalid(field: &'static str, value: u64, reason: &'static str) -> DecodeError {
-    DecodeError::InvalidField {
-        command: C,
-        field,
-        value,
-        reason,
     }
 }
 

@@ -444,3 +444,136 @@ impl<D: MigrationDriver + Send> Migratable for DeviceMigration<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vfio_migration::FsmError;
+    use vfio_migration::SessionError;
+
+    use super::*;
+    use crate::fake::FakeDevice;
+    use crate::fake::FakeMigration;
+    use crate::server::Device;
+
+    const BLOB: &[u8] = b"the state of a fake device";
+
+    fn device() -> FakeDevice {
+        FakeDevice::builder()
+            .migration(FakeMigration::new(MigrationFlags::all(), BLOB))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn status_follows_the_state_the_session_and_logging() {
+        let device = device();
+        let migration = device.migration().unwrap();
+        let status = migration.status();
+        assert_eq!(status.flags, MigrationFlags::all());
+        assert_eq!(status.state, DeviceState::Running);
+        assert_eq!(status.session, None);
+        assert_eq!(status.logging, None);
+        assert!(status.last_failure.is_none());
+
+        migration.set_state(DeviceState::PreCopy).unwrap();
+        let mut buf = [0; 10];
+        assert_eq!(migration.read(&mut buf), Ok(10));
+        assert_eq!(
+            migration.status().session,
+            Some(SessionStatus::Saving {
+                phase: SavePhase::PreCopy,
+                bytes_read: 10,
+                ended: false
+            })
+        );
+        let range = DmaLogRange::new(0x10_0000, 0x4000);
+        migration.dma_logging_start(4096, &[range]).unwrap();
+        assert_eq!(
+            migration.status().logging,
+            Some(LoggingStatus {
+                page_size: 4096,
+                ranges: vec![range]
+            })
+        );
+
+        // A disconnect stops logging and leaves the state and the session.
+        migration.disconnected();
+        let status = migration.status();
+        assert_eq!(status.logging, None);
+        assert_eq!(status.state, DeviceState::PreCopy);
+        assert!(matches!(
+            status.session,
+            Some(SessionStatus::Saving { bytes_read: 10, .. })
+        ));
+
+        migration.set_state(DeviceState::Stop).unwrap();
+        migration.set_state(DeviceState::Resuming).unwrap();
+        migration.write(b"incoming").unwrap();
+        assert_eq!(
+            migration.status().session,
+            Some(SessionStatus::Resuming {
+                written: 8,
+                max_bytes: u64::MAX
+            })
+        );
+        assert_eq!(device.resumed(), b"incoming");
+    }
+
+    #[test]
+    fn the_last_failure_is_kept_with_its_typed_cause_across_a_reset() {
+        let device = device();
+        let migration = device.migration().unwrap();
+        migration.set_state(DeviceState::StopCopy).unwrap();
+        assert_eq!(
+            migration.set_state(DeviceState::PreCopy),
+            Err(Errno::EINVAL)
+        );
+        let failure = migration.status().last_failure.unwrap();
+        assert_eq!(
+            failure.request,
+            FailedRequest::SetState {
+                from: DeviceState::StopCopy,
+                target: DeviceState::PreCopy
+            }
+        );
+        assert_eq!(failure.errno, Errno::EINVAL);
+        assert!(matches!(
+            failure.cause::<FsmError>(),
+            Some(FsmError::NoPath { .. })
+        ));
+        assert!(
+            failure.to_string().contains("STOP_COPY -> PRE_COPY"),
+            "{failure}"
+        );
+
+        // A refused write replaces it; a reset keeps it for whoever asks afterwards.
+        migration.set_state(DeviceState::Stop).unwrap();
+        migration.set_state(DeviceState::Resuming).unwrap();
+        device.fail_resume_writes(Some(Errno::EIO));
+        assert_eq!(migration.write(b"x"), Err(Errno::EIO));
+        device.reset().unwrap();
+        let status = migration.status();
+        assert_eq!(status.state, DeviceState::Running);
+        assert_eq!(status.session, None);
+        let failure = status.last_failure.unwrap();
+        assert_eq!(failure.request, FailedRequest::Write);
+        assert_eq!(failure.errno, Errno::EIO);
+        assert!(failure.cause::<SessionError>().is_some());
+    }
+
+    #[test]
+    fn data_requests_without_their_session_are_einval_and_pre_copy_can_be_empty() {
+        let device = device();
+        let migration = device.migration().unwrap();
+        let mut buf = [0; 64];
+        assert_eq!(migration.read(&mut buf), Err(Errno::EINVAL));
+        assert_eq!(migration.write(b"x"), Err(Errno::EINVAL));
+        migration.set_state(DeviceState::PreCopy).unwrap();
+        assert_eq!(migration.read(&mut buf), Ok(BLOB.len()));
+        assert_eq!(migration.read(&mut buf), Ok(0), "PRE_COPY: nothing yet");
+        assert_eq!(migration.write(b"x"), Err(Errno::EINVAL));
+        assert!(migration.status().last_failure.is_none());
+        migration.set_state(DeviceState::StopCopy).unwrap();
+        assert_eq!(migration.read(&mut buf), Ok(0), "STOP_COPY: the end");
+    }
+}
