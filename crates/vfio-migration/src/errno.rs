@@ -29,7 +29,7 @@ impl Errno {
     pub const EAGAIN: Self = Self(11);
     /// Out of memory: a bound on buffered migration data or a bitmap was exceeded.
     pub const ENOMEM: Self = Self(12);
-    /// Bad address; drivers also use it for incompatible migration data.
+    /// Bad address: an access outside the memory a request may reach.
     pub const EFAULT: Self = Self(14);
     /// Device or resource busy.
     pub const EBUSY: Self = Self(16);

@@ -21,9 +21,10 @@
 //!
 //! Two users build on it: a device's migration driver (implementing [`MigrationDriver`], which
 //! streams its state through [`SaveSource`]/[`ResumeSink`] without buffering it whole), and the
-//! vfio-user server, which maps DEVICE_FEATURE MIGRATION / MIG_DEVICE_STATE / DMA_LOGGING_* and
-//! MIG_DATA_READ/WRITE onto [`Migration`], the sessions and [`DirtyLog`], answering every error
-//! with its [`ToErrno::errno`].
+//! vfio-user server (`vfu`), whose generic adapter maps DEVICE_FEATURE MIGRATION /
+//! MIG_DEVICE_STATE / DMA_LOGGING_* and MIG_DATA_READ/WRITE onto [`Migration`], the sessions and
+//! [`DirtyLog`] for any driver, with these types end to end, answering every error with its
+//! [`ToErrno::errno`].
 #![forbid(unsafe_code)]
 
 pub mod dirty_log;

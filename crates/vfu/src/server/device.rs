@@ -80,11 +80,11 @@ pub struct DmaRegion {
 
 /// A device hosted by the vfio-user server.
 pub trait Device: Send + Sync {
-    /// Number of regions (`DEVICE_GET_INFO`); PCI devices have at least 9 (BARs, ROM, config,
-    /// VGA).
+    /// Number of regions (`DEVICE_GET_INFO`); PCI devices have at least
+    /// [`crate::pci::NUM_REGIONS`] (BARs, ROM, config, VGA).
     fn num_regions(&self) -> u32;
-    /// Number of IRQ indices (`DEVICE_GET_INFO`); PCI devices have 5 (INTx, MSI, MSI-X, ERR,
-    /// REQ).
+    /// Number of IRQ indices (`DEVICE_GET_INFO`); PCI devices have [`crate::pci::NUM_IRQS`]
+    /// (INTx, MSI, MSI-X, ERR, REQ).
     fn num_irqs(&self) -> u32;
     /// Describes region `index`, or `None` for an index beyond `num_regions`.
     fn region(&self, index: u32) -> Option<RegionDescription<'_>>;

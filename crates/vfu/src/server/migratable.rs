@@ -20,7 +20,9 @@
 //!   invalidates the session and returns to RUNNING.
 //! * When the client disconnects ([`Migratable::disconnected`], called by the server) DMA
 //!   logging stops: the log belonged to that client's migration attempt. The migration state and
-//!   an open session stay for the next client.
+//!   an open session stay for the next client. This is the one place the server reports a
+//!   client's departure, so what becomes of that client's migration is decided here, where the
+//!   state machine and its session are at hand.
 //! * DMA logging: one log at a time (a second START is EBUSY); a START without ranges logs every
 //!   window mapped at that moment; STOP or REPORT without a log is EINVAL.
 
