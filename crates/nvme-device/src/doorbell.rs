@@ -13,13 +13,14 @@
 use std::io;
 use std::sync::atomic::Ordering;
 
+use nvme_spec::registers::Register;
 use shmem::Mapping;
 
 /// Maximum number of queue pairs (admin + I/O) whose doorbells fit in one page at stride 0.
 pub const MAX_QUEUE_PAIRS_PER_PAGE: u16 = 512;
 
 /// Offset of the first doorbell in the shared memory file (and in BAR0).
-const FILE_OFFSET: u64 = 0x1000;
+const FILE_OFFSET: u64 = Register::DOORBELLS.0;
 
 /// The doorbell registers of one controller, backed by a shareable memory page.
 #[derive(Debug)]

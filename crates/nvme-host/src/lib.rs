@@ -1,5 +1,6 @@
-//! The host side: the user-space NVMe driver over a vfio-user connection, and (in later
-//! milestones) the verifying workload and the migration orchestrator that plays the VMM's part.
+//! The host side: the user-space NVMe driver over a vfio-user connection, a verifying workload,
+//! and the migration orchestrator that plays the VMM's part (migration states are
+//! `vfio-migration`'s typed [`vfio_migration::DeviceState`], sent with `vfu`'s client).
 //!
 //! The driver itself lives in [`nvme_driver`]; its modules are re-exported here so host code
 //! reads `nvme_host::driver` and `nvme_host::memory`.
@@ -8,7 +9,7 @@
 //!   switch-over of the guest's doorbells, abort back to the source;
 //! * [`vfio_user_bar`] — the driver's [`driver::Bar`] over a vfio-user client (registers by
 //!   REGION_READ/WRITE, doorbells in the mmapped doorbell page), DMA-mapping of host memory and
-//!   MSI-X eventfds.
+//!   MSI-X eventfds;
 //! * [`workload`] — a verifying I/O workload (fio-like patterns, per-LBA generation ledger,
 //!   latency histograms and a stall timeline) and the read-back that checks data after a
 //!   migration.

@@ -30,6 +30,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 use std::time::Instant;
 
+use vfio_migration::DeviceState;
 use vfu::client::Client;
 use vfu::client::ClientError;
 
@@ -38,15 +39,6 @@ use crate::memory::HostMemory;
 use crate::vfio_user_bar::TransportError;
 use crate::vfio_user_bar::VfioUserBar;
 use crate::vfio_user_bar::dma_map_host_memory;
-
-/// VFIO device states used here (uAPI numbering).
-mod state {
-    pub const STOP: u32 = 1;
-    pub const RUNNING: u32 = 2;
-    pub const STOP_COPY: u32 = 3;
-    pub const RESUMING: u32 = 4;
-    pub const PRE_COPY: u32 = 6;
-}
 
 /// Page size of the DMA-logging bitmap.
 const LOG_PAGE: u64 = 4096;
@@ -389,7 +381,7 @@ impl Orchestrator {
         report.dirty_pages = bitmap.iter().map(|w| u64::from(w.count_ones())).sum();
         src.call("stopping DMA logging", "source", |c| c.dma_logging_stop())?;
         src.call("ending the saving session", "source", |c| {
-            c.set_migration_state(state::STOP)
+            c.set_migration_state(DeviceState::Stop)
         })?;
         self.current = dest;
         report.total = started.elapsed();
@@ -407,10 +399,10 @@ impl Orchestrator {
         mut copy: Option<&mut StreamCopy>,
     ) -> Result<(), OrchestratorError> {
         dest.call("entering RESUMING", "destination", |c| {
-            c.set_migration_state(state::RESUMING)
+            c.set_migration_state(DeviceState::Resuming)
         })?;
         src.call("entering PRE_COPY", "source", |c| {
-            c.set_migration_state(state::PRE_COPY)
+            c.set_migration_state(DeviceState::PreCopy)
         })?;
         loop {
             // A round sends what is pending when it starts (the device's estimate of its
@@ -447,19 +439,19 @@ impl Orchestrator {
         bar.pause();
         *blackout_start = Some(Instant::now());
         src.call("entering STOP_COPY", "source", |c| {
-            c.set_migration_state(state::STOP_COPY)
+            c.set_migration_state(DeviceState::StopCopy)
         })?;
         report.stop_copy_bytes = Self::pump(src, dest, copy, u64::MAX)?;
         report.stream_bytes = report.precopy_bytes + report.stop_copy_bytes;
         dest.call(
             "loading the device state (RESUMING → STOP)",
             "destination",
-            |c| c.set_migration_state(state::STOP),
+            |c| c.set_migration_state(DeviceState::Stop),
         )?;
         dest.call(
             "starting the device (STOP → RUNNING)",
             "destination",
-            |c| c.set_migration_state(state::RUNNING),
+            |c| c.set_migration_state(DeviceState::Running),
         )?;
         Ok(())
     }
@@ -500,7 +492,7 @@ impl Orchestrator {
         let src = &self.current;
         let _ = src.call("stopping DMA logging", "source", |c| c.dma_logging_stop());
         match src.call("resuming (→ RUNNING)", "source", |c| {
-            c.set_migration_state(state::RUNNING)
+            c.set_migration_state(DeviceState::Running)
         }) {
             Ok(()) => {
                 self.bar.resume(None);

@@ -22,6 +22,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use nvme_spec::registers::Register;
 use rustix::event::EventfdFlags;
 use rustix::event::PollFd;
 use rustix::event::PollFlags;
@@ -29,16 +30,11 @@ use rustix::event::Timespec;
 use shmem::Mapping;
 use vfu::client::Client;
 use vfu::client::ClientError;
+use vfu::pci::BAR0_REGION_INDEX;
+use vfu::pci::MSIX_IRQ_INDEX;
 
 use crate::driver::Bar;
 use crate::memory::HostMemory;
-
-/// Region index of BAR0 in a vfio-user PCI device.
-pub const BAR0: u32 = 0;
-/// BAR0 offset of the first doorbell (SQ 0 tail).
-pub const DOORBELL_BASE: u64 = 0x1000;
-/// IRQ index of MSI-X in a vfio-user PCI device.
-pub const MSIX_IRQ_INDEX: u32 = 2;
 
 /// Why the vfio-user transport could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +43,7 @@ pub enum TransportError {
     #[error(transparent)]
     Client(#[from] ClientError),
     /// The device has no BAR0 region.
-    #[error("the vfio-user device has no BAR0 (region {BAR0})")]
+    #[error("the vfio-user device has no BAR0 (region {BAR0_REGION_INDEX})")]
     NoBar0,
     /// The host memory has no file descriptor, so the server cannot map it.
     #[error("host memory at IOVA {iova:#x} has no file descriptor to pass with DMA_MAP")]
@@ -107,22 +103,25 @@ pub struct VfioUserBar {
 }
 
 impl VfioUserBar {
-    /// Maps the doorbell area of BAR0 (the sparse-mmap area covering [`DOORBELL_BASE`]) if the
-    /// server offers one; otherwise doorbells fall back to REGION_WRITE.
+    /// Maps the doorbell area of BAR0 (the sparse-mmap area covering the first doorbell,
+    /// [`Register::DOORBELLS`]) if the server offers one; otherwise doorbells fall back to
+    /// REGION_WRITE.
     pub fn new(client: Arc<Mutex<Client>>) -> Result<Self, TransportError> {
         let doorbells = {
             let guard = lock(&client);
-            let info = guard.region_info(BAR0).ok_or(TransportError::NoBar0)?;
+            let info = guard
+                .region_info(BAR0_REGION_INDEX)
+                .ok_or(TransportError::NoBar0)?;
             let mmappable = info.flags.contains(vfu::region::RegionInfoFlags::MMAP);
             let areas = if mmappable {
-                guard.map_sparse(BAR0)?
+                guard.map_sparse(BAR0_REGION_INDEX)?
             } else {
                 Vec::new()
             };
             areas
                 .into_iter()
                 .find(|(start, mapping)| {
-                    (*start..start.saturating_add(mapping.len())).contains(&DOORBELL_BASE)
+                    (*start..start.saturating_add(mapping.len())).contains(&Register::DOORBELLS.0)
                 })
                 .map(|(start, mapping)| DoorbellArea { start, mapping })
         };
@@ -147,13 +146,13 @@ impl VfioUserBar {
 
     fn read(&self, offset: u64, len: u32) -> io::Result<Vec<u8>> {
         lock(&self.client)
-            .region_read(BAR0, offset, len)
+            .region_read(BAR0_REGION_INDEX, offset, len)
             .map_err(io::Error::other)
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         lock(&self.client)
-            .region_write(BAR0, offset, data)
+            .region_write(BAR0_REGION_INDEX, offset, data)
             .map_err(io::Error::other)
     }
 }

@@ -29,6 +29,7 @@ use nvme_host::workload::run_with_ledger;
 use nvme_host::workload::verify_all;
 use shmem::Mapping;
 use shmem::Protection;
+use vfio_migration::DeviceState;
 use vfio_nvme::served::BackendConfig;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
@@ -37,9 +38,6 @@ use vfio_nvme::vf::VfDevice;
 use vfu::server::Device;
 
 const IOVA: u64 = 0x4000_0000;
-/// VFIO migration states used to pause and resume the VF.
-const RUNNING: u32 = 2;
-const RUNNING_P2P: u32 = 5;
 
 /// BAR0 of whichever VF the host currently uses: what the orchestrator swaps.
 struct SwitchableBar(Mutex<Arc<VfDevice>>);
@@ -445,10 +443,16 @@ fn device_paused_and_bar_switched_mid_run() {
         std::thread::sleep(Duration::from_millis(250));
         // The controller stops fetching (what a migration's blackout looks like to the guest),
         // the BAR is switched (to the same VF here), and the controller resumes.
-        h.vf.set_migration_state(RUNNING_P2P).unwrap();
+        h.vf.migration()
+            .unwrap()
+            .set_state(DeviceState::RunningP2p)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         *h.bar.0.lock().unwrap() = h.vf.clone();
-        h.vf.set_migration_state(RUNNING).unwrap();
+        h.vf.migration()
+            .unwrap()
+            .set_state(DeviceState::Running)
+            .unwrap();
         runner.join().unwrap()
     })
     .unwrap();
@@ -485,9 +489,15 @@ fn a_device_paused_past_the_timeout_fails_naming_queue_and_lba() {
         // timeout (so that deleting the queues, admin commands, can finish).
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(100));
-            h.vf.set_migration_state(RUNNING_P2P).unwrap();
+            h.vf.migration()
+                .unwrap()
+                .set_state(DeviceState::RunningP2p)
+                .unwrap();
             std::thread::sleep(Duration::from_millis(700));
-            h.vf.set_migration_state(RUNNING).unwrap();
+            h.vf.migration()
+                .unwrap()
+                .set_state(DeviceState::Running)
+                .unwrap();
         });
         run(&h.driver, &config, &no_stop(), |_| {})
     });

@@ -3,7 +3,8 @@
 //! The VFIO uAPI and the vfio-user protocol both report failures as Linux errno numbers (the
 //! vfio-user reply header carries one in its `error` field). The values here are the Linux
 //! numbers, fixed regardless of the build target, because they travel over the wire: a
-//! `libc::ENOMSG` on macOS would be 91, not 42.
+//! `libc::ENOMSG` on macOS would be 91, not 42. [`Errno`] is the one errno type of the
+//! workspace: the vfio-user codec, server and client use it too.
 
 use core::fmt;
 
@@ -19,13 +20,16 @@ impl Errno {
     pub const EPERM: Self = Self(1);
     /// I/O error: the device failed to carry out a request.
     pub const EIO: Self = Self(5);
-    /// Argument list too long: more DMA-logging ranges than allowed.
+    /// Argument list too long: more DMA-logging ranges than allowed, or a size or count over a
+    /// limit.
     pub const E2BIG: Self = Self(7);
+    /// Bad file descriptor.
+    pub const EBADF: Self = Self(9);
     /// Try again: no data is available right now on a non-blocking stream.
     pub const EAGAIN: Self = Self(11);
     /// Out of memory: a bound on buffered migration data or a bitmap was exceeded.
     pub const ENOMEM: Self = Self(12);
-    /// Bad address; drivers also use it for incompatible migration data.
+    /// Bad address: an access outside the memory a request may reach.
     pub const EFAULT: Self = Self(14);
     /// Device or resource busy.
     pub const EBUSY: Self = Self(16);
@@ -37,14 +41,20 @@ impl Errno {
     pub const EINVAL: Self = Self(22);
     /// Inappropriate ioctl: the device has no migration (or no DMA-logging) support at all.
     pub const ENOTTY: Self = Self(25);
+    /// No space left: every allowed DMA window is already mapped.
+    pub const ENOSPC: Self = Self(28);
     /// Illegal seek: positioned I/O on a migration data stream, which is stream-only.
     pub const ESPIPE: Self = Self(29);
+    /// Function not implemented.
+    pub const ENOSYS: Self = Self(38);
     /// No message of desired type: PRE_COPY has no data right now (not the end of the stream).
     pub const ENOMSG: Self = Self(42);
     /// Value too large: an IOVA range whose end overflows 64 bits.
     pub const EOVERFLOW: Self = Self(75);
-    /// Operation not supported.
+    /// Operation not supported: an unknown command or an option this side does not implement.
     pub const EOPNOTSUPP: Self = Self(95);
+    /// The same number as [`Errno::EOPNOTSUPP`] on Linux, under the name vfio-user uses.
+    pub const ENOTSUP: Self = Self::EOPNOTSUPP;
 
     /// Wraps a raw Linux errno value (positive, as in `errno`, not the kernel's negated return).
     #[must_use]
@@ -65,6 +75,7 @@ impl Errno {
             Self::EPERM => "EPERM",
             Self::EIO => "EIO",
             Self::E2BIG => "E2BIG",
+            Self::EBADF => "EBADF",
             Self::EAGAIN => "EAGAIN",
             Self::ENOMEM => "ENOMEM",
             Self::EFAULT => "EFAULT",
@@ -73,7 +84,9 @@ impl Errno {
             Self::ENODEV => "ENODEV",
             Self::EINVAL => "EINVAL",
             Self::ENOTTY => "ENOTTY",
+            Self::ENOSPC => "ENOSPC",
             Self::ESPIPE => "ESPIPE",
+            Self::ENOSYS => "ENOSYS",
             Self::ENOMSG => "ENOMSG",
             Self::EOVERFLOW => "EOVERFLOW",
             Self::EOPNOTSUPP => "EOPNOTSUPP",
@@ -110,6 +123,7 @@ mod tests {
             (Errno::EPERM, 1),
             (Errno::EIO, 5),
             (Errno::E2BIG, 7),
+            (Errno::EBADF, 9),
             (Errno::EAGAIN, 11),
             (Errno::ENOMEM, 12),
             (Errno::EFAULT, 14),
@@ -118,10 +132,13 @@ mod tests {
             (Errno::ENODEV, 19),
             (Errno::EINVAL, 22),
             (Errno::ENOTTY, 25),
+            (Errno::ENOSPC, 28),
             (Errno::ESPIPE, 29),
+            (Errno::ENOSYS, 38),
             (Errno::ENOMSG, 42),
             (Errno::EOVERFLOW, 75),
             (Errno::EOPNOTSUPP, 95),
+            (Errno::ENOTSUP, 95),
         ];
         for (errno, value) in expected {
             assert_eq!(errno.get(), value, "{errno}");

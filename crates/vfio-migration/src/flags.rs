@@ -115,9 +115,18 @@ mod tests {
 
     #[test]
     fn bit_values_match_the_uapi() {
+        use vfio_bindings::bindings::vfio as uapi;
         assert_eq!(MigrationFlags::STOP_COPY.bits(), 1);
         assert_eq!(MigrationFlags::P2P.bits(), 2);
         assert_eq!(MigrationFlags::PRE_COPY.bits(), 4);
+        let kernel = [
+            (MigrationFlags::STOP_COPY, uapi::VFIO_MIGRATION_STOP_COPY),
+            (MigrationFlags::P2P, uapi::VFIO_MIGRATION_P2P),
+            (MigrationFlags::PRE_COPY, uapi::VFIO_MIGRATION_PRE_COPY),
+        ];
+        for (flag, value) in kernel {
+            assert_eq!(flag.bits(), u64::from(value), "{flag:?}");
+        }
     }
 
     #[test]

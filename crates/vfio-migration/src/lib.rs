@@ -15,13 +15,16 @@
 //! * [`precopy`] — [`PrecopyInfo`] and [`SavePhase`];
 //! * [`dma_log`] — DMA_LOGGING_START/REPORT validation ([`validate_start`]);
 //! * [`dirty_log`] — [`DirtyLog`], the lock-free dirty-page tracker with report-and-clear;
-//! * [`errno`] — [`Errno`] (Linux values) and [`ToErrno`], implemented by every error here.
+//! * [`errno`] — [`Errno`] (Linux values) and [`ToErrno`], implemented by every error here;
+//! * `test_support` (feature `test-utils`) — scripted save sources and recording resume sinks
+//!   for tests of code that drives sessions.
 //!
 //! Two users build on it: a device's migration driver (implementing [`MigrationDriver`], which
 //! streams its state through [`SaveSource`]/[`ResumeSink`] without buffering it whole), and the
-//! vfio-user server, which maps DEVICE_FEATURE MIGRATION / MIG_DEVICE_STATE / DMA_LOGGING_* and
-//! MIG_DATA_READ/WRITE onto [`Migration`], the sessions and [`DirtyLog`], answering every error
-//! with its [`ToErrno::errno`].
+//! vfio-user server (`vfu`), whose generic adapter maps DEVICE_FEATURE MIGRATION /
+//! MIG_DEVICE_STATE / DMA_LOGGING_* and MIG_DATA_READ/WRITE onto [`Migration`], the sessions and
+//! [`DirtyLog`] for any driver, with these types end to end, answering every error with its
+//! [`ToErrno::errno`].
 #![forbid(unsafe_code)]
 
 pub mod dirty_log;
@@ -34,8 +37,8 @@ pub mod machine;
 pub mod precopy;
 pub mod session;
 pub mod state;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_support;
 
 pub use dirty_log::DirtyLog;
 pub use dma_log::{

@@ -34,8 +34,8 @@ use crate::precopy::{PrecopyInfo, SavePhase};
 use crate::state::SessionKind;
 
 /// A driver's failure while producing or absorbing migration data, with the errno a client
-/// should see (for example EIO for a failed device command, EFAULT or EINVAL for an
-/// incompatible or corrupt resume stream).
+/// should see (for example EIO for a failed device command, EINVAL for an incompatible or
+/// corrupt resume stream, as the kernel's variant drivers answer).
 #[derive(Debug, thiserror::Error)]
 #[error("the device failed on the migration data stream ({errno}): {source}")]
 pub struct StreamError {

@@ -188,6 +188,46 @@ mod tests {
     }
 
     #[test]
+    fn values_are_the_kernels() {
+        use vfio_bindings::bindings::vfio as uapi;
+        let kernel = [
+            (Error, uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_ERROR),
+            (Stop, uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_STOP),
+            (
+                Running,
+                uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_RUNNING,
+            ),
+            (
+                StopCopy,
+                uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_STOP_COPY,
+            ),
+            (
+                Resuming,
+                uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_RESUMING,
+            ),
+            (
+                RunningP2p,
+                uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_RUNNING_P2P,
+            ),
+            (
+                PreCopy,
+                uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_PRE_COPY,
+            ),
+            (
+                PreCopyP2p,
+                uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_PRE_COPY_P2P,
+            ),
+        ];
+        for (state, value) in kernel {
+            assert_eq!(state.value(), value, "{state}");
+        }
+        assert_eq!(
+            DeviceState::ALL.len() as u32,
+            uapi::vfio_device_mig_state_VFIO_DEVICE_STATE_NR
+        );
+    }
+
+    #[test]
     fn out_of_range_values_are_rejected_with_the_value() {
         for value in [8, 9, 255, u32::MAX] {
             let err = DeviceState::try_from(value).unwrap_err();

@@ -1,4 +1,5 @@
-//! Scripted save sources and recording resume sinks shared by the unit tests.
+//! Scripted save sources and recording resume sinks: the driver side of data sessions, for tests
+//! (this crate's, and with the `test-utils` feature other crates').
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use crate::session::{ResumeSink, SaveSource, StreamError};
 
 /// What one `read` of a [`ScriptedSource`] does.
 #[derive(Clone, Debug)]
-pub(crate) enum Step {
+pub enum Step {
     /// Return these bytes (as many as fit; the rest stays for the next read).
     Data(Vec<u8>),
     /// Return 0.
@@ -21,16 +22,20 @@ pub(crate) enum Step {
     Overrun,
 }
 
-/// A save source that follows a script; an exhausted script returns 0.
-pub(crate) struct ScriptedSource {
+/// A save source that follows a script; an exhausted script returns 0. Its PRE_COPY info is
+/// always 100 initial and 7 dirty bytes.
+pub struct ScriptedSource {
     script: VecDeque<Step>,
-    pub(crate) calls: Arc<AtomicUsize>,
-    pub(crate) phases: Arc<Mutex<Vec<SavePhase>>>,
+    /// Reads so far.
+    pub calls: Arc<AtomicUsize>,
+    /// The phase of every read so far.
+    pub phases: Arc<Mutex<Vec<SavePhase>>>,
     info: PrecopyInfo,
 }
 
 impl ScriptedSource {
-    pub(crate) fn new(script: impl IntoIterator<Item = Step>) -> Self {
+    /// A source that plays `script`, one step per read.
+    pub fn new(script: impl IntoIterator<Item = Step>) -> Self {
         Self {
             script: script.into_iter().collect(),
             calls: Arc::default(),
@@ -42,7 +47,8 @@ impl ScriptedSource {
         }
     }
 
-    pub(crate) fn calls(&self) -> Arc<AtomicUsize> {
+    /// A handle on the read counter.
+    pub fn calls(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.calls)
     }
 }
@@ -71,11 +77,13 @@ impl SaveSource for ScriptedSource {
     }
 }
 
-/// A resume sink that appends into a shared buffer and can be told to fail.
+/// A resume sink that appends into a shared buffer and can be told to fail. Clones share both.
 #[derive(Clone, Default)]
-pub(crate) struct RecordingSink {
-    pub(crate) data: Arc<Mutex<Vec<u8>>>,
-    pub(crate) fail_with: Arc<Mutex<Option<Errno>>>,
+pub struct RecordingSink {
+    /// Everything written so far.
+    pub data: Arc<Mutex<Vec<u8>>>,
+    /// While set, writes fail with this errno and append nothing.
+    pub fail_with: Arc<Mutex<Option<Errno>>>,
 }
 
 impl ResumeSink for RecordingSink {
@@ -89,7 +97,7 @@ impl ResumeSink for RecordingSink {
 }
 
 /// Asserts that `result` failed with `errno`.
-pub(crate) fn assert_errno<T: core::fmt::Debug, E: ToErrno + core::fmt::Debug>(
+pub fn assert_errno<T: core::fmt::Debug, E: ToErrno + core::fmt::Debug>(
     result: Result<T, E>,
     errno: Errno,
 ) {

@@ -18,6 +18,7 @@ use nvme_host::memory::HostMemory;
 use nvme_host::orchestrator::MigrateOptions;
 use nvme_host::orchestrator::Orchestrator;
 use nvme_spec::command::Command;
+use vfio_migration::DeviceState;
 use vfu::client::Client;
 use vfu::client::ClientError;
 
@@ -100,9 +101,9 @@ impl Guest {
 /// Saves the source's whole stream by hand (PRE_COPY, then STOP_COPY to the end).
 fn save_stream(source: &Mutex<Client>) -> Vec<u8> {
     let mut c = source.lock().unwrap();
-    c.set_migration_state(6).unwrap();
+    c.set_migration_state(DeviceState::PreCopy).unwrap();
     let mut stream = c.mig_data_read(64 << 20).unwrap();
-    c.set_migration_state(3).unwrap();
+    c.set_migration_state(DeviceState::StopCopy).unwrap();
     stream.extend(c.mig_data_read(64 << 20).unwrap());
     stream
 }
@@ -111,11 +112,11 @@ fn save_stream(source: &Mutex<Client>) -> Vec<u8> {
 /// data write that refused it).
 fn load_expecting_failure(dest: &std::path::Path, stream: &[u8]) -> String {
     let mut c = Client::connect(dest).unwrap();
-    c.set_migration_state(4).unwrap();
+    c.set_migration_state(DeviceState::Resuming).unwrap();
     let failure = match c.mig_data_write(stream) {
         Err(e) => e,
         Ok(()) => c
-            .set_migration_state(1)
+            .set_migration_state(DeviceState::Stop)
             .expect_err("the destination accepted a bad stream"),
     };
     assert!(
@@ -124,7 +125,7 @@ fn load_expecting_failure(dest: &std::path::Path, stream: &[u8]) -> String {
     );
     // The destination stays usable: a reset brings it back to RUNNING.
     c.reset().unwrap();
-    assert_eq!(c.migration_state().unwrap(), 2);
+    assert_eq!(c.migration_state().unwrap(), DeviceState::Running);
     failure.to_string()
 }
 
@@ -174,7 +175,10 @@ fn migrate_there_and_back_with_data_and_events() {
     // The AER submitted before the first migration completes on the device's new home: an
     // invalid doorbell write raises an Error event.
     use nvme_host::driver::Bar as _;
-    guest.orch.bar().doorbell(0x1000 + 8, 0xFFFF);
+    let sq1_tail = nvme_spec::registers::DoorbellStride::new(0)
+        .unwrap()
+        .sq_tail(1);
+    guest.orch.bar().doorbell(sq1_tail, 0xFFFF);
     let deadline = Instant::now() + Duration::from_secs(5);
     let events = loop {
         let events = guest._driver.poll_events();
@@ -184,7 +188,7 @@ fn migrate_there_and_back_with_data_and_events() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(events.len(), 1, "the outstanding AER completed once");
-    guest.orch.bar().doorbell(0x1000 + 8, 0);
+    guest.orch.bar().doorbell(sq1_tail, 0);
 }
 
 #[test]
@@ -233,7 +237,11 @@ fn corrupted_truncated_and_foreign_streams_are_refused_and_the_source_resumes() 
     );
 
     // The source, abandoned in STOP_COPY, resumes with nothing lost.
-    source.lock().unwrap().set_migration_state(2).unwrap();
+    source
+        .lock()
+        .unwrap()
+        .set_migration_state(DeviceState::Running)
+        .unwrap();
     guest.check(0..32, 1);
     guest.write(32..40, 2);
     guest.check(32..40, 2);
@@ -250,11 +258,11 @@ fn abandoned_pre_copy_and_resets_mid_migration_lose_nothing() {
     // PRE_COPY → RUNNING: the migration is abandoned.
     {
         let mut c = source.lock().unwrap();
-        c.set_migration_state(6).unwrap();
+        c.set_migration_state(DeviceState::PreCopy).unwrap();
         let data = c.mig_data_read(1 << 20).unwrap();
         assert!(!data.is_empty());
-        c.set_migration_state(2).unwrap();
-        assert_eq!(c.migration_state().unwrap(), 2);
+        c.set_migration_state(DeviceState::Running).unwrap();
+        assert_eq!(c.migration_state().unwrap(), DeviceState::Running);
     }
     guest.check(0..16, 1);
     guest.write(16..24, 1);
@@ -262,9 +270,9 @@ fn abandoned_pre_copy_and_resets_mid_migration_lose_nothing() {
     // A device reset during PRE_COPY: back to RUNNING, the session is gone.
     {
         let mut c = source.lock().unwrap();
-        c.set_migration_state(6).unwrap();
+        c.set_migration_state(DeviceState::PreCopy).unwrap();
         c.reset().unwrap();
-        assert_eq!(c.migration_state().unwrap(), 2);
+        assert_eq!(c.migration_state().unwrap(), DeviceState::Running);
         assert!(c.mig_data_read(4096).is_err(), "the old session is invalid");
     }
     // A reset also reset the controller: the guest driver re-initialises, as after any FLR.
@@ -274,11 +282,11 @@ fn abandoned_pre_copy_and_resets_mid_migration_lose_nothing() {
     // A device reset during STOP_COPY.
     {
         let mut c = source.lock().unwrap();
-        c.set_migration_state(6).unwrap();
-        c.set_migration_state(3).unwrap();
+        c.set_migration_state(DeviceState::PreCopy).unwrap();
+        c.set_migration_state(DeviceState::StopCopy).unwrap();
         let _ = c.mig_data_read(4096).unwrap();
         c.reset().unwrap();
-        assert_eq!(c.migration_state().unwrap(), 2);
+        assert_eq!(c.migration_state().unwrap(), DeviceState::Running);
     }
     let mut guest = reinit(guest);
     guest.check(0..24, 1);

@@ -9,6 +9,7 @@ use nvme_device::backend::Backend;
 use nvme_device::backend::FileBackend;
 use nvme_device::backend::NullBackend;
 use nvme_device::backend::RamBackend;
+use nvme_device::controller::ControllerConfig;
 use nvme_device::memory::DmaMemory;
 use nvme_device::namespace::BlockSize;
 use nvme_device::namespace::Namespace;
@@ -19,10 +20,10 @@ use nvme_device::subsystem::Subsystem;
 use nvme_device::subsystem::SubsystemConfig;
 use nvme_device::subsystem::secondary_cntlid;
 use shmem::AddressSpace;
+use vfu::server::DeviceMigration;
 
 use crate::migration::admin::InProcessPrimary;
 use crate::migration::admin::LmAdmin;
-use crate::migration::device::VfMigration;
 use crate::migration::driver::NvmeMigration;
 use crate::migration::user_data::InProcessUserData;
 use crate::stream::DeviceGeometry;
@@ -101,6 +102,43 @@ pub enum ServeError {
     Migration(String),
 }
 
+/// VF `vfn` of `subsystem` (whose controllers have `limits`) as a migratable PCI function: its
+/// migration driver carries out the arcs through `primary` and moves the data of `namespaces`
+/// (those attached to the VF); the function reaches guest memory, and DMA logging watches it,
+/// through `space`.
+pub fn migratable_function(
+    subsystem: &Arc<Subsystem>,
+    limits: &ControllerConfig,
+    primary: &Arc<dyn LmAdmin>,
+    vfn: u16,
+    space: Arc<AddressSpace>,
+    namespaces: Vec<Arc<Namespace>>,
+) -> Result<VfDevice, ServeError> {
+    let header = StreamHeader {
+        subsystem_nqn: subsystem.identity().nqn.clone(),
+        serial: subsystem.identity().serial.clone(),
+        geometry: DeviceGeometry {
+            io_queue_pairs: limits.io_queue_pairs,
+            mqes: (limits.max_queue_entries - 1) as u16,
+            msix_vectors: limits.msix_vectors,
+            mdts: limits.mdts,
+            namespaces: Vec::new(),
+        },
+    };
+    let driver = NvmeMigration::new(
+        primary.clone(),
+        Arc::new(InProcessUserData::new(namespaces)),
+        secondary_cntlid(vfn),
+        header,
+    )
+    .map_err(|e| ServeError::Migration(e.to_string()))?;
+    let migration = DeviceMigration::new(driver, space.clone())
+        .map_err(|e| ServeError::Migration(e.to_string()))?;
+    let device = VfDevice::new(subsystem.clone(), vfn, space)
+        .ok_or_else(|| ServeError::Migration(format!("VF {vfn} does not exist")))?;
+    Ok(device.with_migration(migration))
+}
+
 /// A subsystem and its served functions.
 #[derive(Debug)]
 pub struct Served {
@@ -168,35 +206,19 @@ impl Served {
         );
         let mut functions = Vec::new();
         for vfn in 1..=config.vfs {
-            let space = spaces[usize::from(vfn)].clone();
             let namespaces: Vec<Arc<Namespace>> = attached[usize::from(vfn - 1)]
                 .iter()
                 .map(|&pos| subsystem.namespaces()[pos].clone())
                 .collect();
-            let header = StreamHeader {
-                subsystem_nqn: subsystem.identity().nqn.clone(),
-                serial: subsystem.identity().serial.clone(),
-                geometry: DeviceGeometry {
-                    io_queue_pairs: limits.io_queue_pairs,
-                    mqes: (limits.max_queue_entries - 1) as u16,
-                    msix_vectors: limits.msix_vectors,
-                    mdts: limits.mdts,
-                    namespaces: Vec::new(),
-                },
-            };
-            let driver = NvmeMigration::new(
-                primary.clone(),
-                Arc::new(InProcessUserData::new(namespaces)),
-                secondary_cntlid(vfn),
-                header,
-            )
-            .map_err(|e| ServeError::Migration(e.to_string()))?;
-            let migration =
-                VfMigration::new(driver, space.clone()).map_err(ServeError::Migration)?;
-            let device = VfDevice::new(subsystem.clone(), vfn, space)
-                .ok_or_else(|| ServeError::Migration(format!("VF {vfn} does not exist")))?
-                .with_migration(migration);
-            functions.push(Arc::new(device));
+            let function = migratable_function(
+                &subsystem,
+                &limits,
+                &primary,
+                vfn,
+                spaces[usize::from(vfn)].clone(),
+                namespaces,
+            )?;
+            functions.push(Arc::new(function));
         }
         Ok(Self {
             subsystem,

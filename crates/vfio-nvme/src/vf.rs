@@ -10,30 +10,31 @@ use nvme_device::controller::Controller;
 use nvme_device::subsystem::Subsystem;
 use shmem::AddressSpace;
 use shmem::MapError;
-use vfu::error::errno;
+use vfio_migration::Errno;
 use vfu::irq::IrqAction;
 use vfu::irq::IrqInfoFlags;
+use vfu::pci::BAR0_REGION_INDEX;
+use vfu::pci::CONFIG_REGION_INDEX;
+use vfu::pci::MSIX_IRQ_INDEX;
+use vfu::pci::NUM_IRQS;
+use vfu::pci::NUM_REGIONS;
 use vfu::region::RegionCap;
 use vfu::region::RegionInfoFlags;
 use vfu::region::SparseMmapArea;
 use vfu::server::Device;
+use vfu::server::DeviceMigration;
 use vfu::server::DmaRegion;
-use vfu::server::Errno;
 use vfu::server::IrqRequest;
+use vfu::server::Migratable;
 use vfu::server::RegionDescription;
 
-use crate::migration::device::VfMigration;
-use crate::pci::BAR0_REGION;
+use crate::migration::driver::NvmeMigration;
 use crate::pci::BAR0_SIZE;
-use crate::pci::CONFIG_REGION;
 use crate::pci::CONFIG_SIZE;
 use crate::pci::DOORBELL_OFFSET;
 use crate::pci::DOORBELL_SIZE;
-use crate::pci::MSIX_IRQ_INDEX;
 use crate::pci::MSIX_PBA_OFFSET;
 use crate::pci::MSIX_TABLE_OFFSET;
-use crate::pci::NUM_IRQS;
-use crate::pci::NUM_REGIONS;
 use crate::pci::config::ConfigSpace;
 use crate::pci::msix::Msix;
 
@@ -48,8 +49,8 @@ pub struct VfDevice {
     /// DMA windows the client mapped without a file descriptor (unreachable, but tracked so
     /// they can be unmapped).
     unreachable: Mutex<Vec<(u64, u64)>>,
-    /// Live migration, when the function can migrate.
-    migration: Option<VfMigration>,
+    /// Live migration and DMA logging, when the function can migrate.
+    migration: Option<DeviceMigration<NvmeMigration>>,
 }
 
 impl std::fmt::Debug for VfDevice {
@@ -78,14 +79,10 @@ impl VfDevice {
         })
     }
 
-    /// Makes the function migratable with `migration`.
-    pub fn with_migration(mut self, migration: VfMigration) -> Self {
+    /// Makes the function migratable with `migration` (over the same address space).
+    pub fn with_migration(mut self, migration: DeviceMigration<NvmeMigration>) -> Self {
         self.migration = Some(migration);
         self
-    }
-
-    fn migration(&self) -> Result<&VfMigration, Errno> {
-        self.migration.as_ref().ok_or(errno::ENOTTY)
     }
 
     /// The secondary controller behind this function.
@@ -155,7 +152,7 @@ impl VfDevice {
                 Ok(())
             }
             // NVMe registers must be written in their natural width.
-            _ => Err(errno::EINVAL),
+            _ => Err(Errno::EINVAL),
         }
     }
 
@@ -183,7 +180,7 @@ impl VfDevice {
 }
 
 fn ok(done: bool) -> Result<(), Errno> {
-    if done { Ok(()) } else { Err(errno::EINVAL) }
+    if done { Ok(()) } else { Err(Errno::EINVAL) }
 }
 
 impl Device for VfDevice {
@@ -198,7 +195,7 @@ impl Device for VfDevice {
     fn region(&self, index: u32) -> Option<RegionDescription<'_>> {
         let rw = RegionInfoFlags::READ | RegionInfoFlags::WRITE;
         Some(match index {
-            BAR0_REGION => {
+            BAR0_REGION_INDEX => {
                 let doorbells = self.controller().doorbells();
                 RegionDescription {
                     flags: rw | RegionInfoFlags::MMAP,
@@ -211,7 +208,7 @@ impl Device for VfDevice {
                     fd: doorbells.mapping().fd(),
                 }
             }
-            CONFIG_REGION => RegionDescription {
+            CONFIG_REGION_INDEX => RegionDescription {
                 flags: rw,
                 size: CONFIG_SIZE,
                 file_offset: 0,
@@ -231,17 +228,17 @@ impl Device for VfDevice {
 
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         match index {
-            BAR0_REGION => self.bar0_read(offset, buf),
-            CONFIG_REGION => ok(self.config.read(offset, buf)),
-            _ => Err(errno::EINVAL),
+            BAR0_REGION_INDEX => self.bar0_read(offset, buf),
+            CONFIG_REGION_INDEX => ok(self.config.read(offset, buf)),
+            _ => Err(Errno::EINVAL),
         }
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         match index {
-            BAR0_REGION => self.bar0_write(offset, data),
-            CONFIG_REGION => self.config_write(offset, data),
-            _ => Err(errno::EINVAL),
+            BAR0_REGION_INDEX => self.bar0_write(offset, data),
+            CONFIG_REGION_INDEX => self.config_write(offset, data),
+            _ => Err(Errno::EINVAL),
         }
     }
 
@@ -261,7 +258,7 @@ impl Device for VfDevice {
         if index != MSIX_IRQ_INDEX {
             return match request {
                 IrqRequest::DisableAll => Ok(()),
-                _ => Err(errno::EINVAL),
+                _ => Err(Errno::EINVAL),
             };
         }
         match request {
@@ -274,7 +271,7 @@ impl Device for VfDevice {
                 Ok(())
             }
             // Signalling an eventfd on mask/unmask is not supported.
-            IrqRequest::Eventfds { .. } => Err(errno::ENOTSUP),
+            IrqRequest::Eventfds { .. } => Err(Errno::ENOTSUP),
             IrqRequest::Action {
                 action,
                 start,
@@ -304,8 +301,8 @@ impl Device for VfDevice {
             return Ok(());
         };
         self.space.map(region.iova, mapping).map_err(|e| match e {
-            MapError::Overlap { .. } => errno::EEXIST,
-            _ => errno::EINVAL,
+            MapError::Overlap { .. } => Errno::EEXIST,
+            _ => Errno::EINVAL,
         })
     }
 
@@ -319,7 +316,7 @@ impl Device for VfDevice {
                 unreachable.remove(i);
                 Ok(())
             }
-            None => Err(errno::EINVAL),
+            None => Err(Errno::EINVAL),
         }
     }
 
@@ -329,9 +326,6 @@ impl Device for VfDevice {
     }
 
     fn disconnected(&self) {
-        if let Some(migration) = &self.migration {
-            migration.disconnected();
-        }
         self.space.unmap_all();
         self.unreachable
             .lock()
@@ -340,50 +334,7 @@ impl Device for VfDevice {
         self.msix.drop_eventfds();
     }
 
-    fn migration_flags(&self) -> Option<u64> {
-        self.migration.as_ref().map(VfMigration::flags)
-    }
-
-    fn migration_state(&self) -> Result<u32, Errno> {
-        Ok(self.migration()?.state())
-    }
-
-    fn set_migration_state(&self, state: u32) -> Result<(), Errno> {
-        self.migration()?.set_state(state)
-    }
-
-    fn migration_read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
-        self.migration()?.read(buf)
-    }
-
-    fn migration_write(&self, data: &[u8]) -> Result<(), Errno> {
-        self.migration()?.write(data)
-    }
-
-    fn migration_data_size(&self) -> Result<u64, Errno> {
-        self.migration()?.data_size()
-    }
-
-    fn dma_logging_supported(&self) -> bool {
-        self.migration.is_some()
-    }
-
-    fn dma_logging_start(&self, page_size: u64, ranges: &[(u64, u64)]) -> Result<(), Errno> {
-        self.migration()?.logging_start(page_size, ranges)
-    }
-
-    fn dma_logging_stop(&self) -> Result<(), Errno> {
-        self.migration()?.logging_stop()
-    }
-
-    fn dma_logging_report(
-        &self,
-        iova: u64,
-        length: u64,
-        page_size: u64,
-        bitmap: &mut [u64],
-    ) -> Result<(), Errno> {
-        self.migration()?
-            .logging_report(iova, length, page_size, bitmap)
+    fn migration(&self) -> Option<&dyn Migratable> {
+        self.migration.as_ref().map(|m| m as &dyn Migratable)
     }
 }

@@ -17,6 +17,7 @@ use nvme_spec::command::Command;
 use nvme_spec::command::Completion;
 use shmem::Mapping;
 use shmem::Protection;
+use vfio_migration::DeviceState;
 use vfio_nvme::served::BackendConfig;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
@@ -130,9 +131,9 @@ fn pump(a: &VfDevice, b: &VfDevice) -> usize {
     let mut total = 0;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = a.migration_read(&mut buf).unwrap();
+        let n = a.migration().unwrap().read(&mut buf).unwrap();
         if n > 0 {
-            b.migration_write(&buf[..n]).unwrap();
+            b.migration().unwrap().write(&buf[..n]).unwrap();
             total += n;
         }
         if n < buf.len() {
@@ -162,8 +163,14 @@ fn vf_migrates_with_io_in_flight() {
     write_blocks(&mut qp, &buf, &early, 1);
 
     // PRE_COPY on A, RESUMING on B.
-    vf_a.set_migration_state(6).unwrap();
-    vf_b.set_migration_state(4).unwrap();
+    vf_a.migration()
+        .unwrap()
+        .set_state(DeviceState::PreCopy)
+        .unwrap();
+    vf_b.migration()
+        .unwrap()
+        .set_state(DeviceState::Resuming)
+        .unwrap();
     let first = pump(&vf_a, &vf_b);
     assert!(
         first > 32 * BLOCK as usize,
@@ -178,7 +185,10 @@ fn vf_migrates_with_io_in_flight() {
     );
 
     // PRE_COPY_P2P: A stops fetching. A write submitted now stays in the SQ.
-    vf_a.set_migration_state(7).unwrap();
+    vf_a.migration()
+        .unwrap()
+        .set_state(DeviceState::PreCopyP2p)
+        .unwrap();
     buf.write(0, &pattern(200, 3));
     qp.submit(Command::write(0, 1, 200, 0, buf.iova(), 0))
         .unwrap();
@@ -190,14 +200,26 @@ fn vf_migrates_with_io_in_flight() {
     );
 
     // STOP_COPY on A: the rest, the controller state, the end.
-    vf_a.set_migration_state(3).unwrap();
+    vf_a.migration()
+        .unwrap()
+        .set_state(DeviceState::StopCopy)
+        .unwrap();
     pump(&vf_a, &vf_b);
     // B: RESUMING → STOP (validate + Set Controller State) → RUNNING.
-    vf_b.set_migration_state(1).unwrap();
+    vf_b.migration()
+        .unwrap()
+        .set_state(DeviceState::Stop)
+        .unwrap();
     *bar.0.lock().unwrap() = vf_b.clone();
-    vf_b.set_migration_state(2).unwrap();
+    vf_b.migration()
+        .unwrap()
+        .set_state(DeviceState::Running)
+        .unwrap();
     // A ends its session.
-    vf_a.set_migration_state(1).unwrap();
+    vf_a.migration()
+        .unwrap()
+        .set_state(DeviceState::Stop)
+        .unwrap();
 
     // The write submitted before the switch completes on B, once.
     let done = wait(&mut qp, 1);
@@ -231,7 +253,10 @@ fn a_guest_controller_reset_does_not_lift_a_migration_suspend() {
     let bar = Arc::new(SwitchableBar(Mutex::new(vf.clone())));
     let driver = Driver::new(bar, mem.clone()).unwrap();
     // RUNNING_P2P: the controller is suspended for migration.
-    vf.set_migration_state(5).unwrap();
+    vf.migration()
+        .unwrap()
+        .set_state(DeviceState::RunningP2p)
+        .unwrap();
     assert!(vf.controller().suspended());
     // The guest toggles CC.EN: the controller comes back ready but stays suspended, so the
     // migration driver's view (nothing is fetched) still holds.
@@ -240,7 +265,7 @@ fn a_guest_controller_reset_does_not_lift_a_migration_suspend() {
     // A device reset (FLR / DEVICE_RESET) lifts it and returns the migration state to RUNNING.
     vf.reset().unwrap();
     assert!(!vf.controller().suspended());
-    assert_eq!(vf.migration_state().unwrap(), 2);
+    assert_eq!(vf.migration().unwrap().state(), DeviceState::Running);
     let driver = Driver::new(driver.bar().clone(), mem).unwrap();
     driver.identify_controller().unwrap();
 }

@@ -47,12 +47,12 @@ fn decode_with_data(
     let (head, data) = wire::read::<RegionAccess>(command, "region access", bytes)?;
     head.check(command, limits)?;
     if head.count as usize != data.len() {
-        return Err(DecodeError::InvalidField {
+        return Err(DecodeError::invalid(
             command,
-            field: "count",
-            value: head.count.into(),
-            reason: "differs from the data length",
-        });
+            "count",
+            head.count.into(),
+            "differs from the data length",
+        ));
     }
     Ok((head.offset, head.region, data.to_vec()))
 }
@@ -72,19 +72,12 @@ fn encode_with_data(out: &mut Vec<u8>, offset: u64, region: u32, data: &[u8]) {
 /// `REGION_READ` request: the head alone.
 pub type RegionReadRequest = RegionAccess;
 
-impl Payload for RegionAccess {
-    const COMMAND: Command = Command::REGION_READ;
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let head: RegionAccess = wire::read_exact(Self::COMMAND, "region access", bytes)?;
-        head.check(Self::COMMAND, limits)?;
-        Ok(head)
-    }
-}
+wire::fixed_payload!(
+    RegionAccess,
+    Command::REGION_READ,
+    "region access",
+    |head, limits| head.check(Command::REGION_READ, limits)
+);
 
 /// `REGION_READ` reply: the head with `count` the bytes read, then the data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,9 +262,9 @@ mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts() {
@@ -319,7 +312,7 @@ mod tests {
             RegionAccess::decode(&read.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let mut bytes = RegionWrite {
             offset: 0,
@@ -330,14 +323,14 @@ mod tests {
         bytes.pop();
         assert_eq!(
             RegionWrite::decode(&bytes, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         // wr_cnt above the limit fails before anything is allocated.
         let mut multi = u64::MAX.to_ne_bytes().to_vec();
         multi.extend_from_slice(&[0; 24]);
         assert_eq!(
             RegionWriteMulti::decode(&multi, &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let mut entry = WriteMultiEntry::new(0, 0, &[1]);
         entry.count = 9;
@@ -348,7 +341,7 @@ mod tests {
             RegionWriteMulti::decode(&bad.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
     }
 

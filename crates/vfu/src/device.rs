@@ -9,7 +9,6 @@ use zerocopy::KnownLayout;
 use crate::command::Command;
 use crate::error::DecodeError;
 use crate::limits::Limits;
-use crate::payload::Payload;
 use crate::wire;
 
 bitflags! {
@@ -69,25 +68,23 @@ impl DeviceInfo {
     }
 }
 
-impl Payload for DeviceInfo {
-    const COMMAND: Command = Command::DEVICE_GET_INFO;
+wire::fixed_payload!(
+    DeviceInfo,
+    Command::DEVICE_GET_INFO,
+    "device_info",
+    DeviceInfo::check
+);
 
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    /// Decodes a request or reply; `argsz` below 16 is rejected as the kernel does.
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let info: DeviceInfo = wire::read_exact(Self::COMMAND, "device_info", bytes)?;
-        if (info.argsz as usize) < size_of::<Self>() {
-            return Err(DecodeError::InvalidField {
-                command: Self::COMMAND,
-                field: "argsz",
-                value: info.argsz.into(),
-                reason: "smaller than the 16-byte device info",
-            });
-        }
-        Ok(info)
+impl DeviceInfo {
+    /// The decoder's check of a request or reply: `argsz` below 16 is rejected as the kernel
+    /// does.
+    fn check(&self, _limits: &Limits) -> Result<(), DecodeError> {
+        wire::check_argsz(
+            Command::DEVICE_GET_INFO,
+            self.argsz,
+            size_of::<Self>(),
+            "smaller than the 16-byte device info",
+        )
     }
 }
 
@@ -95,22 +92,14 @@ impl Payload for DeviceInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceReset;
 
-impl Payload for DeviceReset {
-    const COMMAND: Command = Command::DEVICE_RESET;
-
-    fn encode(&self, _out: &mut Vec<u8>) {}
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::expect_end(Self::COMMAND, "header", bytes)?;
-        Ok(Self)
-    }
-}
+wire::empty_payload!(DeviceReset, Command::DEVICE_RESET);
 
 #[cfg(test)]
 mod tests {
     use core::mem::offset_of;
 
     use super::*;
+    use crate::payload::Payload;
 
     #[test]
     fn layout_and_vector() {

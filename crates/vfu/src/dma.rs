@@ -65,52 +65,40 @@ impl DmaMap {
     pub fn flags(&self) -> DmaMapFlags {
         DmaMapFlags::from_bits_retain(self.flags)
     }
-}
 
-impl Payload for DmaMap {
-    const COMMAND: Command = Command::DMA_MAP;
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let c = Self::COMMAND;
-        let map: DmaMap = wire::read_exact(c, "dma_map", bytes)?;
-        if (map.argsz as usize) < size_of::<DmaMap>() {
-            return Err(invalid(
+    /// The decoder's checks: `argsz` covers the body, known flags, a non-empty range that wraps
+    /// neither in IOVA nor in the fd.
+    fn check(&self, _limits: &Limits) -> Result<(), DecodeError> {
+        let c = Command::DMA_MAP;
+        wire::check_argsz(
+            c,
+            self.argsz,
+            size_of::<DmaMap>(),
+            "smaller than the 32-byte body",
+        )?;
+        if DmaMapFlags::from_bits(self.flags).is_none() {
+            return Err(DecodeError::invalid(
                 c,
-                "argsz",
-                map.argsz.into(),
-                "smaller than the 32-byte body",
+                "flags",
+                self.flags.into(),
+                "unknown bits",
             ));
         }
-        if DmaMapFlags::from_bits(map.flags).is_none() {
-            return Err(invalid(c, "flags", map.flags.into(), "unknown bits"));
+        if self.size == 0 {
+            return Err(DecodeError::invalid(c, "size", 0, "empty mapping"));
         }
-        if map.size == 0 {
-            return Err(invalid(c, "size", 0, "empty mapping"));
-        }
-        wire::check_range(c, "address/size", map.address, map.size)?;
-        wire::check_range(c, "offset/size", map.offset, map.size)?;
-        Ok(map)
+        wire::check_range(c, "address/size", self.address, self.size)?;
+        wire::check_range(c, "offset/size", self.offset, self.size)
     }
 }
+
+wire::fixed_payload!(DmaMap, Command::DMA_MAP, "dma_map", DmaMap::check);
 
 /// `DMA_MAP` reply: no payload.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DmaMapReply;
 
-impl Payload for DmaMapReply {
-    const COMMAND: Command = Command::DMA_MAP;
-
-    fn encode(&self, _out: &mut Vec<u8>) {}
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::expect_end(Self::COMMAND, "header", bytes)?;
-        Ok(Self)
-    }
-}
+wire::empty_payload!(DmaMapReply, Command::DMA_MAP);
 
 /// `DMA_UNMAP` request body (24 bytes). The spec's reply echoes the request's body; some clients
 /// send header-only replies, which [`DmaUnmapReply`] accepts.
@@ -136,32 +124,30 @@ impl DmaUnmap {
     pub fn flags(&self) -> DmaUnmapFlags {
         DmaUnmapFlags::from_bits_retain(self.flags)
     }
-}
 
-impl Payload for DmaUnmap {
-    const COMMAND: Command = Command::DMA_UNMAP;
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let c = Self::COMMAND;
-        let unmap: DmaUnmap = wire::read_exact(c, "dma_unmap", bytes)?;
-        let Some(flags) = DmaUnmapFlags::from_bits(unmap.flags) else {
-            return Err(invalid(c, "flags", unmap.flags.into(), "unknown bits"));
+    /// The decoder's checks: known flags, no migration-v1 dirty bitmap, no wrapping range.
+    fn check(&self, _limits: &Limits) -> Result<(), DecodeError> {
+        let c = Command::DMA_UNMAP;
+        let Some(flags) = DmaUnmapFlags::from_bits(self.flags) else {
+            return Err(DecodeError::invalid(
+                c,
+                "flags",
+                self.flags.into(),
+                "unknown bits",
+            ));
         };
         if flags.contains(DmaUnmapFlags::GET_DIRTY_BITMAP) {
             return Err(DecodeError::Unsupported {
                 command: c,
                 field: "flags",
-                value: unmap.flags.into(),
+                value: self.flags.into(),
             });
         }
-        wire::check_range(c, "address/size", unmap.address, unmap.size)?;
-        Ok(unmap)
+        wire::check_range(c, "address/size", self.address, self.size)
     }
 }
+
+wire::fixed_payload!(DmaUnmap, Command::DMA_UNMAP, "dma_unmap", DmaUnmap::check);
 
 /// `DMA_UNMAP` reply: the request's body echoed (spec), or nothing (tolerated).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +200,7 @@ fn decode_access_with_data(
         limits.max_data_xfer_size.into(),
     )?;
     if head.count != data.len() as u64 {
-        return Err(invalid(
+        return Err(DecodeError::invalid(
             command,
             "count",
             head.count,
@@ -239,21 +225,22 @@ fn encode_access_with_data(out: &mut Vec<u8>, address: u64, data: &[u8]) {
 /// `DMA_READ` request (server → client): read `count` bytes at `address`.
 pub type DmaReadRequest = DmaAccess;
 
-impl Payload for DmaAccess {
-    const COMMAND: Command = Command::DMA_READ;
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let c = Self::COMMAND;
-        let access: DmaAccess = wire::read_exact(c, "dma access", bytes)?;
-        wire::check_limit(c, "count", access.count, limits.max_data_xfer_size.into())?;
-        wire::check_range(c, "address/count", access.address, access.count)?;
-        Ok(access)
+impl DmaAccess {
+    /// The decoder's checks of a `DMA_READ` request: `count` within `max_data_xfer_size`, no
+    /// wrapping range.
+    fn check_read(&self, limits: &Limits) -> Result<(), DecodeError> {
+        let c = Command::DMA_READ;
+        wire::check_limit(c, "count", self.count, limits.max_data_xfer_size.into())?;
+        wire::check_range(c, "address/count", self.address, self.count)
     }
 }
+
+wire::fixed_payload!(
+    DmaAccess,
+    Command::DMA_READ,
+    "dma access",
+    DmaAccess::check_read
+);
 
 /// `DMA_READ` reply: address, count and the data read.
 ///
@@ -341,23 +328,14 @@ impl Payload for DmaWriteReply {
     }
 }
 
-fn invalid(command: Command, field: &'static str, value: u64, reason: &'static str) -> DecodeError {
-    DecodeError::InvalidField {
-        command,
-        field,
-        value,
-        reason,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts() {
@@ -401,21 +379,21 @@ mod tests {
         };
         assert!(DmaMap::decode(&good.to_bytes(), &Limits::default()).is_ok());
         let cases = [
-            (DmaMap { argsz: 31, ..good }, errno::EINVAL),
+            (DmaMap { argsz: 31, ..good }, Errno::EINVAL),
             (
                 DmaMap {
                     flags: 0x10,
                     ..good
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
-            (DmaMap { size: 0, ..good }, errno::EINVAL),
+            (DmaMap { size: 0, ..good }, Errno::EINVAL),
             (
                 DmaMap {
                     address: u64::MAX,
                     ..good
                 },
-                errno::EOVERFLOW,
+                Errno::EOVERFLOW,
             ),
         ];
         for (map, expected) in cases {
@@ -433,7 +411,7 @@ mod tests {
             size: 4096,
         };
         let err = DmaUnmap::decode(&unmap.to_bytes(), &Limits::default()).unwrap_err();
-        assert_eq!(err.errno(), errno::ENOTSUP);
+        assert_eq!(err.errno(), Errno::ENOTSUP);
         let all = DmaUnmap { flags: 2, ..unmap };
         assert_eq!(
             DmaUnmap::decode(&all.to_bytes(), &Limits::default())
@@ -479,7 +457,7 @@ mod tests {
         };
         assert_eq!(
             DmaWrite::decode(&w.to_bytes(), &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let mut bytes = DmaWrite {
             address: 0,
@@ -489,7 +467,7 @@ mod tests {
         bytes.push(3);
         assert_eq!(
             DmaWrite::decode(&bytes, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let r = DmaAccess {
             address: 0,
@@ -497,7 +475,7 @@ mod tests {
         };
         assert_eq!(
             DmaAccess::decode(&r.to_bytes(), &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
     }
 

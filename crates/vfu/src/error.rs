@@ -7,42 +7,9 @@
 //! [`DecodeError::MsgSizeTooLarge`]): the message boundary is lost and the connection must be
 //! closed.
 
-use crate::command::Command;
+use vfio_migration::Errno;
 
-/// Linux errno values carried in the header's `error` field. vfio-user runs between processes on
-/// one host, so the numbers are the host's; this project targets Linux.
-pub mod errno {
-    /// Operation not permitted.
-    pub const EPERM: u32 = 1;
-    /// I/O error.
-    pub const EIO: u32 = 5;
-    /// Argument list (here: a size or count) too long.
-    pub const E2BIG: u32 = 7;
-    /// Bad file descriptor.
-    pub const EBADF: u32 = 9;
-    /// Resource temporarily unavailable.
-    pub const EAGAIN: u32 = 11;
-    /// Bad address.
-    pub const EFAULT: u32 = 14;
-    /// Device or resource busy.
-    pub const EBUSY: u32 = 16;
-    /// Already exists (overlapping DMA map).
-    pub const EEXIST: u32 = 17;
-    /// No such device.
-    pub const ENODEV: u32 = 19;
-    /// Invalid argument: the generic answer to a malformed message.
-    pub const EINVAL: u32 = 22;
-    /// Inappropriate ioctl: what the kernel answers for a feature the device does not have.
-    pub const ENOTTY: u32 = 25;
-    /// Function not implemented.
-    pub const ENOSYS: u32 = 38;
-    /// No message of desired type.
-    pub const ENOMSG: u32 = 42;
-    /// Value too large for defined data type (address + size wraps).
-    pub const EOVERFLOW: u32 = 75;
-    /// Operation not supported (`ENOTSUP` and `EOPNOTSUPP` are the same number on Linux).
-    pub const ENOTSUP: u32 = 95;
-}
+use crate::command::Command;
 
 /// Why bytes received from a peer could not be turned into a message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -178,22 +145,38 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// [`DecodeError::InvalidField`]: `field` of a `command` body holds `value`, which the
+    /// protocol does not allow (`reason` says why).
+    pub fn invalid(
+        command: Command,
+        field: &'static str,
+        value: u64,
+        reason: &'static str,
+    ) -> Self {
+        Self::InvalidField {
+            command,
+            field,
+            value,
+            reason,
+        }
+    }
+
     /// The errno a server answers this error with (in the error reply's header).
-    pub fn errno(&self) -> u32 {
+    pub fn errno(&self) -> Errno {
         match self {
-            Self::MsgSizeTooLarge { .. } | Self::TooLarge { .. } => errno::E2BIG,
-            Self::Overflow { .. } => errno::EOVERFLOW,
+            Self::MsgSizeTooLarge { .. } | Self::TooLarge { .. } => Errno::E2BIG,
+            Self::Overflow { .. } => Errno::EOVERFLOW,
             Self::UnsupportedCommand { .. }
             | Self::Unsupported { .. }
-            | Self::Incompatible { .. } => errno::ENOTSUP,
-            Self::UnsupportedFeature { .. } => errno::ENOTTY,
+            | Self::Incompatible { .. } => Errno::ENOTSUP,
+            Self::UnsupportedFeature { .. } => Errno::ENOTTY,
             Self::MsgSizeTooSmall { .. }
             | Self::BadMessageType { .. }
             | Self::Truncated { .. }
             | Self::TrailingBytes { .. }
             | Self::InvalidField { .. }
             | Self::Json { .. }
-            | Self::FdCount { .. } => errno::EINVAL,
+            | Self::FdCount { .. } => Errno::EINVAL,
         }
     }
 }
@@ -211,7 +194,7 @@ mod tests {
             value: 9,
             limit: 8,
         };
-        assert_eq!(too_large.errno(), errno::E2BIG);
+        assert_eq!(too_large.errno(), Errno::E2BIG);
         assert!(too_large.to_string().contains("count = 9"));
         let truncated = DecodeError::Truncated {
             command: c,
@@ -219,17 +202,17 @@ mod tests {
             need: 16,
             have: 3,
         };
-        assert_eq!(truncated.errno(), errno::EINVAL);
+        assert_eq!(truncated.errno(), Errno::EINVAL);
         assert_eq!(
             DecodeError::UnsupportedCommand {
                 command: Command::DIRTY_PAGES
             }
             .errno(),
-            errno::ENOTSUP
+            Errno::ENOTSUP
         );
         assert_eq!(
             DecodeError::UnsupportedFeature { feature: 3 }.errno(),
-            errno::ENOTTY
+            Errno::ENOTTY
         );
         let overflow = DecodeError::Overflow {
             command: c,
@@ -237,6 +220,6 @@ mod tests {
             start: 1,
             len: 2,
         };
-        assert_eq!(overflow.errno(), errno::EOVERFLOW);
+        assert_eq!(overflow.errno(), Errno::EOVERFLOW);
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! The body is the kernel's `struct vfio_device_feature`: `argsz u32, flags u32, data[]`, with the
 //! feature index in flags bits 0–15 and GET (bit 16), SET (bit 17), PROBE (bit 18). Feature
-//! numbers mirror the kernel's. Device states stay plain `u32`s here (this crate must not depend
-//! on `vfio-migration`; the server converts).
+//! numbers mirror the kernel's. The wire structures keep the kernel's plain integers; what the
+//! server acts on ([`FeatureRequest`]) carries `vfio-migration`'s typed [`DeviceState`], and the
+//! migration flags are its [`vfio_migration::MigrationFlags`].
 
 use bitfield_struct::bitfield;
-use bitflags::bitflags;
 use open_enum::open_enum;
+use vfio_migration::DeviceState;
+use vfio_migration::UnknownStateError;
 use zerocopy::FromBytes;
 use zerocopy::Immutable;
 use zerocopy::IntoBytes;
@@ -182,7 +184,8 @@ impl DeviceFeature {
     /// The data parsed as `T`, checking that the feature index matches.
     pub fn data_as<T: FeatureData>(&self, limits: &Limits) -> Result<T, DecodeError> {
         if self.flags.feature() != T::FEATURE {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags.index",
                 self.flags.index().into(),
                 "not the expected feature",
@@ -201,7 +204,8 @@ impl DeviceFeature {
         };
         let (get, set) = (self.flags.get(), self.flags.set());
         if (get && !can_get) || (set && !can_set) {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags",
                 self.flags.into_bits().into(),
                 "method not supported by the feature",
@@ -220,7 +224,8 @@ impl DeviceFeature {
             (Feature::MIGRATION, _) => FeatureRequest::GetMigration,
             (Feature::MIG_DEVICE_STATE, true) => FeatureRequest::GetMigDeviceState,
             (Feature::MIG_DEVICE_STATE, false) => {
-                FeatureRequest::SetMigDeviceState(MigDeviceState::decode_data(&self.data, limits)?)
+                let data = MigDeviceState::decode_data(&self.data, limits)?;
+                FeatureRequest::SetMigDeviceState(data.state().map_err(invalid_state)?)
             }
             (Feature::DMA_LOGGING_START, _) => {
                 FeatureRequest::DmaLoggingStart(DmaLoggingStart::decode_data(&self.data, limits)?)
@@ -242,7 +247,8 @@ impl DeviceFeature {
 
     fn check_argsz(&self, data_len: u64) -> Result<(), DecodeError> {
         if u64::from(self.argsz) < HEAD as u64 + data_len {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "argsz",
                 self.argsz.into(),
                 "too small for the reply",
@@ -271,14 +277,16 @@ impl Payload for DeviceFeature {
         let (head, data) = wire::read::<VfioDeviceFeature>(C, "device_feature", bytes)?;
         let flags = head.flags;
         if flags.reserved() != 0 {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags",
                 flags.into_bits().into(),
                 "reserved bits set",
             ));
         }
         if flags.get() && flags.set() && !flags.probe() {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "flags",
                 flags.into_bits().into(),
                 "GET with SET needs PROBE",
@@ -308,8 +316,8 @@ pub enum FeatureRequest {
     GetMigration,
     /// GET [`Feature::MIG_DEVICE_STATE`].
     GetMigDeviceState,
-    /// SET [`Feature::MIG_DEVICE_STATE`].
-    SetMigDeviceState(MigDeviceState),
+    /// SET [`Feature::MIG_DEVICE_STATE`] to this state.
+    SetMigDeviceState(DeviceState),
     /// SET [`Feature::DMA_LOGGING_START`].
     DmaLoggingStart(DmaLoggingStart),
     /// SET [`Feature::DMA_LOGGING_STOP`].
@@ -320,43 +328,21 @@ pub enum FeatureRequest {
     GetMigDataSize,
 }
 
-bitflags! {
-    /// `vfio_device_feature_migration.flags`.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub struct MigrationFlags: u64 {
-        /// STOP and STOP_COPY are supported (mandatory).
-        const STOP_COPY = 1 << 0;
-        /// RUNNING_P2P (and PRE_COPY_P2P with PRE_COPY) are supported ("not used in vfio-user").
-        const P2P = 1 << 1;
-        /// PRE_COPY is supported.
-        const PRE_COPY = 1 << 2;
-    }
-}
-
 /// [`Feature::MIGRATION`] data (8 bytes): flags at 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct FeatureMigration {
-    /// [`MigrationFlags`] bits.
+    /// [`vfio_migration::MigrationFlags`] bits.
     pub flags: u64,
 }
 
 const _: () = assert!(size_of::<FeatureMigration>() == 8);
 
-impl FeatureData for FeatureMigration {
-    const FEATURE: Feature = Feature::MIGRATION;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode_data(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::read_exact(C, "migration flags", bytes)
-    }
-}
+wire::fixed_payload!(feature FeatureMigration, Feature::MIGRATION, "migration flags");
 
 /// [`Feature::MIG_DEVICE_STATE`] data (8 bytes): device_state at 0, data_fd at 4. The state uses
-/// the kernel's numbers (0 ERROR … 7 PRE_COPY_P2P); `data_fd` is unused in vfio-user (send -1).
+/// the kernel's numbers ([`DeviceState::value`]); `data_fd` is unused in vfio-user
+/// ([`NO_DATA_FD`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct MigDeviceState {
@@ -368,28 +354,35 @@ pub struct MigDeviceState {
 
 const _: () = assert!(size_of::<MigDeviceState>() == 8);
 
-/// Number of kernel device states (`VFIO_DEVICE_STATE_NR`); larger values are invalid.
-pub const DEVICE_STATE_NR: u32 = 8;
+/// `data_fd` of [`MigDeviceState`] in vfio-user, which carries the data on the socket instead.
+pub const NO_DATA_FD: i32 = -1;
 
-impl FeatureData for MigDeviceState {
-    const FEATURE: Feature = Feature::MIG_DEVICE_STATE;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
+impl MigDeviceState {
+    /// The data for `state`: a SET request's, or a GET reply's.
+    pub const fn new(state: DeviceState) -> Self {
+        Self {
+            device_state: state.value(),
+            data_fd: NO_DATA_FD,
+        }
     }
 
-    fn decode_data(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let state: MigDeviceState = wire::read_exact(C, "mig_device_state", bytes)?;
-        if state.device_state >= DEVICE_STATE_NR {
-            return Err(invalid(
-                "device_state",
-                state.device_state.into(),
-                "not a migration state",
-            ));
-        }
-        Ok(state)
+    /// The state; decoded data always holds one of the eight.
+    pub fn state(&self) -> Result<DeviceState, UnknownStateError> {
+        DeviceState::try_from(self.device_state)
     }
 }
+
+/// The decode error of a `device_state` that is not one of the eight states (EINVAL).
+fn invalid_state(err: UnknownStateError) -> DecodeError {
+    DecodeError::invalid(C, "device_state", err.0.into(), "not a migration state")
+}
+
+wire::fixed_payload!(
+    feature MigDeviceState,
+    Feature::MIG_DEVICE_STATE,
+    "mig_device_state",
+    |data, _| data.state().map(drop).map_err(invalid_state)
+);
 
 /// [`Feature::MIG_DATA_SIZE`] data (8 bytes): stop_copy_length at 0.
 #[repr(C)]
@@ -401,17 +394,7 @@ pub struct MigDataSize {
 
 const _: () = assert!(size_of::<MigDataSize>() == 8);
 
-impl FeatureData for MigDataSize {
-    const FEATURE: Feature = Feature::MIG_DATA_SIZE;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode_data(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::read_exact(C, "mig_data_size", bytes)
-    }
-}
+wire::fixed_payload!(feature MigDataSize, Feature::MIG_DATA_SIZE, "mig_data_size");
 
 /// The fixed part of [`Feature::DMA_LOGGING_START`] data (16 bytes): page_size 0, num_ranges 8,
 /// reserved 12; `num_ranges` [`DmaLoggingRange`]s follow **inline** (the kernel passes a pointer
@@ -469,7 +452,8 @@ impl FeatureData for DmaLoggingStart {
     fn decode_data(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         let (control, rest) = wire::read::<DmaLoggingControl>(C, "dma_logging_control", bytes)?;
         if !control.page_size.is_power_of_two() {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "page_size",
                 control.page_size,
                 "not a power of two",
@@ -489,7 +473,12 @@ impl FeatureData for DmaLoggingStart {
             let range: DmaLoggingRange = wire::read_exact(C, "dma logging range", chunk)?;
             let mask = control.page_size - 1;
             if range.iova & mask != 0 || range.length & mask != 0 {
-                return Err(invalid("range", range.iova, "not aligned to page_size"));
+                return Err(DecodeError::invalid(
+                    C,
+                    "range",
+                    range.iova,
+                    "not aligned to page_size",
+                ));
             }
             wire::check_range(C, "range", range.iova, range.length)?;
             ranges.push(range);
@@ -500,7 +489,12 @@ impl FeatureData for DmaLoggingStart {
             .windows(2)
             .find(|w| w[0].iova + w[0].length > w[1].iova)
         {
-            return Err(invalid("range", pair[1].iova, "overlaps another range"));
+            return Err(DecodeError::invalid(
+                C,
+                "range",
+                pair[1].iova,
+                "overlaps another range",
+            ));
         }
         Ok(Self {
             page_size: control.page_size,
@@ -527,7 +521,8 @@ impl DmaLoggingReportRequest {
     /// Number of u64 words of the bitmap: one bit per page of the range.
     pub fn bitmap_words(&self) -> Result<u64, DecodeError> {
         if self.page_size < 4096 || !self.page_size.is_power_of_two() {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
+                C,
                 "page_size",
                 self.page_size,
                 "not a power of two of at least 4096",
@@ -549,21 +544,14 @@ impl DmaLoggingReportRequest {
     }
 }
 
-impl FeatureData for DmaLoggingReportRequest {
-    const FEATURE: Feature = Feature::DMA_LOGGING_REPORT;
-
-    fn encode_data(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    /// Decodes and checks: page size a power of two ≥ 4096 (EINVAL), no wrap (EOVERFLOW), bitmap
-    /// within `max_bitmap_size` (E2BIG).
-    fn decode_data(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let request: Self = wire::read_exact(C, "dma_logging_report", bytes)?;
-        request.check(limits)?;
-        Ok(request)
-    }
-}
+// Decoding checks the page size (a power of two ≥ 4096, EINVAL), wrapping (EOVERFLOW) and the
+// bitmap against `max_bitmap_size` (E2BIG).
+wire::fixed_payload!(
+    feature DmaLoggingReportRequest,
+    Feature::DMA_LOGGING_REPORT,
+    "dma_logging_report",
+    |request, limits| request.check(limits).map(drop)
+);
 
 /// [`Feature::DMA_LOGGING_REPORT`] reply data: the request's fields, then the bitmap at offset 24.
 ///
@@ -636,23 +624,15 @@ impl FeatureData for DmaLoggingReport {
     }
 }
 
-fn invalid(field: &'static str, value: u64, reason: &'static str) -> DecodeError {
-    DecodeError::InvalidField {
-        command: C,
-        field,
-        value,
-        reason,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
+    use vfio_migration::MigrationFlags;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts_and_numbers() {
@@ -668,7 +648,6 @@ mod tests {
         assert_eq!(FeatureFlags::new().with_probe(true).into_bits(), 0x4_0000);
         assert_eq!(Feature::DMA_LOGGING_REPORT.0, 8);
         assert_eq!(Feature::MIG_DATA_SIZE.0, 9);
-        assert_eq!(MigrationFlags::all().bits(), 7);
     }
 
     #[test]
@@ -686,10 +665,14 @@ mod tests {
         );
         assert_eq!(
             req.parse_request(&l).unwrap(),
-            FeatureRequest::SetMigDeviceState(MigDeviceState {
+            FeatureRequest::SetMigDeviceState(DeviceState::StopCopy)
+        );
+        assert_eq!(
+            MigDeviceState::new(DeviceState::StopCopy),
+            MigDeviceState {
                 device_state: 3,
                 data_fd: -1
-            })
+            }
         );
         assert_eq!(req.to_bytes(), bytes);
     }
@@ -723,7 +706,7 @@ mod tests {
         let mut both = DeviceFeature::get(Feature::MIG_DEVICE_STATE, 8);
         both.flags.set_set(true);
         let err = DeviceFeature::decode(&both.to_bytes(), &l).unwrap_err();
-        assert_eq!(err.errno(), errno::EINVAL, "GET|SET without PROBE");
+        assert_eq!(err.errno(), Errno::EINVAL, "GET|SET without PROBE");
         both.flags.set_probe(true);
         let probe = DeviceFeature::decode(&both.to_bytes(), &l).unwrap();
         assert_eq!(
@@ -737,7 +720,7 @@ mod tests {
         let unknown = DeviceFeature::get(Feature(3), 8);
         assert_eq!(
             unknown.parse_request(&l).unwrap_err().errno(),
-            errno::ENOTTY
+            Errno::ENOTTY
         );
         let set_migration = DeviceFeature {
             argsz: 16,
@@ -746,12 +729,12 @@ mod tests {
         };
         assert_eq!(
             set_migration.parse_request(&l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let small = DeviceFeature::get(Feature::MIGRATION, 4);
         assert_eq!(
             small.parse_request(&l).unwrap_err().errno(),
-            errno::EINVAL,
+            Errno::EINVAL,
             "argsz"
         );
         let bad_state = DeviceFeature::set(&MigDeviceState {
@@ -797,35 +780,35 @@ mod tests {
                     page_size: 3000,
                     ranges: vec![],
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(1, 4096)],
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(0, 8192), range(4096, 4096)],
                 },
-                errno::EINVAL,
+                Errno::EINVAL,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(u64::MAX - 4095, 8192)],
                 },
-                errno::EOVERFLOW,
+                Errno::EOVERFLOW,
             ),
             (
                 DmaLoggingStart {
                     page_size: 4096,
                     ranges: vec![range(0, 4096); 257],
                 },
-                errno::E2BIG,
+                Errno::E2BIG,
             ),
         ];
         for (start, expected) in cases {
@@ -882,7 +865,7 @@ mod tests {
         };
         assert_eq!(
             DmaLoggingReport::new(huge, &l).unwrap_err().errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let tiny_pages = DmaLoggingReportRequest {
             page_size: 512,
@@ -890,7 +873,7 @@ mod tests {
         };
         assert_eq!(
             DmaLoggingReport::new(tiny_pages, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
     }
 

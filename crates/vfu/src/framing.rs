@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use vfio_migration::Errno;
 use zerocopy::FromBytes;
 use zerocopy::IntoBytes;
 
@@ -37,7 +38,7 @@ pub enum ReplyBody {
     /// The command succeeded.
     Ok(Reply),
     /// The command failed with this errno (the header's `error`, possibly 0).
-    Error(u32),
+    Error(Errno),
 }
 
 impl<F> Frame<F> {
@@ -70,7 +71,7 @@ impl<F> Frame<F> {
                     extra,
                 });
             }
-            return Ok(ReplyBody::Error(self.header.error));
+            return Ok(ReplyBody::Error(self.header.errno()));
         }
         let reply = Reply::decode(command, &self.payload, limits)?;
         reply.check_fds(self.fds.len())?;
@@ -191,7 +192,7 @@ pub fn encode_reply<P: Payload>(request: &Header, body: &P) -> Vec<u8> {
 }
 
 /// A complete error reply to `request`: header only, Error bit, `errno`.
-pub fn encode_error_reply(request: &Header, errno: u32) -> [u8; HEADER_SIZE] {
+pub fn encode_error_reply(request: &Header, errno: Errno) -> [u8; HEADER_SIZE] {
     let mut bytes = [0; HEADER_SIZE];
     bytes.copy_from_slice(request.error_reply(errno).as_bytes());
     bytes
@@ -213,11 +214,12 @@ pub fn peek_command(bytes: &[u8]) -> Option<Command> {
 
 #[cfg(test)]
 mod tests {
+    use vfio_migration::Errno;
+
     use super::*;
     use crate::access::RegionWrite;
     use crate::device::DeviceReset;
     use crate::dma::DmaMap;
-    use crate::error::errno;
     use crate::migration::MigDataWrite;
     use crate::version::Capabilities;
     use crate::version::Version;
@@ -335,7 +337,7 @@ mod tests {
                 max: 64
             }
         );
-        assert_eq!(err.errno(), errno::E2BIG);
+        assert_eq!(err.errno(), Errno::E2BIG);
     }
 
     #[test]
@@ -344,7 +346,7 @@ mod tests {
         let request = Header::command(9, Command::DEVICE_RESET, 0, false);
         let mut framer = Framer::<()>::new(4096);
         framer.push(&encode_reply(&request, &DeviceReset), None);
-        framer.push(&encode_error_reply(&request, errno::EBUSY), None);
+        framer.push(&encode_error_reply(&request, Errno::EBUSY), None);
         let ok = framer.next_frame().unwrap().unwrap();
         assert_eq!(ok.header.msg_id, 9);
         assert_eq!(
@@ -355,10 +357,10 @@ mod tests {
         let failed = framer.next_frame().unwrap().unwrap();
         assert_eq!(
             failed.decode_reply(&l).unwrap(),
-            ReplyBody::Error(errno::EBUSY)
+            ReplyBody::Error(Errno::EBUSY)
         );
         assert_eq!(
-            peek_command(&encode_error_reply(&request, 1)),
+            peek_command(&encode_error_reply(&request, Errno::EPERM)),
             Some(Command::DEVICE_RESET)
         );
         assert_eq!(peek_command(&[1, 2]), None);

@@ -1,6 +1,7 @@
 //! The 16-byte message header that precedes every command and reply (spec "Header").
 
 use bitfield_struct::bitfield;
+use vfio_migration::Errno;
 use zerocopy::FromBytes;
 use zerocopy::Immutable;
 use zerocopy::IntoBytes;
@@ -80,7 +81,7 @@ impl Header {
 
     /// Header of an error reply to `self`: type reply, Error bit, `errno`, and no payload (the
     /// spec allows nothing but the header in an error reply).
-    pub fn error_reply(&self, errno: u32) -> Self {
+    pub fn error_reply(&self, errno: Errno) -> Self {
         Self {
             msg_id: self.msg_id,
             command: self.command,
@@ -88,8 +89,13 @@ impl Header {
             flags: HeaderFlags::new()
                 .with_msg_type(TYPE_REPLY)
                 .with_error(true),
-            error: errno,
+            error: errno.get().cast_unsigned(),
         }
+    }
+
+    /// The `error` field as an errno (meaningful in a reply with the Error bit).
+    pub fn errno(&self) -> Errno {
+        Errno::new(self.error.cast_signed())
     }
 
     /// Whether this is a reply; an error if the type bits are neither command nor reply.
@@ -145,7 +151,7 @@ mod tests {
     #[test]
     fn error_reply_is_byte_exact() {
         let req = Header::command(0x1234, Command::REGION_READ, 16, false);
-        let bytes = req.error_reply(22).as_bytes().to_vec();
+        let bytes = req.error_reply(Errno::EINVAL).as_bytes().to_vec();
         assert_eq!(
             bytes,
             [0x34, 0x12, 9, 0, 16, 0, 0, 0, 0x21, 0, 0, 0, 22, 0, 0, 0],
@@ -161,9 +167,6 @@ mod tests {
         h.flags.set_msg_type(TYPE_REPLY);
         assert_eq!(h.is_reply(), Ok(true));
         h.flags.set_msg_type(7);
-        assert_eq!(
-            h.is_reply().unwrap_err().errno(),
-            crate::error::errno::EINVAL
-        );
+        assert_eq!(h.is_reply().unwrap_err().errno(), Errno::EINVAL);
     }
 }

@@ -51,24 +51,22 @@ impl IrqInfo {
     }
 }
 
-impl Payload for IrqInfo {
-    const COMMAND: Command = Command::DEVICE_GET_IRQ_INFO;
+wire::fixed_payload!(
+    IrqInfo,
+    Command::DEVICE_GET_IRQ_INFO,
+    "irq_info",
+    IrqInfo::check
+);
 
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let info: IrqInfo = wire::read_exact(Self::COMMAND, "irq_info", bytes)?;
-        if (info.argsz as usize) < size_of::<Self>() {
-            return Err(DecodeError::InvalidField {
-                command: Self::COMMAND,
-                field: "argsz",
-                value: info.argsz.into(),
-                reason: "smaller than the 16-byte irq info",
-            });
-        }
-        Ok(info)
+impl IrqInfo {
+    /// The decoder's check: `argsz` covers the 16-byte structure.
+    fn check(&self, _limits: &Limits) -> Result<(), DecodeError> {
+        wire::check_argsz(
+            Command::DEVICE_GET_IRQ_INFO,
+            self.argsz,
+            size_of::<Self>(),
+            "smaller than the 16-byte irq info",
+        )
     }
 }
 
@@ -227,12 +225,8 @@ impl Payload for IrqSet {
     /// for DATA_BOOL (no data bytes otherwise).
     fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
         let c = Self::COMMAND;
-        let invalid = |field, value: u32, reason| DecodeError::InvalidField {
-            command: c,
-            field,
-            value: value.into(),
-            reason,
-        };
+        let invalid =
+            |field, value: u32, reason| DecodeError::invalid(c, field, value.into(), reason);
         let (fixed, rest) = wire::read::<VfioIrqSet>(c, "irq_set", bytes)?;
         if fixed.flags & !(DATA_MASK | ACTION_MASK) != 0 {
             return Err(invalid("flags", fixed.flags, "unknown bits"));
@@ -290,25 +284,16 @@ impl Payload for IrqSet {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IrqSetReply;
 
-impl Payload for IrqSetReply {
-    const COMMAND: Command = Command::DEVICE_SET_IRQS;
-
-    fn encode(&self, _out: &mut Vec<u8>) {}
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::expect_end(Self::COMMAND, "header", bytes)?;
-        Ok(Self)
-    }
-}
+wire::empty_payload!(IrqSetReply, Command::DEVICE_SET_IRQS);
 
 #[cfg(test)]
 mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layouts() {
@@ -374,7 +359,7 @@ mod tests {
         ];
         for (flags, count, data) in cases {
             let err = IrqSet::decode(&make(flags, count, data), &l).unwrap_err();
-            assert_eq!(err.errno(), errno::EINVAL, "{flags:#x}: {err}");
+            assert_eq!(err.errno(), Errno::EINVAL, "{flags:#x}: {err}");
         }
         let disable = IrqSet::decode(
             &make(IRQ_SET_DATA_NONE | IRQ_SET_ACTION_TRIGGER, 0, &[]),

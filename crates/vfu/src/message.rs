@@ -209,8 +209,9 @@ impl Reply {
 
 #[cfg(test)]
 mod tests {
+    use vfio_migration::Errno;
+
     use super::*;
-    use crate::error::errno;
     use crate::region::RegionInfo;
     use crate::region::RegionInfoFlags;
     use crate::version::Capabilities;
@@ -228,10 +229,10 @@ mod tests {
             Command(0xffff),
         ] {
             let err = Request::decode(command, &[], &l).unwrap_err();
-            assert_eq!(err.errno(), errno::ENOTSUP);
+            assert_eq!(err.errno(), Errno::ENOTSUP);
             assert_eq!(
                 Reply::decode(command, &[], &l).unwrap_err().errno(),
-                errno::ENOTSUP
+                Errno::ENOTSUP
             );
         }
         let info = RegionInfo {
@@ -261,7 +262,7 @@ mod tests {
         });
         assert!(map.check_fds(0).is_ok());
         assert!(map.check_fds(1).is_ok());
-        assert_eq!(map.check_fds(2).unwrap_err().errno(), errno::EINVAL);
+        assert_eq!(map.check_fds(2).unwrap_err().errno(), Errno::EINVAL);
         assert!(Request::DeviceReset(DeviceReset).check_fds(1).is_err());
         let version = Reply::Version(Version {
             major: 0,

@@ -40,33 +40,33 @@ impl MigDataHead {
     }
 }
 
-impl Payload for MigDataHead {
-    const COMMAND: Command = Command::MIG_DATA_READ;
+wire::fixed_payload!(
+    MigDataHead,
+    Command::MIG_DATA_READ,
+    "mig_data",
+    MigDataHead::check_read
+);
 
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    /// Decodes a read request: `size` within `max_data_xfer_size` (E2BIG), `argsz` with room for
-    /// a full reply (EINVAL, as libvfio-user).
-    fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let c = Self::COMMAND;
-        let head: MigDataHead = wire::read_exact(c, "mig_data", bytes)?;
+impl MigDataHead {
+    /// The decoder's checks of a read request: `size` within `max_data_xfer_size` (E2BIG),
+    /// `argsz` with room for a full reply (EINVAL, as libvfio-user).
+    fn check_read(&self, limits: &Limits) -> Result<(), DecodeError> {
+        let c = Command::MIG_DATA_READ;
         wire::check_limit(
             c,
             "size",
-            head.size.into(),
+            self.size.into(),
             limits.max_data_xfer_size.into(),
         )?;
-        if (head.argsz as usize) < HEAD + head.size as usize {
-            return Err(DecodeError::InvalidField {
-                command: c,
-                field: "argsz",
-                value: head.argsz.into(),
-                reason: "too small for the requested size",
-            });
+        if (self.argsz as usize) < HEAD + self.size as usize {
+            return Err(DecodeError::invalid(
+                c,
+                "argsz",
+                self.argsz.into(),
+                "too small for the requested size",
+            ));
         }
-        Ok(head)
+        Ok(())
     }
 }
 
@@ -84,12 +84,12 @@ fn decode_with_data(
         limits.max_data_xfer_size.into(),
     )?;
     if head.size as usize != data.len() {
-        return Err(DecodeError::InvalidField {
+        return Err(DecodeError::invalid(
             command,
-            field: "size",
-            value: head.size.into(),
-            reason: "differs from the data length",
-        });
+            "size",
+            head.size.into(),
+            "differs from the data length",
+        ));
     }
     Ok(data.to_vec())
 }
@@ -176,25 +176,16 @@ impl Payload for MigDataWrite {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MigDataWriteReply;
 
-impl Payload for MigDataWriteReply {
-    const COMMAND: Command = Command::MIG_DATA_WRITE;
-
-    fn encode(&self, _out: &mut Vec<u8>) {}
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        wire::expect_end(Self::COMMAND, "header", bytes)?;
-        Ok(Self)
-    }
-}
+wire::empty_payload!(MigDataWriteReply, Command::MIG_DATA_WRITE);
 
 #[cfg(test)]
 mod tests {
     use core::mem::offset_of;
 
     use proptest::prelude::*;
+    use vfio_migration::Errno;
 
     use super::*;
-    use crate::error::errno;
 
     #[test]
     fn layout_and_vectors() {
@@ -227,27 +218,27 @@ mod tests {
             MigDataHead::decode(&MigDataHead::read(17).to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
         let small = MigDataHead { argsz: 8, size: 16 };
         assert_eq!(
             MigDataHead::decode(&small.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let mut bytes = MigDataWrite::new(vec![1, 2, 3]).to_bytes();
         bytes.pop();
         assert_eq!(
             MigDataWrite::decode(&bytes, &l).unwrap_err().errno(),
-            errno::EINVAL
+            Errno::EINVAL
         );
         let big = MigDataWrite::new(vec![0; 17]);
         assert_eq!(
             MigDataWrite::decode(&big.to_bytes(), &l)
                 .unwrap_err()
                 .errno(),
-            errno::E2BIG
+            Errno::E2BIG
         );
     }
 

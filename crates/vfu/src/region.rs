@@ -63,6 +63,9 @@ pub struct VfioRegionInfo {
 
 const _: () = assert!(size_of::<VfioRegionInfo>() == 32);
 
+/// Why an `argsz` below [`VfioRegionInfo`] is refused.
+const SHORT_REGION_INFO: &str = "smaller than the 32-byte region info";
+
 /// Capability header (`struct vfio_info_cap_header`, 8 bytes): id 0, version 2, next 4.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
@@ -236,7 +239,7 @@ pub fn walk_chain(
     let mut offset = first;
     while offset != 0 {
         if caps.len() >= max_caps {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
                 command,
                 "next",
                 offset.into(),
@@ -245,7 +248,7 @@ pub fn walk_chain(
         }
         let at = offset as usize;
         if at < fixed {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
                 command,
                 "cap next",
                 offset.into(),
@@ -323,14 +326,12 @@ impl Payload for RegionInfoRequest {
     fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
         let c = Self::COMMAND;
         let info: VfioRegionInfo = wire::read_exact(c, "region_info", bytes)?;
-        if (info.argsz as usize) < size_of::<VfioRegionInfo>() {
-            return Err(invalid(
-                c,
-                "argsz",
-                info.argsz.into(),
-                "smaller than the 32-byte region info",
-            ));
-        }
+        wire::check_argsz(
+            c,
+            info.argsz,
+            size_of::<VfioRegionInfo>(),
+            SHORT_REGION_INFO,
+        )?;
         Ok(Self {
             argsz: info.argsz,
             index: info.index,
@@ -430,18 +431,11 @@ impl Payload for RegionInfoReply {
         let c = Self::COMMAND;
         let (fixed, _) = wire::read::<VfioRegionInfo>(c, "region_info", bytes)?;
         let fixed_len = size_of::<VfioRegionInfo>();
+        wire::check_argsz(c, fixed.argsz, fixed_len, SHORT_REGION_INFO)?;
         let argsz = fixed.argsz as usize;
-        if argsz < fixed_len {
-            return Err(invalid(
-                c,
-                "argsz",
-                argsz as u64,
-                "smaller than the 32-byte region info",
-            ));
-        }
         let truncated = bytes.len() == fixed_len && argsz > fixed_len;
         if !truncated && bytes.len() != argsz {
-            return Err(invalid(
+            return Err(DecodeError::invalid(
                 c,
                 "argsz",
                 argsz as u64,
@@ -483,28 +477,31 @@ pub struct RegionIoFdsRequest {
 
 const _: () = assert!(size_of::<RegionIoFdsRequest>() == 16);
 
-impl Payload for RegionIoFdsRequest {
-    const COMMAND: Command = Command::DEVICE_GET_REGION_IO_FDS;
+wire::fixed_payload!(
+    RegionIoFdsRequest,
+    Command::DEVICE_GET_REGION_IO_FDS,
+    "region_io_fds",
+    RegionIoFdsRequest::check
+);
 
-    fn encode(&self, out: &mut Vec<u8>) {
-        wire::put(out, self);
-    }
-
-    fn decode(bytes: &[u8], _limits: &Limits) -> Result<Self, DecodeError> {
-        let c = Self::COMMAND;
-        let req: RegionIoFdsRequest = wire::read_exact(c, "region_io_fds", bytes)?;
-        if req.flags != 0 {
-            return Err(invalid(c, "flags", req.flags.into(), "must be zero"));
-        }
-        if (req.argsz as usize) < size_of::<Self>() {
-            return Err(invalid(
+impl RegionIoFdsRequest {
+    /// The decoder's checks of a request: no flags, `argsz` covering the 16-byte head.
+    fn check(&self, _limits: &Limits) -> Result<(), DecodeError> {
+        let c = Command::DEVICE_GET_REGION_IO_FDS;
+        if self.flags != 0 {
+            return Err(DecodeError::invalid(
                 c,
-                "argsz",
-                req.argsz.into(),
-                "smaller than the 16-byte head",
+                "flags",
+                self.flags.into(),
+                "must be zero",
             ));
         }
-        Ok(req)
+        wire::check_argsz(
+            c,
+            self.argsz,
+            size_of::<Self>(),
+            "smaller than the 16-byte head",
+        )
     }
 }
 
@@ -590,15 +587,6 @@ impl Payload for RegionIoFdsReply {
             count: head.count,
             sub_regions,
         })
-    }
-}
-
-fn invalid(command: Command, field: &'static str, value: u64, reason: &'static str) -> DecodeError {
-    DecodeError::InvalidField {
-        command,
-        field,
-        value,
-        reason,
     }
 }
 

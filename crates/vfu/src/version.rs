@@ -364,7 +364,7 @@ mod tests {
             let mut bytes = vec![0, 0, 0, 0];
             bytes.extend_from_slice(json);
             let err = Version::decode(&bytes, &Limits::default()).unwrap_err();
-            assert_eq!(err.errno(), crate::error::errno::EINVAL, "{err}");
+            assert_eq!(err.errno(), vfio_migration::Errno::EINVAL, "{err}");
         }
         assert!(Version::decode(&[0, 0, 0], &Limits::default()).is_err());
     }

@@ -96,9 +96,8 @@ impl Driver {
                 cap.min_page_size()
             )));
         }
-        let stride = 4u64 << cap.dstrd();
         let depth = ADMIN_DEPTH.min(4096);
-        let qp = QueuePair::new(0, depth, &mem, bar.clone(), stride)?;
+        let qp = QueuePair::new(0, depth, &mem, bar.clone(), cap.doorbell_stride())?;
         let driver = Self {
             bar,
             mem,
@@ -405,7 +404,7 @@ impl Driver {
                 "queue depth {depth} outside 2..={max} (CAP.MQES)"
             )));
         }
-        let stride = 4u64 << self.cap.dstrd();
+        let stride = self.cap.doorbell_stride();
         let qp = QueuePair::new(qid, depth, &self.mem, self.bar.clone(), stride)?;
         self.admin(Command::create_io_cq(
             0,

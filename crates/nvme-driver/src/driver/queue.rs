@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use nvme_spec::command::Command;
 use nvme_spec::command::Completion;
+use nvme_spec::registers::DoorbellStride;
 use zerocopy::FromBytes;
 use zerocopy::IntoBytes;
 
@@ -46,14 +47,14 @@ impl std::fmt::Debug for QueuePair {
 }
 
 impl QueuePair {
-    /// Allocates the rings of queue pair `qid` with `depth` entries each in `mem`. Doorbell
-    /// offsets follow `stride` bytes (4 << CAP.DSTRD).
+    /// Allocates the rings of queue pair `qid` with `depth` entries each in `mem`. Its doorbells
+    /// sit where CAP.DSTRD's `stride` puts them.
     pub(crate) fn new(
         qid: u16,
         depth: u32,
         mem: &Arc<HostMemory>,
         bar: Arc<dyn Bar>,
-        stride: u64,
+        stride: DoorbellStride,
     ) -> Result<Self, DriverError> {
         let sq = mem.alloc(u64::from(depth) * 64)?;
         let cq = mem.alloc(u64::from(depth) * 16)?;
@@ -65,8 +66,8 @@ impl QueuePair {
             sq_tail: 0,
             cq_head: 0,
             phase: true,
-            sq_doorbell: 0x1000 + 2 * u64::from(qid) * stride,
-            cq_doorbell: 0x1000 + (2 * u64::from(qid) + 1) * stride,
+            sq_doorbell: stride.sq_tail(qid),
+            cq_doorbell: stride.cq_head(qid),
             bar,
             free_cids: (0..depth.saturating_sub(1) as u16).rev().collect(),
             in_flight: vec![false; depth as usize],

@@ -14,6 +14,7 @@ use vfio_migration::ResumeSink;
 
 use super::driver::Core;
 use super::error::MigrationError;
+use super::error::Refusal;
 use super::user_data::UserData;
 use crate::stream::DeviceGeometry;
 use crate::stream::Item;
@@ -28,8 +29,8 @@ pub(crate) struct Loader {
     decoder: StreamDecoder,
     geometry: DeviceGeometry,
     state: Option<Vec<u8>>,
-    /// The first problem, kept so RESUMING → STOP reports it.
-    error: Option<String>,
+    /// The first problem, kept so later writes and RESUMING → STOP report it.
+    refusal: Option<Refusal>,
 }
 
 impl Loader {
@@ -39,7 +40,7 @@ impl Loader {
             decoder: StreamDecoder::new(),
             geometry: identity.geometry.clone(),
             state: None,
-            error: None,
+            refusal: None,
         }
     }
 
@@ -56,32 +57,31 @@ impl Loader {
         data.saturating_mul(16).saturating_add(1 << 30)
     }
 
-    fn fail(&mut self, message: String) -> MigrationError {
-        if self.error.is_none() {
-            self.error = Some(message.clone());
-        }
-        MigrationError::Stream(message)
+    /// Keeps the first refusal and returns it as the error.
+    fn refuse(&mut self, refusal: Refusal) -> MigrationError {
+        self.refusal.get_or_insert(refusal).clone().into()
     }
 
     /// Takes the next bytes of the stream and applies every complete record.
     pub fn accept(&mut self, data: &[u8], user: &dyn UserData) -> Result<(), MigrationError> {
-        if let Some(error) = &self.error {
-            return Err(MigrationError::Stream(error.clone()));
+        if let Some(refusal) = &self.refusal {
+            return Err(refusal.clone().into());
         }
         if let Err(e) = self.decoder.push(data) {
             // Items decoded before the error are still applied below.
-            self.fail(e.to_string());
+            self.refuse(Refusal::Stream(e));
         }
         while let Some(item) = self.decoder.next_item() {
             match item {
                 Item::Header(header) => {
                     if let Err(e) = check_compatible(&header, &self.geometry) {
-                        return Err(self.fail(format!("incompatible source device: {e}")));
+                        return Err(self.refuse(Refusal::Incompatible(e)));
                     }
                 }
                 Item::Record(Record::UserData { nsid, offset, data }) => {
                     if let Err(e) = user.write(nsid, offset, &data) {
-                        return Err(self.fail(format!("writing namespace {nsid}: {e}")));
+                        let source = Arc::new(e);
+                        return Err(self.refuse(Refusal::Write { nsid, source }));
                     }
                 }
                 Item::Record(Record::Deallocate {
@@ -90,30 +90,27 @@ impl Loader {
                     length,
                 }) => {
                     if let Err(e) = user.deallocate(nsid, offset, length) {
-                        return Err(self.fail(format!("deallocating in namespace {nsid}: {e}")));
+                        let source = Arc::new(e);
+                        return Err(self.refuse(Refusal::Deallocate { nsid, source }));
                     }
                 }
                 Item::Record(Record::ControllerState(state)) => self.state = Some(state),
                 Item::Record(Record::End { .. }) => {}
             }
         }
-        match &self.error {
-            Some(error) => Err(MigrationError::Stream(error.clone())),
+        match &self.refusal {
+            Some(refusal) => Err(refusal.clone().into()),
             None => Ok(()),
         }
     }
 
     /// The stream is complete: returns the controller state to set.
     pub fn finish(self) -> Result<Vec<u8>, MigrationError> {
-        if let Some(error) = self.error {
-            return Err(MigrationError::Stream(error));
+        if let Some(refusal) = self.refusal {
+            return Err(refusal.into());
         }
-        self.decoder
-            .finish()
-            .map_err(|e| MigrationError::Stream(e.to_string()))?;
-        self.state.ok_or_else(|| {
-            MigrationError::Stream("the stream carries no controller state".to_owned())
-        })
+        self.decoder.finish().map_err(Refusal::Stream)?;
+        Ok(self.state.ok_or(Refusal::NoControllerState)?)
     }
 }
 

@@ -4,11 +4,11 @@
 //! * [`admin`] — the [`admin::LmAdmin`] trait: the PF's admin queue (in-process today);
 //! * [`tp4159`] — Suspend, Resume, Get/Set Controller State, User Data Migration Queues;
 //! * [`user_data`] — reading and writing namespace contents;
-//! * [`driver`] — [`driver::NvmeMigration`], the per-arc driver;
-//! * [`device`] — the vfio-user migration and DMA-logging features of a VF.
+//! * [`driver`] — [`driver::NvmeMigration`], the per-arc driver, which a VF serves through
+//!   `vfu`'s generic [`vfu::server::DeviceMigration`] adapter;
+//! * [`error`] — [`error::MigrationError`] and the errno each failure reaches a client with.
 
 pub mod admin;
-pub mod device;
 pub mod driver;
 pub mod error;
 mod loader;

@@ -31,10 +31,6 @@ const CHUNK: u64 = 256 * 1024;
 /// milliseconds of copying.
 const DRAIN_EVERY: u32 = 64;
 
-fn stream_error(e: crate::stream::StreamError) -> MigrationError {
-    MigrationError::Stream(e.to_string())
-}
-
 /// One namespace's copy progress.
 #[derive(Debug)]
 struct Progress {
@@ -65,7 +61,8 @@ impl Saver {
     /// range of every local namespace is pending.
     pub fn new(header: &StreamHeader, user: &dyn UserData) -> Result<Self, MigrationError> {
         let mut out = Vec::new();
-        let encoder = StreamEncoder::new(header.clone(), &mut out).map_err(stream_error)?;
+        let encoder =
+            StreamEncoder::new(header.clone(), &mut out).map_err(MigrationError::Encode)?;
         let mut namespaces = Vec::new();
         for geometry in user.namespaces().into_iter().filter(|g| !g.shared) {
             namespaces.push(Progress {
@@ -184,11 +181,11 @@ impl Saver {
                         data.len() as u64,
                         &mut self.out,
                     )
-                    .map_err(stream_error)?;
+                    .map_err(MigrationError::Encode)?;
             } else {
                 encoder
                     .user_data(ns.geometry.nsid, range.start, &data, &mut self.out)
-                    .map_err(stream_error)?;
+                    .map_err(MigrationError::Encode)?;
             }
             return Ok(true);
         }
@@ -198,11 +195,11 @@ impl Saver {
         if let Some(state) = self.state.take() {
             encoder
                 .controller_state(&state, &mut self.out)
-                .map_err(stream_error)?;
+                .map_err(MigrationError::Encode)?;
             return Ok(true);
         }
         if let Some(encoder) = self.encoder.take() {
-            encoder.end(&mut self.out).map_err(stream_error)?;
+            encoder.end(&mut self.out).map_err(MigrationError::Encode)?;
             return Ok(true);
         }
         Ok(false)

@@ -10,27 +10,18 @@
 //! | 3000h | 8 B × ⌈vectors/64⌉ | MSI-X pending bit array |
 //!
 //! The doorbell area is the only part the client may map; everything else goes through
-//! REGION_READ/REGION_WRITE.
+//! REGION_READ/REGION_WRITE. Region and IRQ indices are VFIO's ([`vfu::pci`]).
 
 pub mod config;
 pub mod msix;
 
-/// vfio region index of BAR0.
-pub const BAR0_REGION: u32 = 0;
-/// vfio region index of PCI configuration space.
-pub const CONFIG_REGION: u32 = 7;
-/// Number of vfio regions of a PCI device (BAR0–5, ROM, config, VGA).
-pub const NUM_REGIONS: u32 = 9;
-/// vfio IRQ index of MSI-X.
-pub const MSIX_IRQ_INDEX: u32 = 2;
-/// Number of vfio IRQ indices of a PCI device (INTx, MSI, MSI-X, ERR, REQ).
-pub const NUM_IRQS: u32 = 5;
+use nvme_spec::registers::Register;
 
 /// Size of BAR0.
 pub const BAR0_SIZE: u64 = 0x4000;
-/// Offset of the doorbells in BAR0.
-pub const DOORBELL_OFFSET: u64 = 0x1000;
-/// Size of the doorbell area.
+/// Offset of the doorbells in BAR0: where NVMe puts them ([`Register::DOORBELLS`]).
+pub const DOORBELL_OFFSET: u64 = Register::DOORBELLS.0;
+/// Size of the doorbell area: one page.
 pub const DOORBELL_SIZE: u64 = 0x1000;
 /// Offset of the MSI-X table in BAR0.
 pub const MSIX_TABLE_OFFSET: u64 = 0x2000;

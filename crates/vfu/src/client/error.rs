@@ -4,9 +4,10 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vfio_migration::Errno;
+
 use crate::command::Command;
 use crate::error::DecodeError;
-use crate::error::errno;
 
 /// A failed client operation. Every variant that concerns a request names its command.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +27,16 @@ pub enum ClientError {
     #[error("VERSION negotiation failed: {0}")]
     Negotiation(#[source] DecodeError),
     /// The server answered with an error reply.
-    #[error("{command:?} failed on the server with errno {errno} ({name})", name = errno_name(*errno))]
+    #[error(
+        "{command:?} failed on the server with errno {} ({})",
+        errno.get(),
+        errno.name().unwrap_or("unknown errno")
+    )]
     Errno {
         /// The command that failed.
         command: Command,
         /// The errno from the reply header.
-        errno: u32,
+        errno: Errno,
     },
     /// No reply arrived in time. The connection stays usable: a late reply is recognised by its
     /// message id and dropped.
@@ -140,28 +145,6 @@ pub enum ClientError {
     },
 }
 
-/// A short name for the errnos vfio-user servers send, for error messages.
-fn errno_name(value: u32) -> &'static str {
-    match value {
-        errno::EPERM => "EPERM",
-        errno::EIO => "EIO",
-        errno::E2BIG => "E2BIG",
-        errno::EBADF => "EBADF",
-        errno::EAGAIN => "EAGAIN",
-        errno::EFAULT => "EFAULT",
-        errno::EBUSY => "EBUSY",
-        errno::EEXIST => "EEXIST",
-        errno::ENODEV => "ENODEV",
-        errno::EINVAL => "EINVAL",
-        errno::ENOTTY => "ENOTTY",
-        errno::ENOSYS => "ENOSYS",
-        errno::ENOMSG => "ENOMSG",
-        errno::EOVERFLOW => "EOVERFLOW",
-        errno::ENOTSUP => "ENOTSUP",
-        _ => "unknown errno",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +153,7 @@ mod tests {
     fn messages_name_the_command_and_the_errno() {
         let err = ClientError::Errno {
             command: Command::REGION_READ,
-            errno: errno::EINVAL,
+            errno: Errno::EINVAL,
         };
         assert_eq!(
             err.to_string(),
@@ -178,7 +161,7 @@ mod tests {
         );
         let err = ClientError::Errno {
             command: Command::DMA_MAP,
-            errno: 1000,
+            errno: Errno::new(1000),
         };
         assert!(err.to_string().contains("1000 (unknown errno)"));
     }

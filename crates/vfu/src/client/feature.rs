@@ -1,10 +1,13 @@
 //! `DEVICE_FEATURE` requests and the migration data stream: probe/get/set, typed migration
 //! helpers, `MIG_DATA_READ`/`MIG_DATA_WRITE` in negotiated chunks, and DMA logging.
 
+use vfio_migration::DeviceState;
+use vfio_migration::Errno;
+use vfio_migration::MigrationFlags;
+
 use super::Client;
 use super::ClientError;
 use crate::command::Command;
-use crate::error::errno;
 use crate::feature::DeviceFeature;
 use crate::feature::DmaLoggingRange;
 use crate::feature::DmaLoggingReport;
@@ -16,7 +19,6 @@ use crate::feature::FeatureFlags;
 use crate::feature::FeatureMigration;
 use crate::feature::MigDataSize;
 use crate::feature::MigDeviceState;
-use crate::feature::MigrationFlags;
 use crate::migration::MigDataHead;
 use crate::migration::MigDataReadReply;
 use crate::migration::MigDataWrite;
@@ -54,7 +56,7 @@ impl Client {
         match self.feature(&DeviceFeature::probe(feature, get, set)) {
             Ok(_) => Ok(true),
             Err(ClientError::Errno {
-                errno: errno::ENOTTY | errno::ENOTSUP | errno::EINVAL,
+                errno: Errno::ENOTTY | Errno::ENOTSUP | Errno::EINVAL,
                 ..
             }) => Ok(false),
             Err(e) => Err(e),
@@ -81,19 +83,19 @@ impl Client {
         Ok(MigrationFlags::from_bits_retain(data.flags))
     }
 
-    /// The device's migration state, uAPI numbering (feature MIG_DEVICE_STATE, GET).
-    pub fn migration_state(&mut self) -> Result<u32, ClientError> {
+    /// The device's migration state (feature MIG_DEVICE_STATE, GET).
+    pub fn migration_state(&mut self) -> Result<DeviceState, ClientError> {
         let data = self.feature_get::<MigDeviceState>(size_of::<MigDeviceState>())?;
-        Ok(data.device_state)
+        data.state().map_err(|err| ClientError::UnexpectedReply {
+            command: C,
+            reason: err.to_string(),
+        })
     }
 
-    /// Moves the device to migration state `state`, uAPI numbering (feature MIG_DEVICE_STATE,
-    /// SET). The server completes the whole transition before replying.
-    pub fn set_migration_state(&mut self, state: u32) -> Result<(), ClientError> {
-        self.feature_set(&MigDeviceState {
-            device_state: state,
-            data_fd: -1,
-        })
+    /// Moves the device to migration state `state` (feature MIG_DEVICE_STATE, SET). The server
+    /// completes the whole transition before replying.
+    pub fn set_migration_state(&mut self, state: DeviceState) -> Result<(), ClientError> {
+        self.feature_set(&MigDeviceState::new(state))
     }
 
     /// The device's estimate of the STOP_COPY data size (feature MIG_DATA_SIZE, a kernel

@@ -40,13 +40,14 @@ use std::time::Instant;
 pub use channel::MAX_RECV_FDS;
 pub use error::ClientError;
 
+use vfio_migration::Errno;
+
 use self::channel::Channel;
 use self::channel::RecvError;
 use self::reply::FromReply;
 use crate::command::Command;
 use crate::device::DeviceInfo;
 use crate::error::DecodeError;
-use crate::error::errno;
 use crate::framing::Frame;
 use crate::framing::ReplyBody;
 use crate::framing::encode_error_reply;
@@ -492,7 +493,7 @@ impl Client {
         if frame.header.flags.no_reply() {
             return Ok(());
         }
-        let reply = encode_error_reply(&frame.header, errno::ENOTSUP);
+        let reply = encode_error_reply(&frame.header, Errno::ENOTSUP);
         if let Err(source) = self.channel.send(&reply, &[]) {
             self.close(format!(
                 "answering the server's {:?} failed: {source}",

@@ -2,8 +2,9 @@
 //!
 //! The server owns the socket, the message codec, file-descriptor passing and the mmaps of the
 //! client's DMA windows; the device owns everything device-specific: regions, interrupts, reset,
-//! and (optionally) live migration and DMA logging. Every method returns an [`Errno`] on failure,
-//! which the server sends back as an error reply, and keeps serving.
+//! and (optionally) live migration and DMA logging, offered as one [`Migratable`] handle. Every
+//! method returns an [`Errno`] on failure, which the server sends back as an error reply, and
+//! keeps serving.
 //!
 //! Methods take `&self`: the server calls them from its connection thread while the device's
 //! own threads (e.g. I/O pollers) run; devices use interior mutability.
@@ -12,14 +13,13 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 
 use shmem::Mapping;
+use vfio_migration::Errno;
 
-use crate::error::errno;
 use crate::irq::IrqAction;
 use crate::region::RegionCap;
 use crate::region::RegionInfoFlags;
 
-/// A Linux errno value, as sent in error replies.
-pub type Errno = u32;
+use super::migratable::Migratable;
 
 /// One region as the device describes it for `DEVICE_GET_REGION_INFO`.
 #[derive(Debug)]
@@ -80,11 +80,11 @@ pub struct DmaRegion {
 
 /// A device hosted by the vfio-user server.
 pub trait Device: Send + Sync {
-    /// Number of regions (`DEVICE_GET_INFO`); PCI devices have at least 9 (BARs, ROM, config,
-    /// VGA).
+    /// Number of regions (`DEVICE_GET_INFO`); PCI devices have at least
+    /// [`crate::pci::NUM_REGIONS`] (BARs, ROM, config, VGA).
     fn num_regions(&self) -> u32;
-    /// Number of IRQ indices (`DEVICE_GET_INFO`); PCI devices have 5 (INTx, MSI, MSI-X, ERR,
-    /// REQ).
+    /// Number of IRQ indices (`DEVICE_GET_INFO`); PCI devices have [`crate::pci::NUM_IRQS`]
+    /// (INTx, MSI, MSI-X, ERR, REQ).
     fn num_irqs(&self) -> u32;
     /// Describes region `index`, or `None` for an index beyond `num_regions`.
     fn region(&self, index: u32) -> Option<RegionDescription<'_>>;
@@ -107,56 +107,10 @@ pub trait Device: Send + Sync {
     /// The client disconnected: drop every DMA window and interrupt fd, keep device state.
     fn disconnected(&self);
 
-    /// Migration capabilities (`VFIO_MIGRATION_*` bits), or `None` if the device cannot migrate
-    /// (migration features then answer ENOTTY).
-    fn migration_flags(&self) -> Option<u64> {
+    /// The device's live migration and DMA logging, or `None` if it cannot migrate (every
+    /// migration and logging feature then answers ENOTTY, as the kernel does). Devices built on
+    /// a [`vfio_migration::MigrationDriver`] return their [`super::DeviceMigration`].
+    fn migration(&self) -> Option<&dyn Migratable> {
         None
-    }
-    /// The current migration state (uAPI numbering).
-    fn migration_state(&self) -> Result<u32, Errno> {
-        Err(errno::ENOTTY)
-    }
-    /// Moves to migration state `state` (uAPI numbering), fully, before returning.
-    fn set_migration_state(&self, _state: u32) -> Result<(), Errno> {
-        Err(errno::ENOTTY)
-    }
-    /// `MIG_DATA_READ`: fills `buf` as far as the stream allows and returns the byte count; a
-    /// count below `buf.len()` means "no more data now" (end of stream in STOP_COPY).
-    fn migration_read(&self, _buf: &mut [u8]) -> Result<usize, Errno> {
-        Err(errno::ENOTTY)
-    }
-    /// `MIG_DATA_WRITE`: appends `data` to the resuming stream.
-    fn migration_write(&self, _data: &[u8]) -> Result<(), Errno> {
-        Err(errno::ENOTTY)
-    }
-    /// `MIG_DATA_SIZE` (a kernel feature carried as an extension): estimated STOP_COPY bytes.
-    fn migration_data_size(&self) -> Result<u64, Errno> {
-        Err(errno::ENOTTY)
-    }
-    /// Whether the device implements the DMA-logging methods below; the server answers a
-    /// `DEVICE_FEATURE` PROBE of the logging features with it (a probe must not start logging
-    /// just to find out).
-    fn dma_logging_supported(&self) -> bool {
-        false
-    }
-    /// `DMA_LOGGING_START` with `page_size` and ranges `(iova, length)`; an empty list means
-    /// "log every write" (vfio-user semantics).
-    fn dma_logging_start(&self, _page_size: u64, _ranges: &[(u64, u64)]) -> Result<(), Errno> {
-        Err(errno::ENOTTY)
-    }
-    /// `DMA_LOGGING_STOP`.
-    fn dma_logging_stop(&self) -> Result<(), Errno> {
-        Err(errno::ENOTTY)
-    }
-    /// `DMA_LOGGING_REPORT`: ORs the dirty bits of `[iova, iova + length)` at `page_size` into
-    /// `bitmap` (bit i = page i) and clears them in the log.
-    fn dma_logging_report(
-        &self,
-        _iova: u64,
-        _length: u64,
-        _page_size: u64,
-        _bitmap: &mut [u64],
-    ) -> Result<(), Errno> {
-        Err(errno::ENOTTY)
     }
 }

@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 
 use shmem::Mapping;
 use shmem::Protection;
+use vfio_migration::Errno;
 
 use crate::dma::DmaMap;
 use crate::dma::DmaMapFlags;
@@ -13,19 +14,14 @@ use crate::dma::DmaMapReply;
 use crate::dma::DmaUnmap;
 use crate::dma::DmaUnmapFlags;
 use crate::dma::DmaUnmapReply;
-use crate::error::errno;
 use crate::framing::encode_reply;
 use crate::header::Header;
 
 use super::device::DmaRegion;
-use super::device::Errno;
 use super::session::Handled;
 use super::session::Session;
 use super::session::io_errno;
 use super::transport::Outgoing;
-
-/// `ENOSPC`: the negotiated `max_dma_maps` windows are already mapped.
-const ENOSPC: Errno = 28;
 
 /// The client's DMA windows of one connection, by start address (`iova → size`).
 #[derive(Debug, Default)]
@@ -61,14 +57,14 @@ impl Session<'_> {
                 size = map.size,
                 "DMA_MAP overlaps an existing window"
             );
-            return Err(errno::EEXIST);
+            return Err(Errno::EEXIST);
         }
         if self.windows.windows.len() >= self.max_dma_maps as usize {
             tracing::warn!(
                 max = self.max_dma_maps,
                 "DMA_MAP beyond the negotiated max_dma_maps"
             );
-            return Err(ENOSPC);
+            return Err(Errno::ENOSPC);
         }
         let writable = map.flags().contains(DmaMapFlags::WRITE);
         let mapping = match fds.into_iter().next() {
@@ -91,7 +87,7 @@ impl Session<'_> {
         if unmap.flags().contains(DmaUnmapFlags::ALL) {
             if unmap.address != 0 || unmap.size != 0 {
                 tracing::warn!("DMA_UNMAP with ALL needs address and size 0");
-                return Err(errno::EINVAL);
+                return Err(Errno::EINVAL);
             }
             while let Some((&iova, &size)) = self.windows.windows.first_key_value() {
                 self.device.dma_unmap(iova, size)?;
@@ -104,7 +100,7 @@ impl Session<'_> {
                     size = unmap.size,
                     "DMA_UNMAP of a range that is not a mapped window"
                 );
-                return Err(errno::EINVAL);
+                return Err(Errno::EINVAL);
             }
             self.device.dma_unmap(unmap.address, unmap.size)?;
             self.windows.windows.remove(&unmap.address);
@@ -120,7 +116,7 @@ impl Session<'_> {
 /// hugetlbfs) the range must lie inside the file: touching a mapping beyond the end of a file
 /// raises SIGBUS, which would kill the server.
 fn map_fd(fd: OwnedFd, offset: u64, size: u64, writable: bool) -> Result<Mapping, Errno> {
-    let len = usize::try_from(size).map_err(|_| errno::EINVAL)?;
+    let len = usize::try_from(size).map_err(|_| Errno::EINVAL)?;
     let stat = rustix::fs::fstat(&fd).map_err(|e| io_errno(&e.into()))?;
     if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile {
         let file_size = u64::try_from(stat.st_size).unwrap_or(0);
@@ -131,7 +127,7 @@ fn map_fd(fd: OwnedFd, offset: u64, size: u64, writable: bool) -> Result<Mapping
                 file_size,
                 "DMA_MAP range extends beyond the end of the client's file"
             );
-            return Err(errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
     }
     let protection = if writable {

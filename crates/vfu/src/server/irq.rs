@@ -3,7 +3,8 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::error::errno;
+use vfio_migration::Errno;
+
 use crate::framing::encode_reply;
 use crate::header::Header;
 use crate::irq::IrqAction;
@@ -22,9 +23,9 @@ impl Session<'_> {
     pub(super) fn irq_info(&self, header: &Header, request: &IrqInfo) -> Handled {
         let index = request.index;
         if index >= self.device.num_irqs() {
-            return Err(errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
-        let (count, flags) = self.device.irq_info(index).ok_or(errno::EINVAL)?;
+        let (count, flags) = self.device.irq_info(index).ok_or(Errno::EINVAL)?;
         let reply = IrqInfo {
             argsz: size_of::<IrqInfo>() as u32,
             flags,
@@ -39,9 +40,9 @@ impl Session<'_> {
     pub(super) fn set_irqs(&self, header: &Header, set: &IrqSet, fds: Vec<OwnedFd>) -> Handled {
         if set.index >= self.device.num_irqs() {
             tracing::warn!(index = set.index, "DEVICE_SET_IRQS for a missing IRQ index");
-            return Err(errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
-        let (vectors, _) = self.device.irq_info(set.index).ok_or(errno::EINVAL)?;
+        let (vectors, _) = self.device.irq_info(set.index).ok_or(Errno::EINVAL)?;
         let request = if set.disables_all() && set.start == 0 && set.action == IrqAction::Trigger {
             IrqRequest::DisableAll
         } else {
@@ -54,7 +55,7 @@ impl Session<'_> {
                     vectors,
                     "DEVICE_SET_IRQS outside the index's vectors"
                 );
-                return Err(errno::EINVAL);
+                return Err(Errno::EINVAL);
             }
             match &set.data {
                 IrqSetData::Eventfd => IrqRequest::Eventfds {

@@ -1,13 +1,15 @@
-//! Migration and DMA logging: `DEVICE_FEATURE` mapped onto the device's migration and
-//! dma-logging methods, and the `MIG_DATA_READ` / `MIG_DATA_WRITE` data stream.
+//! Migration and DMA logging: `DEVICE_FEATURE` mapped onto the device's [`Migratable`] handle,
+//! and the `MIG_DATA_READ` / `MIG_DATA_WRITE` data stream.
 //!
-//! As the kernel does, a migration feature on a device that cannot migrate answers ENOTTY, and
-//! so does a logging feature on a device without DMA logging. The device owns the state machine
-//! (which arcs are valid); the server only checks that data moves in a state that has a data
-//! stream: reads in PRE_COPY / PRE_COPY_P2P / STOP_COPY, writes in RESUMING (EINVAL otherwise,
-//! as libvfio-user answers).
+//! As the kernel does, every migration and logging feature of a device without a handle answers
+//! ENOTTY. The handle owns the state machine (which arcs are valid); the server checks that data
+//! moves in a state that has a data stream: reads in PRE_COPY / PRE_COPY_P2P / STOP_COPY, writes
+//! in RESUMING (EINVAL otherwise, as libvfio-user answers).
 
-use crate::error::errno;
+use vfio_migration::DeviceState;
+use vfio_migration::DmaLogRange;
+use vfio_migration::Errno;
+
 use crate::feature::DeviceFeature;
 use crate::feature::DmaLoggingReport;
 use crate::feature::Feature;
@@ -22,22 +24,10 @@ use crate::migration::MigDataReadReply;
 use crate::migration::MigDataWrite;
 use crate::migration::MigDataWriteReply;
 
-use super::device::Errno;
+use super::migratable::Migratable;
 use super::session::Handled;
 use super::session::Session;
 use super::transport::Outgoing;
-
-/// Kernel `VFIO_DEVICE_STATE_STOP_COPY`.
-const STATE_STOP_COPY: u32 = 3;
-/// Kernel `VFIO_DEVICE_STATE_RESUMING`.
-const STATE_RESUMING: u32 = 4;
-/// Kernel `VFIO_DEVICE_STATE_PRE_COPY`.
-const STATE_PRE_COPY: u32 = 6;
-/// Kernel `VFIO_DEVICE_STATE_PRE_COPY_P2P`.
-const STATE_PRE_COPY_P2P: u32 = 7;
-
-/// `data_fd` of a MIG_DEVICE_STATE reply: vfio-user has no data fd.
-const NO_DATA_FD: i32 = -1;
 
 impl Session<'_> {
     /// `DEVICE_FEATURE`: parse with the kernel's checks, then GET, SET or PROBE.
@@ -46,53 +36,48 @@ impl Session<'_> {
             tracing::warn!("DEVICE_FEATURE rejected: {err}");
             err.errno()
         })?;
-        let device = self.device;
         let reply = match parsed {
             FeatureRequest::Probe { feature, .. } => {
                 self.check_supported(feature)?;
                 request.clone()
             }
             FeatureRequest::GetMigration => {
-                let flags = self.migration_flags()?;
+                let flags = self.migration()?.flags().bits();
                 DeviceFeature::get_reply(request, &FeatureMigration { flags })
             }
             FeatureRequest::GetMigDeviceState => {
-                self.migration_flags()?;
-                let state = MigDeviceState {
-                    device_state: device.migration_state()?,
-                    data_fd: NO_DATA_FD,
-                };
+                let state = MigDeviceState::new(self.migration()?.state());
                 DeviceFeature::get_reply(request, &state)
             }
             FeatureRequest::SetMigDeviceState(state) => {
-                self.migration_flags()?;
-                device.set_migration_state(state.device_state)?;
+                self.migration()?.set_state(state)?;
                 request.clone()
             }
             FeatureRequest::GetMigDataSize => {
-                self.migration_flags()?;
                 let size = MigDataSize {
-                    stop_copy_length: device.migration_data_size()?,
+                    stop_copy_length: self.migration()?.stop_copy_length()?,
                 };
                 DeviceFeature::get_reply(request, &size)
             }
             FeatureRequest::DmaLoggingStart(start) => {
-                self.check_supported(Feature::DMA_LOGGING_START)?;
-                let ranges: Vec<(u64, u64)> =
-                    start.ranges.iter().map(|r| (r.iova, r.length)).collect();
-                device.dma_logging_start(start.page_size, &ranges)?;
+                let ranges: Vec<DmaLogRange> = start
+                    .ranges
+                    .iter()
+                    .map(|r| DmaLogRange::new(r.iova, r.length))
+                    .collect();
+                self.migration()?
+                    .dma_logging_start(start.page_size, &ranges)?;
                 request.clone()
             }
             FeatureRequest::DmaLoggingStop => {
-                self.check_supported(Feature::DMA_LOGGING_STOP)?;
-                device.dma_logging_stop()?;
+                self.migration()?.dma_logging_stop()?;
                 request.clone()
             }
             FeatureRequest::DmaLoggingReport(range) => {
-                self.check_supported(Feature::DMA_LOGGING_REPORT)?;
+                let migration = self.migration()?;
                 let mut report =
                     DmaLoggingReport::new(range, &self.limits).map_err(|err| err.errno())?;
-                device.dma_logging_report(
+                migration.dma_logging_report(
                     range.iova,
                     range.length,
                     range.page_size,
@@ -104,50 +89,49 @@ impl Session<'_> {
         Ok(Outgoing::new(encode_reply(header, &reply)))
     }
 
-    /// The device's migration flags, or ENOTTY if it cannot migrate.
-    fn migration_flags(&self) -> Result<u64, Errno> {
-        self.device.migration_flags().ok_or(errno::ENOTTY)
+    /// The device's migration handle, or ENOTTY if it cannot migrate.
+    fn migration(&self) -> Result<&dyn Migratable, Errno> {
+        self.device.migration().ok_or(Errno::ENOTTY)
     }
 
     /// ENOTTY unless the device supports `feature`. `MIG_DATA_SIZE` is an optional extension: it
     /// is supported if the device answers it.
     fn check_supported(&self, feature: Feature) -> Result<(), Errno> {
+        let migration = self.migration()?;
         let supported = match feature {
-            Feature::MIGRATION | Feature::MIG_DEVICE_STATE => {
-                self.device.migration_flags().is_some()
-            }
-            Feature::MIG_DATA_SIZE => {
-                self.device.migration_flags().is_some() && self.device.migration_data_size().is_ok()
-            }
-            Feature::DMA_LOGGING_START
+            Feature::MIGRATION
+            | Feature::MIG_DEVICE_STATE
+            | Feature::DMA_LOGGING_START
             | Feature::DMA_LOGGING_STOP
-            | Feature::DMA_LOGGING_REPORT => self.device.dma_logging_supported(),
+            | Feature::DMA_LOGGING_REPORT => true,
+            Feature::MIG_DATA_SIZE => migration.stop_copy_length().is_ok(),
             _ => false,
         };
         if supported {
             Ok(())
         } else {
-            Err(errno::ENOTTY)
+            Err(Errno::ENOTTY)
         }
     }
 
     /// `MIG_DATA_READ`: up to `size` bytes of the saving stream; a shorter reply means "no more
     /// data now" (the end of the stream in STOP_COPY).
     pub(super) fn mig_data_read(&self, header: &Header, read: &MigDataHead) -> Handled {
-        let state = self.data_state()?;
-        if !matches!(state, STATE_PRE_COPY | STATE_PRE_COPY_P2P | STATE_STOP_COPY) {
-            tracing::warn!(state, "MIG_DATA_READ outside a saving state");
-            return Err(errno::EINVAL);
+        let migration = self.migration()?;
+        let state = migration.state();
+        if !state.is_saving() {
+            tracing::warn!(%state, "MIG_DATA_READ outside a saving state");
+            return Err(Errno::EINVAL);
         }
         let mut data = vec![0; read.size as usize];
-        let len = self.device.migration_read(&mut data)?;
+        let len = migration.read(&mut data)?;
         if len > data.len() {
             tracing::error!(
                 len,
                 asked = data.len(),
                 "device returned more migration data than asked"
             );
-            return Err(errno::EIO);
+            return Err(Errno::EIO);
         }
         data.truncate(len);
         Ok(Outgoing::new(encode_reply(
@@ -158,18 +142,13 @@ impl Session<'_> {
 
     /// `MIG_DATA_WRITE`: appends to the resuming stream (RESUMING only).
     pub(super) fn mig_data_write(&self, header: &Header, write: &MigDataWrite) -> Handled {
-        let state = self.data_state()?;
-        if state != STATE_RESUMING {
-            tracing::warn!(state, "MIG_DATA_WRITE outside RESUMING");
-            return Err(errno::EINVAL);
+        let migration = self.migration()?;
+        let state = migration.state();
+        if state != DeviceState::Resuming {
+            tracing::warn!(%state, "MIG_DATA_WRITE outside RESUMING");
+            return Err(Errno::EINVAL);
         }
-        self.device.migration_write(&write.data)?;
+        migration.write(&write.data)?;
         Ok(Outgoing::new(encode_reply(header, &MigDataWriteReply)))
-    }
-
-    /// The migration state, for a data request (ENOTTY if the device cannot migrate).
-    fn data_state(&self) -> Result<u32, Errno> {
-        self.migration_flags()?;
-        self.device.migration_state()
     }
 }

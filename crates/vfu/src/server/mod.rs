@@ -10,6 +10,12 @@
 //!   goes on; only a framing error (`msg_size` below 16 or above the maximum) ends a connection.
 //! * This is the control path. Doorbells never come through here: they live in a sparse-mmap
 //!   area the client maps, and interrupts go out through eventfds.
+//! * Migration and DMA logging go to the device's one handle, [`Device::migration`]: a
+//!   [`Migratable`], normally the [`DeviceMigration`] adapter over the device's
+//!   [`vfio_migration::MigrationDriver`] (state machine, data session, dirty log). The server
+//!   maps DEVICE_FEATURE and MIG_DATA_READ/WRITE onto it with typed states, tells it when the
+//!   client disconnects, and a device without one answers ENOTTY. Its
+//!   [`Migratable::status`] lets tools that are not vfio-user clients look at a migration.
 //!
 //! Limits advertised in VERSION: `max_msg_fds` 8, `max_data_xfer_size` 1 MiB (enforced, after
 //! negotiation, on REGION_READ/WRITE counts and MIG_DATA sizes), `write_multiple`, and the legacy
@@ -25,6 +31,7 @@ mod device;
 mod dma;
 mod error;
 mod irq;
+mod migratable;
 mod migration;
 mod region;
 mod session;
@@ -33,10 +40,16 @@ mod transport;
 
 pub use device::Device;
 pub use device::DmaRegion;
-pub use device::Errno;
 pub use device::IrqRequest;
 pub use device::RegionDescription;
 pub use error::ServerError;
+pub use migratable::DeviceMigration;
+pub use migratable::FailedRequest;
+pub use migratable::LoggingStatus;
+pub use migratable::Migratable;
+pub use migratable::MigrationFailure;
+pub use migratable::MigrationStatus;
+pub use migratable::SessionStatus;
 pub use socket::DEFAULT_SOCKET_MODE;
 pub use socket::Server;
 pub use socket::SocketOptions;

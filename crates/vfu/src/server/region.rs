@@ -2,12 +2,13 @@
 //! with every access checked against the region's size and permissions before the device sees
 //! it.
 
+use vfio_migration::Errno;
+
 use crate::access::RegionAccess;
 use crate::access::RegionReadReply;
 use crate::access::RegionWrite;
 use crate::access::RegionWriteMulti;
 use crate::access::RegionWriteMultiReply;
-use crate::error::errno;
 use crate::framing::encode_reply;
 use crate::header::Header;
 use crate::region::RegionCap;
@@ -17,7 +18,6 @@ use crate::region::RegionInfoReply;
 use crate::region::RegionInfoRequest;
 
 use super::device::Device;
-use super::device::Errno;
 use super::session::Handled;
 use super::session::Session;
 use super::session::io_errno;
@@ -55,15 +55,15 @@ impl RegionTable {
     ) -> Result<(), Errno> {
         let Some(&(size, flags)) = self.regions.get(index as usize) else {
             tracing::warn!(index, "access to a region the device does not have");
-            return Err(errno::EINVAL);
+            return Err(Errno::EINVAL);
         };
         if !flags.contains(access) {
             tracing::warn!(index, ?access, "region does not allow this access");
-            return Err(errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
         if offset.checked_add(len).is_none_or(|end| end > size) {
             tracing::warn!(index, offset, len, size, "access outside the region");
-            return Err(errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
         Ok(())
     }
@@ -76,9 +76,9 @@ impl Session<'_> {
     pub(super) fn region_info(&self, header: &Header, request: &RegionInfoRequest) -> Handled {
         let index = request.index;
         if index >= self.device.num_regions() {
-            return Err(errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
-        let region = self.device.region(index).ok_or(errno::EINVAL)?;
+        let region = self.device.region(index).ok_or(Errno::EINVAL)?;
         let mmappable = region.flags.contains(RegionInfoFlags::MMAP)
             || region
                 .caps

@@ -6,10 +6,11 @@
 
 use std::os::fd::OwnedFd;
 
+use vfio_migration::Errno;
+
 use crate::device::DeviceInfo;
 use crate::device::DeviceInfoFlags;
 use crate::device::DeviceReset;
-use crate::error::errno;
 use crate::framing::Frame;
 use crate::framing::encode_reply;
 use crate::header::Header;
@@ -22,7 +23,6 @@ use crate::version::PROTOCOL_MINOR;
 use crate::version::Version;
 
 use super::device::Device;
-use super::device::Errno;
 use super::dma::DmaWindows;
 use super::region::RegionTable;
 use super::transport::MAX_MSG_FDS;
@@ -78,7 +78,7 @@ impl<'d> Session<'d> {
     pub fn handle(&mut self, frame: Frame<OwnedFd>) -> Option<Outgoing> {
         let header = frame.header;
         let answer = self.dispatch(frame).unwrap_or_else(|errno| {
-            tracing::debug!(command = ?header.command, msg_id = header.msg_id, errno, "error reply");
+            tracing::debug!(command = ?header.command, msg_id = header.msg_id, %errno, "error reply");
             Outgoing::error(&header, errno)
         });
         (!header.flags.no_reply()).then_some(answer)
@@ -95,11 +95,11 @@ impl<'d> Session<'d> {
             (false, Request::Version(proposal)) => self.version(&header, &proposal),
             (false, other) => {
                 tracing::warn!(command = ?other.command(), "request before VERSION");
-                Err(errno::EINVAL)
+                Err(Errno::EINVAL)
             }
             (true, Request::Version(_)) => {
                 tracing::warn!("second VERSION on one connection");
-                Err(errno::EINVAL)
+                Err(Errno::EINVAL)
             }
             (true, request) => self.request(&header, request, fds),
         }
@@ -115,7 +115,7 @@ impl<'d> Session<'d> {
                 max_msg_fds: MAX_MSG_FDS as u32,
                 max_data_xfer_size: MAX_DATA_XFER_SIZE,
                 write_multiple: true,
-                migration: self.device.migration_flags().map(|_| LegacyMigration {
+                migration: self.device.migration().map(|_| LegacyMigration {
                     pgsize: LEGACY_MIGRATION_PGSIZE,
                     max_bitmap_size: Some(self.limits.max_bitmap_size),
                 }),
@@ -157,14 +157,14 @@ impl<'d> Session<'d> {
                 Ok(Outgoing::new(encode_reply(header, &info)))
             }
             Request::DeviceGetRegionInfo(req) => self.region_info(header, &req),
-            Request::DeviceGetRegionIoFds(_) => Err(errno::ENOTSUP),
+            Request::DeviceGetRegionIoFds(_) => Err(Errno::ENOTSUP),
             Request::DeviceGetIrqInfo(req) => self.irq_info(header, &req),
             Request::DeviceSetIrqs(set) => self.set_irqs(header, &set, fds),
             Request::RegionRead(access) => self.region_read(header, &access),
             Request::RegionWrite(write) => self.region_write(header, &write),
             Request::RegionWriteMulti(multi) => self.region_write_multi(header, &multi),
             // Server → client commands make no sense from the client.
-            Request::DmaRead(_) | Request::DmaWrite(_) => Err(errno::EINVAL),
+            Request::DmaRead(_) | Request::DmaWrite(_) => Err(Errno::EINVAL),
             Request::DeviceReset(_) => {
                 self.device.reset()?;
                 Ok(Outgoing::new(encode_reply(header, &DeviceReset)))
@@ -173,14 +173,12 @@ impl<'d> Session<'d> {
             Request::MigDataRead(read) => self.mig_data_read(header, &read),
             Request::MigDataWrite(write) => self.mig_data_write(header, &write),
             // Handled before negotiation is complete; a second one is rejected by `dispatch`.
-            Request::Version(_) => Err(errno::EINVAL),
+            Request::Version(_) => Err(Errno::EINVAL),
         }
     }
 }
 
 /// The errno of an operating-system error (EIO if it has none).
 pub(super) fn io_errno(err: &std::io::Error) -> Errno {
-    err.raw_os_error()
-        .and_then(|e| u32::try_from(e).ok())
-        .unwrap_or(errno::EIO)
+    err.raw_os_error().map_or(Errno::EIO, Errno::new)
 }

@@ -160,8 +160,9 @@ impl Server {
     }
 
     /// Serves `device` until `stop` is set: accepts a client, serves it until it disconnects
-    /// (then calls [`Device::disconnected`] and closes every fd the client sent, keeping the
-    /// device state for the next client), and accepts the next. `stop` is looked at every 50 ms,
+    /// (then tells the device's migration handle, [`super::Migratable::disconnected`], calls
+    /// [`Device::disconnected`] and closes every fd the client sent, keeping the device state for
+    /// the next client), and accepts the next. `stop` is looked at every 50 ms,
     /// also while a client is connected (which is then disconnected).
     pub fn serve(&self, device: Arc<dyn Device>, stop: &AtomicBool) -> Result<(), ServerError> {
         let _serving = self
@@ -189,6 +190,9 @@ impl Server {
             };
             tracing::info!("vfio-user client connected");
             let end = serve_client(device.as_ref(), socket, stop);
+            if let Some(migration) = device.migration() {
+                migration.disconnected();
+            }
             device.disconnected();
             match end {
                 Ok(()) => tracing::info!("vfio-user client disconnected"),

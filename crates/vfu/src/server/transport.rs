@@ -7,6 +7,8 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use vfio_migration::Errno;
+
 use crate::error::DecodeError;
 use crate::framing::Frame;
 use crate::framing::Framer;
@@ -45,7 +47,7 @@ impl Outgoing {
     }
 
     /// The header-only error reply to `request`.
-    pub fn error(request: &Header, errno: u32) -> Self {
+    pub fn error(request: &Header, errno: Errno) -> Self {
         Self::new(encode_error_reply(request, errno).to_vec())
     }
 }

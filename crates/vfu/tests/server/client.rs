@@ -17,6 +17,7 @@ use rustix::net::RecvFlags;
 use rustix::net::SendAncillaryBuffer;
 use rustix::net::SendAncillaryMessage;
 use rustix::net::SendFlags;
+use vfio_migration::Errno;
 use vfu::framing::Frame;
 use vfu::framing::Framer;
 use vfu::framing::ReplyBody;
@@ -49,7 +50,7 @@ impl Answer {
     }
 
     /// The errno of an error reply; panics on success.
-    pub fn errno(&self) -> u32 {
+    pub fn errno(&self) -> Errno {
         match &self.body {
             ReplyBody::Error(errno) => *errno,
             ReplyBody::Ok(reply) => panic!("expected an error reply, got {reply:?}"),

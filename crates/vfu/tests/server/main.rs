@@ -43,7 +43,7 @@ pub struct TestServer {
 impl TestServer {
     /// Binds a fresh socket and starts serving a migratable [`TestDevice`].
     pub fn start(name: &str) -> Self {
-        Self::start_with(name, TestDevice::new())
+        Self::start_with(name, device::new())
     }
 
     /// Binds a fresh socket and starts serving `device`.

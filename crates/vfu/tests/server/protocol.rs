@@ -14,6 +14,8 @@ use std::time::Instant;
 use rustix::event::EventfdFlags;
 use shmem::Mapping;
 use shmem::Protection;
+use vfio_migration::DeviceState;
+use vfio_migration::Errno;
 use vfu::access::RegionAccess;
 use vfu::access::RegionWrite;
 use vfu::access::RegionWriteMulti;
@@ -27,7 +29,7 @@ use vfu::dma::DmaMap;
 use vfu::dma::DmaMapFlags;
 use vfu::dma::DmaUnmap;
 use vfu::dma::DmaUnmapFlags;
-use vfu::error::errno;
+use vfu::fake::FakeWindow;
 use vfu::feature::DeviceFeature;
 use vfu::feature::DmaLoggingReport;
 use vfu::feature::DmaLoggingReportRequest;
@@ -61,7 +63,6 @@ use crate::TestServer;
 use crate::client::TestClient;
 use crate::client::proposal;
 use crate::device;
-use crate::device::TestDevice;
 use crate::socket_path;
 
 /// QEMU 10.1's VERSION proposal, byte for byte (reference §2.4).
@@ -190,7 +191,7 @@ fn qemu_proposal_negotiates_and_version_rules_hold() {
 
     // Anything before VERSION is refused, and the connection stays usable.
     let id = client.send(&DeviceInfo::request(), &[], false);
-    assert_eq!(client.reply_to(id).errno(), errno::EINVAL);
+    assert_eq!(client.reply_to(id).errno(), Errno::EINVAL);
 
     client.send_raw(&qemu_version_message(7), &[]).unwrap();
     let reply = match client.reply_to(7).ok() {
@@ -215,17 +216,17 @@ fn qemu_proposal_negotiates_and_version_rules_hold() {
 
     // VERSION only once.
     client.send_raw(&qemu_version_message(8), &[]).unwrap();
-    assert_eq!(client.reply_to(8).errno(), errno::EINVAL);
+    assert_eq!(client.reply_to(8).errno(), Errno::EINVAL);
     assert_eq!(get_info(&mut client).num_regions, device::NUM_REGIONS);
 }
 
 #[test]
 fn incompatible_versions_are_refused_and_a_device_without_migration_gets_no_migration_capability() {
-    let server = TestServer::start_with("nomig", TestDevice::without_migration());
+    let server = TestServer::start_with("nomig", device::without_migration());
     let mut client = TestClient::connect(&server.path);
     let mut bad = proposal(Capabilities::default());
     bad.major = 1;
-    assert_eq!(client.request(&bad, &[]).errno(), errno::ENOTSUP);
+    assert_eq!(client.request(&bad, &[]).errno(), Errno::ENOTSUP);
     // Malformed JSON.
     let mut payload = vec![0, 0, 0, 0];
     payload.extend_from_slice(b"{\"capabilities\": 5}\0");
@@ -233,7 +234,7 @@ fn incompatible_versions_are_refused_and_a_device_without_migration_gets_no_migr
     let mut bytes = header.as_bytes().to_vec();
     bytes.extend_from_slice(&payload);
     client.send_raw(&bytes, &[]).unwrap();
-    assert_eq!(client.reply_to(40).errno(), errno::EINVAL);
+    assert_eq!(client.reply_to(40).errno(), Errno::EINVAL);
 
     client.send_raw(&qemu_version_message(41), &[]).unwrap();
     match client.reply_to(41).ok() {
@@ -254,13 +255,13 @@ fn incompatible_versions_are_refused_and_a_device_without_migration_gets_no_migr
     ] {
         assert_eq!(
             client.request(&request, &[]).errno(),
-            errno::ENOTTY,
+            Errno::ENOTTY,
             "{request:?}"
         );
     }
     assert_eq!(
         client.request(&MigDataHead::read(16), &[]).errno(),
-        errno::ENOTTY
+        Errno::ENOTTY
     );
     assert_eq!(get_info(&mut client).num_irqs, 5);
 }
@@ -319,7 +320,12 @@ fn device_info_regions_and_the_sparse_mmap_area_shares_memory_with_the_device() 
     .unwrap();
     area.write(0x10, &0xdead_beef_u32.to_ne_bytes()).unwrap();
     let mut seen = [0; 4];
-    server.device.bar0().read(0x1010, &mut seen).unwrap();
+    server
+        .device
+        .region_memory(device::BAR0)
+        .unwrap()
+        .read(0x1010, &mut seen)
+        .unwrap();
     assert_eq!(
         u32::from_ne_bytes(seen),
         0xdead_beef,
@@ -329,7 +335,12 @@ fn device_info_regions_and_the_sparse_mmap_area_shares_memory_with_the_device() 
         read_region(&mut client, device::BAR0, 0x1010, 4),
         0xdead_beef_u32.to_ne_bytes()
     );
-    server.device.bar0().write(0x1020, &[1, 2, 3]).unwrap();
+    server
+        .device
+        .region_memory(device::BAR0)
+        .unwrap()
+        .write(0x1020, &[1, 2, 3])
+        .unwrap();
     let mut back = [0; 3];
     area.read(0x20, &mut back).unwrap();
     assert_eq!(back, [1, 2, 3], "client sees the device's store");
@@ -347,7 +358,7 @@ fn device_info_regions_and_the_sparse_mmap_area_shares_memory_with_the_device() 
         argsz: 64,
         index: 9,
     };
-    assert_eq!(client.request(&request, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&request, &[]).errno(), Errno::EINVAL);
     assert_eq!(
         client
             .request(
@@ -360,7 +371,7 @@ fn device_info_regions_and_the_sparse_mmap_area_shares_memory_with_the_device() 
                 &[]
             )
             .errno(),
-        errno::ENOTSUP
+        Errno::ENOTSUP
     );
     assert_eq!(get_info(&mut client).num_regions, 9);
 }
@@ -404,11 +415,11 @@ fn region_access_is_bounds_checked_and_limited_to_the_negotiated_transfer_size()
         };
         let answer = client.request(&access, &[]);
         assert!(
-            matches!(answer.body, vfu::framing::ReplyBody::Error(e) if e == errno::EINVAL || e == errno::EOVERFLOW),
+            matches!(answer.body, vfu::framing::ReplyBody::Error(e) if e == Errno::EINVAL || e == Errno::EOVERFLOW),
             "{region}/{offset}/{count}: {answer:?}"
         );
         let write = write_region(region, offset, &vec![0; count as usize]);
-        assert_ne!(client.request(&write, &[]).errno(), 0);
+        assert_ne!(client.request(&write, &[]).errno(), Errno::new(0));
     }
     // Above the negotiated 4 KiB: E2BIG, for reads and writes.
     let big = RegionAccess {
@@ -416,9 +427,9 @@ fn region_access_is_bounds_checked_and_limited_to_the_negotiated_transfer_size()
         region: device::BAR0,
         count: 8192,
     };
-    assert_eq!(client.request(&big, &[]).errno(), errno::E2BIG);
+    assert_eq!(client.request(&big, &[]).errno(), Errno::E2BIG);
     let big_write = write_region(device::BAR0, 0, &[0; 8192]);
-    assert_eq!(client.request(&big_write, &[]).errno(), errno::E2BIG);
+    assert_eq!(client.request(&big_write, &[]).errno(), Errno::E2BIG);
     assert_eq!(read_region(&mut client, device::BAR0, 0, 4096).len(), 4096);
 
     // REGION_WRITE_MULTI: every entry applied, wr_cnt in the reply; a bad entry is EINVAL.
@@ -440,7 +451,7 @@ fn region_access_is_bounds_checked_and_limited_to_the_negotiated_transfer_size()
     let bad = RegionWriteMulti {
         writes: vec![WriteMultiEntry::new(255, device::CONFIG, &[1, 2])],
     };
-    assert_eq!(client.request(&bad, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&bad, &[]).errno(), Errno::EINVAL);
     assert_eq!(get_info(&mut client).num_irqs, 5);
 }
 
@@ -480,7 +491,7 @@ fn irq_info_and_set_irqs_with_eventfds() {
         other => panic!("{other:?}"),
     }
     let missing = IrqInfo { index: 5, ..info };
-    assert_eq!(client.request(&missing, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&missing, &[]).errno(), Errno::EINVAL);
 
     let fds: Vec<OwnedFd> = (0..4).map(|_| eventfd()).collect();
     let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
@@ -493,7 +504,7 @@ fn irq_info_and_set_irqs_with_eventfds() {
     };
     client.request(&assign, &borrowed).ok();
     assert_eq!(server.device.eventfd_count(device::MSIX), 4);
-    assert!(server.device.trigger_msix(2));
+    assert!(server.device.signal(device::MSIX, 2));
     assert_eq!(
         eventfd_count(&fds[2]),
         1,
@@ -520,7 +531,7 @@ fn irq_info_and_set_irqs_with_eventfds() {
         count: 2,
     };
     client.request(&mask, &[]).ok();
-    assert_eq!(server.device.masked(), [0]);
+    assert_eq!(server.device.masked(device::MSIX), [0]);
 
     // Invalid: beyond the vectors, missing index, wrong number of fds, mask with count 0.
     let beyond = IrqSet {
@@ -528,15 +539,15 @@ fn irq_info_and_set_irqs_with_eventfds() {
         count: 2,
         ..trigger.clone()
     };
-    assert_eq!(client.request(&beyond, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&beyond, &[]).errno(), Errno::EINVAL);
     let no_index = IrqSet {
         index: 7,
         ..trigger.clone()
     };
-    assert_eq!(client.request(&no_index, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&no_index, &[]).errno(), Errno::EINVAL);
     assert_eq!(
         client.request(&assign, &borrowed[..2]).errno(),
-        errno::EINVAL
+        Errno::EINVAL
     );
     let empty_mask = IrqSet {
         action: IrqAction::Mask,
@@ -545,7 +556,7 @@ fn irq_info_and_set_irqs_with_eventfds() {
         start: 0,
         count: 0,
     };
-    assert_eq!(client.request(&empty_mask, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&empty_mask, &[]).errno(), Errno::EINVAL);
     assert_eq!(server.device.eventfd_count(device::MSIX), 4);
 
     // Eventfd data without fds de-assigns; DATA_NONE count 0 disables the whole index.
@@ -574,6 +585,16 @@ fn dma_map(address: u64, size: u64, offset: u64, flags: DmaMapFlags) -> DmaMap {
         offset,
         address,
         size,
+    }
+}
+
+/// A DMA window as the device records it.
+fn window(iova: u64, size: u64, writable: bool, mapped: bool) -> FakeWindow {
+    FakeWindow {
+        iova,
+        size,
+        writable,
+        mapped,
     }
 }
 
@@ -609,17 +630,17 @@ fn dma_map_hands_client_memory_to_the_device_and_unmap_must_match() {
     // Overlaps are EEXIST, wherever they touch.
     for (address, size) in [(0x10_0000, 0x8000), (0xf_f000, 0x2000), (0x10_7fff, 1)] {
         let answer = client.request(&dma_map(address, size, 0, rw), &[fd]);
-        assert_eq!(answer.errno(), errno::EEXIST, "{address:#x}+{size:#x}");
+        assert_eq!(answer.errno(), Errno::EEXIST, "{address:#x}+{size:#x}");
     }
     // Beyond the end of the file, two fds, or an fd that cannot be mapped: EINVAL / the
     // mmap errno, and nothing is mapped.
     let beyond = client.request(&dma_map(0x20_0000, 0x10000, 0x8000, rw), &[fd]);
-    assert_eq!(beyond.errno(), errno::EINVAL);
+    assert_eq!(beyond.errno(), Errno::EINVAL);
     let two = client.request(&dma_map(0x20_0000, 0x1000, 0, rw), &[fd, fd]);
-    assert_eq!(two.errno(), errno::EINVAL);
+    assert_eq!(two.errno(), Errno::EINVAL);
     let socket = client.socket().try_clone_to_owned().unwrap();
     let unmappable = client.request(&dma_map(0x20_0000, 0x1000, 0, rw), &[socket.as_fd()]);
-    assert_ne!(unmappable.errno(), 0);
+    assert_ne!(unmappable.errno(), Errno::new(0));
     assert_eq!(server.device.windows().len(), 1);
 
     // Read-only window: the device cannot write it. Window without an fd: no memory.
@@ -629,14 +650,14 @@ fn dma_map_hands_client_memory_to_the_device_and_unmap_must_match() {
             &[fd],
         )
         .ok();
-    assert_eq!(server.device.dma_write(0x30_0000, b"x"), Err(errno::EFAULT));
+    assert_eq!(server.device.dma_write(0x30_0000, b"x"), Err(Errno::EFAULT));
     client.request(&dma_map(0x40_0000, 0x1000, 0, rw), &[]).ok();
     assert_eq!(
         server.device.windows(),
         [
-            (0x10_0000, 0x8000, true, true),
-            (0x30_0000, 0x1000, false, true),
-            (0x40_0000, 0x1000, true, false)
+            window(0x10_0000, 0x8000, true, true),
+            window(0x30_0000, 0x1000, false, true),
+            window(0x40_0000, 0x1000, true, false)
         ]
     );
 
@@ -647,7 +668,7 @@ fn dma_map_hands_client_memory_to_the_device_and_unmap_must_match() {
         (0x50_0000, 0x1000),
     ] {
         let answer = client.request(&dma_unmap(address, size), &[]);
-        assert_eq!(answer.errno(), errno::EINVAL);
+        assert_eq!(answer.errno(), Errno::EINVAL);
     }
     match client.request(&dma_unmap(0x10_0000, 0x8000), &[]).ok() {
         Reply::DmaUnmap(reply) => assert_eq!(reply.0, Some(dma_unmap(0x10_0000, 0x8000))),
@@ -671,12 +692,12 @@ fn reset_and_commands_the_server_does_not_take() {
     let server = TestServer::start("misc");
     let mut client = TestClient::negotiated(&server.path);
     client.request(&DeviceReset, &[]).ok();
-    assert_eq!(server.device.resets.load(Ordering::SeqCst), 1);
+    assert_eq!(server.device.resets(), 1);
     let dma_read = DmaAccess {
         address: 0,
         count: 8,
     };
-    assert_eq!(client.request(&dma_read, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&dma_read, &[]).errno(), Errno::EINVAL);
     for command in [
         Command::DIRTY_PAGES,
         Command(0),
@@ -685,25 +706,25 @@ fn reset_and_commands_the_server_does_not_take() {
     ] {
         let header = Header::command(500, command, 0, false);
         client.send_raw(header.as_bytes(), &[]).unwrap();
-        assert_eq!(client.reply_to(500).errno(), errno::ENOTSUP, "{command:?}");
+        assert_eq!(client.reply_to(500).errno(), Errno::ENOTSUP, "{command:?}");
     }
     // A reply where a command belongs, and fds on a message that takes none.
     let mut reply = Header::command(501, Command::DEVICE_RESET, 0, false);
     reply.flags.set_msg_type(1);
     client.send_raw(reply.as_bytes(), &[]).unwrap();
-    assert_eq!(client.reply_to(501).errno(), errno::EINVAL);
+    assert_eq!(client.reply_to(501).errno(), Errno::EINVAL);
     let fd = eventfd();
     assert_eq!(
         client.request(&DeviceReset, &[fd.as_fd()]).errno(),
-        errno::EINVAL
+        Errno::EINVAL
     );
-    assert_eq!(server.device.resets.load(Ordering::SeqCst), 1);
+    assert_eq!(server.device.resets(), 1);
     // Truncated body.
     let header = Header::command(502, Command::DEVICE_GET_INFO, 3, false);
     let mut bytes = header.as_bytes().to_vec();
     bytes.extend_from_slice(&[1, 2, 3]);
     client.send_raw(&bytes, &[]).unwrap();
-    assert_eq!(client.reply_to(502).errno(), errno::EINVAL);
+    assert_eq!(client.reply_to(502).errno(), Errno::EINVAL);
     assert_eq!(get_info(&mut client).num_regions, 9);
 }
 
@@ -728,7 +749,7 @@ fn migration_features_and_data_stream() {
     assert_eq!(
         state,
         MigDeviceState {
-            device_state: device::RUNNING,
+            device_state: DeviceState::Running.value(),
             data_fd: -1
         }
     );
@@ -740,10 +761,10 @@ fn migration_features_and_data_stream() {
     // Reading outside a saving state, writing outside RESUMING: EINVAL.
     assert_eq!(
         client.request(&MigDataHead::read(16), &[]).errno(),
-        errno::EINVAL
+        Errno::EINVAL
     );
     let write = MigDataWrite::new(vec![1, 2, 3]);
-    assert_eq!(client.request(&write, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&write, &[]).errno(), Errno::EINVAL);
 
     // PRE_COPY: the blob in pieces, then short reads.
     assert!(matches!(
@@ -764,7 +785,7 @@ fn migration_features_and_data_stream() {
     assert_eq!(stream, device::MIGRATION_BLOB);
     // Above max_data_xfer_size: E2BIG.
     let huge = MigDataHead::read((1 << 20) + 1);
-    assert_eq!(client.request(&huge, &[]).errno(), errno::E2BIG);
+    assert_eq!(client.request(&huge, &[]).errno(), Errno::E2BIG);
 
     // STOP_COPY → PRE_COPY is refused by the device; the error reaches the client.
     assert!(matches!(
@@ -773,11 +794,11 @@ fn migration_features_and_data_stream() {
     ));
     assert_eq!(
         set_state(&mut client, 6),
-        vfu::framing::ReplyBody::Error(errno::EINVAL)
+        vfu::framing::ReplyBody::Error(Errno::EINVAL)
     );
     assert_eq!(
         set_state(&mut client, 9),
-        vfu::framing::ReplyBody::Error(errno::EINVAL)
+        vfu::framing::ReplyBody::Error(Errno::EINVAL)
     );
     let Reply::MigDataRead(end) = client.request(&MigDataHead::read(64), &[]).ok() else {
         panic!("mig data")
@@ -798,14 +819,14 @@ fn migration_features_and_data_stream() {
     assert_eq!(server.device.resumed(), [vec![5; 10], vec![6; 3]].concat());
     assert_eq!(
         client.request(&MigDataHead::read(8), &[]).errno(),
-        errno::EINVAL
+        Errno::EINVAL
     );
 
     // Unknown feature: ENOTTY; a method the feature lacks: EINVAL.
     let unknown = DeviceFeature::get(Feature(3), 8);
-    assert_eq!(client.request(&unknown, &[]).errno(), errno::ENOTTY);
+    assert_eq!(client.request(&unknown, &[]).errno(), Errno::ENOTTY);
     let set_migration = DeviceFeature::probe(Feature::MIGRATION, false, true);
-    assert_eq!(client.request(&set_migration, &[]).errno(), errno::EINVAL);
+    assert_eq!(client.request(&set_migration, &[]).errno(), Errno::EINVAL);
 }
 
 #[test]
@@ -852,7 +873,7 @@ fn dma_logging_reports_device_writes() {
         client
             .request(&DeviceFeature::get_report(&bad), &[])
             .errno(),
-        errno::EINVAL
+        Errno::EINVAL
     );
     let stop = DeviceFeature {
         argsz: 8,
@@ -866,7 +887,7 @@ fn dma_logging_reports_device_writes() {
         client
             .request(&DeviceFeature::get_report(&range), &[])
             .errno(),
-        errno::EINVAL
+        Errno::EINVAL
     );
 }
 
@@ -957,9 +978,7 @@ fn reconnecting_keeps_device_state_and_drops_the_clients_resources() {
         ));
         assert_eq!(server.device.windows().len(), 1);
     }
-    wait_for("disconnected()", || {
-        server.device.disconnects.load(Ordering::SeqCst) == 1
-    });
+    wait_for("disconnected()", || server.device.disconnects() == 1);
     assert!(server.device.windows().is_empty());
     assert_eq!(server.device.eventfd_count(device::MSIX), 0);
 
@@ -1014,7 +1033,7 @@ fn stop_ends_serve_promptly_with_and_without_a_client() {
     let started = Instant::now();
     busy.stop().unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(busy.device.disconnects.load(Ordering::SeqCst), 1);
+    assert_eq!(busy.device.disconnects(), 1);
     assert!(client.wait_closed());
 }
 
@@ -1023,7 +1042,7 @@ fn serve_refuses_a_second_thread() {
     let path = socket_path("twice");
     let server = Arc::new(Server::bind(&path).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
-    let device = Arc::new(TestDevice::new());
+    let device = Arc::new(device::new());
     let thread = {
         let (server, stop, device) = (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&device));
         std::thread::spawn(move || server.serve(device, &stop))

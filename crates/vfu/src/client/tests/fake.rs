@@ -1,6 +1,7 @@
-//! A fake vfio-user server on one end of a socket pair: it answers VERSION, DEVICE_GET_INFO and
-//! DEVICE_GET_REGION_INFO from a description, hands every other request to the test's handler,
-//! and records every request it received.
+//! A scripted vfio-user server on one end of a socket pair, for the client's error paths: it
+//! answers VERSION, DEVICE_GET_INFO and DEVICE_GET_REGION_INFO from a description, hands every
+//! other request to the test's handler (which may answer anything, or nothing), and records every
+//! request it received.
 
 use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
@@ -10,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
 
+use vfio_migration::Errno;
 use zerocopy::IntoBytes;
 
 use crate::client::Client;
@@ -36,7 +38,7 @@ pub(super) enum Answer {
     /// A successful reply with descriptors.
     Reply(Reply, Vec<OwnedFd>),
     /// An error reply.
-    Error(u32),
+    Error(Errno),
     /// Nothing (the client will time out).
     Silent,
     /// These bytes instead of a reply.
@@ -96,7 +98,7 @@ pub(super) struct Logged {
 }
 
 /// What the fake server presents.
-pub(super) struct FakeDevice {
+pub(super) struct ServedDevice {
     /// The capabilities the server answers VERSION with.
     pub(super) capabilities: Capabilities,
     /// The protocol minor version the server answers with.
@@ -105,7 +107,7 @@ pub(super) struct FakeDevice {
     pub(super) regions: Vec<(RegionInfo, Option<OwnedFd>)>,
 }
 
-impl Default for FakeDevice {
+impl Default for ServedDevice {
     fn default() -> Self {
         Self {
             capabilities: Capabilities {
@@ -135,7 +137,7 @@ impl FakeServer {
     }
 
     /// Starts a server for `device` on a new socket pair and returns the client end.
-    pub(super) fn spawn(device: FakeDevice, mut handler: Handler) -> (UnixStream, Self) {
+    pub(super) fn spawn(device: ServedDevice, mut handler: Handler) -> (UnixStream, Self) {
         let (client, server) = UnixStream::pair().expect("socketpair");
         let thread = std::thread::spawn(move || {
             let mut conn = Conn {
@@ -183,7 +185,7 @@ impl FakeServer {
                                 conn.reply(&header, &Reply::DeviceGetRegionInfo(reply), &fds);
                                 Answer::Silent
                             }
-                            None => Answer::Error(crate::error::errno::EINVAL),
+                            None => Answer::Error(Errno::EINVAL),
                         }
                     }
                     _ => handler(&mut conn, &header, &request, frame.fds),
@@ -214,7 +216,7 @@ pub(super) fn options() -> ClientOptions {
 
 /// Starts a fake server and connects a client to it.
 pub(super) fn start(
-    device: FakeDevice,
+    device: ServedDevice,
     handler: impl FnMut(&mut Conn, &Header, &Request, Vec<OwnedFd>) -> Answer + Send + 'static,
 ) -> (Result<Client, ClientError>, FakeServer) {
     let (stream, server) = FakeServer::spawn(device, Box::new(handler));

@@ -14,11 +14,14 @@ use std::time::Duration;
 use rustix::event::EventfdFlags;
 use shmem::Mapping;
 use shmem::Protection;
+use vfio_migration::DeviceState;
+use vfio_migration::Errno;
+use vfio_migration::MigrationFlags;
 use zerocopy::IntoBytes;
 
 use self::fake::Answer;
-use self::fake::FakeDevice;
 use self::fake::Logged;
+use self::fake::ServedDevice;
 use self::fake::start;
 use super::Client;
 use super::ClientError;
@@ -30,7 +33,6 @@ use crate::device::DeviceReset;
 use crate::dma::DmaAccess;
 use crate::dma::DmaMapReply;
 use crate::dma::DmaUnmapReply;
-use crate::error::errno;
 use crate::feature::DeviceFeature;
 use crate::feature::DmaLoggingReport;
 use crate::feature::Feature;
@@ -38,7 +40,6 @@ use crate::feature::FeatureMigration;
 use crate::feature::FeatureRequest;
 use crate::feature::MigDataSize;
 use crate::feature::MigDeviceState;
-use crate::feature::MigrationFlags;
 use crate::framing::ReplyBody;
 use crate::framing::encode_request;
 use crate::irq::IrqAction;
@@ -113,9 +114,9 @@ fn connect_negotiates_and_learns_every_region() {
         }],
         0x4000,
     );
-    let device = FakeDevice {
+    let device = ServedDevice {
         regions: vec![(info.clone(), fd), plain_region(1, 0x100)],
-        ..FakeDevice::default()
+        ..ServedDevice::default()
     };
     let (client, server) = start(device, no_requests);
     let client = client.unwrap();
@@ -172,29 +173,29 @@ fn negotiation_rejects_replies_that_break_the_rules() {
     let bad = [
         (
             "minor",
-            FakeDevice {
+            ServedDevice {
                 minor: 3,
-                ..FakeDevice::default()
+                ..ServedDevice::default()
             },
         ),
         (
             "pgsizes",
-            FakeDevice {
+            ServedDevice {
                 capabilities: Capabilities {
                     pgsizes: 8192,
                     ..Capabilities::default()
                 },
-                ..FakeDevice::default()
+                ..ServedDevice::default()
             },
         ),
         (
             "max_data_xfer_size",
-            FakeDevice {
+            ServedDevice {
                 capabilities: Capabilities {
                     max_data_xfer_size: 0,
                     ..Capabilities::default()
                 },
-                ..FakeDevice::default()
+                ..ServedDevice::default()
             },
         ),
     ];
@@ -224,7 +225,7 @@ fn map_sparse_maps_the_area_through_the_region_fd() {
         offset: 0,
         caps: vec![],
     };
-    let device = FakeDevice {
+    let device = ServedDevice {
         regions: vec![
             (info, fd),
             plain_region(1, 0x100),
@@ -233,7 +234,7 @@ fn map_sparse_maps_the_area_through_the_region_fd() {
                 Some(whole.fd().unwrap().try_clone_to_owned().unwrap()),
             ),
         ],
-        ..FakeDevice::default()
+        ..ServedDevice::default()
     };
     let (client, server) = start(device, no_requests);
     let client = client.unwrap();
@@ -288,9 +289,9 @@ fn map_sparse_refuses_areas_outside_the_region() {
         }],
         0x4000,
     );
-    let device = FakeDevice {
+    let device = ServedDevice {
         regions: vec![(info, fd)],
-        ..FakeDevice::default()
+        ..ServedDevice::default()
     };
     let (client, server) = start(device, no_requests);
     let err = client.unwrap().map_sparse(0).unwrap_err();
@@ -310,9 +311,9 @@ fn truncated_region_info_is_asked_again_with_the_larger_argsz() {
         })
         .collect();
     let (info, fd, _memory) = bar0(areas.clone(), 0x20000);
-    let device = FakeDevice {
+    let device = ServedDevice {
         regions: vec![(info, fd)],
-        ..FakeDevice::default()
+        ..ServedDevice::default()
     };
     let (client, server) = start(device, no_requests);
     let client = client.unwrap();
@@ -337,24 +338,31 @@ fn truncated_region_info_is_asked_again_with_the_larger_argsz() {
 #[test]
 fn dma_map_passes_the_memory_fd() {
     let (tx, rx) = mpsc::channel();
-    let (client, server) = start(
-        FakeDevice::default(),
-        move |_, _, request, mut fds| match request {
-            Request::DmaMap(map) => {
-                if let Some(fd) = fds.pop() {
-                    let mapping =
-                        Mapping::from_fd(fd, map.offset, map.size as usize, Protection::ReadOnly)
-                            .unwrap();
-                    let mut head = [0; 6];
-                    mapping.read(0, &mut head).unwrap();
-                    tx.send(head).unwrap();
+    let (client, server) =
+        start(
+            ServedDevice::default(),
+            move |_, _, request, mut fds| match request {
+                Request::DmaMap(map) => {
+                    if let Some(fd) = fds.pop() {
+                        let mapping = Mapping::from_fd(
+                            fd,
+                            map.offset,
+                            map.size as usize,
+                            Protection::ReadOnly,
+                        )
+                        .unwrap();
+                        let mut head = [0; 6];
+                        mapping.read(0, &mut head).unwrap();
+                        tx.send(head).unwrap();
+                    }
+                    Answer::ok(Reply::DmaMap(DmaMapReply))
                 }
-                Answer::ok(Reply::DmaMap(DmaMapReply))
-            }
-            Request::DmaUnmap(unmap) => Answer::ok(Reply::DmaUnmap(DmaUnmapReply(Some(*unmap)))),
-            other => panic!("unexpected {other:?}"),
-        },
-    );
+                Request::DmaUnmap(unmap) => {
+                    Answer::ok(Reply::DmaUnmap(DmaUnmapReply(Some(*unmap))))
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+        );
     let mut client = client.unwrap();
     let memory = Mapping::memfd("guest-ram", 0x3000).unwrap();
     memory.write(0x1000, b"guest!").unwrap();
@@ -401,12 +409,12 @@ fn read_eventfd(fd: &OwnedFd) -> u64 {
 
 #[test]
 fn set_irqs_passes_eventfds_the_server_signals() {
-    let device = FakeDevice {
+    let device = ServedDevice {
         capabilities: Capabilities {
             max_msg_fds: 2,
-            ..FakeDevice::default().capabilities
+            ..ServedDevice::default().capabilities
         },
-        ..FakeDevice::default()
+        ..ServedDevice::default()
     };
     let (client, server) = start(device, |_, _, request, fds| match request {
         Request::DeviceSetIrqs(set) => {
@@ -465,8 +473,8 @@ fn set_irqs_passes_eventfds_the_server_signals() {
 
 #[test]
 fn error_replies_name_the_command_and_keep_the_connection() {
-    let (client, server) = start(FakeDevice::default(), |_, _, request, _| match request {
-        Request::RegionRead(_) => Answer::Error(errno::EINVAL),
+    let (client, server) = start(ServedDevice::default(), |_, _, request, _| match request {
+        Request::RegionRead(_) => Answer::Error(Errno::EINVAL),
         Request::DeviceReset(_) => Answer::ok(Reply::DeviceReset(DeviceReset)),
         other => panic!("unexpected {other:?}"),
     });
@@ -477,7 +485,7 @@ fn error_replies_name_the_command_and_keep_the_connection() {
             err,
             ClientError::Errno {
                 command: Command::REGION_READ,
-                errno: errno::EINVAL
+                errno: Errno::EINVAL
             }
         ),
         "{err}"
@@ -498,7 +506,7 @@ fn a_timed_out_request_fails_and_its_late_reply_is_dropped() {
     let mut late = None;
     let (client, server) =
         start(
-            FakeDevice::default(),
+            ServedDevice::default(),
             move |conn, header, request, _| match request {
                 Request::DeviceReset(_) => {
                     late = Some(*header);
@@ -542,18 +550,21 @@ fn a_timed_out_request_fails_and_its_late_reply_is_dropped() {
 
 #[test]
 fn a_server_flooding_other_messages_cannot_hold_a_request_past_its_timeout() {
-    let (client, server) = start(FakeDevice::default(), |conn, _, request, _| match request {
-        Request::DeviceReset(_) => {
-            let dma_read = DmaAccess {
-                address: 0,
-                count: 8,
-            };
-            let flood = encode_request(1, &dma_read, true);
-            while conn.try_send(&flood).is_ok() {}
-            Answer::Silent
-        }
-        other => panic!("unexpected {other:?}"),
-    });
+    let (client, server) = start(
+        ServedDevice::default(),
+        |conn, _, request, _| match request {
+            Request::DeviceReset(_) => {
+                let dma_read = DmaAccess {
+                    address: 0,
+                    count: 8,
+                };
+                let flood = encode_request(1, &dma_read, true);
+                while conn.try_send(&flood).is_ok() {}
+                Answer::Silent
+            }
+            other => panic!("unexpected {other:?}"),
+        },
+    );
     let mut client = client.unwrap();
     client.set_timeout(Duration::from_millis(100)).unwrap();
     let started = std::time::Instant::now();
@@ -566,24 +577,27 @@ fn a_server_flooding_other_messages_cannot_hold_a_request_past_its_timeout() {
 
 #[test]
 fn server_dma_commands_are_answered_with_enotsup() {
-    let (client, server) = start(FakeDevice::default(), |conn, _, request, _| match request {
-        Request::DeviceReset(_) => {
-            let dma_read = DmaAccess {
-                address: 0x1000,
-                count: 8,
-            };
-            conn.send(&encode_request(77, &dma_read, false), &[]);
-            let answer = conn.next_message();
-            assert_eq!(answer.header.msg_id, 77);
-            assert_eq!(answer.header.command, Command::DMA_READ);
-            assert_eq!(
-                answer.decode_reply(&Limits::default()).unwrap(),
-                ReplyBody::Error(errno::ENOTSUP)
-            );
-            Answer::ok(Reply::DeviceReset(DeviceReset))
-        }
-        other => panic!("unexpected {other:?}"),
-    });
+    let (client, server) = start(
+        ServedDevice::default(),
+        |conn, _, request, _| match request {
+            Request::DeviceReset(_) => {
+                let dma_read = DmaAccess {
+                    address: 0x1000,
+                    count: 8,
+                };
+                conn.send(&encode_request(77, &dma_read, false), &[]);
+                let answer = conn.next_message();
+                assert_eq!(answer.header.msg_id, 77);
+                assert_eq!(answer.header.command, Command::DMA_READ);
+                assert_eq!(
+                    answer.decode_reply(&Limits::default()).unwrap(),
+                    ReplyBody::Error(Errno::ENOTSUP)
+                );
+                Answer::ok(Reply::DeviceReset(DeviceReset))
+            }
+            other => panic!("unexpected {other:?}"),
+        },
+    );
     let mut client = client.unwrap();
     client.reset().unwrap();
     drop(client);
@@ -593,7 +607,7 @@ fn server_dma_commands_are_answered_with_enotsup() {
 #[test]
 fn a_framing_error_closes_the_client() {
     let (client, server) = start(
-        FakeDevice::default(),
+        ServedDevice::default(),
         |_, header, request, _| match request {
             Request::DeviceReset(_) => {
                 let mut bad = header.reply(0);
@@ -628,7 +642,7 @@ fn a_framing_error_closes_the_client() {
 
 #[test]
 fn a_disconnect_closes_the_client() {
-    let (client, server) = start(FakeDevice::default(), |_, _, _, _| Answer::Hangup);
+    let (client, server) = start(ServedDevice::default(), |_, _, _, _| Answer::Hangup);
     let mut client = client.unwrap();
     let err = client.reset().unwrap_err();
     assert!(
@@ -649,13 +663,13 @@ fn a_disconnect_closes_the_client() {
 
 #[test]
 fn requests_beyond_the_negotiated_limits_are_not_sent() {
-    let device = FakeDevice {
+    let device = ServedDevice {
         capabilities: Capabilities {
             max_data_xfer_size: 4096,
             write_multiple: false,
-            ..FakeDevice::default().capabilities
+            ..ServedDevice::default().capabilities
         },
-        ..FakeDevice::default()
+        ..ServedDevice::default()
     };
     let (client, server) = start(device, |_, _, request, _| match request {
         Request::RegionWrite(write) => Answer::ok(Reply::RegionWrite(write.reply())),
@@ -708,7 +722,7 @@ fn requests_beyond_the_negotiated_limits_are_not_sent() {
 
 #[test]
 fn a_full_size_transfer_crosses_the_socket_in_pieces() {
-    let (client, server) = start(FakeDevice::default(), |_, _, request, _| match request {
+    let (client, server) = start(ServedDevice::default(), |_, _, request, _| match request {
         Request::RegionWrite(write) => Answer::ok(Reply::RegionWrite(write.reply())),
         Request::RegionRead(access) => Answer::ok(Reply::RegionRead(RegionReadReply {
             offset: access.offset,
@@ -731,7 +745,7 @@ fn a_full_size_transfer_crosses_the_socket_in_pieces() {
 
 #[test]
 fn region_write_multi_is_batched() {
-    let (client, server) = start(FakeDevice::default(), |_, _, request, _| match request {
+    let (client, server) = start(ServedDevice::default(), |_, _, request, _| match request {
         Request::RegionWriteMulti(multi) => {
             Answer::ok(Reply::RegionWriteMulti(RegionWriteMultiReply {
                 wr_cnt: multi.writes.len() as u64,
@@ -760,17 +774,17 @@ fn region_write_multi_is_batched() {
 /// A migration source/destination: state, a 9000-byte outgoing stream, the incoming bytes.
 #[test]
 fn migration_helpers_chunk_the_stream_and_stop_at_a_short_read() {
-    let device = FakeDevice {
+    let device = ServedDevice {
         capabilities: Capabilities {
             max_data_xfer_size: 4096,
-            ..FakeDevice::default().capabilities
+            ..ServedDevice::default().capabilities
         },
-        ..FakeDevice::default()
+        ..ServedDevice::default()
     };
     let stream: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
     let outgoing = stream.clone();
     let mut position = 0;
-    let mut state = 2;
+    let mut state = DeviceState::Running;
     let (client, server) = start(device, move |_, _, request, _| match request {
         Request::DeviceFeature(feature) => {
             match feature.parse_request(&Limits::default()).unwrap() {
@@ -784,16 +798,13 @@ fn migration_helpers_chunk_the_stream_and_stop_at_a_short_read() {
                     )))
                 }
                 FeatureRequest::GetMigDeviceState => {
-                    let data = MigDeviceState {
-                        device_state: state,
-                        data_fd: -1,
-                    };
+                    let data = MigDeviceState::new(state);
                     Answer::ok(Reply::DeviceFeature(DeviceFeature::get_reply(
                         feature, &data,
                     )))
                 }
                 FeatureRequest::SetMigDeviceState(new) => {
-                    state = new.device_state;
+                    state = new;
                     Answer::ok(Reply::DeviceFeature(feature.clone()))
                 }
                 FeatureRequest::GetMigDataSize => {
@@ -808,7 +819,7 @@ fn migration_helpers_chunk_the_stream_and_stop_at_a_short_read() {
                     feature: Feature::MIG_DATA_SIZE,
                     ..
                 } => Answer::ok(Reply::DeviceFeature(feature.clone())),
-                FeatureRequest::Probe { .. } => Answer::Error(errno::ENOTTY),
+                FeatureRequest::Probe { .. } => Answer::Error(Errno::ENOTTY),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -826,9 +837,9 @@ fn migration_helpers_chunk_the_stream_and_stop_at_a_short_read() {
         client.migration_flags().unwrap(),
         MigrationFlags::STOP_COPY | MigrationFlags::PRE_COPY
     );
-    assert_eq!(client.migration_state().unwrap(), 2);
-    client.set_migration_state(3).unwrap();
-    assert_eq!(client.migration_state().unwrap(), 3);
+    assert_eq!(client.migration_state().unwrap(), DeviceState::Running);
+    client.set_migration_state(DeviceState::StopCopy).unwrap();
+    assert_eq!(client.migration_state().unwrap(), DeviceState::StopCopy);
     assert_eq!(client.mig_data_size().unwrap(), 9000);
     assert!(
         client
@@ -879,14 +890,14 @@ fn migration_helpers_chunk_the_stream_and_stop_at_a_short_read() {
     assert_eq!(writes.concat(), incoming);
     assert!(log.iter().any(|l| matches!(
         &l.request,
-        Request::DeviceFeature(f) if f.parse_request(&Limits::default()).unwrap()
-            == FeatureRequest::SetMigDeviceState(MigDeviceState { device_state: 3, data_fd: -1 })
+        Request::DeviceFeature(f) if f.data_as::<MigDeviceState>(&Limits::default())
+            == Ok(MigDeviceState { device_state: 3, data_fd: -1 })
     )));
 }
 
 #[test]
 fn dma_logging_start_report_and_stop() {
-    let (client, server) = start(FakeDevice::default(), |_, _, request, _| match request {
+    let (client, server) = start(ServedDevice::default(), |_, _, request, _| match request {
         Request::DeviceFeature(feature) => match feature.parse_request(&Limits::default()).unwrap()
         {
             FeatureRequest::DmaLoggingStart(_) | FeatureRequest::DmaLoggingStop => {
