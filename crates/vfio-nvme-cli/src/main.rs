@@ -1,10 +1,11 @@
 //! `vfio-nvme`: the command-line tool of the vfio-nvme project.
 //!
 //! It only parses arguments, wires the workspace's crates together and prints; every piece of
-//! protocol or state-machine logic lives in a library crate. `serve` hosts NVMe virtual
-//! functions over vfio-user; `fsm` shows the VFIO migration v2 state machine of the
-//! `vfio-migration` crate; the others (`migrate`, `demo`, …) are added as they start to work,
-//! never as stubs.
+//! protocol or state-machine logic lives in a library crate. `demo` is the main job (a live
+//! migration A → B → A under a verifying workload); `serve` hosts NVMe virtual functions over
+//! vfio-user; `workload` drives and migrates them; `bench` measures; `state` decodes saved
+//! migration streams; `fsm` shows the VFIO migration v2 state machine of the `vfio-migration`
+//! crate; `completions` and `man` generate shell completions and man pages.
 //!
 //! Conventions: results go to stdout (one line of JSON with the global `--json`; see the
 //! `output` module), logs to stderr under `RUST_LOG` (default `warn`), errors to stderr as
