@@ -119,8 +119,8 @@ impl TestHost {
                 .collect(),
         };
         // The controllers in function order: the PF, then the VFs by VFN.
-        let controllers = std::iter::once(host.subsystem.primary())
-            .chain(host.subsystem.secondaries().iter().map(|c| c.as_ref()));
+        let controllers =
+            std::iter::once(host.subsystem.primary()).chain(host.subsystem.secondaries());
         for (controller, irq) in controllers.zip(&host.interrupts) {
             controller.set_interrupt(irq.clone());
         }
