@@ -20,9 +20,11 @@
 //!   to its hardware (Primary Controller Flexible Allocation). The allocation takes effect at
 //!   the next controller-level reset of the primary's PCI function, as a controller cannot
 //!   change its number of queues while the host uses them.
-//! * The flexible pool is exactly what every secondary and the primary can use: VQFRT =
-//!   secondaries × VQFRSM + (the primary's hardware − its private resources), and the same for
-//!   VI. It is never over-committed: a pending allocation of the primary is reserved.
+//! * The flexible pool is what the secondaries can hold at most: VQFRT = secondaries × VQFRSM,
+//!   and the same for VI. The primary's flexible resources come from what secondaries do not
+//!   use (by default every secondary holds its maximum, so a secondary must give some up
+//!   first). The pool is never over-committed: a pending allocation of the primary is
+//!   reserved, and VQRFA + VQRFAP ≤ VQFRT always holds.
 //!
 //! # Online and offline
 //!
@@ -254,7 +256,7 @@ impl Sriov {
             let private = PRIMARY_PRIVATE_QUEUE_PAIRS.min(hardware);
             let primary_max = hardware - private;
             Pool {
-                flexible: count * u32::from(hardware) + u32::from(primary_max),
+                flexible: count * u32::from(hardware),
                 private,
                 secondary_max: hardware,
                 primary_max,
@@ -455,7 +457,7 @@ mod tests {
             assert_eq!(pool.secondary_max, 65);
             assert_eq!(pool.private, PRIMARY_PRIVATE_QUEUE_PAIRS);
             assert_eq!(pool.primary_max, 48);
-            assert_eq!(pool.flexible, 2 * 65 + 48);
+            assert_eq!(pool.flexible, 2 * 65);
         }
         assert_eq!(sriov.secondary_offered(2), Some((64, 65)));
         assert_eq!(sriov.primary_offer(&sriov.lock()), (16, 17));
@@ -472,6 +474,7 @@ mod tests {
         assert_eq!(sriov.pools[0].private, 5);
         assert_eq!(sriov.pools[0].primary_max, 0);
         assert_eq!(sriov.pools[0].flexible, 5);
+        assert_eq!(sriov.pools[1].flexible, 5);
         assert_eq!(sriov.primary_offer(&sriov.lock()), (4, 5));
     }
 
