@@ -32,7 +32,8 @@
 //! does) and **releases its flexible resources** (QEMU and vendor firmware agree). Until it is
 //! back online it behaves as QEMU's model does: CSTS reads CFS and every other register 0
 //! (CAP included), register writes are ignored, so CC.EN never brings CSTS.RDY, and TP4159
-//! commands naming it are refused with Invalid Controller Identifier. Secondary Controller
+//! commands naming it are refused with Invalid Controller Identifier (a Resume with Controller
+//! Not Suspended, which it is not: going offline lifts a suspension). Secondary Controller
 //! Online resets it again, now offering the resources assigned. Resources may be assigned only
 //! while it is offline. Online does not require the primary controller to be enabled: the
 //! command itself arrives through an enabled admin queue of the primary, and a reset of the

@@ -22,13 +22,13 @@ use crate::controller::Role;
 use crate::controller::SubsystemIdentity;
 use crate::memory::DmaMemory;
 use crate::namespace::BlockSize;
+use crate::namespace::Namespace;
+use crate::namespace::NamespaceError;
+use crate::namespace::NamespaceIdentity;
 use crate::sriov::Link;
 use crate::sriov::Port;
 use crate::sriov::SecondaryStart;
 use crate::sriov::Sriov;
-use crate::namespace::Namespace;
-use crate::namespace::NamespaceError;
-use crate::namespace::NamespaceIdentity;
 
 /// CNTLID of the primary controller.
 pub const PRIMARY_CNTLID: u16 = 1;

@@ -108,22 +108,27 @@ fn entry(pf: &Driver, cntlid: u16) -> (u8, u16, u16) {
 
 /// Assigns `nvq` and `nvi` to offline secondary `cntlid` and brings it online.
 fn provision(pf: &Driver, cntlid: u16, nvq: u16, nvi: u16) {
-    assert_eq!(vm(pf, Act::SECONDARY_ASSIGN, Rt::QUEUE, cntlid, nvq), Ok(nvq.into()));
-    assert_eq!(vm(pf, Act::SECONDARY_ASSIGN, Rt::INTERRUPT, cntlid, nvi), Ok(nvi.into()));
+    assert_eq!(
+        vm(pf, Act::SECONDARY_ASSIGN, Rt::QUEUE, cntlid, nvq),
+        Ok(nvq.into())
+    );
+    assert_eq!(
+        vm(pf, Act::SECONDARY_ASSIGN, Rt::INTERRUPT, cntlid, nvi),
+        Ok(nvi.into())
+    );
     assert_eq!(vm(pf, Act::SECONDARY_ONLINE, Rt::QUEUE, cntlid, 0), Ok(0));
 }
 
 /// The Number of Queues a driver is given when it asks for `wanted` pairs: (SQs, CQs).
 fn queues_offered(driver: &Driver) -> (u16, u16) {
-    let current = NumberOfQueuesAllocated::from(
-        driver
-            .get_feature(FeatureId::NUMBER_OF_QUEUES, 0)
-            .unwrap(),
-    );
+    let current =
+        NumberOfQueuesAllocated::from(driver.get_feature(FeatureId::NUMBER_OF_QUEUES, 0).unwrap());
     (current.nsqa() + 1, current.ncqa() + 1)
 }
 
-fn status_of(result: Result<nvme_spec::command::Completion, nvme_driver::driver::DriverError>) -> Status {
+fn status_of(
+    result: Result<nvme_spec::command::Completion, nvme_driver::driver::DriverError>,
+) -> Status {
     testing::status(result)
 }
 
@@ -140,12 +145,22 @@ fn identify_reports_the_pools_and_every_secondary() {
     let secondary_total = 2 * u32::from(SECONDARY_MAX);
     assert_eq!(
         (caps.vqfrt, caps.vqrfa, caps.vqrfap, caps.vqprt),
-        (secondary_total, secondary_total, 0, PRIMARY_PRIVATE_QUEUE_PAIRS)
+        (
+            secondary_total,
+            secondary_total,
+            0,
+            PRIMARY_PRIVATE_QUEUE_PAIRS
+        )
     );
     assert_eq!((caps.vqfrsm, caps.vqgran), (SECONDARY_MAX, 1));
     assert_eq!(
         (caps.vifrt, caps.virfa, caps.virfap, caps.viprt),
-        (secondary_total, secondary_total, 0, PRIMARY_PRIVATE_QUEUE_PAIRS)
+        (
+            secondary_total,
+            secondary_total,
+            0,
+            PRIMARY_PRIVATE_QUEUE_PAIRS
+        )
     );
     assert_eq!((caps.vifrsm, caps.vigran), (SECONDARY_MAX, 1));
 
@@ -162,7 +177,10 @@ fn identify_reports_the_pools_and_every_secondary() {
     assert_eq!(from_vf2.entries[0].scid, VF2);
 
     // The primary's PCI function offers its private queue pairs (less the admin pair).
-    assert_eq!(pf.set_queue_count(64).unwrap(), PRIMARY_PRIVATE_QUEUE_PAIRS - 1);
+    assert_eq!(
+        pf.set_queue_count(64).unwrap(),
+        PRIMARY_PRIVATE_QUEUE_PAIRS - 1
+    );
 
     // A secondary neither manages nor reports SR-IOV.
     let vf = host.driver(Function::Vf(1), MEMORY, IOVA);
@@ -197,7 +215,11 @@ fn virtualization_management_statuses() {
         Err(Status::INVALID_FIELD_IN_COMMAND)
     );
     // Secondary actions name a secondary controller; Primary Flexible Allocation the primary.
-    for act in [Act::SECONDARY_OFFLINE, Act::SECONDARY_ASSIGN, Act::SECONDARY_ONLINE] {
+    for act in [
+        Act::SECONDARY_OFFLINE,
+        Act::SECONDARY_ASSIGN,
+        Act::SECONDARY_ONLINE,
+    ] {
         for cntlid in [0, 1, 4, 0xFFFF] {
             assert_eq!(
                 vm(&pf, act, Rt::QUEUE, cntlid, 1),
@@ -277,15 +299,15 @@ fn virtualization_management_statuses() {
     );
     assert_eq!(vm(&pf, Act::SECONDARY_ASSIGN, Rt::QUEUE, VF1, 17), Ok(17));
     // And the other way round: the primary cannot take what secondaries hold.
-    assert_eq!(
-        vm(&pf, Act::SECONDARY_OFFLINE, Rt::QUEUE, VF1, 0),
-        Ok(0)
-    );
+    assert_eq!(vm(&pf, Act::SECONDARY_OFFLINE, Rt::QUEUE, VF1, 0), Ok(0));
     assert_eq!(
         vm(&pf, Act::PRIMARY_FLEXIBLE_ALLOCATION, Rt::INTERRUPT, 1, 48),
         Ok(48)
     );
-    assert_eq!(vm(&pf, Act::SECONDARY_ASSIGN, Rt::INTERRUPT, VF1, 17), Ok(17));
+    assert_eq!(
+        vm(&pf, Act::SECONDARY_ASSIGN, Rt::INTERRUPT, VF1, 17),
+        Ok(17)
+    );
     assert_eq!(
         vm(&pf, Act::SECONDARY_ASSIGN, Rt::INTERRUPT, VF1, 18),
         Err(Status::INVALID_RESOURCE_IDENTIFIER)
@@ -326,9 +348,7 @@ fn an_offline_secondary_reads_failed_and_comes_back_online() {
     assert_eq!(ctrl.read_register(Register::CC.0, 4), 0);
     assert_eq!(ctrl.read_register(Register::CSTS.0, 4), 0x2);
     // Its queues went with the reset: a command gets no completion.
-    let cid = qp
-        .submit(Command::read(0, 1, 7, 0, buf.iova(), 0))
-        .unwrap();
+    let cid = qp.submit(Command::read(0, 1, 7, 0, buf.iova(), 0)).unwrap();
     assert!(testing::wait_for(&mut qp, cid, Duration::from_millis(200)).is_none());
     // The host driver sees a failed controller.
     assert!(Driver::new(host.bar(Function::Vf(1)), vf_mem.clone()).is_err());
@@ -351,7 +371,11 @@ fn an_offline_secondary_reads_failed_and_comes_back_online() {
     assert_eq!((ctrl.offered_queue_pairs(), ctrl.offered_vectors()), (2, 2));
     assert_eq!(ctrl.read_register(Register::CSTS.0, 4), 0);
     let vf = Driver::new(host.bar(Function::Vf(1)), vf_mem.clone()).unwrap();
-    assert_eq!(queues_offered(&vf), (2, 2), "Number of Queues before it is set");
+    assert_eq!(
+        queues_offered(&vf),
+        (2, 2),
+        "Number of Queues before it is set"
+    );
     assert_eq!(vf.set_queue_count(64).unwrap(), 2);
     // Vectors beyond the two assigned are refused.
     let cq = vf_mem.alloc(4096).unwrap();
@@ -389,7 +413,11 @@ fn secondaries_may_start_offline_and_a_vf_reset_keeps_them_so() {
     let ctrl = host.controller(Function::Vf(2));
     assert_eq!(ctrl.read_register(Register::CSTS.0, 4), 0x2);
     ctrl.reset();
-    assert_eq!(ctrl.read_register(Register::CSTS.0, 4), 0x2, "an FLR keeps it offline");
+    assert_eq!(
+        ctrl.read_register(Register::CSTS.0, 4),
+        0x2,
+        "an FLR keeps it offline"
+    );
     // QEMU's documented bring-up: take nothing for the primary, give VF 2 resources, online.
     for rt in [Rt::INTERRUPT, Rt::QUEUE] {
         assert_eq!(vm(&pf, Act::PRIMARY_FLEXIBLE_ALLOCATION, rt, 1, 0), Ok(0));
@@ -509,13 +537,23 @@ fn a_private_port_is_the_same_primary_with_queues_and_cdqs_of_its_own() {
         stype: SuspendType::SUSPEND,
         dudmq: true,
     };
-    assert_eq!(status_of(pf.admin(suspend.encode().unwrap())), Status::SUCCESS);
+    assert_eq!(
+        status_of(pf.admin(suspend.encode().unwrap())),
+        Status::SUCCESS
+    );
     assert!(reported_suspended(own, VF2) && reported_suspended(&pf, VF2));
     assert!(!reported_suspended(own, VF1));
     let resume = Resume { cntlid: VF2 };
-    assert_eq!(status_of(own.admin(resume.encode().unwrap())), Status::SUCCESS);
+    assert_eq!(
+        status_of(own.admin(resume.encode().unwrap())),
+        Status::SUCCESS
+    );
     assert!(!reported_suspended(&pf, VF2));
-    assert_eq!(track(own, 1), Status::SUCCESS, "the private port's UDMQ of VF 2 lives");
+    assert_eq!(
+        track(own, 1),
+        Status::SUCCESS,
+        "the private port's UDMQ of VF 2 lives"
+    );
 
     // A reset of the PF's controller deletes its CDQs, not the private port's.
     pf.enable().unwrap();
@@ -553,7 +591,10 @@ fn a_reset_of_the_target_voids_a_set_controller_state_transfer() {
         status_of(pf.admin_write(op.encode().unwrap(), data))
     };
     suspend();
-    assert_eq!(chunk(SequenceIndicator::FIRST, 0, &[0; 64]), Status::SUCCESS);
+    assert_eq!(
+        chunk(SequenceIndicator::FIRST, 0, &[0; 64]),
+        Status::SUCCESS
+    );
     // The VF's host toggles CC.EN; the VF's state changed under the transfer.
     host.controller(Function::Vf(1)).reset();
     suspend();
@@ -566,7 +607,10 @@ fn a_reset_of_the_target_voids_a_set_controller_state_transfer() {
         chunk(SequenceIndicator::LAST, 64, &[0; 64]),
         Status::INVALID_FIELD_IN_COMMAND
     );
-    assert_eq!(chunk(SequenceIndicator::FIRST, 0, &[0; 64]), Status::SUCCESS);
+    assert_eq!(
+        chunk(SequenceIndicator::FIRST, 0, &[0; 64]),
+        Status::SUCCESS
+    );
 }
 
 #[test]
@@ -597,9 +641,7 @@ fn assigned_resources_bound_a_restored_state() {
         uidx: 0,
         numd: GetControllerState::numd_for_len(4096).unwrap(),
     };
-    let state = src_pf
-        .admin_read(header.encode().unwrap(), 4096)
-        .unwrap();
+    let state = src_pf.admin_read(header.encode().unwrap(), 4096).unwrap();
     let total = nvme_spec::lm::ControllerStateHeader::decode(&state)
         .unwrap()
         .total_len()
@@ -607,7 +649,10 @@ fn assigned_resources_bound_a_restored_state() {
     assert!(total <= state.len());
     let state = &state[..total];
 
-    assert_eq!(vm(&dst_pf, Act::SECONDARY_OFFLINE, Rt::QUEUE, VF1, 0), Ok(0));
+    assert_eq!(
+        vm(&dst_pf, Act::SECONDARY_OFFLINE, Rt::QUEUE, VF1, 0),
+        Ok(0)
+    );
     provision(&dst_pf, VF1, 3, 3);
     suspend(&dst_pf);
     let set = |pf: &Driver| {
@@ -624,7 +669,10 @@ fn assigned_resources_bound_a_restored_state() {
     };
     assert_eq!(set(&dst_pf), Status::INVALID_FIELD_IN_COMMAND);
     // With the resources the source used, it lands.
-    assert_eq!(vm(&dst_pf, Act::SECONDARY_OFFLINE, Rt::QUEUE, VF1, 0), Ok(0));
+    assert_eq!(
+        vm(&dst_pf, Act::SECONDARY_OFFLINE, Rt::QUEUE, VF1, 0),
+        Ok(0)
+    );
     provision(&dst_pf, VF1, SECONDARY_MAX, SECONDARY_MAX);
     suspend(&dst_pf);
     assert_eq!(set(&dst_pf), Status::SUCCESS);

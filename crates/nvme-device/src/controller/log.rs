@@ -188,7 +188,11 @@ mod tests {
         assert_eq!(entries(&secondary.admin), want);
         assert_eq!(entries(&secondary.io), io);
         let primary = effects(Role::Primary);
-        let want: Vec<_> = common.iter().chain(&primary_only).map(|&op| (op, 1)).collect();
+        let want: Vec<_> = common
+            .iter()
+            .chain(&primary_only)
+            .map(|&op| (op, 1))
+            .collect();
         assert_eq!(entries(&primary.admin), want);
         assert_eq!(entries(&primary.io), io);
     }

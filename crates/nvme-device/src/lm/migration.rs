@@ -83,7 +83,11 @@ fn suspend(inner: &Inner, lm: &mut PrimaryLm, op: Suspend) -> Result<u32, Status
 }
 
 fn resume(inner: &Inner, op: Resume) -> Result<u32, Status> {
-    let vf = target(inner, op.cntlid)?;
+    // An offline secondary is not suspended (going offline lifted any suspension): Resume
+    // answers so, like for any secondary that is not suspended.
+    let vf = inner
+        .secondary(op.cntlid)
+        .ok_or(Status::INVALID_CONTROLLER_IDENTIFIER)?;
     let mut vf = vf.lock();
     if !vf.is_suspended() {
         return Err(Status::CONTROLLER_NOT_SUSPENDED);

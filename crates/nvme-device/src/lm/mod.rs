@@ -98,7 +98,6 @@ impl PrimaryLm {
         }
         self.incoming.clear();
     }
-
 }
 
 /// Decodes a TP4159 command; a wrong SEL or set reserved bits are Invalid Field in Command.

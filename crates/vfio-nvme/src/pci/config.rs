@@ -275,9 +275,11 @@ mod tests {
 
     #[test]
     fn added_capabilities_keep_their_place_and_mask_across_resets() {
-        let c = ConfigSpace::new(1, 2, 4).with_capability(0x100, vec![0x10, 0, 1, 0, 7], vec![
-            0, 0, 0, 0, 0xFF,
-        ]);
+        let c = ConfigSpace::new(1, 2, 4).with_capability(
+            0x100,
+            vec![0x10, 0, 1, 0, 7],
+            vec![0, 0, 0, 0, 0xFF],
+        );
         assert!(c.write(0x100, &[0xFF; 5]));
         let mut got = [0u8; 5];
         assert!(c.read(0x100, &mut got));
