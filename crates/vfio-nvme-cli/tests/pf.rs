@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -265,6 +266,15 @@ fn the_pf_is_an_nvme_function_with_an_sriov_capability_describing_the_vfs() {
     let dir = TempDir::new("pf-face");
     let vfs = [dir.path("vf1.sock"), dir.path("vf2.sock")];
     let server = serve(&vfs, &dir.path("pf.sock"), &["--namespace", "ram:16M"]);
+    let mode = std::fs::metadata(dir.path("pf.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the PF's socket is as closed as the VFs'"
+    );
     let pf = Function::fresh(&dir.path("pf.sock"), PF_IOVA);
     assert_eq!(pf.config16(0), nvme_device::PCI_VENDOR_ID);
     assert_eq!(pf.config16(2), nvme_device::PCI_DEVICE_ID);
