@@ -9,8 +9,13 @@
 //! * `io` runs the NVM command set, moving data through `transfer`;
 //! * `lba_log` is the secondary controller's side of TP4159 LBA change logging;
 //! * [`snapshot`] is the controller's save format and the code that takes and restores it;
-//! * `secondary` is the interface through which a primary controller's TP4159 commands reach a
-//!   secondary one (suspend and resume handshake, capture and restore, the LBA change log).
+//! * `secondary` is the interface through which a primary controller's TP4159 and SR-IOV
+//!   commands reach a secondary one (suspend and resume handshake, capture and restore, the LBA
+//!   change log, Offline and Online).
+//!
+//! What a controller offers its host (queue pairs, vectors) and whether it is offline is kept
+//! with it as atomics, set by [`crate::sriov`]; an offline secondary controller's registers read
+//! as failed and ignore writes, so its poller never sees it enabled.
 //!
 //! # Threads and locks
 //!
