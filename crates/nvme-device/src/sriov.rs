@@ -46,7 +46,7 @@
 //! this state; only the PCI function port counts against the pool and takes a pending
 //! allocation at its reset.
 //!
-//! Lock order: a primary port's queue `state`, then [`Sriov`]'s lock, then a secondary
+//! Lock order: a primary port's queue `state`, then the SR-IOV state's lock, then a secondary
 //! controller's `state` (an Offline or Online resets the secondary with the lock held, so that
 //! no other port can change it meanwhile).
 
@@ -113,10 +113,6 @@ impl Offered {
         self.offline.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_offline(&self, offline: bool) {
-        self.offline.store(offline, Ordering::Release);
-    }
-
     /// I/O queue pairs offered.
     pub(crate) fn queue_pairs(&self) -> u16 {
         self.queue_pairs.load(Ordering::Acquire)
@@ -130,6 +126,14 @@ impl Offered {
     pub(crate) fn set(&self, queue_pairs: u16, vectors: u16) {
         self.queue_pairs.store(queue_pairs, Ordering::Release);
         self.vectors.store(vectors, Ordering::Release);
+    }
+
+    /// A secondary controller online offering (queue pairs, vectors), or offline (`None`,
+    /// offering nothing).
+    pub(crate) fn assign(&self, offer: Option<(u16, u16)>) {
+        let (queue_pairs, vectors) = offer.unwrap_or((0, 0));
+        self.set(queue_pairs, vectors);
+        self.offline.store(offer.is_none(), Ordering::Release);
     }
 }
 

@@ -551,16 +551,7 @@ impl Controller {
     /// Sets what the secondary controller offers its host (`None`: it is offline), as the
     /// subsystem's starting SR-IOV state says; the controller is reset, so its features follow.
     pub(crate) fn set_offered(&self, offered: Option<(u16, u16)>) {
-        match offered {
-            Some((queue_pairs, vectors)) => {
-                self.inner.offered.set(queue_pairs, vectors);
-                self.inner.offered.set_offline(false);
-            }
-            None => {
-                self.inner.offered.set(0, 0);
-                self.inner.offered.set_offline(true);
-            }
-        }
+        self.inner.offered.assign(offered);
         registers::controller_reset(&self.inner);
     }
 

@@ -48,17 +48,15 @@ impl Secondary {
     /// Secondary Controller Offline: a function-level reset, after which it offers nothing and
     /// reads as failed until it is brought online.
     pub(crate) fn take_offline(&self) {
-        self.0.offered.set(0, 0);
-        self.0.offered.set_offline(true);
+        self.0.offered.assign(None);
         registers::function_reset(&self.0);
     }
 
     /// Secondary Controller Online: a function-level reset, after which it offers
     /// `queue_pairs` I/O queue pairs and `vectors` interrupt vectors.
     pub(crate) fn bring_online(&self, queue_pairs: u16, vectors: u16) {
-        self.0.offered.set(queue_pairs, vectors);
+        self.0.offered.assign(Some((queue_pairs, vectors)));
         registers::function_reset(&self.0);
-        self.0.offered.set_offline(false);
     }
 
     /// TP4159 Suspend, the handshake of `DESIGN.md`: stops fetching, then waits for the pass in
