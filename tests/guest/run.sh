@@ -65,12 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-FAILURES=()
-host_check() { # name PASS|FAIL detail
-    printf 'HOST-CHECK %s %s %s\n' "$1" "$2" "$3"
-    [ "$2" = PASS ] || FAILURES+=("$1")
-}
-
 show_logs() {
     printf '\n===== guest serial log (%s) =====\n' "$SERIAL"
     cat "$SERIAL" 2>/dev/null || echo "(none)"
@@ -87,27 +81,13 @@ range_sha() {
 }
 
 "$GUEST_DIR/setup.sh"
-KVER=$(kernel_version)
-VMLINUZ=$KERNEL_ROOT/boot/vmlinuz-$KVER
 
 APPEND="console=ttyS0 panic=-1"
 DEVICE_ARGS=()
 if [ "$NO_DEVICE" -eq 1 ]; then
     APPEND="$APPEND vnt.mode=nodevice"
 else
-    if [ -n "${VFIO_NVME_BIN:-}" ]; then
-        BIN=$VFIO_NVME_BIN
-    else
-        log "building vfio-nvme ($PROFILE)"
-        build=(cargo build -q -p vfio-nvme-cli --bin vfio-nvme)
-        [ "$PROFILE" = release ] && build+=(--release)
-        (cd "$REPO" && "${build[@]}")
-        TARGET_DIR=$(cd "$REPO" && cargo metadata -q --format-version 1 --no-deps |
-            python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-        BIN=$TARGET_DIR/$PROFILE/vfio-nvme
-    fi
-    "$BIN" serve --help >/dev/null 2>&1 ||
-        die "$BIN has no working 'serve' subcommand yet ('vfio-nvme serve --help' failed)"
+    vfio_nvme_binary "$REPO" "$PROFILE"
 
     log "creating a ${NS_MIB} MiB namespace with random host data"
     head -c $((NS_MIB * 1048576)) /dev/urandom >"$NS"
@@ -115,15 +95,7 @@ else
     UNTOUCHED_SHA=$(range_sha $((UNTOUCHED_OFF_MIB * 1048576)) $(((NS_MIB - UNTOUCHED_OFF_MIB) * 1048576)) "$NS")
 
     log "starting vfio-nvme serve on $SOCKET"
-    RUST_LOG=${RUST_LOG:-info} "$BIN" serve --socket "$SOCKET" --namespace "file:$NS,lba=$LBA" \
-        >"$SERVER_LOG" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 300); do
-        [ -S "$SOCKET" ] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ ! -S "$SOCKET" ]; then
+    if ! start_server "$SERVER_LOG" --socket "$SOCKET" --namespace "file:$NS,lba=$LBA"; then
         show_logs
         die "the server did not create $SOCKET"
     fi
@@ -131,62 +103,14 @@ else
     host_check socket-mode "$([ "$mode" = 600 ] && echo PASS || echo FAIL)" "socket mode $mode (want 600)"
 
     APPEND="$APPEND vnt.mode=full vnt.size=$((NS_MIB * 1048576)) vnt.lba=$LBA vnt.read_sha=$READ_SHA"
-    DEVICE_ARGS=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$SOCKET\"}}")
+    DEVICE_ARGS=(-device "$(vfio_user_device "$SOCKET")")
 fi
 
-log "booting the guest ($KVER, QEMU $(qemu_system -version | head -n 1 | awk '{print $4}'), timeout ${TIMEOUT}s)"
-boot_start=$SECONDS
-qemu_status=0
-qemu_command
-timeout -k 10 "$TIMEOUT" "${QEMU_CMD[@]}" \
-    -accel tcg -smp 2 -m 512M \
-    -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \
-    -nodefaults -display none -no-reboot -serial "file:$SERIAL" \
-    -kernel "$VMLINUZ" -initrd "$INITRAMFS" -append "$APPEND" \
-    "${DEVICE_ARGS[@]}" >"$WORK/qemu.log" 2>&1 || qemu_status=$?
-boot_secs=$((SECONDS - boot_start))
-log "QEMU exited with status $qemu_status after ${boot_secs}s"
-if [ -s "$WORK/qemu.log" ]; then
-    log "QEMU output:"
-    sed 's/^/    /' "$WORK/qemu.log" >&2
-fi
-
-if [ "$qemu_status" -eq 124 ] || [ "$qemu_status" -eq 137 ]; then
-    host_check qemu FAIL "the guest did not power off within ${TIMEOUT}s"
-else
-    host_check qemu "$([ "$qemu_status" -eq 0 ] && echo PASS || echo FAIL)" "exit status $qemu_status after ${boot_secs}s"
-fi
-# The guest's report lines (GUEST-*), without the serial console's carriage returns and with
-# any kernel message that shared their line cut off.
-GUEST_LINES=$(tr -d '\r' <"$SERIAL" 2>/dev/null | grep -a -o 'GUEST-[A-Z]*[ ].*' || true)
-grep '^GUEST-CHECK' <<<"$GUEST_LINES" || true
-result=$(grep '^GUEST-RESULT' <<<"$GUEST_LINES" || true)
-if [ "$result" = "GUEST-RESULT PASS" ]; then
-    host_check guest PASS "$result"
-else
-    host_check guest FAIL "${result:-no GUEST-RESULT line}"
-fi
+boot_guest "$TIMEOUT" "$SERIAL" "$INITRAMFS" "$APPEND" "$WORK/qemu.log" "${DEVICE_ARGS[@]}"
 
 if [ "$NO_DEVICE" -eq 0 ]; then
     # Stop the server as an operator would, and expect a clean exit.
-    server_status=0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID"
-        for _ in $(seq 1 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            host_check server-exit FAIL "still running 10 s after SIGTERM"
-        else
-            wait "$SERVER_PID" || server_status=$?
-            host_check server-exit "$([ "$server_status" -eq 0 ] && echo PASS || echo FAIL)" "exit status $server_status after SIGTERM"
-        fi
-    else
-        wait "$SERVER_PID" || server_status=$?
-        host_check server-exit FAIL "the server exited on its own during the run (status $server_status)"
-    fi
-    SERVER_PID=""
+    stop_server
 
     # The backing file must hold exactly what the guest wrote, and nothing else may have changed.
     written=$(grep '^GUEST-WRITTEN' <<<"$GUEST_LINES" || true)
@@ -210,4 +134,4 @@ if [ "${#FAILURES[@]}" -ne 0 ]; then
     printf 'GUEST TEST FAILED: %s\n' "${FAILURES[*]}"
     exit 1
 fi
-printf 'GUEST TEST PASSED (%s, guest run %ss)\n' "$([ "$NO_DEVICE" -eq 1 ] && echo no device || echo "vfio-user-pci, lba $LBA")" "$boot_secs"
+printf 'GUEST TEST PASSED (%s, guest run %ss)\n' "$([ "$NO_DEVICE" -eq 1 ] && echo no device || echo "vfio-user-pci, lba $LBA")" "$BOOT_SECS"

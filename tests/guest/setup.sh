@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Prepares everything the guest test needs, idempotently, in a cache outside the checkout
+# Prepares everything the guest tests need, idempotently, in a cache outside the checkout
 # (see lib.sh): QEMU 11.1.3 from trixie-backports in a private root, the bookworm guest kernel
-# and its nvme modules, busybox-static, and the initramfs with tests/guest/init as /init.
+# and its nvme modules, busybox-static, trixie's nvme-cli 2.13 with its library closure, and two
+# initramfs images: tests/guest/init as /init, and the PF test's with nvme-cli and
+# tests/guest/init-pf as /init.
 #
 # Nothing is installed on the host: apt-get runs with its own state, cache and sources list
 # (built here from the host's own apt entries, so the same mirror is used) and only downloads;
@@ -230,9 +232,86 @@ print("\n".join(paths[n] for n in order))
 EOF
 }
 
-# Builds the initramfs: busybox (with applet links), the nvme modules (decompressed if needed)
-# and the list of them in load order, and /init. Skipped when the inputs are unchanged.
+# Downloads trixie's nvme-cli and the packages of its library closure (pf-interop.md §c.3;
+# packages only, no dependency resolution: the closure is fixed and checked below), unpacks them
+# and checks the version.
+setup_nvme_cli() {
+    local want="nvme version $NVME_CLI_WANT_VERSION"
+    if [ -f "$NVME_CLI_ROOT/.complete" ] && nvme_cli version 2>/dev/null | grep -q "^$want "; then
+        log "nvme-cli cached: $(nvme_cli version | head -n 1)"
+        return 0
+    fi
+    local d=$GUEST_CACHE/nvme-cli/apt
+    apt_prepare "$d" trixie
+    local dl=$d/download
+    rm -rf "$dl"
+    mkdir -p "$dl"
+    local packages=(nvme-cli libnvme1t64 libjson-c5 libssl3t64 libkeyutils1 libzstd1 zlib1g libc6)
+    log "downloading ${packages[*]} (trixie)"
+    if ! (cd "$dl" && apt_private apt-get "$d" download "${packages[@]}") >"$d/download.log" 2>&1; then
+        cat "$d/download.log" >&2
+        die "downloading nvme-cli or its libraries failed"
+    fi
+    unpack_debs "$dl" "$NVME_CLI_ROOT"
+    local version
+    version=$(nvme_cli version | head -n 1) || die "the unpacked nvme-cli does not start"
+    case "$version" in
+    "$want "*) ;;
+    *) die "expected nvme-cli $NVME_CLI_WANT_VERSION, got: $version" ;;
+    esac
+    touch "$NVME_CLI_ROOT/.complete"
+    rm -rf "$d"
+    log "nvme-cli ready: $version"
+}
+
+# The unpacked root's dynamic loader and library path (trixie is usr-merged).
+NVME_CLI_LIBS=$NVME_CLI_ROOT/usr/lib/x86_64-linux-gnu:$NVME_CLI_ROOT/lib/x86_64-linux-gnu
+nvme_cli_loader() {
+    local p
+    for p in "$NVME_CLI_ROOT/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
+        "$NVME_CLI_ROOT/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"; do
+        [ -e "$p" ] && printf '%s\n' "$p" && return 0
+    done
+    return 1
+}
+
+# Runs the unpacked nvme with arguments "$@" through its own loader and libraries.
+nvme_cli() {
+    local loader
+    loader=$(nvme_cli_loader) || return 1
+    "$loader" --library-path "$NVME_CLI_LIBS" "$NVME_CLI_ROOT/usr/sbin/nvme" "$@"
+}
+
+# Prints the files of nvme's library closure as resolved by its own loader, one per line.
+nvme_cli_closure() {
+    local loader
+    loader=$(nvme_cli_loader) || return 1
+    "$loader" --library-path "$NVME_CLI_LIBS" --list "$NVME_CLI_ROOT/usr/sbin/nvme" |
+        awk '$2 == "=>" && $3 ~ /^\// { print $3 }'
+    printf '%s\n' "$loader"
+}
+
+# Puts nvme-cli into initramfs stage $1: /usr/sbin/nvme, its libraries in /lib/x86_64-linux-gnu
+# (the loader's default search path) and the interpreter its ELF header names,
+# /lib64/ld-linux-x86-64.so.2.
+stage_nvme_cli() {
+    local stage=$1 lib
+    mkdir -p "$stage/usr/sbin" "$stage/lib/x86_64-linux-gnu" "$stage/lib64"
+    cp -L "$NVME_CLI_ROOT/usr/sbin/nvme" "$stage/usr/sbin/nvme"
+    local closure
+    closure=$(nvme_cli_closure) || die "cannot list nvme's libraries"
+    for lib in $closure; do
+        case "$lib" in "$NVME_CLI_ROOT"/*) ;; *) die "nvme resolved $lib outside its root" ;; esac
+        cp -L "$lib" "$stage/lib/x86_64-linux-gnu/$(basename "$lib")"
+    done
+    ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$stage/lib64/ld-linux-x86-64.so.2"
+}
+
+# Builds initramfs $1 with /init from file $2 (and nvme-cli if $3 is "nvme-cli"): busybox (with
+# applet links), the nvme modules (decompressed if needed) and the list of them in load order.
+# Skipped when the inputs are unchanged.
 build_initramfs() {
+    local out=$1 init=$2 extra=${3:-}
     local kver
     kver=$(kernel_version)
     local bb=$BUSYBOX_ROOT/bin/busybox
@@ -241,11 +320,12 @@ build_initramfs() {
     modules=$(nvme_module_files "$kver") || die "cannot resolve the nvme module dependencies"
     local stamp
     stamp=$( (
-        printf '%s\n' "$kver" "$modules"
-        sha256sum "$GUEST_DIR/init" "$bb"
+        printf '%s\n' "$kver" "$modules" "$extra"
+        sha256sum "$init" "$bb"
+        if [ "$extra" = nvme-cli ]; then nvme_cli version; fi
     ) | sha256sum | cut -d' ' -f1)
-    if [ -f "$INITRAMFS" ] && [ "$(cat "$INITRAMFS.stamp" 2>/dev/null)" = "$stamp" ]; then
-        log "initramfs up to date: $INITRAMFS"
+    if [ -f "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
+        log "initramfs up to date: $out"
         return 0
     fi
     local stage
@@ -266,15 +346,16 @@ build_initramfs() {
         esac
         basename "$dst" >>"$stage/modules/load-order"
     done
-    install -m 0755 "$GUEST_DIR/init" "$stage/init"
+    if [ "$extra" = nvme-cli ]; then stage_nvme_cli "$stage"; fi
+    install -m 0755 "$init" "$stage/init"
     # busybox's own cpio writes the archive: the host need not have cpio installed.
     (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | "$bb" cpio -o -H newc 2>/dev/null) |
-        gzip -9 >"$INITRAMFS.tmp"
-    mv "$INITRAMFS.tmp" "$INITRAMFS"
-    printf '%s\n' "$stamp" >"$INITRAMFS.stamp"
+        gzip -9 >"$out.tmp"
+    mv "$out.tmp" "$out"
+    printf '%s\n' "$stamp" >"$out.stamp"
     rm -rf "$stage"
     # shellcheck disable=SC2086 # $modules: paths without spaces, split on purpose
-    log "initramfs built: $INITRAMFS ($(du -h "$INITRAMFS" | cut -f1); modules: $(basename -a $modules | tr '\n' ' '))"
+    log "initramfs built: $out ($(du -h "$out" | cut -f1); modules: $(basename -a $modules | tr '\n' ' ')${extra:+; $extra})"
 }
 
 main() {
@@ -285,7 +366,9 @@ main() {
     local start=$SECONDS
     setup_qemu
     setup_kernel_and_busybox
-    build_initramfs
+    setup_nvme_cli
+    build_initramfs "$INITRAMFS" "$GUEST_DIR/init"
+    build_initramfs "$INITRAMFS_PF" "$GUEST_DIR/init-pf" nvme-cli
     log "setup done in $((SECONDS - start)) s (cache: $GUEST_CACHE)"
 }
 

@@ -6,7 +6,10 @@
 //! trait and interrupts through the [`interrupt::Interrupt`] trait, so the whole device can be
 //! driven in-process by tests.
 //!
-//! * [`subsystem`] builds a subsystem from namespaces and a number of virtual functions;
+//! * [`subsystem`] builds a subsystem from namespaces and a number of virtual functions, and
+//!   opens private admin ports of its primary controller;
+//! * [`sriov`] is SR-IOV management: flexible resources, secondary controllers online and
+//!   offline, Virtualization Management and Identify CNS 14h/15h;
 //! * [`controller`] is one controller: registers, queues, command execution, its I/O thread;
 //! * [`backend`] and [`namespace`] hold the data;
 //! * [`lm`] is TP4159 on the primary controller;
@@ -24,6 +27,7 @@ pub mod memory;
 pub mod namespace;
 pub mod prp;
 pub mod queue;
+pub mod sriov;
 pub mod subsystem;
 #[cfg(feature = "test-utils")]
 pub mod testing;

@@ -1,4 +1,16 @@
 //! The NVM subsystem: its identity, its namespaces and its controllers.
+//!
+//! A subsystem has one primary controller and its secondary controllers, one per virtual
+//! function, managed with SR-IOV's Virtualization Management ([`crate::sriov`]). The primary
+//! controller is reached through its PCI function ([`Subsystem::primary`]) and, for the
+//! server's own use, through private admin ports ([`Subsystem::open_private_port`]): the same
+//! controller (CNTLID 1, the same secondaries, namespaces and SR-IOV state), with a register
+//! file, admin queue and DMA memory of its own, so that two hosts — a client of the PF and the
+//! server's migration driver — can manage the secondaries at once without sharing a queue.
+//! What a port creates is its own: its Controller Data Queues (and their CDQIDs), its Set
+//! Controller State transfers, its asynchronous events. What it does to a secondary, every port
+//! sees: a secondary suspended through one port is suspended for all (Migration Receive reports
+//! it), and one online, offline or assigned through one is so for all.
 
 use std::io;
 use std::sync::Arc;
@@ -13,6 +25,10 @@ use crate::namespace::BlockSize;
 use crate::namespace::Namespace;
 use crate::namespace::NamespaceError;
 use crate::namespace::NamespaceIdentity;
+use crate::sriov::Link;
+use crate::sriov::Port;
+use crate::sriov::SecondaryStart;
+use crate::sriov::Sriov;
 
 /// CNTLID of the primary controller.
 pub const PRIMARY_CNTLID: u16 = 1;
@@ -55,6 +71,8 @@ pub struct SubsystemConfig {
     pub secondaries: u16,
     /// Limits applied to every controller (the CNTLID and role are filled in per controller).
     pub limits: ControllerConfig,
+    /// The state the secondary controllers start in.
+    pub secondary_start: SecondaryStart,
 }
 
 impl SubsystemConfig {
@@ -69,6 +87,7 @@ impl SubsystemConfig {
             },
             secondaries,
             limits: ControllerConfig::new(0, Role::Primary),
+            secondary_start: SecondaryStart::Online,
         }
     }
 }
@@ -99,8 +118,11 @@ pub enum SubsystemError {
 pub struct Subsystem {
     identity: Arc<SubsystemIdentity>,
     namespaces: Vec<Arc<Namespace>>,
-    primary: Controller,
+    /// The namespaces the primary controller sees, indexed by NSID − 1 (for its ports).
+    primary_namespaces: Vec<Option<Arc<Namespace>>>,
+    primary: Arc<Controller>,
     secondaries: Vec<Arc<Controller>>,
+    sriov: Arc<Sriov>,
 }
 
 impl Subsystem {
@@ -152,7 +174,11 @@ impl Subsystem {
             cfg.role = role;
             Controller::new(cfg, identity.clone(), attached(role), mem)
         };
-        let primary = controller(Role::Primary, PRIMARY_CNTLID, memory(PRIMARY_CNTLID))?;
+        let primary = Arc::new(controller(
+            Role::Primary,
+            PRIMARY_CNTLID,
+            memory(PRIMARY_CNTLID),
+        )?);
         let mut secondaries = Vec::new();
         for vfn in 1..=config.secondaries {
             let cntlid = secondary_cntlid(vfn);
@@ -162,18 +188,57 @@ impl Subsystem {
                 memory(cntlid),
             )?));
         }
-        let pairs: Vec<(u16, &Controller)> = secondaries
+        let ids: Vec<(u16, u16)> = secondaries
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.cntlid(), i as u16 + 1))
+            .collect();
+        let sriov = Arc::new(Sriov::new(&config.limits, &ids, config.secondary_start));
+        for c in &secondaries {
+            c.set_offered(sriov.secondary_offered(c.cntlid()));
+        }
+        let subsystem = Self {
+            identity,
+            primary_namespaces: attached(Role::Primary),
+            namespaces: built.into_iter().map(|(ns, _)| ns).collect(),
+            primary,
+            secondaries,
+            sriov,
+        };
+        subsystem.manage(&subsystem.primary, Port::Function);
+        Ok(subsystem)
+    }
+
+    /// Makes `port` a primary controller port managing every secondary controller.
+    fn manage(&self, port: &Controller, kind: Port) {
+        let pairs: Vec<(u16, &Controller)> = self
+            .secondaries
             .iter()
             .enumerate()
             .map(|(i, c)| (i as u16 + 1, c.as_ref()))
             .collect();
-        primary.set_secondaries(&pairs);
-        Ok(Self {
-            identity,
-            namespaces: built.into_iter().map(|(ns, _)| ns).collect(),
-            primary,
-            secondaries,
-        })
+        port.set_secondaries(&pairs);
+        port.link_sriov(Link {
+            sriov: self.sriov.clone(),
+            port: kind,
+        });
+    }
+
+    /// Opens a private admin port of the primary controller whose DMA reaches `mem`: a
+    /// controller of its own (registers, admin queue, poller) that is the primary controller
+    /// to every command it runs, for a host inside the server (its migration driver) that must
+    /// not share the PCI function's admin queue with the PF's client. It holds no VQ or VI
+    /// resources of the pool and offers the primary's configuration; what it creates (CDQs,
+    /// Set Controller State transfers, events) is its own. Closing it is dropping it.
+    pub fn open_private_port(&self, mem: Arc<dyn DmaMemory>) -> Result<Controller, SubsystemError> {
+        let port = Controller::new(
+            self.primary.config().clone(),
+            self.identity.clone(),
+            self.primary_namespaces.clone(),
+            mem,
+        )?;
+        self.manage(&port, Port::Private);
+        Ok(port)
     }
 
     /// The subsystem's identity.
@@ -186,8 +251,8 @@ impl Subsystem {
         &self.namespaces
     }
 
-    /// The primary controller.
-    pub fn primary(&self) -> &Controller {
+    /// The primary controller, as its PCI function reaches it.
+    pub fn primary(&self) -> &Arc<Controller> {
         &self.primary
     }
 

@@ -52,7 +52,8 @@ struct Rig {
 
 impl Rig {
     fn new(fill: &[u8]) -> Self {
-        let mut config = SubsystemConfig::new("fuzz", 0);
+        // One VF, so that SR-IOV and TP4159 commands have a secondary controller to act on.
+        let mut config = SubsystemConfig::new("fuzz", 1);
         config.limits.io_queue_pairs = 4;
         config.limits.max_queue_entries = 64;
         config.limits.msix_vectors = 8;

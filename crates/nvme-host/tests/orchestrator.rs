@@ -49,6 +49,7 @@ fn serve(dir: &std::path::Path, name: &str) -> (PathBuf, Running) {
             block_size: BlockSize::B4096,
             shared: false,
         }],
+        ..ServeConfig::default()
     })
     .unwrap();
     let path = dir.join(format!("{name}.sock"));

@@ -96,6 +96,7 @@ fn host(block_size: BlockSize) -> Host {
             block_size,
             shared: false,
         }],
+        ..ServeConfig::default()
     })
     .unwrap();
     let vf = served.function(1).unwrap().clone();

@@ -733,6 +733,27 @@ impl Command {
         Self::with_opcode(AdminOpcode::ASYNC_EVENT_REQUEST.0, cid)
     }
 
+    /// Virtualization Management: action `act` on resource type `rt` of controller `cntlid`,
+    /// with `nr` resources (Primary Controller Flexible Allocation and Secondary Controller
+    /// Assign).
+    pub fn virtualization_management(
+        cid: u16,
+        act: VirtualizationAction,
+        rt: VirtualizationResource,
+        cntlid: u16,
+        nr: u16,
+    ) -> Self {
+        Self {
+            cdw10: VirtualizationManagementCdw10::new()
+                .with_act(act)
+                .with_rt(rt)
+                .with_cntlid(cntlid)
+                .into(),
+            cdw11: VirtualizationManagementCdw11::new().with_nr(nr).into(),
+            ..Self::with_opcode(AdminOpcode::VIRTUALIZATION_MANAGEMENT.0, cid)
+        }
+    }
+
     /// An NVM Read or Write of `nlb0 + 1` blocks (`nlb0` is 0's based) from `slba`.
     fn read_write(
         opcode: NvmOpcode,
@@ -1013,5 +1034,15 @@ mod tests {
         assert_eq!(assign.rt(), VirtualizationResource::INTERRUPT);
         assert_eq!(assign.cntlid(), 3);
         assert_eq!(VirtualizationManagementCdw11::from(0xFFFF_0004).nr(), 4);
+        // nvme-cli's `virt-mgmt -c 2 -r 0 -a 8 -n 4` (pf-interop.md §b.1).
+        let cmd = Command::virtualization_management(
+            7,
+            VirtualizationAction::SECONDARY_ASSIGN,
+            VirtualizationResource::QUEUE,
+            2,
+            4,
+        );
+        assert_eq!(cmd.cdw0.opcode(), 0x1C);
+        assert_eq!((cmd.cdw10, cmd.cdw11), (0x0002_0008, 4));
     }
 }

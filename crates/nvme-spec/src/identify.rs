@@ -5,8 +5,10 @@
 //! list (02h), the namespace identification descriptors (03h), the NVM command set specific
 //! namespace and controller structures (05h/06h), the CSI active namespace list (07h), the
 //! command set independent namespace structure (08h) and the I/O Command Set data structure
-//! (1Ch). The Secondary Controller List (15h) maps SR-IOV VFs to controller identifiers. The TP4159
-//! Supported Controller State Formats structure (CNS 20h) lives in [`crate::lm`].
+//! (1Ch). The Primary Controller Capabilities (14h) and the Secondary Controller List (15h)
+//! describe SR-IOV: the flexible resources a primary controller shares and which controller
+//! identifier each VF has. The TP4159 Supported Controller State Formats structure (CNS 20h)
+//! lives in [`crate::lm`].
 
 use bitfield_struct::bitfield;
 use open_enum::open_enum;
@@ -53,7 +55,7 @@ pub enum Cns {
     NAMESPACE_ATTACHED_CONTROLLERS = 0x12,
     /// 13h: Controllers in the NVM subsystem.
     CONTROLLER_LIST = 0x13,
-    /// 14h: Primary Controller Capabilities.
+    /// 14h: Primary Controller Capabilities ([`PrimaryControllerCapabilities`]).
     PRIMARY_CONTROLLER_CAPABILITIES = 0x14,
     /// 15h: Secondary Controller List ([`SecondaryControllerList`]).
     SECONDARY_CONTROLLER_LIST = 0x15,
@@ -822,6 +824,64 @@ pub struct IoCommandSetList {
 
 const _: () = assert!(size_of::<IoCommandSetList>() == IDENTIFY_DATA_SIZE);
 
+/// CRT: Controller Resource Types a primary controller supports.
+#[bitfield(u8)]
+#[derive(IntoBytes, FromBytes, Immutable, KnownLayout, PartialEq, Eq)]
+pub struct Crt {
+    /// VQ Resources (submission/completion queue pairs) are supported.
+    pub vq: bool,
+    /// VI Resources (interrupt vectors) are supported.
+    pub vi: bool,
+    #[bits(6)]
+    _reserved: u8,
+}
+
+/// Primary Controller Capabilities (CNS 14h): the primary controller's resources and how its
+/// flexible ones are shared with its secondary controllers (Virtualization Management).
+///
+/// Per resource type (VQ: queue pairs, VI: interrupt vectors): the flexible total, how much of
+/// it is assigned to secondaries and allocated to the primary, the primary's private resources,
+/// the most one secondary may be assigned and the preferred granularity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout)]
+pub struct PrimaryControllerCapabilities {
+    /// This primary controller's CNTLID.
+    pub cntlid: u16,
+    /// NVM subsystem port identifier.
+    pub portid: u16,
+    /// Controller Resource Types supported.
+    pub crt: Crt,
+    _reserved5: [u8; 27],
+    /// VQFRT: VQ Resources Flexible Total.
+    pub vqfrt: u32,
+    /// VQRFA: VQ Resources Flexible Assigned (to secondary controllers).
+    pub vqrfa: u32,
+    /// VQRFAP: VQ Resources Flexible Allocated to Primary.
+    pub vqrfap: u16,
+    /// VQPRT: VQ Resources Private Total.
+    pub vqprt: u16,
+    /// VQFRSM: VQ Flexible Resources Secondary Maximum (per secondary controller).
+    pub vqfrsm: u16,
+    /// VQGRAN: VQ Flexible Resource Preferred Granularity.
+    pub vqgran: u16,
+    _reserved48: [u8; 16],
+    /// VIFRT: VI Resources Flexible Total.
+    pub vifrt: u32,
+    /// VIRFA: VI Resources Flexible Assigned (to secondary controllers).
+    pub virfa: u32,
+    /// VIRFAP: VI Resources Flexible Allocated to Primary.
+    pub virfap: u16,
+    /// VIPRT: VI Resources Private Total.
+    pub viprt: u16,
+    /// VIFRSM: VI Flexible Resources Secondary Maximum (per secondary controller).
+    pub vifrsm: u16,
+    /// VIGRAN: VI Flexible Resource Preferred Granularity.
+    pub vigran: u16,
+    _reserved80: [u8; 4016],
+}
+
+const _: () = assert!(size_of::<PrimaryControllerCapabilities>() == IDENTIFY_DATA_SIZE);
+
 /// Secondary Controller Entry (32 bytes).
 #[repr(C)]
 #[derive(
@@ -1407,6 +1467,40 @@ mod tests {
             &list.as_bytes()[0..16],
             &[1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn primary_controller_capabilities() {
+        type P = PrimaryControllerCapabilities;
+        for (offset, want) in [
+            (offset_of!(P, cntlid), 0),
+            (offset_of!(P, portid), 2),
+            (offset_of!(P, crt), 4),
+            (offset_of!(P, vqfrt), 32),
+            (offset_of!(P, vqrfa), 36),
+            (offset_of!(P, vqrfap), 40),
+            (offset_of!(P, vqprt), 42),
+            (offset_of!(P, vqfrsm), 44),
+            (offset_of!(P, vqgran), 46),
+            (offset_of!(P, vifrt), 64),
+            (offset_of!(P, virfa), 68),
+            (offset_of!(P, virfap), 72),
+            (offset_of!(P, viprt), 74),
+            (offset_of!(P, vifrsm), 76),
+            (offset_of!(P, vigran), 78),
+        ] {
+            assert_eq!(offset, want);
+        }
+        let mut caps = P::new_zeroed();
+        caps.cntlid = 1;
+        caps.crt = Crt::new().with_vq(true).with_vi(true);
+        caps.vqfrt = 0x0102_0304;
+        caps.vigran = 1;
+        let bytes = caps.as_bytes();
+        assert_eq!(&bytes[0..5], &[1, 0, 0, 0, 3]);
+        assert_eq!(&bytes[32..36], &[4, 3, 2, 1]);
+        assert_eq!(&bytes[78..80], &[1, 0]);
+        assert_eq!(P::read_from_bytes(bytes).unwrap(), caps);
     }
 
     #[test]

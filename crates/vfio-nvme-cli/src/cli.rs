@@ -89,8 +89,14 @@ pub enum Command {
     /// One NVM subsystem is built; each --socket serves one of its secondary controllers (a
     /// VF) as a PCI device to one client at a time — QEMU's vfio-user-pci, Cloud Hypervisor,
     /// or this project's host driver and migration orchestrator. A client that disconnects
-    /// leaves the device as it was for the next one. The subsystem's primary controller stays
-    /// in this process and carries out live migration with NVMe TP4159 commands.
+    /// leaves the device as it was for the next one. The subsystem's primary controller
+    /// carries out live migration with NVMe TP4159 commands, driven inside this process.
+    ///
+    /// With --pf-socket the primary controller is served too, as the PF: a Linux guest's nvme
+    /// driver, nvme-cli (id-ctrl, list-secondary, primary-ctrl-caps, virt-mgmt, lm …) or any
+    /// TP4159 host software reaches SR-IOV management and every TP4159 command there. The
+    /// server's own migration keeps working meanwhile (it uses a private admin port of the
+    /// primary controller, not the PF's admin queue); docs/MIGRATION.md says how the two meet.
     ///
     /// The sockets get --socket-mode (default 0600) and --socket-group, so a VMM running as
     /// another user (QEMU under libvirt) can connect. Under systemd (NOTIFY_SOCKET set) the
@@ -259,6 +265,19 @@ pub struct ServeArgs {
     /// Socket to serve a VF on; repeat for more VFs.
     #[arg(long = "socket", value_name = "PATH", required = true)]
     pub sockets: Vec<std::path::PathBuf>,
+
+    /// Also serve the primary controller (the PF) on this socket, with an SR-IOV capability
+    /// describing the VFs. Its client manages the VFs' controllers with Virtualization
+    /// Management and TP4159.
+    #[arg(long, value_name = "PATH")]
+    pub pf_socket: Option<std::path::PathBuf>,
+
+    /// With --pf-socket: start every VF's controller offline with no resources, as QEMU's
+    /// model and real devices do, for the PF's host to assign queue (VQ) and interrupt (VI)
+    /// resources and bring it online (nvme virt-mgmt). Default: online, each with 64 I/O queue
+    /// pairs and 65 vectors, so the VFs work at once.
+    #[arg(long, requires = "pf_socket")]
+    pub offline_vfs: bool,
 
     /// A namespace: ram:SIZE | file:PATH | null:SIZE, then options ,lba=512|4096 (block size,
     /// default 512), ,shared (one namespace for the PF and every VF, on storage both ends of a

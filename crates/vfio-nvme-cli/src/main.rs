@@ -150,7 +150,19 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                 mode: args.socket_mode,
                 group: args.socket_group,
             };
-            Output::passed(serve_cmd::run(&args.sockets, &namespaces, &name, &socket)?)
+            let secondary_start = if args.offline_vfs {
+                nvme_device::sriov::SecondaryStart::Offline
+            } else {
+                nvme_device::sriov::SecondaryStart::Online
+            };
+            Output::passed(serve_cmd::run(
+                &args.sockets,
+                args.pf_socket.as_deref(),
+                secondary_start,
+                &namespaces,
+                &name,
+                &socket,
+            )?)
         }
         Command::Completions(args) => Output::passed(docs_cmd::completions(args.shell)?),
         Command::Man(args) => Output::passed(docs_cmd::man(args.dir.as_deref())?),

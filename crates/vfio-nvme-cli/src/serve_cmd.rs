@@ -1,5 +1,7 @@
-//! `vfio-nvme serve`: one subsystem, one VF per socket, until SIGINT or SIGTERM.
+//! `vfio-nvme serve`: one subsystem, one VF per socket (and the PF on its own socket, if asked),
+//! until SIGINT or SIGTERM.
 
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -7,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use anyhow::bail;
+use nvme_device::sriov::SecondaryStart;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
@@ -27,10 +30,14 @@ pub fn default_name() -> String {
     format!("{:012x}", mixed & 0xffff_ffff_ffff)
 }
 
-/// Serves until a signal arrives; returns a human summary of what was served. The sockets
-/// get `socket`'s mode and group; under systemd, `READY=1` is sent once all listen.
+/// Serves until a signal arrives; returns a human summary of what was served: a VF on each of
+/// `sockets` and, with `pf_socket`, the PF there, the VFs' controllers starting as
+/// `secondary_start` says. The sockets get `socket`'s mode and group; under systemd, `READY=1`
+/// is sent once all listen.
 pub fn run(
     sockets: &[PathBuf],
+    pf_socket: Option<&Path>,
+    secondary_start: SecondaryStart,
     namespaces: &[NamespaceConfig],
     name: &str,
     socket: &SocketOptions,
@@ -38,7 +45,7 @@ pub fn run(
     if sockets.is_empty() {
         bail!("give at least one --socket PATH");
     }
-    for path in sockets {
+    for path in sockets.iter().map(PathBuf::as_path).chain(pf_socket) {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
@@ -53,10 +60,26 @@ pub fn run(
         name: name.to_owned(),
         vfs: sockets.len() as u16,
         namespaces: namespaces.to_vec(),
+        serve_pf: pf_socket.is_some(),
+        secondary_start,
     };
     let served = Served::new(&config).context("cannot build the NVM subsystem")?;
+    // Each socket with the device it serves and what to call it.
+    let mut devices: Vec<(&Path, Arc<dyn Device>, String)> = sockets
+        .iter()
+        .zip(served.functions())
+        .enumerate()
+        .map(|(i, (path, vf))| {
+            let device: Arc<dyn Device> = vf.clone();
+            (path.as_path(), device, format!("VF {}", i + 1))
+        })
+        .collect();
+    if let (Some(path), Some(pf)) = (pf_socket, served.primary_function()) {
+        let device: Arc<dyn Device> = pf.clone();
+        devices.push((path, device, "the PF".to_owned()));
+    }
     let mut servers = Vec::new();
-    for path in sockets {
+    for (path, _, _) in &devices {
         servers.push(
             Server::bind_with(path, socket)
                 .with_context(|| format!("cannot serve on {}", path.display()))?,
@@ -67,26 +90,22 @@ pub fn run(
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install the signal handler")?;
     }
-    for (i, server) in servers.iter().enumerate() {
-        eprintln!(
-            "serving VF {} of {} on {}",
-            i + 1,
-            served.subsystem().identity().nqn,
-            server.path().display()
-        );
-    }
     let nqn = &served.subsystem().identity().nqn;
+    for (server, (_, _, what)) in servers.iter().zip(&devices) {
+        eprintln!("serving {what} of {nqn} on {}", server.path().display());
+    }
+    let what = describe(sockets.len(), pf_socket.is_some());
     // A notify socket that cannot be reached is systemd's problem to time out on, not a
     // reason to stop serving (sd_notify's callers ignore its errors too).
-    if let Err(err) = crate::notify::ready(&format!("serving {} VF(s) of {nqn}", servers.len())) {
+    if let Err(err) = crate::notify::ready(&format!("serving {what} of {nqn}")) {
         tracing::warn!("{err:#}");
     }
     let result = std::thread::scope(|scope| {
         let handles: Vec<_> = servers
             .iter()
-            .zip(served.functions())
-            .map(|(server, device)| {
-                let device: Arc<dyn Device> = device.clone();
+            .zip(&devices)
+            .map(|(server, (_, device, _))| {
+                let device = device.clone();
                 let stop = &stop;
                 scope.spawn(move || server.serve(device, stop))
             })
@@ -110,9 +129,14 @@ pub fn run(
     });
     drop(servers);
     result?;
-    Ok(format!(
-        "served {} VF(s) of {}; sockets removed\n",
-        sockets.len(),
-        served.subsystem().identity().nqn
-    ))
+    Ok(format!("served {what} of {nqn}; sockets removed\n"))
+}
+
+/// "2 VF(s)", or "2 VF(s) and the PF".
+fn describe(vfs: usize, pf: bool) -> String {
+    if pf {
+        format!("{vfs} VF(s) and the PF")
+    } else {
+        format!("{vfs} VF(s)")
+    }
 }

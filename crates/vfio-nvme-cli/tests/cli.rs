@@ -239,6 +239,8 @@ fn bad_option_values_are_usage_errors_naming_the_option() {
             &["serve", "--socket", "x", "--name", "far-too-long-a-name"],
             "--name",
         ),
+        // VFs can start offline only where a PF's host can bring them online.
+        (&["serve", "--socket", "x", "--offline-vfs"], "--pf-socket"),
     ] {
         let output = vfio_nvme(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");

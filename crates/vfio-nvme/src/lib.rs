@@ -1,7 +1,8 @@
 //! Where NVMe meets VFIO: a secondary controller of an [`nvme_device`] subsystem presented as a
-//! PCI function over vfio-user ([`vf`], [`pci`]), and the VFIO migration driver whose arcs are
-//! carried out by TP4159 commands on the primary controller ([`migration`]), with the migration
-//! stream it produces and consumes ([`stream`]). [`served`] wires a whole served subsystem.
+//! PCI function over vfio-user ([`vf`], [`pci`]), the primary controller presented the same way
+//! ([`pf`]), and the VFIO migration driver whose arcs are carried out by TP4159 commands on the
+//! primary controller ([`migration`]), with the migration stream it produces and consumes
+//! ([`stream`]). [`served`] wires a whole served subsystem.
 //!
 //! Everything NVMe-free lives below this crate: the state machine and sessions in
 //! `vfio-migration`, the VFIO feature handling over them (state changes, data requests, DMA
@@ -11,6 +12,7 @@
 
 pub mod migration;
 pub mod pci;
+pub mod pf;
 pub mod served;
 pub mod stream;
 pub mod vf;

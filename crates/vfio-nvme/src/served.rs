@@ -1,6 +1,6 @@
 //! Everything a `vfio-nvme serve` process hosts, wired together: a subsystem, its primary
-//! controller driven in-process for TP4159, and one migratable PCI function per virtual
-//! function.
+//! controller driven in-process for TP4159 (through a private admin port), one migratable PCI
+//! function per virtual function and, when asked, the primary controller's own PCI function.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use nvme_device::controller::ControllerConfig;
 use nvme_device::memory::DmaMemory;
 use nvme_device::namespace::BlockSize;
 use nvme_device::namespace::Namespace;
+use nvme_device::sriov::SecondaryStart;
 use nvme_device::subsystem::Attachment;
 use nvme_device::subsystem::NamespaceSpec;
 use nvme_device::subsystem::PRIMARY_CNTLID;
@@ -26,6 +27,7 @@ use crate::migration::admin::InProcessPrimary;
 use crate::migration::admin::LmAdmin;
 use crate::migration::driver::NvmeMigration;
 use crate::migration::user_data::InProcessUserData;
+use crate::pf::PfDevice;
 use crate::stream::DeviceGeometry;
 use crate::stream::StreamHeader;
 use crate::vf::VfDevice;
@@ -62,7 +64,7 @@ pub struct NamespaceConfig {
 }
 
 /// What to serve.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ServeConfig {
     /// Subsystem name (part of the NQN and serial number).
     pub name: String,
@@ -70,6 +72,11 @@ pub struct ServeConfig {
     pub vfs: u16,
     /// Namespaces.
     pub namespaces: Vec<NamespaceConfig>,
+    /// Also serve the primary controller's PCI function ([`Served::primary_function`]).
+    pub serve_pf: bool,
+    /// The state the secondary controllers start in (online with all their resources unless
+    /// the PF's host is to bring them up).
+    pub secondary_start: SecondaryStart,
 }
 
 /// A configuration that cannot be served.
@@ -144,6 +151,7 @@ pub fn migratable_function(
 pub struct Served {
     subsystem: Arc<Subsystem>,
     functions: Vec<Arc<VfDevice>>,
+    primary_function: Option<Arc<PfDevice>>,
 }
 
 fn backend(index: usize, config: &BackendConfig) -> Result<Arc<dyn Backend>, ServeError> {
@@ -194,15 +202,15 @@ impl Served {
         let spaces: Vec<Arc<AddressSpace>> = (0..=config.vfs)
             .map(|_| Arc::new(AddressSpace::new()))
             .collect();
-        let subsystem_config = SubsystemConfig::new(&config.name, config.vfs);
+        let mut subsystem_config = SubsystemConfig::new(&config.name, config.vfs);
+        subsystem_config.secondary_start = config.secondary_start;
         let limits = subsystem_config.limits.clone();
         let subsystem = Arc::new(Subsystem::new(subsystem_config, specs, |cntlid| {
             let index = usize::from(cntlid - PRIMARY_CNTLID);
             spaces[index].clone() as Arc<dyn DmaMemory>
         })?);
         let primary: Arc<dyn LmAdmin> = Arc::new(
-            InProcessPrimary::new(subsystem.clone(), &spaces[0])
-                .map_err(|e| ServeError::Migration(e.to_string()))?,
+            InProcessPrimary::new(&subsystem).map_err(|e| ServeError::Migration(e.to_string()))?,
         );
         let mut functions = Vec::new();
         for vfn in 1..=config.vfs {
@@ -220,9 +228,13 @@ impl Served {
             )?;
             functions.push(Arc::new(function));
         }
+        let primary_function = config
+            .serve_pf
+            .then(|| Arc::new(PfDevice::new(subsystem.clone(), spaces[0].clone())));
         Ok(Self {
             subsystem,
             functions,
+            primary_function,
         })
     }
 
@@ -239,5 +251,10 @@ impl Served {
     /// Every function, in VF order.
     pub fn functions(&self) -> &[Arc<VfDevice>] {
         &self.functions
+    }
+
+    /// The primary controller's PCI function, if it is served.
+    pub fn primary_function(&self) -> Option<&Arc<PfDevice>> {
+        self.primary_function.as_ref()
     }
 }

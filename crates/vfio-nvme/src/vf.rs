@@ -1,26 +1,16 @@
 //! One NVMe virtual function as a vfio-user device: the [`vfu::server::Device`] a server
-//! hosts for a secondary controller.
+//! hosts for a secondary controller, with its live migration.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use nvme_device::PCI_DEVICE_ID;
 use nvme_device::PCI_VENDOR_ID;
 use nvme_device::controller::Controller;
 use nvme_device::subsystem::Subsystem;
 use shmem::AddressSpace;
-use shmem::MapError;
 use vfio_migration::Errno;
-use vfu::irq::IrqAction;
-use vfu::irq::IrqInfoFlags;
-use vfu::pci::BAR0_REGION_INDEX;
-use vfu::pci::CONFIG_REGION_INDEX;
-use vfu::pci::MSIX_IRQ_INDEX;
 use vfu::pci::NUM_IRQS;
 use vfu::pci::NUM_REGIONS;
-use vfu::region::RegionCap;
-use vfu::region::RegionInfoFlags;
-use vfu::region::SparseMmapArea;
 use vfu::server::Device;
 use vfu::server::DeviceMigration;
 use vfu::server::DmaRegion;
@@ -29,26 +19,15 @@ use vfu::server::Migratable;
 use vfu::server::RegionDescription;
 
 use crate::migration::driver::NvmeMigration;
-use crate::pci::BAR0_SIZE;
-use crate::pci::CONFIG_SIZE;
-use crate::pci::DOORBELL_OFFSET;
-use crate::pci::DOORBELL_SIZE;
-use crate::pci::MSIX_PBA_OFFSET;
-use crate::pci::MSIX_TABLE_OFFSET;
 use crate::pci::config::ConfigSpace;
-use crate::pci::msix::Msix;
+use crate::pci::function::NvmeFunction;
+use crate::pci::function::Written;
 
 /// A secondary controller of a subsystem presented as a PCI function.
 pub struct VfDevice {
     subsystem: Arc<Subsystem>,
-    controller: Arc<Controller>,
     vfn: u16,
-    space: Arc<AddressSpace>,
-    config: ConfigSpace,
-    msix: Arc<Msix>,
-    /// DMA windows the client mapped without a file descriptor (unreachable, but tracked so
-    /// they can be unmapped).
-    unreachable: Mutex<Vec<(u64, u64)>>,
+    function: NvmeFunction,
     /// Live migration and DMA logging, when the function can migrate.
     migration: Option<DeviceMigration<NvmeMigration>>,
 }
@@ -64,17 +43,15 @@ impl VfDevice {
     /// through `space` (the same address space the subsystem was built with for this VF).
     pub fn new(subsystem: Arc<Subsystem>, vfn: u16, space: Arc<AddressSpace>) -> Option<Self> {
         let controller = subsystem.secondary(vfn)?.clone();
-        let vectors = controller.config().msix_vectors;
-        let msix = Arc::new(Msix::new(vectors));
-        controller.set_interrupt(msix.clone());
+        let config = ConfigSpace::new(
+            PCI_VENDOR_ID,
+            PCI_DEVICE_ID,
+            controller.config().msix_vectors,
+        );
         Some(Self {
             subsystem,
-            controller,
             vfn,
-            space,
-            config: ConfigSpace::new(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors),
-            msix,
-            unreachable: Mutex::new(Vec::new()),
+            function: NvmeFunction::new(controller, space, config),
             migration: None,
         })
     }
@@ -87,7 +64,7 @@ impl VfDevice {
 
     /// The secondary controller behind this function.
     pub fn controller(&self) -> &Controller {
-        &self.controller
+        self.function.controller()
     }
 
     /// The subsystem the function belongs to.
@@ -97,90 +74,17 @@ impl VfDevice {
 
     /// The guest memory the controller reaches.
     pub fn address_space(&self) -> &Arc<AddressSpace> {
-        &self.space
+        self.function.address_space()
     }
 
-    fn bar0_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        if offset >= MSIX_PBA_OFFSET {
-            return ok(self.msix.pba_read(offset - MSIX_PBA_OFFSET, buf));
-        }
-        if offset >= MSIX_TABLE_OFFSET {
-            return ok(self.msix.table_read(offset - MSIX_TABLE_OFFSET, buf));
-        }
-        // Registers and doorbells: natural 4- or 8-byte accesses.
-        let ctrl = self.controller();
-        match buf.len() {
-            4 if offset.is_multiple_of(4) => {
-                let v = ctrl.read_register(offset, 4) as u32;
-                buf.copy_from_slice(&v.to_le_bytes());
-            }
-            8 if offset.is_multiple_of(8) => {
-                let v = ctrl.read_register(offset, 8);
-                buf.copy_from_slice(&v.to_le_bytes());
-            }
-            _ => {
-                // Narrow or unaligned reads: assemble from the dwords they touch.
-                for (i, byte) in buf.iter_mut().enumerate() {
-                    let at = offset + i as u64;
-                    let dword = ctrl.read_register(at & !3, 4) as u32;
-                    *byte = dword.to_le_bytes()[(at & 3) as usize];
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn bar0_write(&self, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        if offset >= MSIX_PBA_OFFSET {
-            // The PBA is read-only.
-            return Ok(());
-        }
-        if offset >= MSIX_TABLE_OFFSET {
-            return ok(self.msix.table_write(offset - MSIX_TABLE_OFFSET, data));
-        }
-        let ctrl = self.controller();
-        match data.len() {
-            4 if offset.is_multiple_of(4) => {
-                let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-                ctrl.write_register(offset, 4, u64::from(v));
-                Ok(())
-            }
-            8 if offset.is_multiple_of(8) => {
-                let mut raw = [0u8; 8];
-                raw.copy_from_slice(data);
-                ctrl.write_register(offset, 8, u64::from_le_bytes(raw));
-                Ok(())
-            }
-            // NVMe registers must be written in their natural width.
-            _ => Err(Errno::EINVAL),
-        }
-    }
-
-    fn config_write(&self, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        if ConfigSpace::is_flr(offset, data) {
-            self.function_reset();
-            return Ok(());
-        }
-        ok(self.config.write(offset, data))?;
-        self.msix.set_control(self.config.msix_control());
-        Ok(())
-    }
-
-    /// A function-level reset: controller, configuration space, MSI-X state and the migration
-    /// state (back to RUNNING, sessions gone).
+    /// A function-level reset: the migration state (back to RUNNING, sessions gone), then the
+    /// controller, configuration space and MSI-X state.
     fn function_reset(&self) {
         if let Some(migration) = &self.migration {
             migration.reset();
         }
-        self.controller().reset();
-        let vectors = self.msix.count() as u16;
-        self.config.reset(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors);
-        self.msix.reset();
+        self.function.reset();
     }
-}
-
-fn ok(done: bool) -> Result<(), Errno> {
-    if done { Ok(()) } else { Err(Errno::EINVAL) }
 }
 
 impl Device for VfDevice {
@@ -193,131 +97,35 @@ impl Device for VfDevice {
     }
 
     fn region(&self, index: u32) -> Option<RegionDescription<'_>> {
-        let rw = RegionInfoFlags::READ | RegionInfoFlags::WRITE;
-        Some(match index {
-            BAR0_REGION_INDEX => {
-                let doorbells = self.controller().doorbells();
-                RegionDescription {
-                    flags: rw | RegionInfoFlags::MMAP,
-                    size: BAR0_SIZE,
-                    file_offset: doorbells.file_offset() - DOORBELL_OFFSET,
-                    caps: vec![RegionCap::SparseMmap(vec![SparseMmapArea {
-                        offset: DOORBELL_OFFSET,
-                        size: DOORBELL_SIZE,
-                    }])],
-                    fd: doorbells.mapping().fd(),
-                }
-            }
-            CONFIG_REGION_INDEX => RegionDescription {
-                flags: rw,
-                size: CONFIG_SIZE,
-                file_offset: 0,
-                caps: Vec::new(),
-                fd: None,
-            },
-            i if i < NUM_REGIONS => RegionDescription {
-                flags: RegionInfoFlags::empty(),
-                size: 0,
-                file_offset: 0,
-                caps: Vec::new(),
-                fd: None,
-            },
-            _ => return None,
-        })
+        self.function.region(index)
     }
 
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        match index {
-            BAR0_REGION_INDEX => self.bar0_read(offset, buf),
-            CONFIG_REGION_INDEX => ok(self.config.read(offset, buf)),
-            _ => Err(Errno::EINVAL),
-        }
+        self.function.region_read(index, offset, buf)
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        match index {
-            BAR0_REGION_INDEX => self.bar0_write(offset, data),
-            CONFIG_REGION_INDEX => self.config_write(offset, data),
-            _ => Err(Errno::EINVAL),
+        match self.function.region_write(index, offset, data)? {
+            Written::Done => {}
+            Written::FunctionReset => self.function_reset(),
         }
+        Ok(())
     }
 
     fn irq_info(&self, index: u32) -> Option<(u32, u32)> {
-        match index {
-            MSIX_IRQ_INDEX => Some((
-                self.msix.count(),
-                (IrqInfoFlags::EVENTFD | IrqInfoFlags::NORESIZE).bits(),
-            )),
-            // INTx, MSI, ERR and REQ are not offered: the function interrupts with MSI-X only.
-            i if i < NUM_IRQS => Some((0, 0)),
-            _ => None,
-        }
+        self.function.irq_info(index)
     }
 
     fn set_irqs(&self, index: u32, request: IrqRequest) -> Result<(), Errno> {
-        if index != MSIX_IRQ_INDEX {
-            return match request {
-                IrqRequest::DisableAll => Ok(()),
-                _ => Err(Errno::EINVAL),
-            };
-        }
-        match request {
-            IrqRequest::Eventfds {
-                action: IrqAction::Trigger,
-                start,
-                fds,
-            } => {
-                self.msix.set_eventfds(start, fds);
-                Ok(())
-            }
-            // Signalling an eventfd on mask/unmask is not supported.
-            IrqRequest::Eventfds { .. } => Err(Errno::ENOTSUP),
-            IrqRequest::Action {
-                action,
-                start,
-                count,
-                mask,
-            } => {
-                match action {
-                    IrqAction::Mask => self.msix.set_masked(start, count, mask.as_deref(), true),
-                    IrqAction::Unmask => self.msix.set_masked(start, count, mask.as_deref(), false),
-                    IrqAction::Trigger => self.msix.trigger(start, count),
-                }
-                Ok(())
-            }
-            IrqRequest::DisableAll => {
-                self.msix.drop_eventfds();
-                Ok(())
-            }
-        }
+        self.function.set_irqs(index, request)
     }
 
     fn dma_map(&self, region: DmaRegion) -> Result<(), Errno> {
-        let Some(mapping) = region.mapping else {
-            self.unreachable
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((region.iova, region.size));
-            return Ok(());
-        };
-        self.space.map(region.iova, mapping).map_err(|e| match e {
-            MapError::Overlap { .. } => Errno::EEXIST,
-            _ => Errno::EINVAL,
-        })
+        self.function.dma_map(region)
     }
 
     fn dma_unmap(&self, iova: u64, size: u64) -> Result<(), Errno> {
-        if self.space.unmap(iova, size).is_ok() {
-            return Ok(());
-        }
-        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-        match unreachable.iter().position(|&w| w == (iova, size)) {
-            Some(i) => {
-                unreachable.remove(i);
-                Ok(())
-            }
-            None => Err(Errno::EINVAL),
-        }
+        self.function.dma_unmap(iova, size)
     }
 
     fn reset(&self) -> Result<(), Errno> {
@@ -326,12 +134,7 @@ impl Device for VfDevice {
     }
 
     fn disconnected(&self) {
-        self.space.unmap_all();
-        self.unreachable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.msix.drop_eventfds();
+        self.function.disconnected();
     }
 
     fn migration(&self) -> Option<&dyn Migratable> {

@@ -71,6 +71,7 @@ fn served(name: &str) -> Served {
             block_size: BlockSize::B4096,
             shared: false,
         }],
+        ..ServeConfig::default()
     })
     .unwrap()
 }

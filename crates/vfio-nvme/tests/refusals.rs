@@ -104,8 +104,7 @@ fn function_on(backend: Arc<dyn Backend>) -> VfDevice {
         })
         .unwrap(),
     );
-    let primary: Arc<dyn LmAdmin> =
-        Arc::new(InProcessPrimary::new(subsystem.clone(), &spaces[0]).unwrap());
+    let primary: Arc<dyn LmAdmin> = Arc::new(InProcessPrimary::new(&subsystem).unwrap());
     let namespaces = subsystem.namespaces().to_vec();
     migratable_function(
         &subsystem,
@@ -128,6 +127,7 @@ fn source_stream() -> Vec<u8> {
             block_size: BlockSize::B4096,
             shared: false,
         }],
+        ..ServeConfig::default()
     })
     .unwrap();
     source.subsystem().namespaces()[0]

@@ -114,6 +114,10 @@ pub const ADMIN_COMMANDS: &[AdminCommand] = &[
         Deferrable(|_, state, cmd| aer::request(state, cmd)),
     ),
     every(AdminOpcode::KEEP_ALIVE, Immediate(|_, _, _| Ok(0))),
+    primary(
+        AdminOpcode::VIRTUALIZATION_MANAGEMENT,
+        Immediate(|inner, _, cmd| crate::sriov::virtualization_management(inner, cmd)),
+    ),
     primary(AdminOpcode::TRACK_SEND, Migration(lm::track_send)),
     primary(AdminOpcode::MIGRATION_SEND, Migration(lm::migration_send)),
     primary(

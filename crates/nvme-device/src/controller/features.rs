@@ -65,9 +65,10 @@ pub(crate) struct Features {
 }
 
 impl Features {
-    /// The defaults after a reset.
-    pub fn new(config: &ControllerConfig) -> Self {
-        let max = config.io_queue_pairs.saturating_sub(1);
+    /// The defaults after a reset of a controller with `config` that offers `queue_pairs` I/O
+    /// queue pairs.
+    pub fn new(config: &ControllerConfig, queue_pairs: u16) -> Self {
+        let max = queue_pairs.saturating_sub(1);
         Self {
             arbitration: 0,
             power_management: 0,
@@ -177,7 +178,7 @@ pub(super) fn get(inner: &Inner, state: &State, cmd: &Command) -> Result<u32, St
         Select::CURRENT => &state.features,
         // Nothing is saveable, so the saved value is the default.
         Select::DEFAULT | Select::SAVED => {
-            defaults = Features::new(&inner.config);
+            defaults = Features::new(&inner.config, inner.offered_queue_pairs());
             &defaults
         }
         Select::SUPPORTED_CAPABILITIES => {
@@ -281,7 +282,7 @@ pub(super) fn set(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
             // "The value allocated shall not change between resets": a second request before
             // queue creation reports the first allocation again.
             if !features.queues_set {
-                let max = inner.config.io_queue_pairs.saturating_sub(1);
+                let max = inner.offered_queue_pairs().saturating_sub(1);
                 features.queues = (request.nsqr().min(max), request.ncqr().min(max));
                 features.queues_set = true;
             }

@@ -19,8 +19,6 @@ use nvme_spec::identify::Oacs;
 use nvme_spec::identify::Oaes;
 use nvme_spec::identify::Oncs;
 use nvme_spec::identify::QueueEntrySize;
-use nvme_spec::identify::SecondaryControllerEntry;
-use nvme_spec::identify::SecondaryControllerList;
 use nvme_spec::identify::Trattr;
 use nvme_spec::identify::Vwc;
 use nvme_spec::identify::encode_namespace_descriptors;
@@ -56,8 +54,16 @@ pub(super) fn identify(inner: &Inner, cmd: &Command) -> Result<u32, Status> {
         Cns::CSI_NAMESPACE if cdw11.csi() == CSI_NVM => nvm_namespace(inner, cmd.nsid)?,
         Cns::CSI_CONTROLLER if cdw11.csi() == CSI_NVM => nvm_controller().as_bytes().to_vec(),
         Cns::CSI_ACTIVE_NAMESPACE_LIST if cdw11.csi() == CSI_NVM => active_list(inner, cmd.nsid)?,
+        Cns::PRIMARY_CONTROLLER_CAPABILITIES if inner.config.role == Role::Primary => {
+            crate::sriov::capabilities(inner)
+                .ok_or(Status::INVALID_FIELD_IN_COMMAND)?
+                .as_bytes()
+                .to_vec()
+        }
         Cns::SECONDARY_CONTROLLER_LIST if inner.config.role == Role::Primary => {
-            secondary_list(inner, cdw10.cntid())
+            crate::sriov::secondary_list(inner, cdw10.cntid())
+                .as_bytes()
+                .to_vec()
         }
         Cns::SUPPORTED_CONTROLLER_STATE_FORMATS if inner.config.role == Role::Primary => {
             crate::lm::supported_formats()
@@ -90,7 +96,9 @@ pub(super) fn controller(inner: &Inner) -> IdentifyController {
     id.oaes = Oaes::new().with_namespace_attribute(true);
     // I/O controller.
     id.cntrltype = 1;
-    id.oacs = Oacs::new().with_hmlms(primary);
+    id.oacs = Oacs::new()
+        .with_hmlms(primary)
+        .with_virtualization_management(primary);
     id.acl = 3;
     id.aerl = (aer::MAX_OUTSTANDING - 1) as u8;
     // Slot 1 is read-only and the only slot.
@@ -216,26 +224,4 @@ fn nvm_controller() -> IdentifyControllerNvm {
     id.dmrl = 255;
     id.lbamqf = LBAMQF_TYPE0;
     id
-}
-
-/// The Secondary Controller List (CNS 15h), from controller `first` on.
-fn secondary_list(inner: &Inner, first: u16) -> Vec<u8> {
-    let entries: Vec<SecondaryControllerEntry> = inner
-        .secondary_ids()
-        .into_iter()
-        .filter(|&(cntlid, _)| cntlid >= first)
-        .map(|(cntlid, vfn)| {
-            let mut entry = SecondaryControllerEntry::new_zeroed();
-            entry.scid = cntlid;
-            entry.pcid = inner.config.cntlid;
-            entry.scs = 1;
-            entry.vfn = vfn;
-            entry.nvq = inner.config.io_queue_pairs;
-            entry.nvi = inner.config.msix_vectors;
-            entry
-        })
-        .collect();
-    SecondaryControllerList::from_entries(&entries)
-        .as_bytes()
-        .to_vec()
 }

@@ -179,7 +179,8 @@ mod tests {
         let common = [
             0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x0C, 0x18,
         ];
-        let tp4159 = [0x3D, 0x41, 0x42, 0x45];
+        // Virtualization Management (SR-IOV) and TP4159's commands.
+        let primary_only = [0x1C, 0x3D, 0x41, 0x42, 0x45];
         // CSUPP only for admin commands; LBCC as well for the I/O commands that change data.
         let io = vec![(0x00, 1), (0x01, 3), (0x02, 1), (0x08, 3), (0x09, 3)];
         let secondary = effects(Role::Secondary { vfn: 1 });
@@ -187,7 +188,11 @@ mod tests {
         assert_eq!(entries(&secondary.admin), want);
         assert_eq!(entries(&secondary.io), io);
         let primary = effects(Role::Primary);
-        let want: Vec<_> = common.iter().chain(&tp4159).map(|&op| (op, 1)).collect();
+        let want: Vec<_> = common
+            .iter()
+            .chain(&primary_only)
+            .map(|&op| (op, 1))
+            .collect();
         assert_eq!(entries(&primary.admin), want);
         assert_eq!(entries(&primary.io), io);
     }

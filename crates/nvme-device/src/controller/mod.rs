@@ -9,8 +9,13 @@
 //! * `io` runs the NVM command set, moving data through `transfer`;
 //! * `lba_log` is the secondary controller's side of TP4159 LBA change logging;
 //! * [`snapshot`] is the controller's save format and the code that takes and restores it;
-//! * `secondary` is the interface through which a primary controller's TP4159 commands reach a
-//!   secondary one (suspend and resume handshake, capture and restore, the LBA change log).
+//! * `secondary` is the interface through which a primary controller's TP4159 and SR-IOV
+//!   commands reach a secondary one (suspend and resume handshake, capture and restore, the LBA
+//!   change log, Offline and Online).
+//!
+//! What a controller offers its host (queue pairs, vectors) and whether it is offline is kept
+//! with it as atomics, set by [`crate::sriov`]; an offline secondary controller's registers read
+//! as failed and ignore writes, so its poller never sees it enabled.
 //!
 //! # Threads and locks
 //!
@@ -23,10 +28,13 @@
 //! inside a pass. The queue state is private to this module: `lm` holds a secondary's only as a
 //! `LockedSecondary`.
 //!
-//! Lock order, to rule out deadlock: a primary controller's `state`, then a secondary
-//! controller's `state`, then the leaf locks (`events`, a User Data Migration Queue's ring). A
-//! poller never takes another controller's `state`: the LBA changes it logs go to the queue's
-//! ring (a leaf lock), and the events the ring raises to the primary's `events` (a leaf lock).
+//! Lock order, to rule out deadlock: a primary controller's `state`, then the subsystem's SR-IOV
+//! state ([`crate::sriov`]), then a secondary controller's `state`, then the leaf locks
+//! (`events`, a User Data Migration Queue's ring). A poller never takes another controller's
+//! `state`: the LBA changes it logs go to the queue's ring (a leaf lock), and the events the ring
+//! raises to the primary's `events` (a leaf lock). Nothing takes a primary's `state` while
+//! holding a secondary's: a Set Controller State transfer that a reset of its target voids is
+//! recognised by the target's reset count, not by the target reaching back into its primary.
 //!
 //! Registers are atomics, readable without any lock.
 
@@ -223,8 +231,14 @@ pub(crate) struct Inner {
     /// A primary controller's secondary controllers as (VFN, controller), set once by the
     /// subsystem after every controller exists.
     secondaries: OnceLock<Vec<(u16, Weak<Inner>)>>,
-    /// A secondary controller's primary controller, set once by the subsystem.
-    primary: OnceLock<Weak<Inner>>,
+    /// A primary controller port's link to the subsystem's SR-IOV management, set once by the
+    /// subsystem.
+    sriov: OnceLock<crate::sriov::Link>,
+    /// What the controller offers its host (queue pairs, vectors; offline for a secondary
+    /// controller taken offline).
+    offered: crate::sriov::Offered,
+    /// Controller resets so far (a Set Controller State transfer must not span one).
+    resets: AtomicU64,
     /// Tells the poller thread to exit.
     stop: AtomicBool,
     poller: Mutex<Option<std::thread::Thread>>,
@@ -290,18 +304,6 @@ impl Inner {
     /// Number of secondary controllers (0 for a secondary controller).
     pub(crate) fn secondary_count(&self) -> u16 {
         self.secondaries.get().map_or(0, |s| s.len() as u16)
-    }
-
-    /// The secondary controllers as (CNTLID, VFN) pairs, in VFN order.
-    fn secondary_ids(&self) -> Vec<(u16, u16)> {
-        self.secondaries
-            .get()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|(vfn, weak)| weak.upgrade().map(|c| (c.config.cntlid, *vfn)))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// The secondary controller with identifier `cntlid`, if this primary controller has one.
@@ -373,9 +375,24 @@ impl Inner {
         transfer::from_host(self, cmd, buf)
     }
 
-    /// A secondary controller's primary controller.
-    fn primary(&self) -> Option<Arc<Inner>> {
-        self.primary.get()?.upgrade()
+    /// A primary controller port's SR-IOV management.
+    pub(crate) fn sriov(&self) -> Option<&crate::sriov::Link> {
+        self.sriov.get()
+    }
+
+    /// I/O queue pairs the controller offers its host now.
+    fn offered_queue_pairs(&self) -> u16 {
+        self.offered.queue_pairs()
+    }
+
+    /// Interrupt vectors the controller offers its host now.
+    fn offered_vectors(&self) -> u16 {
+        self.offered.vectors()
+    }
+
+    /// Controller resets so far.
+    fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Acquire)
     }
 }
 
@@ -399,6 +416,7 @@ impl Controller {
         let queue_count = usize::from(config.io_queue_pairs) + 1;
         let doorbells = Doorbells::new(config.io_queue_pairs + 1, 0)?;
         let namespace_count = namespaces.len();
+        let offered = crate::sriov::Offered::new(&config);
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             identity: RwLock::new(identity),
@@ -412,7 +430,7 @@ impl Controller {
             state: Mutex::new(State {
                 sqs: vec![None; queue_count],
                 cqs: vec![None; queue_count],
-                features: features::Features::new(&config),
+                features: features::Features::new(&config, config.io_queue_pairs),
                 aer: aer::AerState::default(),
                 errors: log::ErrorLog::default(),
                 counters: Counters::default(),
@@ -427,7 +445,9 @@ impl Controller {
             events_pending: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             secondaries: OnceLock::new(),
-            primary: OnceLock::new(),
+            sriov: OnceLock::new(),
+            offered,
+            resets: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             poller: Mutex::new(None),
         });
@@ -493,16 +513,46 @@ impl Controller {
         self.inner.suspended.load(Ordering::Acquire)
     }
 
+    /// Whether the controller is online: always, but for a secondary controller taken offline
+    /// with Virtualization Management.
+    pub fn online(&self) -> bool {
+        !self.inner.offered.offline()
+    }
+
+    /// I/O queue pairs the controller offers its host now (what Number of Queues allocates at
+    /// most): its configuration, bounded for a secondary controller by the VQ resources
+    /// assigned to it (less the admin pair), for the primary by its private and allocated ones.
+    pub fn offered_queue_pairs(&self) -> u16 {
+        self.inner.offered_queue_pairs()
+    }
+
+    /// Interrupt vectors the controller offers its host now (what its MSI-X table should
+    /// report and Create I/O Completion Queue accepts), bounded as the queue pairs are.
+    pub fn offered_vectors(&self) -> u16 {
+        self.inner.offered_vectors()
+    }
+
     /// Makes `secondaries` (with their VFNs) the controllers this primary controller manages.
     pub(crate) fn set_secondaries(&self, secondaries: &[(u16, &Controller)]) {
         let list = secondaries
             .iter()
             .map(|(vfn, c)| (*vfn, Arc::downgrade(&c.inner)))
             .collect();
-        for (_, c) in secondaries {
-            let _ = c.inner.primary.set(Arc::downgrade(&self.inner));
-        }
         let _ = self.inner.secondaries.set(list);
+    }
+
+    /// Links this primary controller port to the subsystem's SR-IOV management; the
+    /// controller is reset, so a PCI function port offers what the pool gives it.
+    pub(crate) fn link_sriov(&self, link: crate::sriov::Link) {
+        let _ = self.inner.sriov.set(link);
+        registers::controller_reset(&self.inner);
+    }
+
+    /// Sets what the secondary controller offers its host (`None`: it is offline), as the
+    /// subsystem's starting SR-IOV state says; the controller is reset, so its features follow.
+    pub(crate) fn set_offered(&self, offered: Option<(u16, u16)>) {
+        self.inner.offered.assign(offered);
+        registers::controller_reset(&self.inner);
     }
 
     /// Queues an asynchronous event for the host (delivered if its type is enabled and an

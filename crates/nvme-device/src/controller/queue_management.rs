@@ -67,7 +67,7 @@ pub(super) fn create_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Resu
     let cdw11 = CreateIoCqCdw11::from(cmd.cdw11);
     let allocated = state.features.queues.1;
     let (index, size) = new_queue(inner, &state.cqs, allocated, cdw10, cdw11.pc())?;
-    if cdw11.iv() >= inner.config.msix_vectors {
+    if cdw11.iv() >= inner.offered_vectors() {
         return Err(Status::INVALID_INTERRUPT_VECTOR);
     }
     let base = queue_base(cmd.prp1)?;

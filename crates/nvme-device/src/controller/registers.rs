@@ -36,8 +36,15 @@ pub(crate) fn cap(inner: &Inner) -> Cap {
         .with_mpsmax(0)
 }
 
-/// Reads `size` bytes at `offset`.
+/// Reads `size` bytes at `offset`. An offline secondary controller reads as QEMU's model does:
+/// CSTS has CFS set and everything else, CAP included, is zero.
 pub(super) fn read(inner: &Inner, offset: u64, size: u8) -> u64 {
+    if inner.offered.offline() {
+        return match (Register(offset), size) {
+            (Register::CSTS, 4) => u64::from(u32::from(Csts::new().with_cfs(true))),
+            _ => 0,
+        };
+    }
     if offset >= Register::DOORBELLS.0 {
         return u64::from(inner.doorbells.read_offset(offset - Register::DOORBELLS.0));
     }
@@ -73,8 +80,12 @@ pub(super) fn read(inner: &Inner, offset: u64, size: u8) -> u64 {
     })
 }
 
-/// Writes `size` bytes of `value` at `offset`.
+/// Writes `size` bytes of `value` at `offset`; an offline secondary controller ignores every
+/// write (so CC.EN never brings it up).
 pub(super) fn write(inner: &Inner, offset: u64, size: u8, value: u64) {
+    if inner.offered.offline() {
+        return;
+    }
     if offset >= Register::DOORBELLS.0 {
         inner
             .doorbells
@@ -184,7 +195,7 @@ fn enable(inner: &Inner, cc: Cc) {
 pub(super) fn clear_queues(inner: &Inner, state: &mut State) {
     state.sqs.iter_mut().for_each(|q| *q = None);
     state.cqs.iter_mut().for_each(|q| *q = None);
-    state.features = super::features::Features::new(&inner.config);
+    state.features = super::features::Features::new(&inner.config, inner.offered_queue_pairs());
     state.aer.clear();
     state.irq_pending.iter_mut().for_each(|p| *p = false);
     state.bad_doorbells.iter_mut().for_each(|d| *d = None);
@@ -196,22 +207,25 @@ pub(super) fn clear_queues(inner: &Inner, state: &mut State) {
 /// function-level reset lifts it.
 ///
 /// TP4159: a primary controller also deletes every Controller Data Queue it created and drops
-/// the Set Controller State transfers it was collecting; for a secondary controller, the
-/// transfer its primary was collecting for it is dropped (the state it carried no longer
-/// applies to the reset controller).
+/// the Set Controller State transfers it was collecting; for a secondary controller, a transfer
+/// its primary was collecting for it no longer applies (the reset count moves on, see
+/// `lm::migration`).
+///
+/// SR-IOV: the PCI function of a primary controller takes the flexible resources allocated to
+/// it since the last reset; queue counts start from what the controller offers.
 pub(super) fn controller_reset(inner: &Inner) {
+    if let Some(link) = inner.sriov() {
+        link.reset_port(&inner.offered);
+    }
     {
         let mut state = inner.lock_state();
+        inner.resets.fetch_add(1, Ordering::AcqRel);
         clear_queues(inner, &mut state);
         if inner.config.role == Role::Primary {
             state.lm.reset(inner);
         }
     }
     inner.set_csts(Csts::new());
-    // Lock order: the secondary's `state` is released before the primary's is taken.
-    if let Some(primary) = inner.primary() {
-        primary.lock_state().lm.forget(inner.config.cntlid);
-    }
 }
 
 /// A function-level reset: a controller reset plus every register back to its reset value.

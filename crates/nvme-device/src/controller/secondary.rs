@@ -1,10 +1,11 @@
-//! What a primary controller's TP4159 commands may do to one of its secondary controllers: the
-//! suspend and resume handshake, taking and restoring its state, and its LBA change log.
+//! What a primary controller may do to one of its secondary controllers: the TP4159 suspend
+//! and resume handshake, taking and restoring its state, its LBA change log, and SR-IOV's
+//! Secondary Controller Offline and Online.
 //!
-//! This is the whole surface through which `lm` reaches a secondary controller; the
+//! This is the whole surface through which `lm` and `sriov` reach a secondary controller; the
 //! controller's queue state stays private to this module's parent. Lock order (see the parent
-//! module): the caller may hold its primary controller's `state`; a [`LockedSecondary`] holds
-//! the secondary's.
+//! module): the caller may hold its primary controller's `state` (and the SR-IOV state); a
+//! [`LockedSecondary`] holds the secondary's.
 
 use std::sync::Arc;
 use std::sync::MutexGuard;
@@ -14,6 +15,7 @@ use nvme_spec::lm::NvmeControllerStateV0;
 use super::Inner;
 use super::State;
 use super::lba_log::LbaLog;
+use super::registers;
 use super::snapshot;
 use super::snapshot::SnapshotError;
 use super::snapshot::vendor::VendorState;
@@ -31,6 +33,30 @@ impl Secondary {
     /// Whether it is suspended (TP4159).
     pub(crate) fn is_suspended(&self) -> bool {
         self.0.is_suspended()
+    }
+
+    /// Whether it is online (SR-IOV).
+    pub(crate) fn is_online(&self) -> bool {
+        !self.0.offered.offline()
+    }
+
+    /// How many times it was reset so far.
+    pub(crate) fn resets(&self) -> u64 {
+        self.0.resets()
+    }
+
+    /// Secondary Controller Offline: a function-level reset, after which it offers nothing and
+    /// reads as failed until it is brought online.
+    pub(crate) fn take_offline(&self) {
+        self.0.offered.assign(None);
+        registers::function_reset(&self.0);
+    }
+
+    /// Secondary Controller Online: a function-level reset, after which it offers
+    /// `queue_pairs` I/O queue pairs and `vectors` interrupt vectors.
+    pub(crate) fn bring_online(&self, queue_pairs: u16, vectors: u16) {
+        self.0.offered.assign(Some((queue_pairs, vectors)));
+        registers::function_reset(&self.0);
     }
 
     /// TP4159 Suspend, the handshake of `DESIGN.md`: stops fetching, then waits for the pass in
@@ -58,9 +84,19 @@ pub(crate) struct LockedSecondary<'a> {
 }
 
 impl LockedSecondary<'_> {
+    /// Its CNTLID.
+    pub(crate) fn cntlid(&self) -> u16 {
+        self.inner.config.cntlid
+    }
+
     /// Whether it is suspended (TP4159).
     pub(crate) fn is_suspended(&self) -> bool {
         self.inner.is_suspended()
+    }
+
+    /// How many times it was reset so far (it cannot be reset while locked).
+    pub(crate) fn resets(&self) -> u64 {
+        self.inner.resets()
     }
 
     /// TP4159 Resume: lifts the suspension, releases the state and wakes the poller.

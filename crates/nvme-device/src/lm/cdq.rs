@@ -135,12 +135,14 @@ pub(super) fn delete(inner: &Inner, lm: &mut PrimaryLm, cdqid: u16) -> Result<()
     Ok(())
 }
 
-/// Deletes the UDMQ that logs `vf` (Suspend with DUDMQ), with the primary's `state` and then the
-/// secondary's held.
+/// Deletes the UDMQ that logs `vf` (Suspend with DUDMQ) if this primary port created it, with
+/// the port's `state` and then the secondary's held. A controller has one UDMQ at most, so the
+/// port's CDQ for `vf` is the one it logs to; a UDMQ another port created is that port's.
 pub(super) fn delete_udmq_of(lm: &mut PrimaryLm, vf: &mut LockedSecondary<'_>) {
-    if let Some(id) = vf.lba_log().udmq_id() {
-        vf.lba_log().detach(id);
-        lm.cdqs.retain(|q| q.id != id);
+    let cntlid = vf.cntlid();
+    if let Some(index) = lm.cdqs.iter().position(|q| q.target == cntlid) {
+        let cdq = lm.cdqs.remove(index);
+        vf.lba_log().detach(cdq.id);
     }
 }
 

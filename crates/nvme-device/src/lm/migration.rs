@@ -41,6 +41,9 @@ pub(crate) struct Incoming {
     csvi: u8,
     /// CSUUIDI of the first chunk; later chunks must repeat it.
     csuuidi: u8,
+    /// The target's reset count at the first chunk: a reset of the target since voids the
+    /// transfer (the state it carries no longer applies to the reset controller).
+    resets: u64,
     /// The bytes received so far, from offset 0.
     data: Vec<u8>,
 }
@@ -80,7 +83,11 @@ fn suspend(inner: &Inner, lm: &mut PrimaryLm, op: Suspend) -> Result<u32, Status
 }
 
 fn resume(inner: &Inner, op: Resume) -> Result<u32, Status> {
-    let vf = target(inner, op.cntlid)?;
+    // An offline secondary is not suspended (going offline lifted any suspension): Resume
+    // answers so, like for any secondary that is not suspended.
+    let vf = inner
+        .secondary(op.cntlid)
+        .ok_or(Status::INVALID_CONTROLLER_IDENTIFIER)?;
     let mut vf = vf.lock();
     if !vf.is_suspended() {
         return Err(Status::CONTROLLER_NOT_SUSPENDED);
@@ -125,6 +132,7 @@ fn set_state(
             let fresh = Incoming {
                 csvi: op.csvi,
                 csuuidi: op.csuuidi,
+                resets: vf.resets(),
                 data: Vec::new(),
             };
             match existing {
@@ -146,7 +154,11 @@ fn set_state(
     let fits = (start as u64)
         .checked_add(len)
         .is_some_and(|end| end <= MAX_CONTROLLER_STATE_LEN as u64);
-    if buffer.csvi != op.csvi || buffer.csuuidi != op.csuuidi || op.offset != start as u64 || !fits
+    if buffer.csvi != op.csvi
+        || buffer.csuuidi != op.csuuidi
+        || buffer.resets != vf.resets()
+        || op.offset != start as u64
+        || !fits
     {
         incoming.remove(index);
         return Err(Status::INVALID_FIELD_IN_COMMAND);
@@ -163,8 +175,13 @@ fn set_state(
     }
     let (_, complete) = incoming.remove(index);
     let (nvmecs, vendor_state) = parse(&complete)?;
-    vf.lock()
-        .restore(nvmecs.as_ref(), vendor_state.as_ref())
+    let mut vf = vf.lock();
+    // Locked, the target cannot be reset; it must still be the controller the transfer began
+    // for, and still suspended.
+    if vf.resets() != complete.resets || !vf.is_suspended() {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    vf.restore(nvmecs.as_ref(), vendor_state.as_ref())
         .map_err(|_| Status::INVALID_FIELD_IN_COMMAND)?;
     Ok(0)
 }

@@ -98,11 +98,6 @@ impl PrimaryLm {
         }
         self.incoming.clear();
     }
-
-    /// Drops a pending Set Controller State transfer for `cntlid` (its controller was reset).
-    pub(crate) fn forget(&mut self, cntlid: u16) {
-        self.incoming.retain(|(id, _)| *id != cntlid);
-    }
 }
 
 /// Decodes a TP4159 command; a wrong SEL or set reserved bits are Invalid Field in Command.
@@ -114,9 +109,12 @@ fn decode<T: LmCommand>(cmd: &Command) -> Result<T, Status> {
     Ok(decoded.op)
 }
 
-/// The secondary controller `cntlid` names, or Invalid Controller Identifier.
+/// The online secondary controller `cntlid` names, or Invalid Controller Identifier: a
+/// secondary taken offline with Virtualization Management is not a migratable controller
+/// until it is back online.
 fn target(inner: &Inner, cntlid: u16) -> Result<Secondary, Status> {
     inner
         .secondary(cntlid)
+        .filter(Secondary::is_online)
         .ok_or(Status::INVALID_CONTROLLER_IDENTIFIER)
 }

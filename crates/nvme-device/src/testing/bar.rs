@@ -1,4 +1,6 @@
-//! BAR0 of an in-process controller, for the `nvme-driver` host driver and for raw queues.
+//! BAR0 of an in-process controller, for the `nvme-driver` host driver and for raw queues: a
+//! subsystem's function ([`ControllerBar`]) or any controller, e.g. a private admin port
+//! ([`PortBar`]).
 
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -64,5 +66,28 @@ impl Bar for ControllerBar {
 
     fn doorbell(&self, offset: u64, value: u32) {
         self.with(|c| c.write_register(offset, 4, value.into()));
+    }
+}
+
+/// BAR0 of one controller the test holds, e.g. a private admin port of a primary controller.
+#[derive(Debug)]
+pub struct PortBar(pub Arc<Controller>);
+
+impl Bar for PortBar {
+    fn read32(&self, offset: u64) -> std::io::Result<u32> {
+        Ok(self.0.read_register(offset, 4) as u32)
+    }
+
+    fn read64(&self, offset: u64) -> std::io::Result<u64> {
+        Ok(self.0.read_register(offset, 8))
+    }
+
+    fn write32(&self, offset: u64, value: u32) -> std::io::Result<()> {
+        self.0.write_register(offset, 4, value.into());
+        Ok(())
+    }
+
+    fn doorbell(&self, offset: u64, value: u32) {
+        self.0.write_register(offset, 4, value.into());
     }
 }

@@ -7,7 +7,9 @@
 //! * [`host_memory`] and [`GuardedMemory`] put host memory into one or more controllers' address
 //!   spaces (a guard proves the controller never wrote outside what was mapped);
 //! * [`ControllerBar`] is BAR0 of a controller for the `nvme-driver` host driver (and for
-//!   [`RawQueue`]), re-pointable at another subsystem to "migrate" a guest;
+//!   [`RawQueue`]), re-pointable at another subsystem to "migrate" a guest; [`PortBar`] is BAR0
+//!   of a controller the test holds, and [`TestHost::private_port`] drives a private admin port
+//!   of the primary controller through it;
 //! * [`RawQueue`] and [`raw_enable`] drive a controller entry by entry, where the driver would
 //!   hide what a test needs to see (chosen CIDs, late CQ head doorbells, bad values);
 //! * [`CdqReader`] reads a TP4159 User Data Migration Queue the way a host does;
@@ -32,6 +34,7 @@ mod wait;
 use std::sync::Arc;
 
 pub use bar::ControllerBar;
+pub use bar::PortBar;
 pub use cdq::CdqReader;
 pub use memory::GUARD_BYTE;
 pub use memory::GuardedMemory;
@@ -119,8 +122,8 @@ impl TestHost {
                 .collect(),
         };
         // The controllers in function order: the PF, then the VFs by VFN.
-        let controllers = std::iter::once(host.subsystem.primary())
-            .chain(host.subsystem.secondaries().iter().map(|c| c.as_ref()));
+        let controllers =
+            std::iter::once(host.subsystem.primary()).chain(host.subsystem.secondaries());
         for (controller, irq) in controllers.zip(&host.interrupts) {
             controller.set_interrupt(irq.clone());
         }
@@ -168,6 +171,29 @@ impl TestHost {
         host_memory(len, iova, &[self.space(function)])
     }
 
+    /// A private admin port of the primary controller with an address space of its own, and
+    /// the `nvme-driver` host driver brought up on it with `len` bytes of host memory at `iova`.
+    ///
+    /// # Panics
+    ///
+    /// If the port cannot be opened or does not come up.
+    pub fn private_port(&self, len: u64, iova: u64) -> PrivatePort {
+        let space = Arc::new(AddressSpace::new());
+        let controller = Arc::new(
+            self.subsystem
+                .open_private_port(space.clone())
+                .unwrap_or_else(|err| panic!("cannot open a private port: {err}")),
+        );
+        let mem = host_memory(len, iova, &[&space]);
+        let driver = Driver::new(Arc::new(PortBar(controller.clone())), mem)
+            .unwrap_or_else(|err| panic!("the driver cannot bring up the private port: {err}"));
+        PrivatePort {
+            controller,
+            space,
+            driver,
+        }
+    }
+
     /// The `nvme-driver` host driver on `function`, with `len` bytes of host memory at `iova`;
     /// the controller is enabled with an admin queue.
     ///
@@ -178,4 +204,15 @@ impl TestHost {
         Driver::new(self.bar(function), self.memory(function, len, iova))
             .unwrap_or_else(|err| panic!("the driver cannot bring up {function:?}: {err}"))
     }
+}
+
+/// A private admin port of a test subsystem's primary controller, driven by the host driver.
+#[derive(Debug)]
+pub struct PrivatePort {
+    /// The port.
+    pub controller: Arc<Controller>,
+    /// The address space its DMA reaches (nothing else's).
+    pub space: Arc<AddressSpace>,
+    /// The host driver on it, with an admin queue.
+    pub driver: Driver,
 }

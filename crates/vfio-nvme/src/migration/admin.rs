@@ -2,13 +2,16 @@
 //!
 //! Every arc of the VF's migration state machine is carried out by real 64-byte TP4159 admin
 //! commands on the primary controller's admin queue. This trait is that admin queue: the
-//! in-process implementation ([`InProcessPrimary`]) drives this project's PF through the
-//! user-space NVMe driver; on a real SR-IOV device the Linux NVMe admin pass-through ioctl on
+//! in-process implementation ([`InProcessPrimary`]) drives this project's primary controller
+//! through the user-space NVMe driver, on a private admin port of its own (its own registers,
+//! admin queue and DMA memory), so it works while a client of the PF's PCI function owns that
+//! function's admin queue; on a real SR-IOV device the Linux NVMe admin pass-through ioctl on
 //! the PF can implement the same trait.
 
 use std::io;
 use std::sync::Arc;
 
+use nvme_device::controller::Controller;
 use nvme_device::subsystem::Subsystem;
 use nvme_driver::driver::Bar;
 use nvme_driver::driver::Driver;
@@ -78,25 +81,25 @@ pub trait LmAdmin: Send + Sync {
     fn max_transfer(&self) -> u64;
 }
 
-/// BAR0 of the subsystem's primary controller, reached by direct calls.
-struct PrimaryBar(Arc<Subsystem>);
+/// BAR0 of a private admin port of the primary controller, reached by direct calls.
+struct PortBar(Controller);
 
-impl Bar for PrimaryBar {
+impl Bar for PortBar {
     fn read32(&self, offset: u64) -> io::Result<u32> {
-        Ok(self.0.primary().read_register(offset, 4) as u32)
+        Ok(self.0.read_register(offset, 4) as u32)
     }
 
     fn read64(&self, offset: u64) -> io::Result<u64> {
-        Ok(self.0.primary().read_register(offset, 8))
+        Ok(self.0.read_register(offset, 8))
     }
 
     fn write32(&self, offset: u64, value: u32) -> io::Result<()> {
-        self.0.primary().write_register(offset, 4, u64::from(value));
+        self.0.write_register(offset, 4, u64::from(value));
         Ok(())
     }
 
     fn doorbell(&self, offset: u64, value: u32) {
-        self.0.primary().write_register(offset, 4, u64::from(value));
+        self.0.write_register(offset, 4, u64::from(value));
     }
 }
 
@@ -106,7 +109,9 @@ const PRIMARY_MEMORY_IOVA: u64 = 0x100_0000_0000;
 const PRIMARY_MEMORY_SIZE: u64 = 16 << 20;
 
 /// The primary controller of an in-process subsystem, driven by the user-space NVMe driver
-/// through its admin queue, exactly as host software drives a physical function.
+/// through the admin queue of a private port, exactly as host software drives a physical
+/// function. Its memory (admin queue, data buffers, Controller Data Queues) is in an address
+/// space only the port reaches: no client of the PF sees it, and its CDQIDs are its own.
 pub struct InProcessPrimary {
     driver: Driver,
 }
@@ -118,10 +123,9 @@ impl std::fmt::Debug for InProcessPrimary {
 }
 
 impl InProcessPrimary {
-    /// Brings up `subsystem`'s primary controller, whose DMA reaches `space` (the address space
-    /// the subsystem was built with for the PF): host memory is mapped there and the controller
-    /// is enabled.
-    pub fn new(subsystem: Arc<Subsystem>, space: &AddressSpace) -> Result<Self, LmError> {
+    /// Opens a private admin port of `subsystem`'s primary controller over an address space of
+    /// its own, maps host memory there and enables the port.
+    pub fn new(subsystem: &Subsystem) -> Result<Self, LmError> {
         let driver_error = |source| LmError::Driver {
             what: "bringing up the primary controller".to_owned(),
             source,
@@ -136,10 +140,14 @@ impl InProcessPrimary {
             .map_err(|e| driver_error(DriverError::Io(e)))?;
         let view = Mapping::from_fd(fd, 0, mem.len() as usize, Protection::ReadWrite)
             .map_err(|e| driver_error(DriverError::Io(e)))?;
+        let space = Arc::new(AddressSpace::new());
         space
             .map(PRIMARY_MEMORY_IOVA, view)
             .map_err(|e| LmError::Protocol(format!("cannot map primary host memory: {e}")))?;
-        let driver = Driver::new(Arc::new(PrimaryBar(subsystem)), mem).map_err(driver_error)?;
+        let port = subsystem
+            .open_private_port(space)
+            .map_err(|e| LmError::Protocol(format!("cannot open a private admin port: {e}")))?;
+        let driver = Driver::new(Arc::new(PortBar(port)), mem).map_err(driver_error)?;
         Ok(Self { driver })
     }
 }

@@ -1,7 +1,9 @@
 //! The VFIO migration driver of an NVMe virtual function (the seed's job), built on TP4159
 //! commands to the primary controller.
 //!
-//! * [`admin`] — the [`admin::LmAdmin`] trait: the PF's admin queue (in-process today);
+//! * [`admin`] — the [`admin::LmAdmin`] trait: the PF's admin queue (in-process today, on a
+//!   private admin port of the primary controller, so a client of the PF's PCI function keeps
+//!   its own);
 //! * [`tp4159`] — Suspend, Resume, Get/Set Controller State, User Data Migration Queues;
 //! * [`user_data`] — reading and writing namespace contents;
 //! * [`driver`] — [`driver::NvmeMigration`], the per-arc driver, which a VF serves through

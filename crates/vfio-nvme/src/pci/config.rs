@@ -1,9 +1,11 @@
-//! PCI configuration space of an NVMe virtual function.
+//! PCI configuration space of an NVMe function (a VF, or the PF).
 //!
 //! A type 0 header with class code 01:08:02 (mass storage, NVM, NVMe I/O controller), one 64-bit
 //! memory BAR (BAR0), and two capabilities: MSI-X at 40h and PCI Express (endpoint) at 50h. The
-//! extended space (100h–FFFh) holds no capability. Writes go through a per-byte write mask, so
-//! read-only fields stay read-only and BAR sizing (write all ones, read back the size mask) works.
+//! extended space (100h–FFFh) holds no capability, but for the PF's SR-IOV capability
+//! ([`super::sriov`], placed with [`ConfigSpace::with_capability`]). Writes go through a
+//! per-byte write mask, so read-only fields stay read-only and BAR sizing (write all ones, read
+//! back the size mask) works.
 
 use std::sync::Mutex;
 
@@ -29,6 +31,9 @@ pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
 #[derive(Debug)]
 pub struct ConfigSpace {
     inner: Mutex<Bytes>,
+    /// Capabilities added beyond the standard ones, as (offset, reset value, write mask), put
+    /// back by a reset.
+    added: Vec<(usize, Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,7 +120,22 @@ impl ConfigSpace {
         b.put(PCIE_CAP + 40, &0u16.to_le_bytes(), &0xFFFFu16.to_le_bytes());
         Self {
             inner: Mutex::new(b),
+            added: Vec::new(),
         }
+    }
+
+    /// Adds a capability: `value` at `offset`, with `writable` (as long as `value`) saying
+    /// which bits the host may change. The capability keeps its place across resets.
+    ///
+    /// # Panics
+    ///
+    /// If it does not fit in configuration space or `writable` is not as long as `value` (a
+    /// bug in the caller, not something a host can cause).
+    pub fn with_capability(mut self, offset: usize, value: Vec<u8>, writable: Vec<u8>) -> Self {
+        assert!(offset + value.len() <= CONFIG_SIZE as usize && writable.len() == value.len());
+        self.lock().put(offset, &value, &writable);
+        self.added.push((offset, value, writable));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Bytes> {
@@ -164,10 +184,22 @@ impl ConfigSpace {
             && data[(bit - offset) as usize] & 0x80 != 0
     }
 
+    /// Sets the MSI-X Table Size to `vectors` (at least one: the field is N − 1).
+    pub fn set_msix_table_size(&self, vectors: u16) {
+        let size = vectors.saturating_sub(1) & 0x7FF;
+        let mut b = self.lock();
+        let control = (b.u16_at(MSIX_CAP + 2) & !0x7FF) | size;
+        b.data[MSIX_CAP + 2..MSIX_CAP + 4].copy_from_slice(&control.to_le_bytes());
+    }
+
     /// Returns the writable registers to their reset values (a function-level reset keeps the
     /// read-only contents).
     pub fn reset(&self, vendor: u16, device: u16, vectors: u16) {
-        *self.lock() = Self::new(vendor, device, vectors).lock().clone();
+        let mut fresh = Self::new(vendor, device, vectors).lock().clone();
+        for (offset, value, writable) in &self.added {
+            fresh.put(*offset, value, writable);
+        }
+        *self.lock() = fresh;
     }
 }
 
@@ -233,5 +265,27 @@ mod tests {
         assert!(!ConfigSpace::is_flr(0x58, &0x0010u16.to_le_bytes()));
         c.reset(1, 2, 4);
         assert_eq!(c.msix_control(), 3);
+        // The table size follows the vectors a controller offers, keeping the control bits.
+        assert!(c.write(0x42, &MSIX_ENABLE.to_le_bytes()));
+        c.set_msix_table_size(2);
+        assert_eq!(c.msix_control(), MSIX_ENABLE | 1);
+        c.set_msix_table_size(0);
+        assert_eq!(c.msix_control(), MSIX_ENABLE);
+    }
+
+    #[test]
+    fn added_capabilities_keep_their_place_and_mask_across_resets() {
+        let c = ConfigSpace::new(1, 2, 4).with_capability(
+            0x100,
+            vec![0x10, 0, 1, 0, 7],
+            vec![0, 0, 0, 0, 0xFF],
+        );
+        assert!(c.write(0x100, &[0xFF; 5]));
+        let mut got = [0u8; 5];
+        assert!(c.read(0x100, &mut got));
+        assert_eq!(got, [0x10, 0, 1, 0, 0xFF]);
+        c.reset(1, 2, 4);
+        assert!(c.read(0x100, &mut got));
+        assert_eq!(got, [0x10, 0, 1, 0, 7]);
     }
 }

@@ -1,4 +1,6 @@
-//! The PCI face of a virtual function: configuration space, BAR0 layout and MSI-X.
+//! The PCI face of an NVMe function (a VF or the PF): configuration space, BAR0 layout, MSI-X,
+//! and [`function::NvmeFunction`], a controller served as a PCI function with all of them. The
+//! PF's configuration space also has an SR-IOV capability ([`sriov`]).
 //!
 //! BAR0 (64-bit memory, 16 KiB) holds, in order:
 //!
@@ -13,7 +15,9 @@
 //! REGION_READ/REGION_WRITE. Region and IRQ indices are VFIO's ([`vfu::pci`]).
 
 pub mod config;
+pub mod function;
 pub mod msix;
+pub mod sriov;
 
 use nvme_spec::registers::Register;
 

@@ -134,12 +134,12 @@ fn check_io_queue(
     check_queue(qid, base, u32::from(qsize) + 1, positions, max_entries)
 }
 
-/// Checks NVMECS v0 against `inner`: identifiers in range and unique, sizes within CAP.MQES,
-/// every SQ's CQ present, vectors within the controller's, bases page aligned, positions within
-/// the queue.
+/// Checks NVMECS v0 against `inner`: identifiers in range (of the queue pairs the controller
+/// offers) and unique, sizes within CAP.MQES, every SQ's CQ present, vectors within those the
+/// controller offers, bases page aligned, positions within the queue.
 fn validate_nvmecs(inner: &Inner, nvmecs: &NvmeControllerStateV0) -> Result<(), SnapshotError> {
     let config = &inner.config;
-    let max = config.io_queue_pairs;
+    let max = inner.offered_queue_pairs();
     let mut cq_ids = HashSet::new();
     for cq in nvmecs.cqs() {
         new_qid("completion", cq.qid, max, &mut cq_ids)?;
@@ -147,7 +147,7 @@ fn validate_nvmecs(inner: &Inner, nvmecs: &NvmeControllerStateV0) -> Result<(), 
         if !attr.pc() || attr.reserved() != 0 {
             return Err(queue_err(cq.qid, "attributes", u32::from(attr)));
         }
-        if attr.iv() >= config.msix_vectors {
+        if attr.iv() >= inner.offered_vectors() {
             return Err(queue_err(cq.qid, "interrupt vector", attr.iv()));
         }
         check_io_queue(
@@ -259,7 +259,7 @@ fn validate_vendor(inner: &Inner, v: &VendorState) -> Result<(), SnapshotError> 
         return Err(value_err("doorbells", v.doorbells.len() as u64));
     }
     let f = &v.features;
-    let max_qid = config.io_queue_pairs.saturating_sub(1);
+    let max_qid = inner.offered_queue_pairs().saturating_sub(1);
     if f.queues.0 > max_qid || f.queues.1 > max_qid {
         return Err(value_err("number of queues", f.queues.0.max(f.queues.1)));
     }
