@@ -365,6 +365,81 @@ fn migrate_a_vf_between_subsystems() {
     }
 }
 
+/// Waits until `driver` has received `n` asynchronous events, and returns them.
+fn events(driver: &Driver, n: usize) -> Vec<(AsyncEventType, u8)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        assert!(std::time::Instant::now() < deadline, "events: {seen:?}");
+        seen.extend(
+            driver
+                .poll_events()
+                .iter()
+                .map(|(c, _)| (c.event_type(), c.event_info())),
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    seen
+}
+
+/// Issue 10: a guest that writes an out-of-range SQ tail doorbell (the Invalid Doorbell case)
+/// must not make its VF unmigratable; the destination takes the state and then behaves as the
+/// source would have: the doorbell still holds the bad value, the event it raised is not raised
+/// a second time, and the queue works again once the guest writes a valid tail.
+#[test]
+fn an_invalid_doorbell_does_not_make_a_vf_unmigratable() {
+    use nvme_device::controller::AsyncEvent;
+    use nvme_driver::driver::Bar;
+    use nvme_spec::features::AsyncEventInfoError;
+    use nvme_spec::log::LogPageId;
+
+    let storage = backend();
+    let a = side("bad-db-a", &storage);
+    let b = side("bad-db-b", &storage);
+    let mut guest = guest(&a, &[&b]);
+    guest.write(0, 1);
+    // The tail doorbell of SQ 1 (64 entries) gets 1000: the controller reports it once.
+    guest.driver.request_event().unwrap();
+    let sq1_tail = 0x1000 + 8;
+    guest.bar.doorbell(sq1_tail, 1000);
+    let invalid_doorbell = (
+        AsyncEventType::ERROR,
+        AsyncEventInfoError::INVALID_DOORBELL_VALUE.0,
+    );
+    assert_eq!(events(&guest.driver, 1), [invalid_doorbell]);
+
+    let pf_a = pf_driver(&a, 0x2000_0000);
+    let pf_b = pf_driver(&b, 0x3000_0000);
+    assert_eq!(suspend(&pf_a, VF, false), Status::SUCCESS);
+    let (state, _) = get_state(&pf_a, VF, 4096);
+    assert_eq!(suspend(&pf_b, VF, false), Status::SUCCESS);
+    assert_eq!(set_state(&pf_b, VF, &state, 4096), Status::SUCCESS);
+    assert_eq!(get_state(&pf_b, VF, 4096).0, state, "save → restore → save");
+    assert_eq!(send(&pf_b, Resume { cntlid: VF }), Status::SUCCESS);
+    guest.bar.retarget(b.subsystem(), Function::Vf(1));
+
+    let vf_b = b.controller(Function::Vf(1));
+    assert_eq!(vf_b.read_register(sq1_tail, 4), 1000);
+    // Reading the Error Information log re-enables error events; the bad value is still in the
+    // doorbell, but it was reported already, so the next event is the one posted here.
+    guest
+        .driver
+        .log_page(LogPageId::ERROR_INFORMATION, 0, 64)
+        .unwrap();
+    guest.driver.request_event().unwrap();
+    let marker = AsyncEvent {
+        event_type: AsyncEventType::VENDOR,
+        info: 0x5A,
+        log_page: LogPageId(0),
+        dw1: 0,
+    };
+    vf_b.post_event(marker);
+    assert_eq!(events(&guest.driver, 1), [(AsyncEventType::VENDOR, 0x5A)]);
+    // A valid tail makes the queue work again: the guest's next command is fetched from the
+    // head the source left.
+    assert_eq!(guest.read(0, 1), pattern(0, 1));
+}
+
 #[test]
 fn error_statuses() {
     let storage = backend();
