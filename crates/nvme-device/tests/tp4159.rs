@@ -14,6 +14,12 @@ use nvme_device::testing::CdqReader;
 use nvme_device::testing::ControllerBar;
 use nvme_device::testing::Function;
 use nvme_device::testing::TestHost;
+use nvme_device::testing::lm::get_state;
+use nvme_device::testing::lm::get_state_cmd;
+use nvme_device::testing::lm::send;
+use nvme_device::testing::lm::set_chunk;
+use nvme_device::testing::lm::set_state;
+use nvme_device::testing::lm::suspend;
 use nvme_driver::driver::Driver;
 use nvme_driver::driver::QueuePair;
 use nvme_driver::memory::HostMemory;
@@ -28,7 +34,6 @@ use nvme_spec::lm::CreateCdq;
 use nvme_spec::lm::DeleteCdq;
 use nvme_spec::lm::EntrySequence;
 use nvme_spec::lm::GetCdqFeature;
-use nvme_spec::lm::GetControllerState;
 use nvme_spec::lm::LbaChangeInfo;
 use nvme_spec::lm::LmCommand;
 use nvme_spec::lm::LogUserDataChanges;
@@ -128,21 +133,6 @@ impl Guest {
     }
 }
 
-fn send(pf: &Driver, op: impl LmCommand) -> Status {
-    testing::status(pf.admin(op.encode().unwrap()))
-}
-
-fn suspend(pf: &Driver, cntlid: u16, dudmq: bool) -> Status {
-    send(
-        pf,
-        Suspend {
-            cntlid,
-            stype: SuspendType::SUSPEND,
-            dudmq,
-        },
-    )
-}
-
 fn track(pf: &Driver, cdqid: u16, lact: LoggingAction) -> Status {
     send(pf, LogUserDataChanges { lact, cdqid })
 }
@@ -155,87 +145,6 @@ fn create_udmq(pf: &Driver, cntlid: u16, slots: u32) -> (u16, CdqReader) {
         .unwrap();
     let cdqid = pf.admin(cmd).unwrap().dw0 as u16;
     (cdqid, CdqReader::new(buf, slots))
-}
-
-fn get_state_cmd(cntlid: u16, offset: u64, len: u64) -> Command {
-    GetControllerState {
-        csvi: 1,
-        cntlid,
-        csuuidi: 1,
-        csuidxp: 0,
-        offset,
-        uidx: 0,
-        numd: GetControllerState::numd_for_len(len).unwrap(),
-    }
-    .encode()
-    .unwrap()
-}
-
-/// Reads the full controller state of `cntlid` in chunks of `chunk` bytes. Returns it and CSUP.
-fn get_state(pf: &Driver, cntlid: u16, chunk: u64) -> (Vec<u8>, bool) {
-    let header = pf
-        .admin_read(get_state_cmd(cntlid, 0, 48), 48)
-        .expect("Get Controller State header");
-    let total = ControllerStateHeader::decode(&header)
-        .unwrap()
-        .total_len()
-        .unwrap() as u64;
-    let mut out = Vec::new();
-    let mut csup = true;
-    while (out.len() as u64) < total {
-        let offset = out.len() as u64;
-        let len = chunk.min(total - offset);
-        let mut cmd = get_state_cmd(cntlid, offset, len);
-        let buf = pf.memory().alloc(len).unwrap();
-        let list = pf.memory().alloc(4096).unwrap();
-        pf.set_prps(&mut cmd, &buf, Some(&list), len);
-        let done = pf.admin(cmd).unwrap();
-        csup &= done.dw0 & 1 == 1;
-        let mut bytes = vec![0u8; len as usize];
-        buf.read(0, &mut bytes);
-        out.extend_from_slice(&bytes);
-    }
-    assert_eq!(&out[..48], &header[..]);
-    (out, csup)
-}
-
-fn set_chunk(
-    pf: &Driver,
-    cntlid: u16,
-    seqind: SequenceIndicator,
-    offset: u64,
-    data: &[u8],
-) -> Status {
-    let op = SetControllerState {
-        seqind,
-        cntlid,
-        csvi: 1,
-        csuuidi: 1,
-        offset,
-        uidx: 0,
-        numd: SetControllerState::numd_for_len(data.len() as u64).unwrap(),
-    };
-    testing::status(pf.admin_write(op.encode().unwrap(), data))
-}
-
-/// Sets the state of `cntlid` in chunks of `chunk` bytes (first/middle/last).
-fn set_state(pf: &Driver, cntlid: u16, state: &[u8], chunk: usize) -> Status {
-    let chunks: Vec<&[u8]> = state.chunks(chunk).collect();
-    let mut offset = 0;
-    for (i, piece) in chunks.iter().enumerate() {
-        let seqind = match (i == 0, i == chunks.len() - 1) {
-            (true, true) => SequenceIndicator::ONLY,
-            (true, false) => SequenceIndicator::FIRST,
-            (false, true) => SequenceIndicator::LAST,
-            (false, false) => SequenceIndicator::MIDDLE,
-        };
-        let status = set_chunk(pf, cntlid, seqind, offset, piece);
-        if status != Status::SUCCESS {
-            return status;
-        }
-        offset += piece.len() as u64;
-    }
-    Status::SUCCESS
 }
 
 #[test]

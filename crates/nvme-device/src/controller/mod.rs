@@ -560,6 +560,13 @@ impl Controller {
     pub fn post_event(&self, event: AsyncEvent) {
         aer::post(&self.inner, event);
     }
+
+    /// Runs poller passes on the calling thread until one makes no progress, at most `limit`;
+    /// returns whether it got there (for the test host's `settle`).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn run_until_idle(&self, limit: u32) -> bool {
+        (0..limit).any(|_| !poller::pass(&self.inner, &mut self.inner.lock_state()))
+    }
 }
 
 impl Drop for Controller {

@@ -11,6 +11,9 @@
 //! * [`RawQueue`] and [`raw_enable`] drive a controller entry by entry, where the driver would
 //!   hide what a test needs to see (chosen CIDs, late CQ head doorbells, bad values);
 //! * [`CdqReader`] reads a TP4159 User Data Migration Queue the way a host does;
+//! * [`lm`] issues TP4159 Migration Send and Receive on a primary controller;
+//! * [`settle`] runs a controller until it has nothing left to do, so a test sees every effect
+//!   of what it did;
 //! * [`eventually`], [`wait_for`], [`io`] and [`status`] wait and unwrap with generous timeouts.
 //!
 //! Tests that need the feature enable it through a dev-dependency: this crate's own integration
@@ -24,6 +27,7 @@
 
 mod bar;
 mod cdq;
+pub mod lm;
 mod memory;
 mod phase;
 mod raw_queue;
@@ -44,6 +48,7 @@ use shmem::AddressSpace;
 pub use wait::PATIENCE;
 pub use wait::eventually;
 pub use wait::io;
+pub use wait::settle;
 pub use wait::status;
 pub use wait::wait_for;
 
