@@ -567,6 +567,14 @@ impl Controller {
     pub(crate) fn run_until_idle(&self, limit: u32) -> bool {
         (0..limit).any(|_| !poller::pass(&self.inner, &mut self.inner.lock_state()))
     }
+
+    /// Runs `f` with the queue state held, so no poller pass is under way while it runs (for
+    /// the test host's `between_passes`).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn between_passes<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _held = self.inner.lock_state();
+        f()
+    }
 }
 
 impl Drop for Controller {

@@ -94,6 +94,9 @@ pub(super) fn pass(inner: &Inner, state: &mut State) -> bool {
             progressed |= io_queue(inner, state, qid as u16);
         }
     }
+    // Events the pass raised (an invalid doorbell) go out with it, so a pass that makes no
+    // progress leaves nothing deliverable behind.
+    progressed |= aer::deliver(inner, state);
     // LBA changes logged during the pass go to the UDMQ in one append.
     state.lba_log.flush();
     signal(inner, state);

@@ -111,7 +111,10 @@ pub fn set_chunk(
         uidx: 0,
         numd: SetControllerState::numd_for_len(data.len() as u64).expect("a dword count"),
     };
-    status(pf.admin_write(op.encode().expect("an encodable Set Controller State"), data))
+    status(pf.admin_write(
+        op.encode().expect("an encodable Set Controller State"),
+        data,
+    ))
 }
 
 /// Sets the state of `cntlid` in chunks of `chunk` bytes (first, middle, last; or only). Stops

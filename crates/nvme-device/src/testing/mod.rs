@@ -13,7 +13,7 @@
 //! * [`CdqReader`] reads a TP4159 User Data Migration Queue the way a host does;
 //! * [`lm`] issues TP4159 Migration Send and Receive on a primary controller;
 //! * [`settle`] runs a controller until it has nothing left to do, so a test sees every effect
-//!   of what it did;
+//!   of what it did, and [`between_passes`] makes a guest's writes reach it all at once;
 //! * [`eventually`], [`wait_for`], [`io`] and [`status`] wait and unwrap with generous timeouts.
 //!
 //! Tests that need the feature enable it through a dev-dependency: this crate's own integration
@@ -46,6 +46,7 @@ pub use raw_queue::RawQueue;
 pub use raw_queue::raw_enable;
 use shmem::AddressSpace;
 pub use wait::PATIENCE;
+pub use wait::between_passes;
 pub use wait::eventually;
 pub use wait::io;
 pub use wait::settle;

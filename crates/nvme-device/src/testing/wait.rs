@@ -88,3 +88,10 @@ pub fn settle(controller: &Controller) {
         "the controller kept making progress"
     );
 }
+
+/// Runs `f` while no poller pass of `controller` is under way, so the next pass sees all of
+/// what `f` did (doorbells and guest memory written together) or none of it. `f` must not
+/// write a controller register other than a doorbell: CC writes wait for the same lock.
+pub fn between_passes<T>(controller: &Controller, f: impl FnOnce() -> T) -> T {
+    controller.between_passes(f)
+}
