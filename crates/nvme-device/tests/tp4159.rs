@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nvme_device::backend::RamBackend;
+use nvme_device::controller::snapshot::vendor::VendorState;
 use nvme_device::namespace::BlockSize;
 use nvme_device::subsystem::Attachment;
 use nvme_device::subsystem::NamespaceSpec;
@@ -29,6 +30,7 @@ use nvme_spec::features::AsyncEventType;
 use nvme_spec::features::FeatureId;
 use nvme_spec::features::Select;
 use nvme_spec::lm::CdqFeatureData;
+use nvme_spec::lm::ControllerState;
 use nvme_spec::lm::ControllerStateHeader;
 use nvme_spec::lm::CreateCdq;
 use nvme_spec::lm::DeleteCdq;
@@ -44,6 +46,8 @@ use nvme_spec::lm::SetCdqFeature;
 use nvme_spec::lm::SetControllerState;
 use nvme_spec::lm::Suspend;
 use nvme_spec::lm::SuspendType;
+use nvme_spec::log::LogPageId;
+use nvme_spec::log::SmartHealth;
 use nvme_spec::status::Status;
 use zerocopy::FromBytes;
 use zerocopy::IntoBytes;
@@ -300,7 +304,6 @@ fn an_invalid_doorbell_does_not_make_a_vf_unmigratable() {
     use nvme_device::controller::AsyncEvent;
     use nvme_driver::driver::Bar;
     use nvme_spec::features::AsyncEventInfoError;
-    use nvme_spec::log::LogPageId;
 
     let storage = backend();
     let a = side("bad-db-a", &storage);
@@ -347,6 +350,81 @@ fn an_invalid_doorbell_does_not_make_a_vf_unmigratable() {
     // A valid tail makes the queue work again: the guest's next command is fetched from the
     // head the source left.
     assert_eq!(guest.read(0, 1), pattern(0, 1));
+}
+
+/// `state` with its vendor state edited by `edit`.
+fn with_vendor(state: &[u8], edit: impl FnOnce(&mut VendorState)) -> Vec<u8> {
+    let cs = ControllerState::decode(state).unwrap();
+    let mut vendor = VendorState::decode(cs.vendor()).unwrap();
+    edit(&mut vendor);
+    let header = cs.header();
+    ControllerState::new(
+        header.ver,
+        header.csattr,
+        cs.nvmecs().to_vec(),
+        vendor.encode(),
+    )
+    .unwrap()
+    .encode()
+}
+
+/// The SMART / Health log as the guest reads it.
+fn smart(guest: &Guest) -> SmartHealth {
+    let page = guest
+        .driver
+        .log_page(LogPageId::SMART_HEALTH, u32::MAX, 512)
+        .unwrap();
+    SmartHealth::read_from_bytes(&page).unwrap()
+}
+
+/// Issue 10: the SMART / Health counters a guest reads do not restart on the destination. The
+/// source has been on for ten hours (its clock was set through its own Set Controller State),
+/// lost power once without a shutdown (a function-level reset while enabled), and did I/O.
+#[test]
+fn smart_counters_continue_on_the_destination() {
+    let storage = backend();
+    let a = side("smart-a", &storage);
+    let b = side("smart-b", &storage);
+    let pf_a = pf_driver(&a, 0x2000_0000);
+    let pf_b = pf_driver(&b, 0x3000_0000);
+    let ten_hours = 10 * 3600 * 1000;
+    assert_eq!(suspend(&pf_a, VF, false), Status::SUCCESS);
+    let (state, _) = get_state(&pf_a, VF, 4096);
+    let older = with_vendor(&state, |v| v.power_on_ms += ten_hours);
+    assert_eq!(set_state(&pf_a, VF, &older, 4096), Status::SUCCESS);
+    assert_eq!(send(&pf_a, Resume { cntlid: VF }), Status::SUCCESS);
+
+    let mut guest = guest(&a, &[&b]);
+    a.controller(Function::Vf(1)).reset();
+    guest.driver.enable().unwrap();
+    guest.qp = guest.driver.create_queue_pair(1, 64, None).unwrap();
+    guest.write(0, 4);
+    guest.write(8, 1);
+    assert_eq!(guest.read(0, 2), pattern(0, 2));
+    let before = smart(&guest);
+    assert_eq!(
+        (
+            { before.host_write_commands },
+            { before.host_read_commands },
+            { before.data_units_written },
+            { before.power_cycles },
+            { before.unsafe_shutdowns },
+            { before.power_on_hours },
+        ),
+        (2, 1, 1, 2, 1, 10)
+    );
+
+    assert_eq!(suspend(&pf_a, VF, false), Status::SUCCESS);
+    let (state, _) = get_state(&pf_a, VF, 4096);
+    assert_eq!(suspend(&pf_b, VF, false), Status::SUCCESS);
+    assert_eq!(set_state(&pf_b, VF, &state, 4096), Status::SUCCESS);
+    assert_eq!(send(&pf_b, Resume { cntlid: VF }), Status::SUCCESS);
+    guest.bar.retarget(b.subsystem(), Function::Vf(1));
+
+    let after = smart(&guest);
+    assert_eq!(after.as_bytes(), before.as_bytes());
+    guest.write(9, 1);
+    assert_eq!({ smart(&guest).host_write_commands }, 3);
 }
 
 #[test]
