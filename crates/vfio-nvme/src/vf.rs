@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use nvme_device::PCI_DEVICE_ID;
-use nvme_device::PCI_VENDOR_ID;
 use nvme_device::controller::Controller;
 use nvme_device::subsystem::Subsystem;
 use shmem::AddressSpace;
@@ -36,7 +34,7 @@ use crate::pci::DOORBELL_SIZE;
 use crate::pci::MSIX_PBA_OFFSET;
 use crate::pci::MSIX_TABLE_OFFSET;
 use crate::pci::config::ConfigSpace;
-use crate::pci::msix::Msix;
+use crate::pci::face::PciFace;
 
 /// A secondary controller of a subsystem presented as a PCI function.
 pub struct VfDevice {
@@ -44,8 +42,8 @@ pub struct VfDevice {
     controller: Arc<Controller>,
     vfn: u16,
     space: Arc<AddressSpace>,
-    config: ConfigSpace,
-    msix: Arc<Msix>,
+    /// Configuration space and MSI-X, which travel with a migration.
+    face: Arc<PciFace>,
     /// DMA windows the client mapped without a file descriptor (unreachable, but tracked so
     /// they can be unmapped).
     unreachable: Mutex<Vec<(u64, u64)>>,
@@ -64,19 +62,23 @@ impl VfDevice {
     /// through `space` (the same address space the subsystem was built with for this VF).
     pub fn new(subsystem: Arc<Subsystem>, vfn: u16, space: Arc<AddressSpace>) -> Option<Self> {
         let controller = subsystem.secondary(vfn)?.clone();
-        let vectors = controller.config().msix_vectors;
-        let msix = Arc::new(Msix::new(vectors));
-        controller.set_interrupt(msix.clone());
+        let face = Arc::new(PciFace::new(controller.config().msix_vectors));
+        controller.set_interrupt(face.msix().clone());
         Some(Self {
             subsystem,
             controller,
             vfn,
             space,
-            config: ConfigSpace::new(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors),
-            msix,
+            face,
             unreachable: Mutex::new(Vec::new()),
             migration: None,
         })
+    }
+
+    /// The function's configuration space and MSI-X state, for its migration driver to capture
+    /// and restore.
+    pub fn pci_face(&self) -> &Arc<PciFace> {
+        &self.face
     }
 
     /// Makes the function migratable with `migration` (over the same address space).
@@ -102,10 +104,10 @@ impl VfDevice {
 
     fn bar0_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         if offset >= MSIX_PBA_OFFSET {
-            return ok(self.msix.pba_read(offset - MSIX_PBA_OFFSET, buf));
+            return ok(self.face.msix().pba_read(offset - MSIX_PBA_OFFSET, buf));
         }
         if offset >= MSIX_TABLE_OFFSET {
-            return ok(self.msix.table_read(offset - MSIX_TABLE_OFFSET, buf));
+            return ok(self.face.msix().table_read(offset - MSIX_TABLE_OFFSET, buf));
         }
         // Registers and doorbells: natural 4- or 8-byte accesses.
         let ctrl = self.controller();
@@ -136,7 +138,10 @@ impl VfDevice {
             return Ok(());
         }
         if offset >= MSIX_TABLE_OFFSET {
-            return ok(self.msix.table_write(offset - MSIX_TABLE_OFFSET, data));
+            return ok(self
+                .face
+                .msix()
+                .table_write(offset - MSIX_TABLE_OFFSET, data));
         }
         let ctrl = self.controller();
         match data.len() {
@@ -161,9 +166,7 @@ impl VfDevice {
             self.function_reset();
             return Ok(());
         }
-        ok(self.config.write(offset, data))?;
-        self.msix.set_control(self.config.msix_control());
-        Ok(())
+        ok(self.face.write_config(offset, data))
     }
 
     /// A function-level reset: controller, configuration space, MSI-X state and the migration
@@ -173,9 +176,7 @@ impl VfDevice {
             migration.reset();
         }
         self.controller().reset();
-        let vectors = self.msix.count() as u16;
-        self.config.reset(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors);
-        self.msix.reset();
+        self.face.reset();
     }
 }
 
@@ -229,7 +230,7 @@ impl Device for VfDevice {
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         match index {
             BAR0_REGION_INDEX => self.bar0_read(offset, buf),
-            CONFIG_REGION_INDEX => ok(self.config.read(offset, buf)),
+            CONFIG_REGION_INDEX => ok(self.face.config().read(offset, buf)),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -245,7 +246,7 @@ impl Device for VfDevice {
     fn irq_info(&self, index: u32) -> Option<(u32, u32)> {
         match index {
             MSIX_IRQ_INDEX => Some((
-                self.msix.count(),
+                self.face.msix().count(),
                 (IrqInfoFlags::EVENTFD | IrqInfoFlags::NORESIZE).bits(),
             )),
             // INTx, MSI, ERR and REQ are not offered: the function interrupts with MSI-X only.
@@ -267,7 +268,7 @@ impl Device for VfDevice {
                 start,
                 fds,
             } => {
-                self.msix.set_eventfds(start, fds);
+                self.face.msix().set_eventfds(start, fds);
                 Ok(())
             }
             // Signalling an eventfd on mask/unmask is not supported.
@@ -278,15 +279,16 @@ impl Device for VfDevice {
                 count,
                 mask,
             } => {
+                let msix = self.face.msix();
                 match action {
-                    IrqAction::Mask => self.msix.set_masked(start, count, mask.as_deref(), true),
-                    IrqAction::Unmask => self.msix.set_masked(start, count, mask.as_deref(), false),
-                    IrqAction::Trigger => self.msix.trigger(start, count),
+                    IrqAction::Mask => msix.set_masked(start, count, mask.as_deref(), true),
+                    IrqAction::Unmask => msix.set_masked(start, count, mask.as_deref(), false),
+                    IrqAction::Trigger => msix.trigger(start, count),
                 }
                 Ok(())
             }
             IrqRequest::DisableAll => {
-                self.msix.drop_eventfds();
+                self.face.msix().drop_eventfds();
                 Ok(())
             }
         }
@@ -331,7 +333,7 @@ impl Device for VfDevice {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.msix.drop_eventfds();
+        self.face.msix().drop_eventfds();
     }
 
     fn migration(&self) -> Option<&dyn Migratable> {

@@ -1,4 +1,5 @@
-//! The PCI face of a virtual function: configuration space, BAR0 layout and MSI-X.
+//! The PCI face of a virtual function: configuration space, BAR0 layout and MSI-X, and
+//! ([`face`]) the two as the one piece of state that travels with a migration.
 //!
 //! BAR0 (64-bit memory, 16 KiB) holds, in order:
 //!
@@ -13,6 +14,7 @@
 //! REGION_READ/REGION_WRITE. Region and IRQ indices are VFIO's ([`vfu::pci`]).
 
 pub mod config;
+pub mod face;
 pub mod msix;
 
 use nvme_spec::registers::Register;
