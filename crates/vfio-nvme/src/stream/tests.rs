@@ -1101,6 +1101,7 @@ fn describe_reports_a_valid_stream() {
         "    user data: 1536 bytes in 1 ranges: 0..1536",
         "  nsid 3: 1048576 blocks of 4096 bytes (4294967296 bytes), shared (data not in the stream)",
         "  ControllerState: 300 bytes",
+        "  PciFace: none",
         "End: 6 records, 6144 user-data bytes",
         "status: valid",
     ] {
@@ -1115,6 +1116,33 @@ fn describe_reports_a_valid_stream() {
     );
     assert_eq!(json["header"]["geometry"]["namespaces"][2]["shared"], true);
     assert!(json["error"].is_null());
+}
+
+#[test]
+fn describe_shows_the_pci_face() {
+    let (bytes, _) = small_stream();
+    let report = describe(&bytes).unwrap();
+    assert!(report.is_valid());
+    let face = report.pci_face.clone().unwrap();
+    assert_eq!(
+        face,
+        PciFaceReport {
+            vectors: 5,
+            command: 0x0006,
+            msix_capability: Some(0x40),
+            msix_enabled: true,
+            function_masked: false,
+            masked: vec![1, 3],
+            pending: vec![1],
+        }
+    );
+    let text = report.to_string();
+    let line = "  PciFace: 5 MSI-X vectors, command register 0006h, MSI-X capability at 40h \
+                enabled, function unmasked; masked vectors: 1, 3; pending vectors: 1";
+    assert!(text.contains(line), "missing {line:?} in\n{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["pci_face"]["pending"][0], 1);
+    assert_eq!(json["summary"]["pci_face_bytes"], 360);
 }
 
 #[test]
