@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nvme_device::backend::RamBackend;
+use nvme_device::controller::snapshot::vendor::VendorState;
 use nvme_device::namespace::BlockSize;
 use nvme_device::subsystem::Attachment;
 use nvme_device::subsystem::NamespaceSpec;
@@ -14,6 +15,12 @@ use nvme_device::testing::CdqReader;
 use nvme_device::testing::ControllerBar;
 use nvme_device::testing::Function;
 use nvme_device::testing::TestHost;
+use nvme_device::testing::lm::get_state;
+use nvme_device::testing::lm::get_state_cmd;
+use nvme_device::testing::lm::send;
+use nvme_device::testing::lm::set_chunk;
+use nvme_device::testing::lm::set_state;
+use nvme_device::testing::lm::suspend;
 use nvme_driver::driver::Driver;
 use nvme_driver::driver::QueuePair;
 use nvme_driver::memory::HostMemory;
@@ -23,12 +30,12 @@ use nvme_spec::features::AsyncEventType;
 use nvme_spec::features::FeatureId;
 use nvme_spec::features::Select;
 use nvme_spec::lm::CdqFeatureData;
+use nvme_spec::lm::ControllerState;
 use nvme_spec::lm::ControllerStateHeader;
 use nvme_spec::lm::CreateCdq;
 use nvme_spec::lm::DeleteCdq;
 use nvme_spec::lm::EntrySequence;
 use nvme_spec::lm::GetCdqFeature;
-use nvme_spec::lm::GetControllerState;
 use nvme_spec::lm::LbaChangeInfo;
 use nvme_spec::lm::LmCommand;
 use nvme_spec::lm::LogUserDataChanges;
@@ -39,6 +46,8 @@ use nvme_spec::lm::SetCdqFeature;
 use nvme_spec::lm::SetControllerState;
 use nvme_spec::lm::Suspend;
 use nvme_spec::lm::SuspendType;
+use nvme_spec::log::LogPageId;
+use nvme_spec::log::SmartHealth;
 use nvme_spec::status::Status;
 use zerocopy::FromBytes;
 use zerocopy::IntoBytes;
@@ -128,21 +137,6 @@ impl Guest {
     }
 }
 
-fn send(pf: &Driver, op: impl LmCommand) -> Status {
-    testing::status(pf.admin(op.encode().unwrap()))
-}
-
-fn suspend(pf: &Driver, cntlid: u16, dudmq: bool) -> Status {
-    send(
-        pf,
-        Suspend {
-            cntlid,
-            stype: SuspendType::SUSPEND,
-            dudmq,
-        },
-    )
-}
-
 fn track(pf: &Driver, cdqid: u16, lact: LoggingAction) -> Status {
     send(pf, LogUserDataChanges { lact, cdqid })
 }
@@ -155,87 +149,6 @@ fn create_udmq(pf: &Driver, cntlid: u16, slots: u32) -> (u16, CdqReader) {
         .unwrap();
     let cdqid = pf.admin(cmd).unwrap().dw0 as u16;
     (cdqid, CdqReader::new(buf, slots))
-}
-
-fn get_state_cmd(cntlid: u16, offset: u64, len: u64) -> Command {
-    GetControllerState {
-        csvi: 1,
-        cntlid,
-        csuuidi: 1,
-        csuidxp: 0,
-        offset,
-        uidx: 0,
-        numd: GetControllerState::numd_for_len(len).unwrap(),
-    }
-    .encode()
-    .unwrap()
-}
-
-/// Reads the full controller state of `cntlid` in chunks of `chunk` bytes. Returns it and CSUP.
-fn get_state(pf: &Driver, cntlid: u16, chunk: u64) -> (Vec<u8>, bool) {
-    let header = pf
-        .admin_read(get_state_cmd(cntlid, 0, 48), 48)
-        .expect("Get Controller State header");
-    let total = ControllerStateHeader::decode(&header)
-        .unwrap()
-        .total_len()
-        .unwrap() as u64;
-    let mut out = Vec::new();
-    let mut csup = true;
-    while (out.len() as u64) < total {
-        let offset = out.len() as u64;
-        let len = chunk.min(total - offset);
-        let mut cmd = get_state_cmd(cntlid, offset, len);
-        let buf = pf.memory().alloc(len).unwrap();
-        let list = pf.memory().alloc(4096).unwrap();
-        pf.set_prps(&mut cmd, &buf, Some(&list), len);
-        let done = pf.admin(cmd).unwrap();
-        csup &= done.dw0 & 1 == 1;
-        let mut bytes = vec![0u8; len as usize];
-        buf.read(0, &mut bytes);
-        out.extend_from_slice(&bytes);
-    }
-    assert_eq!(&out[..48], &header[..]);
-    (out, csup)
-}
-
-fn set_chunk(
-    pf: &Driver,
-    cntlid: u16,
-    seqind: SequenceIndicator,
-    offset: u64,
-    data: &[u8],
-) -> Status {
-    let op = SetControllerState {
-        seqind,
-        cntlid,
-        csvi: 1,
-        csuuidi: 1,
-        offset,
-        uidx: 0,
-        numd: SetControllerState::numd_for_len(data.len() as u64).unwrap(),
-    };
-    testing::status(pf.admin_write(op.encode().unwrap(), data))
-}
-
-/// Sets the state of `cntlid` in chunks of `chunk` bytes (first/middle/last).
-fn set_state(pf: &Driver, cntlid: u16, state: &[u8], chunk: usize) -> Status {
-    let chunks: Vec<&[u8]> = state.chunks(chunk).collect();
-    let mut offset = 0;
-    for (i, piece) in chunks.iter().enumerate() {
-        let seqind = match (i == 0, i == chunks.len() - 1) {
-            (true, true) => SequenceIndicator::ONLY,
-            (true, false) => SequenceIndicator::FIRST,
-            (false, true) => SequenceIndicator::LAST,
-            (false, false) => SequenceIndicator::MIDDLE,
-        };
-        let status = set_chunk(pf, cntlid, seqind, offset, piece);
-        if status != Status::SUCCESS {
-            return status;
-        }
-        offset += piece.len() as u64;
-    }
-    Status::SUCCESS
 }
 
 #[test]
@@ -363,6 +276,155 @@ fn migrate_a_vf_between_subsystems() {
         guest.driver.poll_events();
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Waits until `driver` has received `n` asynchronous events, and returns them.
+fn events(driver: &Driver, n: usize) -> Vec<(AsyncEventType, u8)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        assert!(std::time::Instant::now() < deadline, "events: {seen:?}");
+        seen.extend(
+            driver
+                .poll_events()
+                .iter()
+                .map(|(c, _)| (c.event_type(), c.event_info())),
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    seen
+}
+
+/// Issue 10: a guest that writes an out-of-range SQ tail doorbell (the Invalid Doorbell case)
+/// must not make its VF unmigratable; the destination takes the state and then behaves as the
+/// source would have: the doorbell still holds the bad value, the event it raised is not raised
+/// a second time, and the queue works again once the guest writes a valid tail.
+#[test]
+fn an_invalid_doorbell_does_not_make_a_vf_unmigratable() {
+    use nvme_device::controller::AsyncEvent;
+    use nvme_driver::driver::Bar;
+    use nvme_spec::features::AsyncEventInfoError;
+
+    let storage = backend();
+    let a = side("bad-db-a", &storage);
+    let b = side("bad-db-b", &storage);
+    let mut guest = guest(&a, &[&b]);
+    guest.write(0, 1);
+    // The tail doorbell of SQ 1 (64 entries) gets 1000: the controller reports it once.
+    guest.driver.request_event().unwrap();
+    let sq1_tail = 0x1000 + 8;
+    guest.bar.doorbell(sq1_tail, 1000);
+    let invalid_doorbell = (
+        AsyncEventType::ERROR,
+        AsyncEventInfoError::INVALID_DOORBELL_VALUE.0,
+    );
+    assert_eq!(events(&guest.driver, 1), [invalid_doorbell]);
+
+    let pf_a = pf_driver(&a, 0x2000_0000);
+    let pf_b = pf_driver(&b, 0x3000_0000);
+    assert_eq!(suspend(&pf_a, VF, false), Status::SUCCESS);
+    let (state, _) = get_state(&pf_a, VF, 4096);
+    assert_eq!(suspend(&pf_b, VF, false), Status::SUCCESS);
+    assert_eq!(set_state(&pf_b, VF, &state, 4096), Status::SUCCESS);
+    assert_eq!(get_state(&pf_b, VF, 4096).0, state, "save → restore → save");
+    assert_eq!(send(&pf_b, Resume { cntlid: VF }), Status::SUCCESS);
+    guest.bar.retarget(b.subsystem(), Function::Vf(1));
+
+    let vf_b = b.controller(Function::Vf(1));
+    assert_eq!(vf_b.read_register(sq1_tail, 4), 1000);
+    // Reading the Error Information log re-enables error events; the bad value is still in the
+    // doorbell, but it was reported already, so the next event is the one posted here.
+    guest
+        .driver
+        .log_page(LogPageId::ERROR_INFORMATION, 0, 64)
+        .unwrap();
+    guest.driver.request_event().unwrap();
+    let marker = AsyncEvent {
+        event_type: AsyncEventType::VENDOR,
+        info: 0x5A,
+        log_page: LogPageId(0),
+        dw1: 0,
+    };
+    vf_b.post_event(marker);
+    assert_eq!(events(&guest.driver, 1), [(AsyncEventType::VENDOR, 0x5A)]);
+    // A valid tail makes the queue work again: the guest's next command is fetched from the
+    // head the source left.
+    assert_eq!(guest.read(0, 1), pattern(0, 1));
+}
+
+/// `state` with its vendor state edited by `edit`.
+fn with_vendor(state: &[u8], edit: impl FnOnce(&mut VendorState)) -> Vec<u8> {
+    let cs = ControllerState::decode(state).unwrap();
+    let mut vendor = VendorState::decode(cs.vendor()).unwrap();
+    edit(&mut vendor);
+    let header = cs.header();
+    ControllerState::new(
+        header.ver,
+        header.csattr,
+        cs.nvmecs().to_vec(),
+        vendor.encode(),
+    )
+    .unwrap()
+    .encode()
+}
+
+/// The SMART / Health log as the guest reads it.
+fn smart(guest: &Guest) -> SmartHealth {
+    let page = guest
+        .driver
+        .log_page(LogPageId::SMART_HEALTH, u32::MAX, 512)
+        .unwrap();
+    SmartHealth::read_from_bytes(&page).unwrap()
+}
+
+/// Issue 10: the SMART / Health counters a guest reads do not restart on the destination. The
+/// source has been on for ten hours (its clock was set through its own Set Controller State),
+/// lost power once without a shutdown (a function-level reset while enabled), and did I/O.
+#[test]
+fn smart_counters_continue_on_the_destination() {
+    let storage = backend();
+    let a = side("smart-a", &storage);
+    let b = side("smart-b", &storage);
+    let pf_a = pf_driver(&a, 0x2000_0000);
+    let pf_b = pf_driver(&b, 0x3000_0000);
+    let ten_hours = 10 * 3600 * 1000;
+    assert_eq!(suspend(&pf_a, VF, false), Status::SUCCESS);
+    let (state, _) = get_state(&pf_a, VF, 4096);
+    let older = with_vendor(&state, |v| v.power_on_ms += ten_hours);
+    assert_eq!(set_state(&pf_a, VF, &older, 4096), Status::SUCCESS);
+    assert_eq!(send(&pf_a, Resume { cntlid: VF }), Status::SUCCESS);
+
+    let mut guest = guest(&a, &[&b]);
+    a.controller(Function::Vf(1)).reset();
+    guest.driver.enable().unwrap();
+    guest.qp = guest.driver.create_queue_pair(1, 64, None).unwrap();
+    guest.write(0, 4);
+    guest.write(8, 1);
+    assert_eq!(guest.read(0, 2), pattern(0, 2));
+    let before = smart(&guest);
+    assert_eq!(
+        (
+            { before.host_write_commands },
+            { before.host_read_commands },
+            { before.data_units_written },
+            { before.power_cycles },
+            { before.unsafe_shutdowns },
+            { before.power_on_hours },
+        ),
+        (2, 1, 1, 2, 1, 10)
+    );
+
+    assert_eq!(suspend(&pf_a, VF, false), Status::SUCCESS);
+    let (state, _) = get_state(&pf_a, VF, 4096);
+    assert_eq!(suspend(&pf_b, VF, false), Status::SUCCESS);
+    assert_eq!(set_state(&pf_b, VF, &state, 4096), Status::SUCCESS);
+    assert_eq!(send(&pf_b, Resume { cntlid: VF }), Status::SUCCESS);
+    guest.bar.retarget(b.subsystem(), Function::Vf(1));
+
+    let after = smart(&guest);
+    assert_eq!(after.as_bytes(), before.as_bytes());
+    guest.write(9, 1);
+    assert_eq!({ smart(&guest).host_write_commands }, 3);
 }
 
 #[test]

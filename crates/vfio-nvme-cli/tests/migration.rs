@@ -163,6 +163,9 @@ fn migrate_there_and_back_with_data_and_events() {
     );
     let report: serde_json::Value = serde_json::from_slice(&decode.stdout).unwrap();
     assert_eq!(report["error"], serde_json::Value::Null);
+    // The function's PCI face travelled with it: 65 MSI-X vectors, the capability at 40h.
+    assert_eq!(report["pci_face"]["vectors"], 65, "{report}");
+    assert_eq!(report["pci_face"]["msix_capability"], 0x40, "{report}");
 
     let back = guest
         .orch

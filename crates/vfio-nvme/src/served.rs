@@ -111,8 +111,8 @@ pub enum ServeError {
 
 /// VF `vfn` of `subsystem` (whose controllers have `limits`) as a migratable PCI function: its
 /// migration driver carries out the arcs through `primary` and moves the data of `namespaces`
-/// (those attached to the VF); the function reaches guest memory, and DMA logging watches it,
-/// through `space`.
+/// (those attached to the VF) and the function's PCI face; the function reaches guest memory,
+/// and DMA logging watches it, through `space`.
 pub fn migratable_function(
     subsystem: &Arc<Subsystem>,
     limits: &ControllerConfig,
@@ -132,17 +132,18 @@ pub fn migratable_function(
             namespaces: Vec::new(),
         },
     };
+    let device = VfDevice::new(subsystem.clone(), vfn, space.clone())
+        .ok_or_else(|| ServeError::Migration(format!("VF {vfn} does not exist")))?;
     let driver = NvmeMigration::new(
         primary.clone(),
         Arc::new(InProcessUserData::new(namespaces)),
         secondary_cntlid(vfn),
         header,
     )
-    .map_err(|e| ServeError::Migration(e.to_string()))?;
-    let migration = DeviceMigration::new(driver, space.clone())
-        .map_err(|e| ServeError::Migration(e.to_string()))?;
-    let device = VfDevice::new(subsystem.clone(), vfn, space)
-        .ok_or_else(|| ServeError::Migration(format!("VF {vfn} does not exist")))?;
+    .map_err(|e| ServeError::Migration(e.to_string()))?
+    .with_pci_face(device.pci_face().clone());
+    let migration =
+        DeviceMigration::new(driver, space).map_err(|e| ServeError::Migration(e.to_string()))?;
     Ok(device.with_migration(migration))
 }
 

@@ -62,6 +62,12 @@ impl VfDevice {
         self
     }
 
+    /// The function's configuration space and MSI-X state, for its migration driver to capture
+    /// and restore.
+    pub fn pci_face(&self) -> &Arc<crate::pci::face::PciFace> {
+        self.function.pci_face()
+    }
+
     /// The secondary controller behind this function.
     pub fn controller(&self) -> &Controller {
         self.function.controller()

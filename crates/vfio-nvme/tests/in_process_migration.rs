@@ -18,12 +18,19 @@ use nvme_spec::command::Completion;
 use shmem::Mapping;
 use shmem::Protection;
 use vfio_migration::DeviceState;
+use vfio_nvme::pci::config::MSIX_CAP;
+use vfio_nvme::pci::config::MSIX_ENABLE;
 use vfio_nvme::served::BackendConfig;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
 use vfio_nvme::vf::VfDevice;
+use vfu::irq::IrqAction;
+use vfu::pci::BAR0_REGION_INDEX;
+use vfu::pci::CONFIG_REGION_INDEX;
+use vfu::pci::MSIX_IRQ_INDEX;
 use vfu::server::Device;
+use vfu::server::IrqRequest;
 
 const IOVA: u64 = 0x4000_0000;
 const BLOCK: u64 = 4096;
@@ -269,4 +276,131 @@ fn a_guest_controller_reset_does_not_lift_a_migration_suspend() {
     assert_eq!(vf.migration().unwrap().state(), DeviceState::Running);
     let driver = Driver::new(driver.bar().clone(), mem).unwrap();
     driver.identify_controller().unwrap();
+}
+
+/// A non-blocking eventfd, as a VMM gives for an MSI-X vector.
+fn eventfd() -> std::os::fd::OwnedFd {
+    use rustix::event::EventfdFlags;
+    rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC).unwrap()
+}
+
+/// Interrupts an eventfd counted since it was last read.
+fn fired(fd: &std::os::fd::OwnedFd) -> u64 {
+    let mut count = [0u8; 8];
+    match rustix::io::read(fd, &mut count) {
+        Ok(8) => u64::from_ne_bytes(count),
+        Ok(n) => panic!("a short eventfd read of {n} bytes"),
+        Err(rustix::io::Errno::AGAIN) => 0,
+        Err(e) => panic!("eventfd read: {e}"),
+    }
+}
+
+/// Gives `vf` an eventfd for MSI-X vector `vector`.
+fn wire_vector(vf: &VfDevice, vector: u32, fd: &std::os::fd::OwnedFd) {
+    let fds = vec![Some(fd.try_clone().unwrap())];
+    let request = IrqRequest::Eventfds {
+        action: IrqAction::Trigger,
+        start: vector,
+        fds,
+    };
+    vf.set_irqs(MSIX_IRQ_INDEX, request).unwrap();
+}
+
+/// Masks or unmasks MSI-X vector `vector` of `vf` (DEVICE_SET_IRQS MASK/UNMASK).
+fn mask_vector(vf: &VfDevice, vector: u32, masked: bool) {
+    let action = if masked {
+        IrqAction::Mask
+    } else {
+        IrqAction::Unmask
+    };
+    let request = IrqRequest::Action {
+        action,
+        start: vector,
+        count: 1,
+        mask: None,
+    };
+    vf.set_irqs(MSIX_IRQ_INDEX, request).unwrap();
+}
+
+/// The first byte of `vf`'s pending bit array (vectors 0..8).
+fn pending(vf: &VfDevice) -> u8 {
+    let mut pba = [0u8; 8];
+    vf.region_read(BAR0_REGION_INDEX, 0x3000, &mut pba).unwrap();
+    pba[0]
+}
+
+/// MSI-X state travels with the VF (issue 10): the enable bit, the table the guest programmed,
+/// a vector masked through its table entry, and a vector masked with DEVICE_SET_IRQS whose
+/// interrupt fired while masked on the source — which fires on the destination at the unmask.
+#[test]
+fn msix_masks_and_pending_interrupts_travel() {
+    let a = served("msix-a");
+    let b = served("msix-b");
+    let vf_a = a.function(1).unwrap().clone();
+    let vf_b = b.function(1).unwrap().clone();
+    let mem = HostMemory::new(8 << 20, IOVA).unwrap();
+    map_host_memory(&mem, &vf_a);
+    map_host_memory(&mem, &vf_b);
+    let bar = Arc::new(SwitchableBar(Mutex::new(vf_a.clone())));
+    let driver = Driver::new(bar.clone(), mem.clone()).unwrap();
+    let control = MSIX_CAP as u64 + 2;
+    vf_a.region_write(CONFIG_REGION_INDEX, control, &MSIX_ENABLE.to_le_bytes())
+        .unwrap();
+    let (irq_a, irq_b) = (eventfd(), eventfd());
+    wire_vector(&vf_a, 1, &irq_a);
+    driver.set_queue_count(1).unwrap();
+    let mut qp = driver.create_queue_pair(1, 64, Some(1)).unwrap();
+    let buf = mem.alloc(BLOCK).unwrap();
+    write_blocks(&mut qp, &buf, &[0], 1);
+    assert!(fired(&irq_a) > 0, "vector 1 fires while unmasked");
+    // Vector 2's table entry: an address, data, and the mask bit.
+    let entry: Vec<u8> = (0x10..0x1C).chain([1, 0, 0, 0]).collect();
+    vf_a.region_write(BAR0_REGION_INDEX, 0x2000 + 2 * 16, &entry)
+        .unwrap();
+    mask_vector(&vf_a, 1, true);
+    write_blocks(&mut qp, &buf, &[1], 1);
+    assert_eq!(fired(&irq_a), 0, "a masked vector does not fire");
+    assert_eq!(pending(&vf_a), 0b10, "it is pending instead");
+
+    vf_a.migration()
+        .unwrap()
+        .set_state(DeviceState::StopCopy)
+        .unwrap();
+    vf_b.migration()
+        .unwrap()
+        .set_state(DeviceState::Resuming)
+        .unwrap();
+    pump(&vf_a, &vf_b);
+    vf_b.migration()
+        .unwrap()
+        .set_state(DeviceState::Stop)
+        .unwrap();
+    *bar.0.lock().unwrap() = vf_b.clone();
+    vf_b.migration()
+        .unwrap()
+        .set_state(DeviceState::Running)
+        .unwrap();
+
+    let mut word = [0u8; 2];
+    vf_b.region_read(CONFIG_REGION_INDEX, control, &mut word)
+        .unwrap();
+    assert_eq!(u16::from_le_bytes(word) & MSIX_ENABLE, MSIX_ENABLE);
+    let mut table = [0u8; 16];
+    vf_b.region_read(BAR0_REGION_INDEX, 0x2000 + 2 * 16, &mut table)
+        .unwrap();
+    assert_eq!(&table[..], &entry[..]);
+    assert_eq!(pending(&vf_b), 0b10, "the pending interrupt moved");
+    // The VMM gives the destination its eventfd; nothing fires until the guest unmasks.
+    wire_vector(&vf_b, 1, &irq_b);
+    assert_eq!(fired(&irq_b), 0);
+    mask_vector(&vf_b, 1, false);
+    assert_eq!(
+        fired(&irq_b),
+        1,
+        "the unmask delivers the interrupt that waited"
+    );
+    assert_eq!(pending(&vf_b), 0);
+    write_blocks(&mut qp, &buf, &[2], 1);
+    assert!(fired(&irq_b) > 0, "vector 1 fires on the destination");
+    assert_eq!(fired(&irq_a), 0, "and never on the source");
 }

@@ -1,6 +1,6 @@
 //! Get Features and Set Features: the feature values of one controller.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use nvme_spec::command::Command;
 use nvme_spec::command::GetFeaturesCdw10;
@@ -23,6 +23,7 @@ use super::ControllerConfig;
 use super::Inner;
 use super::State;
 use super::snapshot::vendor::FeatureValues;
+use super::snapshot::vendor::TimestampValue;
 use super::transfer;
 
 /// The warning composite temperature threshold reported in Identify (WCTEMP), in kelvin, and
@@ -58,10 +59,30 @@ pub(crate) struct Features {
     pub write_atomicity_disable_normal: bool,
     /// 0Bh Asynchronous Event Configuration.
     pub async_event_config: AsyncEventConfig,
-    /// 0Eh Timestamp: the host's value in milliseconds and when it was set.
-    pub timestamp: Option<(u64, Instant)>,
+    /// 0Eh Timestamp, once the host set it.
+    pub timestamp: Option<HostTimestamp>,
     /// 0Fh Keep Alive Timer, milliseconds.
     pub keep_alive: u32,
+}
+
+/// A Timestamp the host set. It counts with the controller's clock, which stops while the
+/// controller is suspended; Synch then tells the host it may have stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HostTimestamp {
+    /// The value the host set, in milliseconds.
+    pub set_to: u64,
+    /// The controller's running time when it was set.
+    pub set_at: Duration,
+    /// Whether the controller's clock stopped since (Synch).
+    pub stopped: bool,
+}
+
+impl HostTimestamp {
+    /// Its value, in milliseconds, when the controller has been running for `uptime`.
+    fn now(&self, uptime: Duration) -> u64 {
+        let counted = uptime.saturating_sub(self.set_at).as_millis() as u64;
+        self.set_to.wrapping_add(counted) & ((1 << 48) - 1)
+    }
 }
 
 impl Features {
@@ -89,9 +110,17 @@ impl Features {
 }
 
 impl Features {
-    /// The values as saved in our vendor-specific migration state; the Timestamp is its value
-    /// now (it keeps counting while the controller is suspended, as a clock does).
-    pub(super) fn to_values(&self) -> FeatureValues {
+    /// The controller's clock stopped (a TP4159 suspension): a Timestamp the host set no longer
+    /// counts continuously.
+    pub(super) fn clock_stopped(&mut self) {
+        if let Some(t) = &mut self.timestamp {
+            t.stopped = true;
+        }
+    }
+
+    /// The values as saved in our vendor-specific migration state, for a controller that has
+    /// been running for `uptime`: the Timestamp is its value then.
+    pub(super) fn to_values(&self, uptime: Duration) -> FeatureValues {
         FeatureValues {
             arbitration: self.arbitration,
             power_management: self.power_management,
@@ -105,17 +134,21 @@ impl Features {
             coalescing_disabled: self.coalescing_disabled.clone(),
             write_atomicity_disable_normal: self.write_atomicity_disable_normal,
             async_event_config: self.async_event_config.into(),
-            timestamp: self
-                .timestamp
-                .is_some()
-                .then(|| timestamp_now(self).timestamp()),
+            timestamp: self.timestamp.map(|t| TimestampValue {
+                ms: t.now(uptime),
+                stopped: t.stopped,
+            }),
             keep_alive: self.keep_alive,
         }
     }
 
     /// Features restored from saved `values` on a controller with `config` (whose vector count
-    /// the caller checked can hold the saved one).
-    pub(super) fn from_values(values: &FeatureValues, config: &ControllerConfig) -> Self {
+    /// the caller checked can hold the saved one) that has been running for `uptime`.
+    pub(super) fn from_values(
+        values: &FeatureValues,
+        config: &ControllerConfig,
+        uptime: Duration,
+    ) -> Self {
         let mut coalescing_disabled = values.coalescing_disabled.clone();
         coalescing_disabled.resize(usize::from(config.msix_vectors), false);
         Self {
@@ -131,7 +164,11 @@ impl Features {
             coalescing_disabled,
             write_atomicity_disable_normal: values.write_atomicity_disable_normal,
             async_event_config: AsyncEventConfig::from(values.async_event_config),
-            timestamp: values.timestamp.map(|ms| (ms, Instant::now())),
+            timestamp: values.timestamp.map(|t| HostTimestamp {
+                set_to: t.ms,
+                set_at: uptime,
+                stopped: t.stopped,
+            }),
             keep_alive: values.keep_alive,
         }
     }
@@ -156,11 +193,12 @@ fn supported(fid: FeatureId) -> bool {
     )
 }
 
-/// The Timestamp feature's 8-byte value now.
-fn timestamp_now(features: &Features) -> Timestamp {
+/// The Timestamp feature's 8-byte value for a controller that has been running for `uptime`.
+fn timestamp_now(features: &Features, uptime: Duration) -> Timestamp {
     match features.timestamp {
-        Some((base, at)) => Timestamp::new()
-            .with_timestamp(base.wrapping_add(at.elapsed().as_millis() as u64) & ((1 << 48) - 1))
+        Some(t) => Timestamp::new()
+            .with_timestamp(t.now(uptime))
+            .with_synch(t.stopped)
             .with_origin(1),
         None => Timestamp::new(),
     }
@@ -219,7 +257,8 @@ pub(super) fn get(inner: &Inner, state: &State, cmd: &Command) -> Result<u32, St
         FeatureId::WRITE_ATOMICITY_NORMAL => u32::from(features.write_atomicity_disable_normal),
         FeatureId::ASYNC_EVENT_CONFIG => features.async_event_config.into(),
         FeatureId::TIMESTAMP => {
-            transfer::to_host(inner, cmd, timestamp_now(features).as_bytes())?;
+            let value = timestamp_now(features, inner.uptime());
+            transfer::to_host(inner, cmd, value.as_bytes())?;
             0
         }
         FeatureId::KEEP_ALIVE_TIMER => features.keep_alive,
@@ -310,7 +349,11 @@ pub(super) fn set(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
             let mut raw = [0u8; 8];
             transfer::from_host(inner, cmd, &mut raw)?;
             let value = Timestamp::from(u64::from_le_bytes(raw)).timestamp();
-            features.timestamp = Some((value, Instant::now()));
+            features.timestamp = Some(HostTimestamp {
+                set_to: value,
+                set_at: inner.uptime(),
+                stopped: false,
+            });
         }
         FeatureId::KEEP_ALIVE_TIMER => features.keep_alive = cdw11,
         _ => return Err(Status::INVALID_FIELD_IN_COMMAND),

@@ -2,8 +2,6 @@
 //! Commands Supported and Effects.
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use nvme_spec::command::Command;
 use nvme_spec::command::CompletionStatus;
@@ -62,18 +60,14 @@ impl ErrorLog {
     }
 }
 
-/// When the process started, for SMART power-on hours.
-fn started() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
 /// Data units (thousands of 512-byte units, rounded up) for `bytes`.
 fn data_units(bytes: u64) -> u128 {
     u128::from(bytes.div_ceil(512)).div_ceil(1000)
 }
 
-fn smart(state: &State) -> SmartHealth {
+/// The SMART / Health log: the counters, and the controller's running time as Power On Hours
+/// (both travel with a migrated controller).
+fn smart(inner: &Inner, state: &State) -> SmartHealth {
     let mut log = SmartHealth::new_zeroed();
     log.set_composite_temperature(TEMPERATURE);
     log.available_spare = 100;
@@ -83,8 +77,10 @@ fn smart(state: &State) -> SmartHealth {
     log.data_units_written = data_units(c.bytes_written);
     log.host_read_commands = u128::from(c.read_commands);
     log.host_write_commands = u128::from(c.write_commands);
-    log.power_cycles = 1;
-    log.power_on_hours = u128::from(started().elapsed().as_secs() / 3600);
+    log.power_cycles = u128::from(c.power_cycles);
+    log.power_on_hours = u128::from(inner.uptime().as_secs() / 3600);
+    log.unsafe_shutdowns = u128::from(c.unsafe_shutdowns);
+    log.controller_busy_time = u128::from(c.busy_ns / 60_000_000_000);
     log.media_errors = u128::from(c.media_errors);
     log.error_log_entries = u128::from(c.error_count);
     log
@@ -133,7 +129,7 @@ pub(super) fn get(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
             .iter()
             .flat_map(|e| e.as_bytes().iter().copied())
             .collect(),
-        LogPageId::SMART_HEALTH => smart(state).as_bytes().to_vec(),
+        LogPageId::SMART_HEALTH => smart(inner, state).as_bytes().to_vec(),
         LogPageId::FIRMWARE_SLOT => firmware(inner).as_bytes().to_vec(),
         // The attached namespaces never change under a running controller.
         LogPageId::CHANGED_NAMESPACE_LIST => NamespaceList::from_ids([]).as_bytes().to_vec(),

@@ -2,6 +2,8 @@
 //! format.
 //!
 //! * `registers` is the register file in BAR0 and its side effects (enable, reset, shutdown);
+//! * `clock` is the controller's running time (Power On Hours, Timestamp), stopped while
+//!   suspended;
 //! * `poller` is the I/O thread: doorbells, fetch, completions, interrupts;
 //! * `admin` holds [`ADMIN_COMMANDS`], the one table of admin commands, and dispatches through
 //!   it to `queue_management`, `identify`, `log`, `features`, `aer` and, on a primary
@@ -30,16 +32,18 @@
 //!
 //! Lock order, to rule out deadlock: a primary controller's `state`, then the subsystem's SR-IOV
 //! state ([`crate::sriov`]), then a secondary controller's `state`, then the leaf locks
-//! (`events`, a User Data Migration Queue's ring). A poller never takes another controller's
-//! `state`: the LBA changes it logs go to the queue's ring (a leaf lock), and the events the ring
-//! raises to the primary's `events` (a leaf lock). Nothing takes a primary's `state` while
-//! holding a secondary's: a Set Controller State transfer that a reset of its target voids is
-//! recognised by the target's reset count, not by the target reaching back into its primary.
+//! (`events`, `uptime`, a User Data Migration Queue's ring). A poller never takes another
+//! controller's `state`: the LBA changes it logs go to the queue's ring (a leaf lock), and the
+//! events the ring raises to the primary's `events` (a leaf lock). Nothing takes a primary's
+//! `state` while holding a secondary's: a Set Controller State transfer that a reset of its target
+//! voids is recognised by the target's reset count, not by the target reaching back into its
+//! primary.
 //!
 //! Registers are atomics, readable without any lock.
 
 mod admin;
 mod aer;
+mod clock;
 mod features;
 mod identify;
 mod io;
@@ -65,6 +69,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 pub use admin::ADMIN_COMMANDS;
 pub use admin::AdminCommand;
@@ -158,7 +163,7 @@ struct Registers {
 }
 
 /// The counters the SMART / Health log reports, as the controller keeps them and as its saved
-/// state carries them.
+/// state carries them, so that none restarts on a migration's destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Bytes read by Read commands.
@@ -173,6 +178,25 @@ pub struct Counters {
     pub media_errors: u64,
     /// Total error information log entries ever created.
     pub error_count: u64,
+    /// Power cycles: 1 when the controller is created, one more per function-level reset (the
+    /// function's power cycle).
+    pub power_cycles: u64,
+    /// Function-level resets of an enabled controller whose shutdown had not completed: the
+    /// function lost power without a shutdown notification.
+    pub unsafe_shutdowns: u64,
+    /// Time spent running I/O commands, in nanoseconds (Controller Busy Time, reported in
+    /// minutes).
+    pub busy_ns: u64,
+}
+
+impl Counters {
+    /// The counters of a controller that was just powered on.
+    pub fn powered_on() -> Self {
+        Self {
+            power_cycles: 1,
+            ..Self::default()
+        }
+    }
 }
 
 /// Queue and command state, owned by the poller between passes. Private to this module and its
@@ -228,6 +252,8 @@ pub(crate) struct Inner {
     events_pending: AtomicBool,
     /// TP4159 suspended: no command is fetched from any submission queue.
     suspended: AtomicBool,
+    /// How long the controller has been running; stopped while suspended (a leaf lock).
+    uptime: Mutex<clock::Uptime>,
     /// A primary controller's secondary controllers as (VFN, controller), set once by the
     /// subsystem after every controller exists.
     secondaries: OnceLock<Vec<(u16, Weak<Inner>)>>,
@@ -346,10 +372,33 @@ impl Inner {
         self.suspended.load(Ordering::Acquire)
     }
 
-    /// Suspends or resumes fetching (TP4159). Suspending only stops new fetches; the caller
-    /// then takes `state` to wait for the pass in progress.
+    /// Suspends or resumes fetching (TP4159), stopping or restarting the controller's clock.
+    /// Suspending only stops new fetches; the caller then takes `state` to wait for the pass in
+    /// progress.
     fn set_suspended(&self, suspended: bool) {
+        let mut uptime = self.lock_uptime();
         self.suspended.store(suspended, Ordering::Release);
+        if suspended {
+            uptime.stop();
+        } else {
+            uptime.start();
+        }
+    }
+
+    fn lock_uptime(&self) -> MutexGuard<'_, clock::Uptime> {
+        self.uptime
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How long the controller has been running (powered on and not suspended).
+    fn uptime(&self) -> Duration {
+        self.lock_uptime().elapsed()
+    }
+
+    /// Takes `elapsed` as the controller's running time (a state restore).
+    fn set_uptime(&self, elapsed: Duration) {
+        self.lock_uptime().set(elapsed);
     }
 
     /// Queues an asynchronous event from any thread.
@@ -433,7 +482,7 @@ impl Controller {
                 features: features::Features::new(&config, config.io_queue_pairs),
                 aer: aer::AerState::default(),
                 errors: log::ErrorLog::default(),
-                counters: Counters::default(),
+                counters: Counters::powered_on(),
                 irq_pending: vec![false; usize::from(config.msix_vectors)],
                 bad_doorbells: vec![None; 2 * queue_count],
                 lba_log: lba_log::LbaLog::default(),
@@ -444,6 +493,7 @@ impl Controller {
             events: Mutex::new(Vec::new()),
             events_pending: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
+            uptime: Mutex::new(clock::Uptime::started()),
             secondaries: OnceLock::new(),
             sriov: OnceLock::new(),
             offered,
@@ -559,6 +609,21 @@ impl Controller {
     /// Asynchronous Event Request is outstanding).
     pub fn post_event(&self, event: AsyncEvent) {
         aer::post(&self.inner, event);
+    }
+
+    /// Runs poller passes on the calling thread until one makes no progress, at most `limit`;
+    /// returns whether it got there (for the test host's `settle`).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn run_until_idle(&self, limit: u32) -> bool {
+        (0..limit).any(|_| !poller::pass(&self.inner, &mut self.inner.lock_state()))
+    }
+
+    /// Runs `f` with the queue state held, so no poller pass is under way while it runs (for
+    /// the test host's `between_passes`).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn between_passes<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _held = self.inner.lock_state();
+        f()
     }
 }
 

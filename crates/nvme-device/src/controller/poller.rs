@@ -94,6 +94,9 @@ pub(super) fn pass(inner: &Inner, state: &mut State) -> bool {
             progressed |= io_queue(inner, state, qid as u16);
         }
     }
+    // Events the pass raised (an invalid doorbell) go out with it, so a pass that makes no
+    // progress leaves nothing deliverable behind.
+    progressed |= aer::deliver(inner, state);
     // LBA changes logged during the pass go to the UDMQ in one append.
     state.lba_log.flush();
     signal(inner, state);
@@ -264,7 +267,8 @@ fn admin_queue(inner: &Inner, state: &mut State) -> bool {
     done > 0
 }
 
-/// Fetches and runs a batch of I/O commands from submission queue `qid`.
+/// Fetches and runs a batch of I/O commands from submission queue `qid`, counting the time it
+/// takes as controller busy time (one clock read per batch, none per command).
 fn io_queue(inner: &Inner, state: &mut State, qid: u16) -> bool {
     let Some(pending) = sq_pending(inner, state, qid) else {
         return false;
@@ -277,16 +281,22 @@ fn io_queue(inner: &Inner, state: &mut State, qid: u16) -> bool {
     };
     let room = cq_room(inner, state, cqid).unwrap_or(0);
     let n = pending.min(room).min(BATCH);
+    if n == 0 {
+        return false;
+    }
+    let started = Instant::now();
     for _ in 0..n {
         let Some(sq) = state.sqs[usize::from(qid)].as_mut() else {
             break;
         };
         let Ok(cmd) = sq.fetch(inner.mem.as_ref()) else {
             fatal(inner);
-            return true;
+            break;
         };
         let (status, dw0) = io::execute(inner, &mut state.counters, &mut state.lba_log, &cmd);
         complete(inner, state, qid, cqid, &cmd, status, dw0);
     }
-    n > 0
+    let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    state.counters.busy_ns = state.counters.busy_ns.saturating_add(busy);
+    true
 }

@@ -228,13 +228,21 @@ pub(super) fn controller_reset(inner: &Inner) {
     inner.set_csts(Csts::new());
 }
 
-/// A function-level reset: a controller reset plus every register back to its reset value.
+/// A function-level reset: a controller reset plus every register back to its reset value. It
+/// is the function's power cycle, and an unsafe shutdown if the controller was enabled and had
+/// not completed a shutdown (SMART / Health counts both).
 pub(super) fn function_reset(inner: &Inner) {
+    let unsafe_shutdown = inner.cc().en() && inner.csts().shst() != ShutdownStatus::COMPLETE;
     controller_reset(inner);
+    {
+        let counters = &mut inner.lock_state().counters;
+        counters.power_cycles += 1;
+        counters.unsafe_shutdowns += u64::from(unsafe_shutdown);
+    }
     // Only a function-level reset lifts a TP4159 suspension. A guest that toggles CC.EN while
     // its controller is suspended for migration must not restart it behind the migration
     // driver's back: the controller comes back ready, but fetches nothing until Resume.
-    inner.suspended.store(false, Ordering::Release);
+    inner.set_suspended(false);
     let regs = &inner.regs;
     regs.cc.store(0, Ordering::Release);
     regs.aqa.store(0, Ordering::Release);

@@ -64,7 +64,9 @@ impl Secondary {
     /// Returns the controller with its state held; nothing of it changes until Resume.
     pub(crate) fn suspend(&self) -> LockedSecondary<'_> {
         self.0.set_suspended(true);
-        self.lock()
+        let mut locked = self.lock();
+        locked.state.features.clock_stopped();
+        locked
     }
 
     /// Holds its queue state, between two passes of its poller: nothing of it moves until the

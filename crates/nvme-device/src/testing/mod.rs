@@ -13,6 +13,9 @@
 //! * [`RawQueue`] and [`raw_enable`] drive a controller entry by entry, where the driver would
 //!   hide what a test needs to see (chosen CIDs, late CQ head doorbells, bad values);
 //! * [`CdqReader`] reads a TP4159 User Data Migration Queue the way a host does;
+//! * [`lm`] issues TP4159 Migration Send and Receive on a primary controller;
+//! * [`settle`] runs a controller until it has nothing left to do, so a test sees every effect
+//!   of what it did, and [`between_passes`] makes a guest's writes reach it all at once;
 //! * [`eventually`], [`wait_for`], [`io`] and [`status`] wait and unwrap with generous timeouts.
 //!
 //! Tests that need the feature enable it through a dev-dependency: this crate's own integration
@@ -26,6 +29,7 @@
 
 mod bar;
 mod cdq;
+pub mod lm;
 mod memory;
 mod phase;
 mod raw_queue;
@@ -45,8 +49,10 @@ pub use raw_queue::RawQueue;
 pub use raw_queue::raw_enable;
 use shmem::AddressSpace;
 pub use wait::PATIENCE;
+pub use wait::between_passes;
 pub use wait::eventually;
 pub use wait::io;
+pub use wait::settle;
 pub use wait::status;
 pub use wait::wait_for;
 

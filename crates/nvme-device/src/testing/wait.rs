@@ -10,6 +10,8 @@ use nvme_spec::command::Command;
 use nvme_spec::command::Completion;
 use nvme_spec::status::Status;
 
+use crate::controller::Controller;
+
 /// How long a test waits for the controller before declaring it stuck.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -70,4 +72,26 @@ pub fn status(result: Result<Completion, DriverError>) -> Status {
         Err(DriverError::Status { status, .. }) => status,
         Err(other) => panic!("admin command failed outside NVMe: {other}"),
     }
+}
+
+/// Runs `controller`'s poller passes on this thread until one finds nothing to do: every
+/// command a doorbell made fetchable has run and posted its completion, every deliverable
+/// event went out. The poller thread may run passes meanwhile; a pass is the same whoever runs
+/// it, so what the test sees next does not depend on timing.
+///
+/// # Panics
+///
+/// If the controller is still making progress after a million passes.
+pub fn settle(controller: &Controller) {
+    assert!(
+        controller.run_until_idle(1_000_000),
+        "the controller kept making progress"
+    );
+}
+
+/// Runs `f` while no poller pass of `controller` is under way, so the next pass sees all of
+/// what `f` did (doorbells and guest memory written together) or none of it. `f` must not
+/// write a controller register other than a doorbell: CC writes wait for the same lock.
+pub fn between_passes<T>(controller: &Controller, f: impl FnOnce() -> T) -> T {
+    controller.between_passes(f)
 }

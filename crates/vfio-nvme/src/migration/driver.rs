@@ -8,10 +8,10 @@
 //! | RUNNING → PRE_COPY | Create a User Data Migration Queue for the VF, Track Send start, open the saving session: first all allocated user data, then the ranges the queue reports changed |
 //! | RUNNING → RUNNING_P2P, PRE_COPY → PRE_COPY_P2P | Suspend: stop fetching, let fetched commands finish (NVMe has no other peer traffic to stop) |
 //! | RUNNING_P2P → STOP | Suspend again (idempotent): the controller is stopped |
-//! | PRE_COPY_P2P / STOP → STOP_COPY | Drain the queue to its "suspended" marker, then Get Controller State (NVMe state + our vendor state) |
+//! | PRE_COPY_P2P / STOP → STOP_COPY | Drain the queue to its "suspended" marker, then Get Controller State (NVMe state + our vendor state) and the function's PCI face |
 //! | STOP_COPY → STOP, PRE_COPY(_P2P) → RUNNING(_P2P) | End the session: stop logging, delete the queue |
 //! | STOP → RESUMING | Open the resuming session: records are checked and applied as they arrive |
-//! | RESUMING → STOP | Validate the stream's completeness, then Set Controller State in chunks |
+//! | RESUMING → STOP | Validate the stream's completeness and the PCI face, then Set Controller State in chunks, then take the PCI face |
 //! | RUNNING_P2P → RUNNING, PRE_COPY_P2P → PRE_COPY | Resume |
 //!
 //! A device reset returns the VF to RUNNING, deletes the queue and drops every session (the
@@ -33,12 +33,14 @@ use vfio_migration::NewSession;
 use super::admin::LmAdmin;
 use super::admin::LmError;
 use super::error::MigrationError;
+use super::error::Refusal;
 use super::loader::Loader;
 use super::saver::Saver;
 use super::tp4159;
 use super::tp4159::StateFormats;
 use super::tp4159::Udmq;
 use super::user_data::UserData;
+use crate::pci::face::PciFace;
 use crate::stream::StreamHeader;
 
 /// Entries of the User Data Migration Queue (32 bytes each: 2 MiB of PF memory). Should it
@@ -119,6 +121,8 @@ pub struct NvmeMigration {
     core: Arc<Mutex<Core>>,
     /// Whether this driver suspended the controller (and must resume it).
     suspended: bool,
+    /// The function's configuration space and MSI-X state, which travel with the controller.
+    pci_face: Option<Arc<PciFace>>,
 }
 
 impl std::fmt::Debug for NvmeMigration {
@@ -160,7 +164,15 @@ impl NvmeMigration {
                 loader: None,
             })),
             suspended: false,
+            pci_face: None,
         })
+    }
+
+    /// Makes the function's PCI face travel with the controller: captured in STOP_COPY, taken
+    /// on RESUMING → STOP.
+    pub fn with_pci_face(mut self, face: Arc<PciFace>) -> Self {
+        self.pci_face = Some(face);
+        self
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {
@@ -215,8 +227,9 @@ impl NvmeMigration {
         }
         core.drain_changes()?;
         let state = tp4159::get_state(core.admin.as_ref(), core.cntlid, core.formats)?;
+        let face = self.pci_face.as_ref().map(|f| f.capture());
         if let Some(saver) = core.saver.as_mut() {
-            saver.finish_with(state);
+            saver.finish_with(state, face);
         }
         drop(core);
         Ok((!from_pre_copy)
@@ -245,11 +258,16 @@ impl NvmeMigration {
         })
     }
 
-    /// RESUMING → STOP: check the stream, then Set Controller State.
+    /// RESUMING → STOP: check the stream and the PCI face, then Set Controller State, then
+    /// take the PCI face (so a refusal leaves the function as it was).
     fn finish_resuming(&mut self) -> Result<(), MigrationError> {
         let mut core = self.core();
         let loader = core.loader.take().ok_or(MigrationError::NoSession)?;
-        let state = loader.finish()?;
+        let (state, face) = loader.finish()?;
+        let takes_face = self.pci_face.as_ref().zip(face.as_ref());
+        if let Some((ours, theirs)) = takes_face {
+            ours.check(theirs).map_err(Refusal::PciFace)?;
+        }
         let (admin, cntlid, formats) = (core.admin.clone(), core.cntlid, core.formats);
         drop(core);
         if !self.suspended {
@@ -257,6 +275,9 @@ impl NvmeMigration {
             self.suspended = true;
         }
         tp4159::set_state(admin.as_ref(), cntlid, formats, &state)?;
+        if let Some((ours, theirs)) = takes_face {
+            ours.restore(theirs).map_err(Refusal::PciFace)?;
+        }
         Ok(())
     }
 

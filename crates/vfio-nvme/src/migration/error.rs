@@ -12,6 +12,7 @@ use vfio_migration::Errno;
 use vfio_migration::ToErrno;
 
 use super::admin::LmError;
+use crate::pci::face::PciFaceMismatch;
 use crate::stream::StreamError;
 
 /// Why an arc or a data-session call of the NVMe migration driver failed.
@@ -68,13 +69,19 @@ pub enum Refusal {
     /// The complete stream carried no controller state.
     #[error("the stream carries no controller state")]
     NoControllerState,
+    /// The stream's PCI face is another kind of function's.
+    #[error("incompatible source function: {0}")]
+    PciFace(#[source] PciFaceMismatch),
 }
 
 impl ToErrno for Refusal {
     fn errno(&self) -> Errno {
         match self {
             Self::Write { .. } | Self::Deallocate { .. } => Errno::EIO,
-            Self::Stream(_) | Self::Incompatible(_) | Self::NoControllerState => Errno::EINVAL,
+            Self::Stream(_)
+            | Self::Incompatible(_)
+            | Self::NoControllerState
+            | Self::PciFace(_) => Errno::EINVAL,
         }
     }
 }
@@ -126,6 +133,13 @@ mod tests {
             (Refusal::Stream(truncated.clone()), Errno::EINVAL),
             (Refusal::Incompatible(truncated), Errno::EINVAL),
             (Refusal::NoControllerState, Errno::EINVAL),
+            (
+                Refusal::PciFace(PciFaceMismatch::Vectors {
+                    source_vectors: 5,
+                    destination_vectors: 65,
+                }),
+                Errno::EINVAL,
+            ),
         ];
         for (refusal, errno) in cases {
             let err = MigrationError::from(refusal);

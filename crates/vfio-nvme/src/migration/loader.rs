@@ -1,5 +1,6 @@
 //! The resuming side of the stream: records are checked (CRC, bounds, compatibility) and applied
-//! as they arrive, and the controller state is kept for RESUMING → STOP.
+//! as they arrive, and the controller state and the function's PCI face are kept for
+//! RESUMING → STOP.
 //!
 //! The header is checked against this device before any record is applied, so a stream from an
 //! incompatible device changes nothing. A stream that goes bad later (a corrupted or truncated
@@ -18,6 +19,7 @@ use super::error::Refusal;
 use super::user_data::UserData;
 use crate::stream::DeviceGeometry;
 use crate::stream::Item;
+use crate::stream::PciFaceState;
 use crate::stream::Record;
 use crate::stream::StreamDecoder;
 use crate::stream::StreamHeader;
@@ -29,6 +31,7 @@ pub(crate) struct Loader {
     decoder: StreamDecoder,
     geometry: DeviceGeometry,
     state: Option<Vec<u8>>,
+    pci_face: Option<PciFaceState>,
     /// The first problem, kept so later writes and RESUMING → STOP report it.
     refusal: Option<Refusal>,
 }
@@ -40,6 +43,7 @@ impl Loader {
             decoder: StreamDecoder::new(),
             geometry: identity.geometry.clone(),
             state: None,
+            pci_face: None,
             refusal: None,
         }
     }
@@ -95,6 +99,7 @@ impl Loader {
                     }
                 }
                 Item::Record(Record::ControllerState(state)) => self.state = Some(state),
+                Item::Record(Record::PciFace(face)) => self.pci_face = Some(face),
                 Item::Record(Record::End { .. }) => {}
             }
         }
@@ -104,13 +109,15 @@ impl Loader {
         }
     }
 
-    /// The stream is complete: returns the controller state to set.
-    pub fn finish(self) -> Result<Vec<u8>, MigrationError> {
+    /// The stream is complete: returns the controller state to set and the PCI face the
+    /// function takes (a stream from a source without one carries none).
+    pub fn finish(self) -> Result<(Vec<u8>, Option<PciFaceState>), MigrationError> {
         if let Some(refusal) = self.refusal {
             return Err(refusal.into());
         }
         self.decoder.finish().map_err(Refusal::Stream)?;
-        Ok(self.state.ok_or(Refusal::NoControllerState)?)
+        let state = self.state.ok_or(Refusal::NoControllerState)?;
+        Ok((state, self.pci_face))
     }
 }
 

@@ -5,7 +5,7 @@
 //! namespace contents. Order of the stream: the header; every allocated range of every namespace
 //! not on shared storage (the "initial" data); the ranges the User Data Migration Queue reported
 //! changed ("dirty"), repeatedly, for as long as PRE_COPY lasts; and in STOP_COPY the last
-//! changes, the controller state and the end record.
+//! changes, the controller state, the function's PCI face and the end record.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -21,6 +21,7 @@ use super::error::MigrationError;
 use super::ranges::RangeSet;
 use super::user_data::UserData;
 use crate::stream::NamespaceGeometry;
+use crate::stream::PciFaceState;
 use crate::stream::StreamEncoder;
 use crate::stream::StreamHeader;
 
@@ -51,6 +52,8 @@ pub(crate) struct Saver {
     namespaces: Vec<Progress>,
     /// The controller state, once STOP_COPY captured it; taken when its record is written.
     state: Option<Vec<u8>>,
+    /// The function's PCI face, captured with the controller state; taken when written.
+    pci_face: Option<PciFaceState>,
     stop_copy: bool,
     /// Records produced since the User Data Migration Queue was last drained.
     since_drain: u32,
@@ -77,6 +80,7 @@ impl Saver {
             pos: 0,
             namespaces,
             state: None,
+            pci_face: None,
             stop_copy: false,
             since_drain: 0,
         })
@@ -108,9 +112,11 @@ impl Saver {
         Ok(())
     }
 
-    /// STOP_COPY captured the controller state: after the remaining changes, the stream ends.
-    pub fn finish_with(&mut self, state: Vec<u8>) {
+    /// STOP_COPY captured the controller state and the function's PCI face (if it has one):
+    /// after the remaining changes, the stream ends with them.
+    pub fn finish_with(&mut self, state: Vec<u8>, pci_face: Option<PciFaceState>) {
         self.state = Some(state);
+        self.pci_face = pci_face;
         self.stop_copy = true;
     }
 
@@ -121,8 +127,12 @@ impl Saver {
             .iter()
             .map(|p| p.initial.bytes() + p.dirty.bytes())
             .sum();
+        let pci_face = self.pci_face.as_ref().map_or(0, |f| {
+            crate::stream::pci_face_payload_len(f.vectors()) as u64
+        });
         data + (self.out.len() - self.pos) as u64
             + self.state.as_ref().map_or(0, |s| s.len() as u64)
+            + pci_face
     }
 
     /// What PRE_COPY reports: initial bytes left (plus unread stream bytes) and dirty bytes.
@@ -195,6 +205,12 @@ impl Saver {
         if let Some(state) = self.state.take() {
             encoder
                 .controller_state(&state, &mut self.out)
+                .map_err(MigrationError::Encode)?;
+            return Ok(true);
+        }
+        if let Some(face) = self.pci_face.take() {
+            encoder
+                .pci_face(&face, &mut self.out)
                 .map_err(MigrationError::Encode)?;
             return Ok(true);
         }

@@ -13,6 +13,7 @@ use super::BAR0_SIZE;
 use super::CONFIG_SIZE;
 use super::MSIX_PBA_OFFSET;
 use super::MSIX_TABLE_OFFSET;
+use super::face::PciFaceMismatch;
 
 /// Offset of the MSI-X capability.
 pub const MSIX_CAP: usize = 0x40;
@@ -190,6 +191,42 @@ impl ConfigSpace {
         let mut b = self.lock();
         let control = (b.u16_at(MSIX_CAP + 2) & !0x7FF) | size;
         b.data[MSIX_CAP + 2..MSIX_CAP + 4].copy_from_slice(&control.to_le_bytes());
+    }
+
+    /// The first `len` bytes as they are now (what migrates).
+    pub fn saved(&self, len: usize) -> Vec<u8> {
+        let b = self.lock();
+        b.data[..len.min(b.data.len())].to_vec()
+    }
+
+    /// Checks that `saved` (the first bytes of another function's space) differs from this
+    /// space only in bits the host can write: the same device, with the same read-only fields.
+    pub fn check(&self, saved: &[u8]) -> Result<(), PciFaceMismatch> {
+        let b = self.lock();
+        for (offset, &value) in saved.iter().enumerate() {
+            let (Some(&ours), Some(&writable)) = (b.data.get(offset), b.writable.get(offset))
+            else {
+                return Err(PciFaceMismatch::ConfigLength { len: saved.len() });
+            };
+            if (value ^ ours) & !writable != 0 {
+                return Err(PciFaceMismatch::ReadOnly {
+                    offset,
+                    source_value: value,
+                    destination_value: ours,
+                    read_only: !writable,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `saved` as the first bytes of the space, after [`check`](Self::check): the writable
+    /// registers as another function's guest and VMM left them. Nothing of a write's side
+    /// effects (a function-level reset) happens.
+    pub fn restore(&self, saved: &[u8]) -> Result<(), PciFaceMismatch> {
+        self.check(saved)?;
+        self.lock().data[..saved.len()].copy_from_slice(saved);
+        Ok(())
     }
 
     /// Returns the writable registers to their reset values (a function-level reset keeps the

@@ -11,8 +11,6 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use nvme_device::PCI_DEVICE_ID;
-use nvme_device::PCI_VENDOR_ID;
 use nvme_device::controller::Controller;
 use shmem::AddressSpace;
 use shmem::MapError;
@@ -38,7 +36,7 @@ use super::DOORBELL_SIZE;
 use super::MSIX_PBA_OFFSET;
 use super::MSIX_TABLE_OFFSET;
 use super::config::ConfigSpace;
-use super::msix::Msix;
+use super::face::PciFace;
 
 /// What a region write asked of the function beyond the write itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +53,8 @@ pub enum Written {
 pub struct NvmeFunction {
     controller: Arc<Controller>,
     space: Arc<AddressSpace>,
-    config: ConfigSpace,
-    msix: Arc<Msix>,
+    /// Configuration space and MSI-X, which travel with a migration.
+    face: Arc<PciFace>,
     /// DMA windows the client mapped without a file descriptor (unreachable, but tracked so
     /// they can be unmapped).
     unreachable: Mutex<Vec<(u64, u64)>>,
@@ -79,13 +77,15 @@ impl NvmeFunction {
     /// through `space` (the address space the controller was built with); its interrupts go to
     /// the function's MSI-X vectors from now on.
     pub fn new(controller: Arc<Controller>, space: Arc<AddressSpace>, config: ConfigSpace) -> Self {
-        let msix = Arc::new(Msix::new(controller.config().msix_vectors));
-        controller.set_interrupt(msix.clone());
+        let face = Arc::new(PciFace::with_config(
+            config,
+            controller.config().msix_vectors,
+        ));
+        controller.set_interrupt(face.msix().clone());
         Self {
             controller,
             space,
-            config,
-            msix,
+            face,
             unreachable: Mutex::new(Vec::new()),
         }
     }
@@ -102,15 +102,20 @@ impl NvmeFunction {
 
     /// The configuration space.
     pub fn config(&self) -> &ConfigSpace {
-        &self.config
+        self.face.config()
+    }
+
+    /// The configuration space and MSI-X state, for a migration driver to capture and restore.
+    pub fn pci_face(&self) -> &Arc<PciFace> {
+        &self.face
     }
 
     fn bar0_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         if offset >= MSIX_PBA_OFFSET {
-            return ok(self.msix.pba_read(offset - MSIX_PBA_OFFSET, buf));
+            return ok(self.face.msix().pba_read(offset - MSIX_PBA_OFFSET, buf));
         }
         if offset >= MSIX_TABLE_OFFSET {
-            return ok(self.msix.table_read(offset - MSIX_TABLE_OFFSET, buf));
+            return ok(self.face.msix().table_read(offset - MSIX_TABLE_OFFSET, buf));
         }
         // Registers and doorbells: natural 4- or 8-byte accesses.
         let ctrl = &self.controller;
@@ -141,7 +146,10 @@ impl NvmeFunction {
             return Ok(());
         }
         if offset >= MSIX_TABLE_OFFSET {
-            return ok(self.msix.table_write(offset - MSIX_TABLE_OFFSET, data));
+            return ok(self
+                .face
+                .msix()
+                .table_write(offset - MSIX_TABLE_OFFSET, data));
         }
         let ctrl = &self.controller;
         match data.len() {
@@ -162,17 +170,16 @@ impl NvmeFunction {
     }
 
     fn config_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        self.config
-            .set_msix_table_size(self.controller.offered_vectors());
-        ok(self.config.read(offset, buf))
+        let config = self.face.config();
+        config.set_msix_table_size(self.controller.offered_vectors());
+        ok(config.read(offset, buf))
     }
 
     fn config_write(&self, offset: u64, data: &[u8]) -> Result<Written, Errno> {
         if ConfigSpace::is_flr(offset, data) {
             return Ok(Written::FunctionReset);
         }
-        ok(self.config.write(offset, data))?;
-        self.msix.set_control(self.config.msix_control());
+        ok(self.face.write_config(offset, data))?;
         Ok(Written::Done)
     }
 
@@ -180,9 +187,7 @@ impl NvmeFunction {
     /// state. The caller resets what is its own first.
     pub fn reset(&self) {
         self.controller.reset();
-        let vectors = self.msix.count() as u16;
-        self.config.reset(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors);
-        self.msix.reset();
+        self.face.reset();
     }
 
     /// `DEVICE_GET_REGION_INFO`: BAR0 with its doorbell page mappable, configuration space,
@@ -243,7 +248,7 @@ impl NvmeFunction {
     pub fn irq_info(&self, index: u32) -> Option<(u32, u32)> {
         match index {
             MSIX_IRQ_INDEX => Some((
-                self.msix.count(),
+                self.face.msix().count(),
                 (IrqInfoFlags::EVENTFD | IrqInfoFlags::NORESIZE).bits(),
             )),
             // INTx, MSI, ERR and REQ are not offered: the function interrupts with MSI-X only.
@@ -266,7 +271,7 @@ impl NvmeFunction {
                 start,
                 fds,
             } => {
-                self.msix.set_eventfds(start, fds);
+                self.face.msix().set_eventfds(start, fds);
                 Ok(())
             }
             // Signalling an eventfd on mask/unmask is not supported.
@@ -278,14 +283,22 @@ impl NvmeFunction {
                 mask,
             } => {
                 match action {
-                    IrqAction::Mask => self.msix.set_masked(start, count, mask.as_deref(), true),
-                    IrqAction::Unmask => self.msix.set_masked(start, count, mask.as_deref(), false),
-                    IrqAction::Trigger => self.msix.trigger(start, count),
+                    IrqAction::Mask => {
+                        self.face
+                            .msix()
+                            .set_masked(start, count, mask.as_deref(), true)
+                    }
+                    IrqAction::Unmask => {
+                        self.face
+                            .msix()
+                            .set_masked(start, count, mask.as_deref(), false)
+                    }
+                    IrqAction::Trigger => self.face.msix().trigger(start, count),
                 }
                 Ok(())
             }
             IrqRequest::DisableAll => {
-                self.msix.drop_eventfds();
+                self.face.msix().drop_eventfds();
                 Ok(())
             }
         }
@@ -328,6 +341,6 @@ impl NvmeFunction {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.msix.drop_eventfds();
+        self.face.msix().drop_eventfds();
     }
 }

@@ -1,6 +1,8 @@
 //! The PCI face of an NVMe function (a VF or the PF): configuration space, BAR0 layout, MSI-X,
 //! and [`function::NvmeFunction`], a controller served as a PCI function with all of them. The
 //! PF's configuration space also has an SR-IOV capability ([`sriov`]).
+//! [`face`] holds the configuration space and MSI-X as the one piece of state that travels with a
+//! migration.
 //!
 //! BAR0 (64-bit memory, 16 KiB) holds, in order:
 //!
@@ -15,6 +17,7 @@
 //! REGION_READ/REGION_WRITE. Region and IRQ indices are VFIO's ([`vfu::pci`]).
 
 pub mod config;
+pub mod face;
 pub mod function;
 pub mod msix;
 pub mod sriov;

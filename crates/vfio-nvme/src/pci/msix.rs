@@ -177,6 +177,36 @@ impl Msix {
         }
     }
 
+    /// The table, the mask bits and the pending bits as they are now (what migrates).
+    pub fn saved(&self) -> (Vec<u8>, Vec<bool>, Vec<bool>) {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let bits = |f: fn(&Vector) -> &AtomicBool| {
+            self.vectors
+                .iter()
+                .map(|v| f(v).load(Ordering::Acquire))
+                .collect()
+        };
+        (table, bits(|v| &v.masked), bits(|v| &v.pending))
+    }
+
+    /// Takes another function's MSI-X state: Message Control `control`, the table, the mask
+    /// and pending bits (as many as this function has vectors; the caller checked). Nothing is
+    /// delivered now, as the function is stopped: a pending vector fires when it is unmasked.
+    pub fn restore(&self, control: u16, table: &[u8], masked: &[bool], pending: &[bool]) {
+        self.enabled
+            .store(control & MSIX_ENABLE != 0, Ordering::Release);
+        self.function_masked
+            .store(control & MSIX_FUNCTION_MASK != 0, Ordering::Release);
+        let mut ours = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let n = ours.len().min(table.len());
+        ours[..n].copy_from_slice(&table[..n]);
+        drop(ours);
+        for ((v, &m), &p) in self.vectors.iter().zip(masked).zip(pending) {
+            v.masked.store(m, Ordering::Release);
+            v.pending.store(p, Ordering::Release);
+        }
+    }
+
     /// Back to the reset state: disabled, nothing masked or pending, table zeroed. Eventfds are
     /// kept: they belong to the client's configuration, not the function's.
     pub fn reset(&self) {

@@ -4,6 +4,9 @@ use super::error::StreamError;
 use super::header::StreamHeader;
 use super::ledger::Ledger;
 use super::ledger::Summary;
+use super::pci_face::PciFaceState;
+use super::pci_face::PciFaceView;
+use super::record::RecordType;
 use super::record::RecordView;
 
 /// Writes a migration stream incrementally. Each method appends complete items to a caller's
@@ -60,6 +63,16 @@ impl StreamEncoder {
     /// Appends the `ControllerState` record (the whole Get Controller State data, ≤ 64 MiB).
     pub fn controller_state(&mut self, state: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.emit(RecordView::ControllerState(state), out)
+    }
+
+    /// Appends the `PciFace` record: the migrated function's configuration space and MSI-X
+    /// state (at most one per stream).
+    pub fn pci_face(&mut self, state: &PciFaceState, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let at = self.ledger.next_at(RecordType::PciFace);
+        let bad = |error| StreamError::PciFace { at, error };
+        let payload = state.encode().map_err(bad)?;
+        let view = PciFaceView::parse(&payload).map_err(bad)?;
+        self.emit(RecordView::PciFace(view), out)
     }
 
     /// Appends the `End` record with the totals counted so far and returns the stream's totals.

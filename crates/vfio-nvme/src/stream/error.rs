@@ -4,6 +4,7 @@ use core::fmt;
 
 use super::FORMAT_VERSION;
 use super::MAGIC;
+use super::pci_face::PciFaceError;
 use super::record::RecordType;
 
 /// Where a record sits in the stream, for error messages: "UserData record 3 at byte 16932".
@@ -250,6 +251,23 @@ pub enum StreamError {
     /// A second `ControllerState` record.
     #[error("{at}: a second controller state (the first was record {first})")]
     DuplicateControllerState {
+        /// The second record.
+        at: RecordAt,
+        /// Index of the first.
+        first: u64,
+    },
+    /// A `PciFace` payload does not have its layout.
+    #[error("{at}: {error}")]
+    PciFace {
+        /// The record.
+        at: RecordAt,
+        /// What is wrong with it.
+        #[source]
+        error: PciFaceError,
+    },
+    /// A second `PciFace` record.
+    #[error("{at}: a second PCI face (the first was record {first})")]
+    DuplicatePciFace {
         /// The second record.
         at: RecordAt,
         /// Index of the first.

@@ -24,6 +24,8 @@ pub struct Summary {
     pub deallocated_bytes: u64,
     /// Size of the controller state, once its record has been seen.
     pub controller_state_bytes: Option<u64>,
+    /// Size of the PCI face, once its record has been seen.
+    pub pci_face_bytes: Option<u64>,
     /// Stream bytes up to the end of the last accepted item.
     pub stream_bytes: u64,
 }
@@ -34,6 +36,7 @@ pub(super) struct Ledger {
     header: StreamHeader,
     summary: Summary,
     controller_state_index: Option<u64>,
+    pci_face_index: Option<u64>,
 }
 
 impl Ledger {
@@ -46,6 +49,7 @@ impl Ledger {
                 ..Summary::default()
             },
             controller_state_index: None,
+            pci_face_index: None,
         }
     }
 
@@ -94,6 +98,13 @@ impl Ledger {
                 }
                 self.controller_state_index = Some(at.index);
                 next.controller_state_bytes = Some(bytes.len() as u64);
+            }
+            RecordView::PciFace(view) => {
+                if let Some(first) = self.pci_face_index {
+                    return Err(StreamError::DuplicatePciFace { at, first });
+                }
+                self.pci_face_index = Some(at.index);
+                next.pci_face_bytes = Some(view.payload().len() as u64);
             }
             RecordView::End {
                 records,

@@ -8,6 +8,8 @@
 //! holds a whole namespace in memory); the destination reads it with a [`StreamDecoder`] that
 //! accepts any segmentation and keeps at most one record in memory, checks the source's device
 //! with [`check_compatible`], and [`describe`] renders a stream for `vfio-nvme state decode`.
+//! [`PciFaceState`] is the `PciFace` record's payload: the VF driver's state, as the
+//! `ControllerState` record carries NVMe's.
 //!
 //! # Format, version 1
 //!
@@ -65,12 +67,31 @@
 //! | 2 `Deallocate`        | nsid u32 @0, byte offset u64 @4, byte length u64 @12       | 20                   |
 //! | 3 `ControllerState`   | the TP4159 Get Controller State data, opaque here          | 1 ..= 64 MiB         |
 //! | 4 `End`               | records before End u64 @0, total user-data bytes u64 @8    | 16                   |
+//! | 5 `PciFace`           | the function's PCI face, below ([`PciFaceState`])           | 296 ..= 33 544       |
+//!
+//! `PciFace` payload, for a function with *N* MSI-X vectors (1 ≤ *N* ≤ 2048):
+//!
+//! | Offset                | Size         | Field                                                  |
+//! |-----------------------|--------------|--------------------------------------------------------|
+//! | 0                     | 2            | layout version, 1 ([`PCI_FACE_VERSION`])               |
+//! | 2                     | 2            | *N*                                                    |
+//! | 4                     | 4            | reserved, 0                                            |
+//! | 8                     | 256          | PCI configuration space bytes 00h–FFh                  |
+//! | 264                   | 16 × N       | the MSI-X table (address, data, vector control)        |
+//! | 264 + 16N             | 8 × ⌈N/64⌉   | mask bits: vector *v* is bit *v* mod 64 of qword *v*/64 |
+//! | 264 + 16N + 8⌈N/64⌉   | 8 × ⌈N/64⌉   | pending bits, the same way (the PBA's layout)          |
+//!
+//! The payload is exactly that long and no mask or pending bit is set for a vector beyond *N*.
+//! Record type 5 came after version 1 was first written: a reader that does not know it
+//! refuses such a stream with "unknown record type 5" (record types are closed).
 //!
 //! Rules the decoder enforces beyond the layout: user-data and deallocate ranges are non-empty,
 //! block aligned, inside a namespace of the header that is not shared; records apply in stream
 //! order (a later range overrides an earlier one, as pre-copy resends changed ranges); exactly one
 //! `ControllerState` record precedes `End` (the saving side concatenates the Get Controller State
-//! chunks it read under MDTS); `End`'s totals equal the records and user-data bytes seen.
+//! chunks it read under MDTS); at most one `PciFace` record (a source without a PCI face, such
+//! as an older one, sends none, and the destination's function then keeps its own); `End`'s
+//! totals equal the records and user-data bytes seen.
 
 #![forbid(unsafe_code)]
 
@@ -80,6 +101,7 @@ mod encoder;
 mod error;
 mod header;
 mod ledger;
+mod pci_face;
 mod record;
 mod report;
 mod wire;
@@ -97,11 +119,18 @@ pub use header::DeviceGeometry;
 pub use header::NamespaceGeometry;
 pub use header::StreamHeader;
 pub use ledger::Summary;
+pub use pci_face::MAX_MSIX_VECTORS;
+pub use pci_face::PCI_FACE_CONFIG_BYTES;
+pub use pci_face::PCI_FACE_VERSION;
+pub use pci_face::PciFaceError;
+pub use pci_face::PciFaceState;
+pub use pci_face::pci_face_payload_len;
 pub use record::Record;
 pub use record::RecordType;
 pub use report::ByteRange;
 pub use report::EndTotals;
 pub use report::NamespaceReport;
+pub use report::PciFaceReport;
 pub use report::RangeSummary;
 pub use report::StreamReport;
 pub use report::describe;

@@ -10,6 +10,10 @@ use super::MAX_CONTROLLER_STATE_BYTES;
 use super::MAX_USER_DATA_BYTES;
 use super::error::RecordAt;
 use super::error::StreamError;
+use super::pci_face::MAX_MSIX_VECTORS;
+use super::pci_face::PciFaceState;
+use super::pci_face::PciFaceView;
+use super::pci_face::pci_face_payload_len;
 use super::wire::DeallocatePayload;
 use super::wire::EndPayload;
 use super::wire::UserDataPrefix;
@@ -28,6 +32,8 @@ pub enum RecordType {
     ControllerState = 3,
     /// The last record: totals that prove nothing was lost.
     End = 4,
+    /// The PCI face of the migrated function: configuration space and MSI-X state.
+    PciFace = 5,
 }
 
 impl RecordType {
@@ -38,6 +44,7 @@ impl RecordType {
             2 => Some(Self::Deallocate),
             3 => Some(Self::ControllerState),
             4 => Some(Self::End),
+            5 => Some(Self::PciFace),
             _ => None,
         }
     }
@@ -55,6 +62,10 @@ impl RecordType {
             ),
             Self::ControllerState => (1, MAX_CONTROLLER_STATE_BYTES),
             Self::End => (size_of::<EndPayload>(), size_of::<EndPayload>()),
+            Self::PciFace => (
+                pci_face_payload_len(1),
+                pci_face_payload_len(MAX_MSIX_VECTORS),
+            ),
         }
     }
 
@@ -108,6 +119,8 @@ pub enum Record {
     },
     /// The TP4159 controller state, opaque to the stream.
     ControllerState(Vec<u8>),
+    /// The PCI face of the migrated function.
+    PciFace(PciFaceState),
     /// The end of the stream, with the totals the source counted.
     End {
         /// Records before this one.
@@ -120,34 +133,12 @@ pub enum Record {
 impl Record {
     /// The record's type.
     pub fn record_type(&self) -> RecordType {
-        self.view().record_type()
-    }
-
-    /// A borrowed view, the form the encoder and the rules work on.
-    pub(super) fn view(&self) -> RecordView<'_> {
         match self {
-            Self::UserData { nsid, offset, data } => RecordView::UserData {
-                nsid: *nsid,
-                offset: *offset,
-                data,
-            },
-            Self::Deallocate {
-                nsid,
-                offset,
-                length,
-            } => RecordView::Deallocate {
-                nsid: *nsid,
-                offset: *offset,
-                length: *length,
-            },
-            Self::ControllerState(bytes) => RecordView::ControllerState(bytes),
-            Self::End {
-                records,
-                user_data_bytes,
-            } => RecordView::End {
-                records: *records,
-                user_data_bytes: *user_data_bytes,
-            },
+            Self::UserData { .. } => RecordType::UserData,
+            Self::Deallocate { .. } => RecordType::Deallocate,
+            Self::ControllerState(_) => RecordType::ControllerState,
+            Self::PciFace(_) => RecordType::PciFace,
+            Self::End { .. } => RecordType::End,
         }
     }
 }
@@ -167,6 +158,7 @@ pub(super) enum RecordView<'a> {
         length: u64,
     },
     ControllerState(&'a [u8]),
+    PciFace(PciFaceView<'a>),
     End {
         records: u64,
         user_data_bytes: u64,
@@ -180,6 +172,7 @@ impl<'a> RecordView<'a> {
             Self::UserData { .. } => RecordType::UserData,
             Self::Deallocate { .. } => RecordType::Deallocate,
             Self::ControllerState(_) => RecordType::ControllerState,
+            Self::PciFace(_) => RecordType::PciFace,
             Self::End { .. } => RecordType::End,
         }
     }
@@ -190,6 +183,7 @@ impl<'a> RecordView<'a> {
             Self::UserData { data, .. } => size_of::<UserDataPrefix>() + data.len(),
             Self::Deallocate { .. } => size_of::<DeallocatePayload>(),
             Self::ControllerState(bytes) => bytes.len(),
+            Self::PciFace(view) => view.payload().len(),
             Self::End { .. } => size_of::<EndPayload>(),
         }
     }
@@ -220,6 +214,9 @@ impl<'a> RecordView<'a> {
                 }
             }
             RecordType::ControllerState => Self::ControllerState(payload),
+            RecordType::PciFace => Self::PciFace(
+                PciFaceView::parse(payload).map_err(|error| StreamError::PciFace { at, error })?,
+            ),
             RecordType::End => {
                 let p = EndPayload::read_from_bytes(payload).map_err(|_| short())?;
                 Self::End {
@@ -251,6 +248,7 @@ impl<'a> RecordView<'a> {
                 write_record(out, record_type, &[p.as_bytes()]);
             }
             Self::ControllerState(bytes) => write_record(out, record_type, &[bytes]),
+            Self::PciFace(view) => write_record(out, record_type, &[view.payload()]),
             Self::End {
                 records,
                 user_data_bytes,
@@ -282,6 +280,7 @@ impl<'a> RecordView<'a> {
                 length,
             },
             Self::ControllerState(bytes) => Record::ControllerState(bytes.to_vec()),
+            Self::PciFace(view) => Record::PciFace(view.to_state()),
             Self::End {
                 records,
                 user_data_bytes,

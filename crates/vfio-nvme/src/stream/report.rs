@@ -9,6 +9,7 @@ use super::decoder::StreamDecoder;
 use super::error::StreamError;
 use super::header::StreamHeader;
 use super::ledger::Summary;
+use super::pci_face::PciFaceState;
 use super::record::Record;
 
 /// Bytes fed to the decoder at a time, so that decoded data is dropped as it is summarised.
@@ -102,6 +103,93 @@ pub struct EndTotals {
     pub user_data_bytes: u64,
 }
 
+/// What a stream's `PciFace` record says of the migrated function.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PciFaceReport {
+    /// MSI-X vectors.
+    pub vectors: usize,
+    /// The PCI Command register.
+    pub command: u16,
+    /// Offset of the MSI-X capability in configuration space, if its capability list has one.
+    pub msix_capability: Option<u8>,
+    /// MSI-X Enable (Message Control bit 15).
+    pub msix_enabled: bool,
+    /// Function Mask (Message Control bit 14).
+    pub function_masked: bool,
+    /// The vectors masked.
+    pub masked: Vec<usize>,
+    /// The vectors with an interrupt pending (fired while masked).
+    pub pending: Vec<usize>,
+}
+
+impl PciFaceReport {
+    fn of(state: &PciFaceState) -> Self {
+        let control = state.msix_capability();
+        let control_bit = |bit: u16| control.is_some_and(|(_, c)| c & bit != 0);
+        let set = |bits: &[bool]| {
+            bits.iter()
+                .enumerate()
+                .filter(|(_, b)| **b)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        Self {
+            vectors: state.vectors(),
+            command: state.command(),
+            msix_capability: control.map(|(at, _)| at),
+            msix_enabled: control_bit(1 << 15),
+            function_masked: control_bit(1 << 14),
+            masked: set(&state.masked),
+            pending: set(&state.pending),
+        }
+    }
+}
+
+/// Vector numbers as "1, 3" ("none" for none).
+fn vector_list(vectors: &[usize]) -> String {
+    if vectors.is_empty() {
+        return "none".to_owned();
+    }
+    vectors
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for PciFaceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} MSI-X vectors, command register {:04x}h, ",
+            self.vectors, self.command
+        )?;
+        match self.msix_capability {
+            Some(at) => write!(
+                f,
+                "MSI-X capability at {at:02x}h {}, function {}",
+                if self.msix_enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                },
+                if self.function_masked {
+                    "masked"
+                } else {
+                    "unmasked"
+                }
+            )?,
+            None => write!(f, "no MSI-X capability")?,
+        }
+        write!(
+            f,
+            "; masked vectors: {}; pending vectors: {}",
+            vector_list(&self.masked),
+            vector_list(&self.pending)
+        )
+    }
+}
+
 /// An account of a stream: everything valid up to the first error, and that error.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StreamReport {
@@ -117,6 +205,8 @@ pub struct StreamReport {
     pub summary: Summary,
     /// Per namespace of the header, the ranges the valid records cover.
     pub namespaces: Vec<NamespaceReport>,
+    /// The `PciFace` record, if the valid part holds one.
+    pub pci_face: Option<PciFaceReport>,
     /// The `End` record's totals, if it was reached.
     pub end: Option<EndTotals>,
     /// The first problem, or `None` for a complete, valid stream.
@@ -137,6 +227,7 @@ pub fn describe(bytes: &[u8]) -> Result<StreamReport, StreamError> {
     let mut decoder = StreamDecoder::new();
     let mut namespaces: BTreeMap<u32, NamespaceReport> = BTreeMap::new();
     let mut end = None;
+    let mut pci_face = None;
     let mut error = None;
     for chunk in bytes.chunks(CHUNK_BYTES) {
         let pushed = decoder.push(chunk);
@@ -150,6 +241,9 @@ pub fn describe(bytes: &[u8]) -> Result<StreamReport, StreamError> {
                         };
                         namespaces.insert(ns.nsid, report);
                     }
+                }
+                Item::Record(Record::PciFace(state)) => {
+                    pci_face = Some(PciFaceReport::of(&state));
                 }
                 Item::Record(record) => fold(&mut namespaces, &mut end, &record),
             }
@@ -182,6 +276,7 @@ pub fn describe(bytes: &[u8]) -> Result<StreamReport, StreamError> {
         header: header.clone(),
         summary,
         namespaces,
+        pci_face,
         end,
         error: outcome.err().map(|e| e.to_string()),
     })
@@ -207,7 +302,7 @@ fn fold(
                 ns.deallocated.add(*offset, *length);
             }
         }
-        Record::ControllerState(_) => {}
+        Record::ControllerState(_) | Record::PciFace(_) => {}
         Record::End {
             records,
             user_data_bytes,
@@ -271,6 +366,10 @@ impl fmt::Display for StreamReport {
         match s.controller_state_bytes {
             Some(bytes) => writeln!(f, "  ControllerState: {bytes} bytes")?,
             None => writeln!(f, "  ControllerState: none")?,
+        }
+        match &self.pci_face {
+            Some(face) => writeln!(f, "  PciFace: {face}")?,
+            None => writeln!(f, "  PciFace: none")?,
         }
         match &self.end {
             Some(end) => writeln!(

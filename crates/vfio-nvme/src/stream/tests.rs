@@ -4,6 +4,8 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::stream::pci_face::PciFaceView;
+use crate::stream::pci_face::tests::sample as pci_face_sample;
 use crate::stream::record::RecordView;
 use crate::stream::wire::write_record;
 
@@ -43,6 +45,7 @@ fn small_stream() -> (Vec<u8>, Vec<Record>) {
     enc.user_data(1, 512, &data, &mut out).unwrap();
     enc.deallocate(2, 4096, 8192, &mut out).unwrap();
     enc.controller_state(b"controller state", &mut out).unwrap();
+    enc.pci_face(&pci_face_sample(), &mut out).unwrap();
     enc.end(&mut out).unwrap();
     let records = vec![
         Record::UserData {
@@ -56,8 +59,9 @@ fn small_stream() -> (Vec<u8>, Vec<Record>) {
             length: 8192,
         },
         Record::ControllerState(b"controller state".to_vec()),
+        Record::PciFace(pci_face_sample()),
         Record::End {
-            records: 3,
+            records: 4,
             user_data_bytes: 512,
         },
     ];
@@ -195,10 +199,11 @@ fn small_stream_round_trips_one_byte_at_a_time() {
             })
             .collect();
         assert_eq!(decoded, records);
-        assert_eq!(summary.records, 3);
+        assert_eq!(summary.records, 4);
         assert_eq!(summary.user_data_bytes, 512);
         assert_eq!(summary.deallocated_bytes, 8192);
         assert_eq!(summary.controller_state_bytes, Some(16));
+        assert_eq!(summary.pci_face_bytes, Some(360));
         assert_eq!(summary.stream_bytes, bytes.len() as u64);
     }
 }
@@ -213,11 +218,13 @@ fn record_type_reports_each_variant() {
             RecordType::UserData,
             RecordType::Deallocate,
             RecordType::ControllerState,
+            RecordType::PciFace,
             RecordType::End
         ]
     );
     assert_eq!(RecordType::from_raw(0), None);
-    assert_eq!(RecordType::from_raw(5), None);
+    assert_eq!(RecordType::from_raw(5), Some(RecordType::PciFace));
+    assert_eq!(RecordType::from_raw(6), None);
 }
 
 /// Any operation a source might emit, drawn at random and mapped into the header's geometry.
@@ -883,17 +890,86 @@ fn items_before_an_error_remain_available() {
         Err(StreamError::RecordCrc {
             at: RecordAt {
                 record_type: RecordType::End,
-                index: 3,
+                index: 4,
                 ..
             },
             ..
         })
     ));
+    assert_eq!(items.len(), 5, "header and four records decoded before End");
+}
+
+/// The `PciFace` record on the wire: type 5, its payload (the layout tested in `pci_face`),
+/// CRC; at most one per stream, optional, and a bad payload is named with the record.
+#[test]
+fn pci_face_record_framing_and_rules() {
+    let face = pci_face_sample();
+    let payload = face.encode().unwrap();
+    let h = header_len() as u64;
+    let mut out = Vec::new();
+    let mut enc = StreamEncoder::new(header(), &mut out).unwrap();
+    enc.pci_face(&face, &mut out).unwrap();
+    let record = &out[h as usize..];
     assert_eq!(
-        items.len(),
-        4,
-        "header and three records decoded before End"
+        &record[..8],
+        &[5, 0, 0, 0, 0x68, 0x01, 0, 0],
+        "type 5, 360 bytes"
     );
+    assert_eq!(&record[8..8 + payload.len()], &payload[..]);
+    let crc = crc32fast::hash(&record[..8 + payload.len()]);
+    assert_eq!(&record[8 + payload.len()..], &crc.to_le_bytes());
+    assert_eq!(
+        enc.pci_face(&face, &mut out),
+        Err(StreamError::DuplicatePciFace {
+            at: RecordAt {
+                index: 1,
+                offset: h + 372,
+                record_type: RecordType::PciFace
+            },
+            first: 0
+        })
+    );
+    let view = PciFaceView::parse(&payload).unwrap();
+    let state = RecordView::ControllerState(b"s");
+    let end = RecordView::End {
+        records: 1,
+        user_data_bytes: 0,
+    };
+    // Optional: a stream without one is complete.
+    assert!(decode(&with_records(&[state, end])).1.is_ok());
+    let twice = with_records(&[RecordView::PciFace(view), RecordView::PciFace(view)]);
+    assert!(matches!(
+        error_of(&twice),
+        StreamError::DuplicatePciFace { first: 0, .. }
+    ));
+    // A payload with a stray pending bit, framed with a good CRC: named, at its record.
+    let mut bad = payload.clone();
+    let last = bad.len() - 1;
+    bad[last] = 0x80;
+    let mut stream = header().encode().unwrap();
+    write_record(&mut stream, RecordType::PciFace, &[&bad]);
+    let error = error_of(&stream);
+    assert_eq!(
+        error.to_string(),
+        format!("PciFace record 0 at byte {h}: PCI face pending bits are set beyond vector 5")
+    );
+    // A length outside the bounds of any vector count is refused before the payload arrives.
+    let mut short = header().encode().unwrap();
+    write_record(&mut short, RecordType::PciFace, &[&payload[..100]]);
+    assert!(matches!(
+        error_of(&short),
+        StreamError::RecordTooShort { .. }
+    ));
+    let too_big = StreamEncoder::new(header(), &mut Vec::new())
+        .unwrap()
+        .pci_face(&PciFaceState::default(), &mut Vec::new());
+    assert!(matches!(
+        too_big,
+        Err(StreamError::PciFace {
+            error: PciFaceError::Vectors { found: 0 },
+            ..
+        })
+    ));
 }
 
 fn destination() -> DeviceGeometry {
@@ -1025,6 +1101,7 @@ fn describe_reports_a_valid_stream() {
         "    user data: 1536 bytes in 1 ranges: 0..1536",
         "  nsid 3: 1048576 blocks of 4096 bytes (4294967296 bytes), shared (data not in the stream)",
         "  ControllerState: 300 bytes",
+        "  PciFace: none",
         "End: 6 records, 6144 user-data bytes",
         "status: valid",
     ] {
@@ -1039,6 +1116,33 @@ fn describe_reports_a_valid_stream() {
     );
     assert_eq!(json["header"]["geometry"]["namespaces"][2]["shared"], true);
     assert!(json["error"].is_null());
+}
+
+#[test]
+fn describe_shows_the_pci_face() {
+    let (bytes, _) = small_stream();
+    let report = describe(&bytes).unwrap();
+    assert!(report.is_valid());
+    let face = report.pci_face.clone().unwrap();
+    assert_eq!(
+        face,
+        PciFaceReport {
+            vectors: 5,
+            command: 0x0006,
+            msix_capability: Some(0x40),
+            msix_enabled: true,
+            function_masked: false,
+            masked: vec![1, 3],
+            pending: vec![1],
+        }
+    );
+    let text = report.to_string();
+    let line = "  PciFace: 5 MSI-X vectors, command register 0006h, MSI-X capability at 40h \
+                enabled, function unmasked; masked vectors: 1, 3; pending vectors: 1";
+    assert!(text.contains(line), "missing {line:?} in\n{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["pci_face"]["pending"][0], 1);
+    assert_eq!(json["summary"]["pci_face_bytes"], 360);
 }
 
 #[test]
@@ -1075,7 +1179,7 @@ fn describe_reports_the_valid_part_of_a_bad_stream() {
         truncated
             .error
             .unwrap()
-            .starts_with("truncated stream: End record 3")
+            .starts_with("truncated stream: End record 4")
     );
 
     let many: Vec<ByteRange> = (0..10)

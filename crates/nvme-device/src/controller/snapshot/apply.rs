@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use nvme_spec::lm::NvmeControllerStateV0;
 
@@ -13,16 +14,15 @@ use crate::controller::features::Features;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
-/// Makes controller `inner` take a state that [`validate()`](super::validate()) accepted.
+/// Makes controller `inner` take a state that [`validate()`](super::validate()) accepted: the
+/// I/O queues of NVMECS first, then the vendor state, whose doorbells are the values the guest
+/// wrote (NVMECS holds the ones the controller acts on).
 pub(crate) fn apply(
     inner: &Inner,
     state: &mut State,
     nvmecs: Option<&NvmeControllerStateV0>,
     vendor: Option<&VendorState>,
 ) {
-    if let Some(v) = vendor {
-        apply_vendor(inner, state, v);
-    }
     if let Some(nvmecs) = nvmecs {
         let db = &inner.doorbells;
         state.sqs.iter_mut().skip(1).for_each(|q| *q = None);
@@ -54,6 +54,9 @@ pub(crate) fn apply(
     }
     state.irq_pending.iter_mut().for_each(|p| *p = false);
     state.bad_doorbells.iter_mut().for_each(|d| *d = None);
+    if let Some(v) = vendor {
+        apply_vendor(inner, state, v);
+    }
 }
 
 fn apply_vendor(inner: &Inner, state: &mut State, v: &VendorState) {
@@ -88,7 +91,11 @@ fn apply_vendor(inner: &Inner, state: &mut State, v: &VendorState) {
         inner.doorbells.set_sq_tail(qid as u16, sq_tail);
         inner.doorbells.set_cq_head(qid as u16, cq_head);
     }
-    state.features = Features::from_values(&v.features, &inner.config);
+    for d in &v.reported_doorbells {
+        state.bad_doorbells[usize::from(d.doorbell)] = Some(d.value);
+    }
+    inner.set_uptime(Duration::from_millis(v.power_on_ms));
+    state.features = Features::from_values(&v.features, &inner.config, inner.uptime());
     // The target's own undelivered events are replaced by the source's.
     aer::discard_posted(inner);
     state.aer.outstanding = v.events.outstanding.iter().copied().collect();

@@ -1,5 +1,10 @@
 //! Taking the state of a controller: its I/O queues as NVMECS v0 and everything else as our
 //! vendor-specific state, in a fixed order so the same state always gives the same bytes.
+//!
+//! Doorbells hold whatever the guest wrote. NVMECS v0 gets the values the controller acts on
+//! (an SQ tail beyond the queue fetches nothing, as if the tail were the head; a CQ head beyond
+//! the queue leaves the last valid head in force), and the vendor state the values as written,
+//! with the invalid ones already reported, so the destination acts exactly as the source.
 
 use std::sync::atomic::Ordering;
 
@@ -13,6 +18,7 @@ use super::vendor::EventState;
 use super::vendor::Limits;
 use super::vendor::NamespaceState;
 use super::vendor::RegisterValues;
+use super::vendor::ReportedDoorbell;
 use super::vendor::VendorState;
 use crate::controller::Inner;
 use crate::controller::State;
@@ -35,6 +41,7 @@ pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV
     let nvmecs = NvmeControllerStateV0::new(sqs, cqs).unwrap_or_default();
     let config = &inner.config;
     let regs = &inner.regs;
+    let uptime = inner.uptime();
     let vendor = VendorState {
         identity: (*inner.identity()).clone(),
         cntlid: inner.reported_cntlid.load(Ordering::Acquire),
@@ -57,7 +64,16 @@ pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV
         doorbells: (0..=config.io_queue_pairs)
             .map(|qid| (db.sq_tail(qid), db.cq_head(qid)))
             .collect(),
-        features: state.features.to_values(),
+        reported_doorbells: (0u16..)
+            .zip(&state.bad_doorbells)
+            .filter_map(|(doorbell, value)| {
+                Some(ReportedDoorbell {
+                    doorbell,
+                    value: (*value)?,
+                })
+            })
+            .collect(),
+        features: state.features.to_values(uptime),
         events: EventState {
             outstanding: state.aer.outstanding.iter().copied().collect(),
             queued: state.aer.queued.iter().copied().collect(),
@@ -68,6 +84,7 @@ pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV
             state.errors.entries.iter().copied().collect(),
         ),
         counters: state.counters,
+        power_on_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
         namespaces: inner
             .attached()
             .map(|ns| NamespaceState {
@@ -86,8 +103,10 @@ fn io_queues<T>(queues: &[Option<T>]) -> impl Iterator<Item = &T> {
     queues.iter().skip(1).flatten()
 }
 
-/// NVMECS v0 of I/O submission queue `sq`, whose tail doorbell holds `tail`.
+/// NVMECS v0 of I/O submission queue `sq`, whose tail doorbell holds `tail`: a tail beyond the
+/// queue is invalid and fetches nothing, which NVMECS expresses as a tail equal to the head.
 fn sq_state(sq: &SubmissionQueue, tail: u32) -> IoSqState {
+    let tail = if tail < sq.size { tail } else { sq.head };
     IoSqState {
         prp1: sq.base,
         qsize: (sq.size - 1) as u16,
@@ -100,8 +119,10 @@ fn sq_state(sq: &SubmissionQueue, tail: u32) -> IoSqState {
     }
 }
 
-/// NVMECS v0 of I/O completion queue `cq`, whose head doorbell holds `head`.
+/// NVMECS v0 of I/O completion queue `cq`, whose head doorbell holds `head`: a head beyond the
+/// queue is invalid and leaves the last valid one in force.
 fn cq_state(cq: &CompletionQueue, head: u32) -> IoCqState {
+    let head = if head < cq.size { head } else { cq.head };
     IoCqState {
         prp1: cq.base,
         qsize: (cq.size - 1) as u16,

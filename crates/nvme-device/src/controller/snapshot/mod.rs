@@ -10,10 +10,9 @@
 //!
 //! Every function runs with the controller's `state` held while it is suspended, so nothing
 //! moves underneath. Capture is deterministic (queues in identifier order, events in queue
-//! order), so save → restore → save gives the same bytes; the one exception is a Timestamp
-//! feature the host set, which is saved as its current value and keeps counting after a restore,
-//! as a clock must. The primary controller's TP4159 commands reach these through
-//! `controller::LockedSecondary`.
+//! order, doorbells as written) and the controller's clock (power-on time, a host-set
+//! Timestamp) stops while it is suspended, so save → restore → save gives the same bytes. The
+//! primary controller's TP4159 commands reach these through `controller::LockedSecondary`.
 
 mod apply;
 mod capture;

@@ -9,6 +9,7 @@ use nvme_spec::lm::IoSqState;
 use nvme_spec::lm::NvmeControllerStateV0;
 use shmem::AddressSpace;
 
+use super::vendor::ReportedDoorbell;
 use super::vendor::VendorState;
 use super::vendor::tests::sample;
 use super::*;
@@ -88,8 +89,9 @@ fn source() -> (Vec<IoSqState>, Vec<IoCqState>, VendorState) {
     let mut vendor = sample();
     vendor.namespaces[0].blocks = 256;
     vendor.doorbells = vec![(5, 3), (7, 6), (1, 2), (0, 0), (0, 0)];
-    // The Timestamp keeps counting after a restore, so a round trip compares equal only
-    // without one (its encoding is covered by the vendor codec tests).
+    // These controllers are not suspended, so their clock runs and a Timestamp with it: a round
+    // trip compares equal only without one (suspended controllers are covered by the TP4159
+    // tests, the encoding by the vendor codec tests).
     vendor.features.timestamp = None;
     (
         vec![sq(1, 1, 4, 7), sq(2, 2, 0, 1)],
@@ -170,6 +172,16 @@ fn every_validation_failure_leaves_the_target_unchanged() {
             }
         }),
         ("doorbell count", |_, _, v| v.doorbells.resize(6, (0, 0))),
+        ("reported doorbell beyond the queues", |_, _, v| {
+            v.reported_doorbells[0].doorbell = 10
+        }),
+        ("reported doorbells out of order", |_, _, v| {
+            let again = v.reported_doorbells[0];
+            v.reported_doorbells.push(again);
+        }),
+        ("invalid SQ tail, NVMECS tail not the head", |_, _, v| {
+            v.doorbells[1].0 = 1000
+        }),
         ("number of queues", |_, _, v| v.features.queues = (4, 0)),
         ("coalescing vectors", |_, _, v| {
             v.features.coalescing_disabled.push(false)
@@ -215,6 +227,40 @@ fn every_validation_failure_leaves_the_target_unchanged() {
         validate(&small.inner, None, Some(&vendor)),
         Err(SnapshotError::Namespaces { .. })
     ));
+}
+
+/// Doorbells the guest set beyond their queues: NVMECS holds what the controller acts on (an SQ
+/// tail equal to the head, the last valid CQ head), the vendor state the values as written and
+/// which of them were reported; the target takes both and gives the same state back.
+#[test]
+fn invalid_doorbells_round_trip() {
+    let (mut sqs, cqs, mut vendor) = source();
+    sqs[0].tp = sqs[0].hp;
+    vendor.doorbells[1] = (1000, 0xFFFF_FFFF);
+    vendor.reported_doorbells = vec![
+        ReportedDoorbell {
+            doorbell: 2,
+            value: 1000,
+        },
+        ReportedDoorbell {
+            doorbell: 3,
+            value: 77,
+        },
+    ];
+    let target = controller(256);
+    let n = nvmecs(&sqs, &cqs);
+    validate(&target.inner, Some(&n), Some(&vendor)).unwrap();
+    apply(
+        &target.inner,
+        &mut target.inner.lock_state(),
+        Some(&n),
+        Some(&vendor),
+    );
+    assert_eq!(target.doorbells().sq_tail(1), 1000);
+    assert_eq!(target.doorbells().cq_head(1), 0xFFFF_FFFF);
+    let (n2, v2) = snapshot(&target);
+    assert_eq!(n2, n);
+    assert_eq!(v2.encode(), vendor.encode());
 }
 
 #[test]

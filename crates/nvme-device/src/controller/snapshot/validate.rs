@@ -98,8 +98,9 @@ fn new_qid(
     Ok(())
 }
 
-/// Checks a queue's size against `max_entries`, its base alignment, and that `positions` are
-/// slots of the queue.
+/// Checks a queue's size against `max_entries`, its base alignment (page aligned; guest
+/// address 0 is a valid I/O queue base, as Create I/O SQ/CQ accepts it), and that `positions`
+/// are slots of the queue.
 fn check_queue(
     qid: u16,
     base: u64,
@@ -110,7 +111,8 @@ fn check_queue(
     if entries < 2 || entries > max_entries {
         return Err(queue_err(qid, "size", entries));
     }
-    if base & 0xFFF != 0 || base == 0 {
+    // Enabling the controller refuses an admin queue at 0 (CSTS.CFS), so one never exists.
+    if base & 0xFFF != 0 || (qid == 0 && base == 0) {
         return Err(queue_err(qid, "base", base));
     }
     for (field, value) in positions {
@@ -255,8 +257,16 @@ fn validate_vendor(inner: &Inner, v: &VendorState) -> Result<(), SnapshotError> 
         (None, None) => {}
         _ => return Err(value_err("admin queues", 1u8)),
     }
-    if v.doorbells.len() > usize::from(config.io_queue_pairs) + 1 {
+    let queues = usize::from(config.io_queue_pairs) + 1;
+    if v.doorbells.len() > queues {
         return Err(value_err("doorbells", v.doorbells.len() as u64));
+    }
+    let mut previous = None;
+    for d in &v.reported_doorbells {
+        if usize::from(d.doorbell) >= 2 * queues || previous.is_some_and(|p| p >= d.doorbell) {
+            return Err(value_err("reported doorbell", d.doorbell));
+        }
+        previous = Some(d.doorbell);
     }
     let f = &v.features;
     let max_qid = inner.offered_queue_pairs().saturating_sub(1);
@@ -296,6 +306,38 @@ fn validate_vendor(inner: &Inner, v: &VendorState) -> Result<(), SnapshotError> 
     Ok(())
 }
 
+/// Checks that the doorbells as written (vendor state) agree with the ones NVMECS says the
+/// controller acts on: equal where the written value is valid; where it is beyond the queue, an
+/// SQ tail acts as the head and a CQ head leaves any valid head in force.
+fn validate_doorbells(
+    v: &VendorState,
+    nvmecs: &NvmeControllerStateV0,
+) -> Result<(), SnapshotError> {
+    let doorbell = |qid: u16| v.doorbells.get(usize::from(qid)).copied();
+    for sq in nvmecs.sqs() {
+        let Some((tail, _)) = doorbell(sq.qid) else {
+            return Err(SnapshotError::Doorbells { qid: sq.qid });
+        };
+        let acted_on = if tail <= u32::from(sq.qsize) {
+            tail
+        } else {
+            sq.hp.into()
+        };
+        if acted_on != u32::from(sq.tp) {
+            return Err(SnapshotError::Doorbells { qid: sq.qid });
+        }
+    }
+    for cq in nvmecs.cqs() {
+        let Some((_, head)) = doorbell(cq.qid) else {
+            return Err(SnapshotError::Doorbells { qid: cq.qid });
+        };
+        if head <= u32::from(cq.qsize) && head != u32::from(cq.hp) {
+            return Err(SnapshotError::Doorbells { qid: cq.qid });
+        }
+    }
+    Ok(())
+}
+
 /// Checks a saved state against controller `inner` without changing anything.
 pub(crate) fn validate(
     inner: &Inner,
@@ -308,17 +350,7 @@ pub(crate) fn validate(
     if let Some(v) = vendor {
         validate_vendor(inner, v)?;
         if let Some(nvmecs) = nvmecs {
-            let doorbell = |qid: u16| v.doorbells.get(usize::from(qid)).copied();
-            for sq in nvmecs.sqs() {
-                if doorbell(sq.qid).map(|d| d.0) != Some(sq.tp.into()) {
-                    return Err(SnapshotError::Doorbells { qid: sq.qid });
-                }
-            }
-            for cq in nvmecs.cqs() {
-                if doorbell(cq.qid).map(|d| d.1) != Some(cq.hp.into()) {
-                    return Err(SnapshotError::Doorbells { qid: cq.qid });
-                }
-            }
+            validate_doorbells(v, nvmecs)?;
         }
     }
     Ok(())

@@ -14,7 +14,10 @@ use super::Limits;
 use super::MAGIC;
 use super::MAX_LIST;
 use super::NamespaceState;
+use super::OLDEST_VERSION;
 use super::RegisterValues;
+use super::ReportedDoorbell;
+use super::TimestampValue;
 use super::VERSION;
 use super::VendorState;
 use super::VendorStateError;
@@ -27,7 +30,8 @@ use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
 impl VendorState {
-    /// Parses and checks vendor-specific state bytes (untrusted: from a migration stream).
+    /// Parses and checks vendor-specific state bytes (untrusted: from a migration stream), of
+    /// layout version [`VERSION`] or an older one down to [`OLDEST_VERSION`].
     pub fn decode(bytes: &[u8]) -> Result<Self, VendorStateError> {
         let mut header = Reader(bytes);
         let magic: [u8; 8] = header.array("magic")?;
@@ -35,7 +39,7 @@ impl VendorState {
             return Err(VendorStateError::BadMagic { found: magic });
         }
         let version = header.u16("version")?;
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(VendorStateError::UnsupportedVersion { found: version });
         }
         if header.u16("reserved")? != 0 {
@@ -65,14 +69,17 @@ impl VendorState {
             });
         }
         let mut r = Reader(body);
-        let state = Self::decode_body(&mut r)?;
+        let state = Self::decode_body(&mut r, version)?;
         if !r.0.is_empty() {
             return Err(VendorStateError::TrailingBytes { extra: r.0.len() });
         }
         Ok(state)
     }
 
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, VendorStateError> {
+    /// The body of layout `version`; fields a version lacks take the values of a controller
+    /// that never had them (see the module's layout).
+    fn decode_body(r: &mut Reader<'_>, version: u16) -> Result<Self, VendorStateError> {
+        let v2 = version >= 2;
         let identity = SubsystemIdentity {
             nqn: r.str("nqn")?,
             serial: r.str("serial")?,
@@ -125,6 +132,18 @@ impl VendorState {
         for _ in 0..n {
             doorbells.push((r.u32("doorbell.sq_tail")?, r.u32("doorbell.cq_head")?));
         }
+        let n = if v2 {
+            r.count("reported_doorbells", MAX_LIST)?
+        } else {
+            0
+        };
+        let mut reported_doorbells = Vec::new();
+        for _ in 0..n {
+            reported_doorbells.push(ReportedDoorbell {
+                doorbell: r.u16("reported_doorbell.doorbell")?,
+                value: r.u32("reported_doorbell.value")?,
+            });
+        }
         let arbitration = r.u32("arbitration")?;
         let power_management = r.u32("power_management")?;
         let over_temperature = r.u16("over_temperature")?;
@@ -142,7 +161,10 @@ impl VendorState {
         let write_atomicity_disable_normal = r.flag("write_atomicity")?;
         let async_event_config = r.u32("async_event_config")?;
         let has_timestamp = r.flag("timestamp")?;
-        let timestamp_value = r.u64("timestamp.value")?;
+        let timestamp = TimestampValue {
+            ms: r.u64("timestamp.value")?,
+            stopped: v2 && r.flag("timestamp.stopped")?,
+        };
         let features = FeatureValues {
             arbitration,
             power_management,
@@ -156,7 +178,7 @@ impl VendorState {
             coalescing_disabled,
             write_atomicity_disable_normal,
             async_event_config,
-            timestamp: has_timestamp.then_some(timestamp_value),
+            timestamp: has_timestamp.then_some(timestamp),
             keep_alive: r.u32("keep_alive")?,
         };
         let n = r.count("aer.outstanding", MAX_LIST)?;
@@ -190,14 +212,22 @@ impl VendorState {
                 }
             })?);
         }
-        let counters = Counters {
+        let mut counters = Counters {
             bytes_read: r.u64("bytes_read")?,
             bytes_written: r.u64("bytes_written")?,
             read_commands: r.u64("read_commands")?,
             write_commands: r.u64("write_commands")?,
             media_errors: r.u64("media_errors")?,
             error_count: r.u64("error_count")?,
+            ..Counters::powered_on()
         };
+        let mut power_on_ms = 0;
+        if v2 {
+            counters.power_cycles = r.u64("power_cycles")?;
+            counters.unsafe_shutdowns = r.u64("unsafe_shutdowns")?;
+            counters.busy_ns = r.u64("busy_ns")?;
+            power_on_ms = r.u64("power_on_ms")?;
+        }
         let n = r.count("namespaces", MAX_LIST)?;
         let mut namespaces = Vec::new();
         for _ in 0..n {
@@ -220,10 +250,12 @@ impl VendorState {
             admin_sq,
             admin_cq,
             doorbells,
+            reported_doorbells,
             features,
             events,
             error_log: (error_count, entries),
             counters,
+            power_on_ms,
             namespaces,
         })
     }

@@ -66,6 +66,11 @@ impl VendorState {
             w.u32(sq_tail);
             w.u32(cq_head);
         }
+        w.count(self.reported_doorbells.len());
+        for d in self.reported_doorbells.iter().take(MAX_LIST) {
+            w.u16(d.doorbell);
+            w.u32(d.value);
+        }
         let f = &self.features;
         w.u32(f.arbitration);
         w.u32(f.power_management);
@@ -83,8 +88,10 @@ impl VendorState {
         }
         w.flag(f.write_atomicity_disable_normal);
         w.u32(f.async_event_config);
+        let timestamp = f.timestamp.unwrap_or_default();
         w.flag(f.timestamp.is_some());
-        w.u64(f.timestamp.unwrap_or(0));
+        w.u64(timestamp.ms);
+        w.flag(timestamp.stopped);
         w.u32(f.keep_alive);
         let e = &self.events;
         w.count(e.outstanding.len());
@@ -112,6 +119,10 @@ impl VendorState {
             c.write_commands,
             c.media_errors,
             c.error_count,
+            c.power_cycles,
+            c.unsafe_shutdowns,
+            c.busy_ns,
+            self.power_on_ms,
         ] {
             w.u64(v);
         }

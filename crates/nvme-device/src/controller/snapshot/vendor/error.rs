@@ -1,5 +1,6 @@
 //! Why vendor-specific state bytes were refused: one variant per check, naming the field.
 
+use super::OLDEST_VERSION;
 use super::VERSION;
 
 /// Why vendor-specific state bytes were refused.
@@ -18,7 +19,10 @@ pub enum VendorStateError {
         found: [u8; 8],
     },
     /// A layout version this crate does not read.
-    #[error("vendor state version {found} is not supported (expected {VERSION})")]
+    #[error(
+        "vendor state version {found} is not supported (this build reads versions \
+         {OLDEST_VERSION} to {VERSION})"
+    )]
     UnsupportedVersion {
         /// The version found.
         found: u16,

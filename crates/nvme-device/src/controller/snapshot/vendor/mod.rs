@@ -12,7 +12,7 @@
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 8 | magic `"VFNVMEVS"` |
-//! | 8 | 2 | version (1) |
+//! | 8 | 2 | version (2; version 1 is still read) |
 //! | 10 | 2 | reserved (0) |
 //! | 12 | 4 | body length in bytes |
 //! | 16 | 4 | CRC32 (IEEE) of the body |
@@ -28,17 +28,26 @@
 //! 4. admin SQ: present (u8), base (u64), size, head (u32);
 //! 5. admin CQ: present (u8), base (u64), size, tail, head (u32), phase (u8), vector (u16),
 //!    interrupts (u8);
-//! 6. doorbells: count, then per queue SQ tail and CQ head (u32 each);
-//! 7. features: arbitration, power management (u32), over/under temperature (u16), error
+//! 6. doorbells: count, then per queue SQ tail and CQ head (u32 each), as the guest wrote them
+//!    (valid or not: NVMECS v0 cannot hold an out-of-range value, this can);
+//! 7. reported invalid doorbells (version 2): count, then per doorbell its index (u16, 2 × QID,
+//!    plus 1 for a CQ head) and the invalid value already reported to the host (u32), ascending;
+//! 8. features: arbitration, power management (u32), over/under temperature (u16), error
 //!    recovery (u32), write cache (u8), NSQA, NCQA (u16), queues set (u8), interrupt coalescing
 //!    (u32), coalescing disabled (count + u8 each), write atomicity disable normal (u8), async
-//!    event config (u32), timestamp present (u8) + value in ms (u64), keep alive (u32);
-//! 8. asynchronous events: outstanding CIDs (count + u16 each), queued events (count + type,
+//!    event config (u32), timestamp present (u8) + value in ms (u64) + stopped since it was
+//!    set, Synch (u8, version 2), keep alive (u32);
+//! 9. asynchronous events: outstanding CIDs (count + u16 each), queued events (count + type,
 //!    info, log page (u8) and dword 1 (u32) each), mask (u8);
-//! 9. error log: error count (u64), entries (count + 64-byte Error Information entries);
-//! 10. SMART counters: bytes read, bytes written, reads, writes, media errors, error count (u64);
-//! 11. namespaces: count, then NSID (u32), LBADS (u8), blocks (u64), NGUID (16), EUI64 (8),
+//! 10. error log: error count (u64), entries (count + 64-byte Error Information entries);
+//! 11. SMART counters: bytes read, bytes written, reads, writes, media errors, error count, then
+//!     (version 2) power cycles, unsafe shutdowns, busy time in ns, power-on time in ms (u64);
+//! 12. namespaces: count, then NSID (u32), LBADS (u8), blocks (u64), NGUID (16), EUI64 (8),
 //!     UUID (16) each.
+//!
+//! Version 1 lacks the fields marked version 2; a version 1 state is read with no reported
+//! doorbells, a Timestamp that counted continuously, one power cycle, no unsafe shutdown, no
+//! busy time and no power-on time (a version 1 destination restarted those too).
 //!
 //! # Modules
 //!
@@ -65,8 +74,10 @@ use crate::queue::SubmissionQueue;
 
 /// The magic that starts our vendor-specific state.
 pub const MAGIC: [u8; 8] = *b"VFNVMEVS";
-/// The version of the layout this crate writes and reads.
-pub const VERSION: u16 = 1;
+/// The version of the layout this crate writes.
+pub const VERSION: u16 = 2;
+/// The oldest version this crate still reads.
+pub const OLDEST_VERSION: u16 = 1;
 /// Size of the fixed header (magic, version, reserved, length, CRC).
 pub const HEADER_LEN: usize = 20;
 
@@ -130,10 +141,29 @@ pub struct FeatureValues {
     pub write_atomicity_disable_normal: bool,
     /// 0Bh Asynchronous Event Configuration.
     pub async_event_config: u32,
-    /// 0Eh Timestamp in milliseconds at capture, if the host set it.
-    pub timestamp: Option<u64>,
+    /// 0Eh Timestamp at capture, if the host set it.
+    pub timestamp: Option<TimestampValue>,
     /// 0Fh Keep Alive Timer.
     pub keep_alive: u32,
+}
+
+/// A Timestamp the host set, as saved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimestampValue {
+    /// Its value at capture, milliseconds.
+    pub ms: u64,
+    /// Whether the controller's clock stopped since it was set (Synch).
+    pub stopped: bool,
+}
+
+/// A doorbell whose invalid value the controller has reported to the host already (one
+/// Invalid Doorbell Write Value event per value written, not one per look at it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportedDoorbell {
+    /// The doorbell: 2 × QID for an SQ tail, 2 × QID + 1 for a CQ head.
+    pub doorbell: u16,
+    /// The invalid value it holds.
+    pub value: u32,
 }
 
 /// Asynchronous event state.
@@ -175,8 +205,10 @@ pub struct VendorState {
     pub admin_sq: Option<SubmissionQueue>,
     /// Admin completion queue, if the controller is enabled.
     pub admin_cq: Option<CompletionQueue>,
-    /// Doorbell values per queue identifier: (SQ tail, CQ head).
+    /// Doorbell values per queue identifier, as the guest wrote them: (SQ tail, CQ head).
     pub doorbells: Vec<(u32, u32)>,
+    /// Doorbells whose invalid value was reported, ascending.
+    pub reported_doorbells: Vec<ReportedDoorbell>,
     /// Feature values.
     pub features: FeatureValues,
     /// Asynchronous event requests and events.
@@ -185,6 +217,8 @@ pub struct VendorState {
     pub error_log: (u64, Vec<ErrorInformation>),
     /// SMART counters.
     pub counters: Counters,
+    /// How long the controller has been running, in milliseconds (Power On Hours).
+    pub power_on_ms: u64,
     /// Attached namespaces in NSID order.
     pub namespaces: Vec<NamespaceState>,
 }

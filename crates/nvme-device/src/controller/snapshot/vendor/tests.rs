@@ -52,6 +52,10 @@ pub(crate) fn sample() -> VendorState {
             interrupts: true,
         }),
         doorbells: vec![(5, 3), (7, 6), (0, 0), (0, 0), (0, 0)],
+        reported_doorbells: vec![ReportedDoorbell {
+            doorbell: 3,
+            value: 99,
+        }],
         features: FeatureValues {
             arbitration: 3,
             power_management: 0,
@@ -65,7 +69,10 @@ pub(crate) fn sample() -> VendorState {
             coalescing_disabled: vec![false, true, false, false, true],
             write_atomicity_disable_normal: true,
             async_event_config: 0x100,
-            timestamp: Some(123_456),
+            timestamp: Some(TimestampValue {
+                ms: 123_456,
+                stopped: true,
+            }),
             keep_alive: 5000,
         },
         events: EventState {
@@ -86,7 +93,11 @@ pub(crate) fn sample() -> VendorState {
             write_commands: 4,
             media_errors: 5,
             error_count: 6,
+            power_cycles: 8,
+            unsafe_shutdowns: 9,
+            busy_ns: 10,
         },
+        power_on_ms: 11,
         namespaces: vec![NamespaceState {
             nsid: 1,
             lbads: 12,
@@ -101,7 +112,7 @@ fn round_trip_and_layout() {
     let state = sample();
     let bytes = state.encode();
     assert_eq!(&bytes[..8], b"VFNVMEVS");
-    assert_eq!(&bytes[8..10], &[1, 0]);
+    assert_eq!(&bytes[8..10], &[2, 0]);
     let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     assert_eq!(bytes.len(), (HEADER_LEN + len).next_multiple_of(4));
     let crc = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
@@ -123,8 +134,8 @@ fn round_trip_and_layout() {
     assert_eq!(VendorState::decode(&empty.encode()), Ok(empty));
 }
 
-/// [`sample`] as layout version 1 writes it, byte for byte: a change to the format shows here.
-const SAMPLE_BYTES: &str = concat!(
+/// [`sample`] as layout version 1 wrote it, byte for byte (without the fields version 2 added).
+const SAMPLE_V1_BYTES: &str = concat!(
     "56464e564d45565301000000a701000043230f6b1a006e716e2e323032362d31312e696f2e766669",
     "6f2d6e766d653a61080056464e564d452d6105006d6f64656c0500302e312e300200040000010000",
     "05050001004600010000001f001f0000000010000000000010001000000000020000000100000010",
@@ -139,14 +150,58 @@ const SAMPLE_BYTES: &str = concat!(
     "178afa00",
 );
 
+/// [`sample`] as layout version 2 writes it, byte for byte: a change to the format shows here.
+const SAMPLE_BYTES: &str = concat!(
+    "56464e564d45565302000000d0010000a054f06c1a006e716e2e323032362d31312e696f2e766669",
+    "6f2d6e766d653a61080056464e564d452d6105006d6f64656c0500302e312e300200040000010000",
+    "05050001004600010000001f001f0000000010000000000010001000000000020000000100000010",
+    "00000000200000000500000001001000100000000020000000040000000300000000000001050005",
+    "00000003000000070000000600000000000000000000000000000000000000000000000000000001",
+    "0003006300000003000000000000005e010e01040000000003000200010201000005000001000001",
+    "01000100000140e2010000000000018813000002000a000b0001000200044d000000040700000000",
+    "00000001000700000000000000000009000000000000000000000000000000000000000000000000",
+    "00000000000000000000000000000000000000000000000000000000000100000000000000020000",
+    "00000000000300000000000000040000000000000005000000000000000600000000000000080000",
+    "000000000009000000000000000a000000000000000b000000000000000100010000000c00010000",
+    "000000001b45772ffbc38454e6253faace178afae6253faace178afa1b45772ffbc38454a6253faa",
+    "ce178afa",
+);
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[test]
 fn sample_encoding_is_pinned() {
-    let hex: String = sample()
-        .encode()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(hex, SAMPLE_BYTES);
+    assert_eq!(to_hex(&sample().encode()), SAMPLE_BYTES);
+}
+
+/// A version 1 state is still read: the fields version 2 added take the values of a controller
+/// that never had them, and writing it again gives version 2.
+#[test]
+fn version_1_is_still_read() {
+    let mut expected = sample();
+    expected.reported_doorbells.clear();
+    expected.features.timestamp = Some(TimestampValue {
+        ms: 123_456,
+        stopped: false,
+    });
+    expected.counters.power_cycles = 1;
+    expected.counters.unsafe_shutdowns = 0;
+    expected.counters.busy_ns = 0;
+    expected.power_on_ms = 0;
+    let v1 = from_hex(SAMPLE_V1_BYTES);
+    assert_eq!(&v1[8..10], &[1, 0]);
+    let decoded = VendorState::decode(&v1).unwrap();
+    assert_eq!(decoded, expected);
+    assert_eq!(&decoded.encode()[8..10], &[2, 0]);
 }
 
 #[test]
@@ -158,12 +213,16 @@ fn every_corruption_is_named() {
         VendorState::decode(&bad),
         Err(VendorStateError::BadMagic { .. })
     ));
-    let mut bad = bytes.clone();
-    bad[8] = 2;
-    assert_eq!(
-        VendorState::decode(&bad),
-        Err(VendorStateError::UnsupportedVersion { found: 2 })
-    );
+    for version in [0, 3] {
+        let mut bad = bytes.clone();
+        bad[8] = version;
+        assert_eq!(
+            VendorState::decode(&bad),
+            Err(VendorStateError::UnsupportedVersion {
+                found: version.into()
+            })
+        );
+    }
     let mut bad = bytes.clone();
     bad[10] = 1;
     assert_eq!(
@@ -239,7 +298,9 @@ fn fuzz_decode() {
         .with_type::<Vec<u8>>()
         .with_iterations(3000)
         .for_each(|bytes: &Vec<u8>| {
-            if let Ok(state) = VendorState::decode(bytes) {
+            if let Ok(state) = VendorState::decode(bytes)
+                && bytes[8..10] == VERSION.to_le_bytes()
+            {
                 assert_eq!(&state.encode(), bytes);
             }
         });
