@@ -46,15 +46,20 @@ pub type TestDevice = FakeDevice;
 
 /// The migratable device, in RUNNING with zeroed BARs and the ids in config space.
 pub fn new() -> TestDevice {
-    build(true)
+    build(Some(MigrationFlags::STOP_COPY | MigrationFlags::PRE_COPY))
 }
 
 /// The same device without migration or DMA logging.
 pub fn without_migration() -> TestDevice {
-    build(false)
+    build(None)
 }
 
-fn build(migratable: bool) -> TestDevice {
+/// The same device migrating with every optional state (P2P and PRE_COPY).
+pub fn with_every_migration_state() -> TestDevice {
+    build(Some(MigrationFlags::all()))
+}
+
+fn build(migration: Option<MigrationFlags>) -> TestDevice {
     let mut builder = FakeDevice::builder()
         .region(BAR0, FakeRegion::new(BAR0_SIZE).mmap_areas(&[MMAP_AREA]))
         .region(CONFIG, FakeRegion::new(CONFIG_SIZE))
@@ -76,11 +81,8 @@ fn build(migratable: bool) -> TestDevice {
         )
         .irq(pci::ERR_IRQ_INDEX, 1, IrqInfoFlags::EVENTFD)
         .irq(pci::REQ_IRQ_INDEX, 1, IrqInfoFlags::EVENTFD);
-    if migratable {
-        builder = builder.migration(FakeMigration::new(
-            MigrationFlags::STOP_COPY | MigrationFlags::PRE_COPY,
-            MIGRATION_BLOB,
-        ));
+    if let Some(flags) = migration {
+        builder = builder.migration(FakeMigration::new(flags, MIGRATION_BLOB));
     }
     let device = builder.build().expect("the test device's memfds");
     let config = device.region_memory(CONFIG).expect("config space");

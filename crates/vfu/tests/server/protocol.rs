@@ -78,7 +78,7 @@ fn qemu_version_message(msg_id: u16) -> Vec<u8> {
     bytes
 }
 
-fn get_info(client: &mut TestClient) -> DeviceInfo {
+pub(crate) fn get_info(client: &mut TestClient) -> DeviceInfo {
     match client.request(&DeviceInfo::request(), &[]).ok() {
         Reply::DeviceGetInfo(info) => info,
         other => panic!("{other:?}"),
@@ -108,14 +108,14 @@ fn write_region(region: u32, offset: u64, data: &[u8]) -> RegionWrite {
     }
 }
 
-fn feature_reply(client: &mut TestClient, request: &DeviceFeature) -> DeviceFeature {
+pub(crate) fn feature_reply(client: &mut TestClient, request: &DeviceFeature) -> DeviceFeature {
     match client.request(request, &[]).ok() {
         Reply::DeviceFeature(reply) => reply,
         other => panic!("{other:?}"),
     }
 }
 
-fn set_state(client: &mut TestClient, state: u32) -> vfu::framing::ReplyBody {
+pub(crate) fn set_state(client: &mut TestClient, state: u32) -> vfu::framing::ReplyBody {
     let request = DeviceFeature::set(&MigDeviceState {
         device_state: state,
         data_fd: -1,
@@ -123,12 +123,12 @@ fn set_state(client: &mut TestClient, state: u32) -> vfu::framing::ReplyBody {
     client.request(&request, &[]).body
 }
 
-fn eventfd() -> OwnedFd {
+pub(crate) fn eventfd() -> OwnedFd {
     rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd")
 }
 
 /// The eventfd's counter (0 if it was not signalled).
-fn eventfd_count(fd: &OwnedFd) -> u64 {
+pub(crate) fn eventfd_count(fd: &OwnedFd) -> u64 {
     let mut buf = [0u8; 8];
     match rustix::io::read(fd, &mut buf) {
         Ok(8) => u64::from_ne_bytes(buf),
@@ -136,7 +136,7 @@ fn eventfd_count(fd: &OwnedFd) -> u64 {
     }
 }
 
-fn wait_for(what: &str, condition: impl Fn() -> bool) {
+pub(crate) fn wait_for(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -578,7 +578,7 @@ fn irq_info_and_set_irqs_with_eventfds() {
     assert_eq!(server.device.eventfd_count(device::MSIX), 0);
 }
 
-fn dma_map(address: u64, size: u64, offset: u64, flags: DmaMapFlags) -> DmaMap {
+pub(crate) fn dma_map(address: u64, size: u64, offset: u64, flags: DmaMapFlags) -> DmaMap {
     DmaMap {
         argsz: 32,
         flags: flags.bits(),
