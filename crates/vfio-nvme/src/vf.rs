@@ -2,7 +2,6 @@
 //! hosts for a secondary controller.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use nvme_device::PCI_DEVICE_ID;
 use nvme_device::PCI_VENDOR_ID;
@@ -46,9 +45,6 @@ pub struct VfDevice {
     space: Arc<AddressSpace>,
     config: ConfigSpace,
     msix: Arc<Msix>,
-    /// DMA windows the client mapped without a file descriptor (unreachable, but tracked so
-    /// they can be unmapped).
-    unreachable: Mutex<Vec<(u64, u64)>>,
     /// Live migration and DMA logging, when the function can migrate.
     migration: Option<DeviceMigration<NvmeMigration>>,
 }
@@ -74,7 +70,6 @@ impl VfDevice {
             space,
             config: ConfigSpace::new(PCI_VENDOR_ID, PCI_DEVICE_ID, vectors),
             msix,
-            unreachable: Mutex::new(Vec::new()),
             migration: None,
         })
     }
@@ -293,31 +288,16 @@ impl Device for VfDevice {
     }
 
     fn dma_map(&self, region: DmaRegion) -> Result<(), Errno> {
-        let Some(mapping) = region.mapping else {
-            self.unreachable
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((region.iova, region.size));
-            return Ok(());
-        };
-        self.space.map(region.iova, mapping).map_err(|e| match e {
-            MapError::Overlap { .. } => Errno::EEXIST,
-            _ => Errno::EINVAL,
-        })
+        self.space
+            .map_memory(region.iova, region.memory)
+            .map_err(|e| match e {
+                MapError::Overlap { .. } => Errno::EEXIST,
+                _ => Errno::EINVAL,
+            })
     }
 
     fn dma_unmap(&self, iova: u64, size: u64) -> Result<(), Errno> {
-        if self.space.unmap(iova, size).is_ok() {
-            return Ok(());
-        }
-        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-        match unreachable.iter().position(|&w| w == (iova, size)) {
-            Some(i) => {
-                unreachable.remove(i);
-                Ok(())
-            }
-            None => Err(Errno::EINVAL),
-        }
+        self.space.unmap(iova, size).map_err(|_| Errno::EINVAL)
     }
 
     fn reset(&self) -> Result<(), Errno> {
@@ -327,10 +307,6 @@ impl Device for VfDevice {
 
     fn disconnected(&self) {
         self.space.unmap_all();
-        self.unreachable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
         self.msix.drop_eventfds();
     }
 

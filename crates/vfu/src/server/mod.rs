@@ -27,12 +27,16 @@
 //! ends it promptly. A reply the client does not read within 5 s (the socket's send timeout,
 //! QEMU's reply timeout too) ends that connection instead of blocking the server.
 
+mod client_dma;
+mod connection;
 mod device;
 mod dma;
 mod error;
+mod eventfd;
 mod irq;
 mod migratable;
 mod migration;
+mod refusal;
 mod region;
 mod session;
 mod socket;
@@ -43,6 +47,8 @@ pub use device::DmaRegion;
 pub use device::IrqRequest;
 pub use device::RegionDescription;
 pub use error::ServerError;
+pub use eventfd::Eventfd;
+pub use eventfd::NotAnEventfd;
 pub use migratable::DeviceMigration;
 pub use migratable::FailedRequest;
 pub use migratable::LoggingStatus;
@@ -52,4 +58,5 @@ pub use migratable::MigrationStatus;
 pub use migratable::SessionStatus;
 pub use socket::DEFAULT_SOCKET_MODE;
 pub use socket::Server;
+pub use socket::ServerTimeouts;
 pub use socket::SocketOptions;
