@@ -7,7 +7,8 @@
 //! writes it incrementally with a [`StreamEncoder`] (one bounded record at a time, so it never
 //! holds a whole namespace in memory); the destination reads it with a [`StreamDecoder`] that
 //! accepts any segmentation and keeps at most one record in memory, checks the source's device
-//! with [`check_compatible`], and [`describe`] renders a stream for `vfio-nvme state decode`.
+//! with [`check_compatible`], and [`describe`] / [`describe_reader`] render a stream for
+//! `vfio-nvme state decode`.
 //!
 //! # Format, version 1
 //!
@@ -105,6 +106,7 @@ pub use report::NamespaceReport;
 pub use report::RangeSummary;
 pub use report::StreamReport;
 pub use report::describe;
+pub use report::describe_reader;
 
 /// The first eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"VFNVMIG\0";

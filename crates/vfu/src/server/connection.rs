@@ -59,6 +59,12 @@ const QUEUE_BYTES: usize = 16 << 20;
 /// has just hung up (then the newcomer is the next client, not a second one).
 const DRAIN_READS: usize = 16;
 
+/// How long a new connection waits in the listen backlog before it is refused. A client that
+/// hangs up and reconnects at once must find the server free, and its hang-up can reach the
+/// server late: a process that forks keeps a copy of the old socket until its child execs.
+/// The newcomer is refused only if the attached client is still there after this.
+const REFUSAL_GRACE: Duration = Duration::from_millis(500);
+
 /// Why a connection ended other than by the client closing it.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ConnectionError {
@@ -246,6 +252,8 @@ fn read(
 ) -> Result<(), ConnectionError> {
     let mut refusals = Refusals::default();
     let mut last_bytes = Instant::now();
+    // When the listener first had a connection waiting that was not yet refused.
+    let mut newcomer_since: Option<Instant> = None;
     loop {
         while let Some(frame) = inbox.next_frame()? {
             route(shared, frame);
@@ -264,7 +272,13 @@ fn read(
         if !room {
             shared.queue.wait_for_room(POLL_INTERVAL);
         }
-        let (socket_ready, listener_ready) = wait(inbox.socket(), room, listener, &refusals)?;
+        // While a newcomer waits out its grace, the (readable) listener would wake every poll.
+        let grace_left = newcomer_since.map(|since| REFUSAL_GRACE.saturating_sub(since.elapsed()));
+        let watch_listener = grace_left.is_none().then_some(listener);
+        let timeout = grace_left.map_or(POLL_INTERVAL, |left| left.min(POLL_INTERVAL));
+        let (socket_ready, listener_ready) =
+            wait(inbox.socket(), room, watch_listener, &refusals, timeout)?;
+        let newcomer = listener_ready || grace_left.is_some_and(|left| left.is_zero());
         if socket_ready {
             match inbox.read()? {
                 ReadOutcome::Bytes => last_bytes = Instant::now(),
@@ -272,9 +286,9 @@ fn read(
                 ReadOutcome::Closed => return Ok(()),
             }
         }
-        if listener_ready {
-            // A client that hung up and connected again at once: its hang-up is already in the
-            // old socket, and the newcomer is the next client, to be accepted by `serve`.
+        if newcomer {
+            // A client that hung up and connected again at once: once its hang-up is in the old
+            // socket, the newcomer is the next client, to be accepted by `serve`.
             for _ in 0..DRAIN_READS {
                 match inbox.read()? {
                     ReadOutcome::Bytes => last_bytes = Instant::now(),
@@ -282,7 +296,14 @@ fn read(
                     ReadOutcome::Closed => return Ok(()),
                 }
             }
-            accept_refused(listener, &mut refusals);
+            match newcomer_since {
+                None => newcomer_since = Some(Instant::now()),
+                Some(since) if since.elapsed() >= REFUSAL_GRACE => {
+                    accept_refused(listener, &mut refusals);
+                    newcomer_since = None;
+                }
+                Some(_) => {}
+            }
         }
         refusals.serve(Instant::now());
     }
@@ -305,25 +326,28 @@ fn route(shared: &Shared<'_>, frame: Frame<OwnedFd>) {
     }
 }
 
-/// Polls the client socket (when `read_socket`), the listener and the refused sockets for up
-/// to [`POLL_INTERVAL`]; returns whether the socket and the listener are ready (the refused
-/// sockets only wake the wait, so that their refusal goes out at once).
+/// Polls the client socket (when `read_socket`), the listener (when given) and the refused
+/// sockets for up to `timeout`; returns whether the socket and the listener are ready (the
+/// refused sockets only wake the wait, so that their refusal goes out at once).
 fn wait(
     socket: BorrowedFd<'_>,
     read_socket: bool,
-    listener: BorrowedFd<'_>,
+    listener: Option<BorrowedFd<'_>>,
     refusals: &Refusals,
+    timeout: Duration,
 ) -> io::Result<(bool, bool)> {
     let mut fds = Vec::with_capacity(2 + super::refusal::MAX_REFUSALS);
-    fds.push(PollFd::new(&listener, PollFlags::IN));
     if read_socket {
         fds.push(PollFd::new(&socket, PollFlags::IN));
+    }
+    if let Some(listener) = &listener {
+        fds.push(PollFd::new(listener, PollFlags::IN));
     }
     let refused: Vec<BorrowedFd<'_>> = refusals.sockets().collect();
     fds.extend(refused.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));
     let timeout = rustix::event::Timespec {
         tv_sec: 0,
-        tv_nsec: POLL_INTERVAL.as_nanos() as i64,
+        tv_nsec: timeout.min(POLL_INTERVAL).as_nanos() as i64,
     };
     match rustix::event::poll(&mut fds, Some(&timeout)) {
         Ok(_) => {}
@@ -331,8 +355,9 @@ fn wait(
         Err(e) => return Err(e.into()),
     }
     let ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
-    let listener_ready = ready(&fds[0]);
-    let socket_ready = read_socket && ready(&fds[1]);
+    let socket_ready = read_socket && ready(&fds[0]);
+    let listener_at = usize::from(read_socket);
+    let listener_ready = listener.is_some() && ready(&fds[listener_at]);
     Ok((socket_ready, listener_ready))
 }
 

@@ -1,6 +1,8 @@
 //! Connections that arrive while a client is attached: each gets an error reply carrying EBUSY to
 //! its first request and is then closed, so a second client can tell "busy" from "dead" at once
-//! instead of waiting in the listen backlog without an answer.
+//! instead of waiting in the listen backlog without an answer. (The reader leaves a newcomer in
+//! the backlog for half a second first: if the attached client was only just hanging up, the
+//! newcomer is the next client, not a second one.)
 //!
 //! The refused connections are served by the attached connection's reader thread between its own
 //! reads, never blocking it: every socket is non-blocking, a refusal waits at most
