@@ -434,3 +434,51 @@ fn an_unanswered_dma_read_times_out_and_the_connection_keeps_serving() {
     client.send_raw(&late, &[]).unwrap();
     assert_eq!(get_info(&mut client).num_regions, device::NUM_REGIONS);
 }
+
+#[test]
+fn the_client_library_reports_a_busy_server_as_such() {
+    let server = TestServer::start("busy-client");
+    let mut first = vfu::client::Client::connect(&server.path).unwrap();
+    let err = vfu::client::Client::connect(&server.path).unwrap_err();
+    assert!(matches!(err, vfu::client::ClientError::Busy), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the server is busy: another client is attached"),
+        "{err}"
+    );
+    assert_eq!(first.device_info().num_regions, device::NUM_REGIONS);
+    first.reset().unwrap();
+}
+
+#[test]
+fn the_client_library_serves_fd_less_windows_to_the_device() {
+    let server = TestServer::start("served-client");
+    let mut client = vfu::client::Client::connect(&server.path).unwrap();
+    let memory = std::sync::Arc::new(shmem::Mapping::anonymous(0x4000).unwrap());
+    memory.write(0x10, b"guest bytes").unwrap();
+    client
+        .dma_map_served(0x80_0000, memory.clone(), true)
+        .unwrap();
+    assert_eq!(
+        server.device.windows(),
+        [vfu::fake::FakeWindow {
+            iova: 0x80_0000,
+            size: 0x4000,
+            writable: true,
+            mapped: false
+        }]
+    );
+    // The device reads and writes while the client does nothing.
+    let mut buf = [0u8; 11];
+    server.device.dma_read(0x80_0010, &mut buf).unwrap();
+    assert_eq!(&buf, b"guest bytes");
+    let big: Vec<u8> = (0..0x3000).map(|i| (i % 251) as u8).collect();
+    server.device.dma_write(0x80_1000, &big).unwrap();
+    let mut back = vec![0u8; big.len()];
+    memory.read(0x1000, &mut back).unwrap();
+    assert_eq!(back, big);
+    // Beyond the window the device gets an error, not memory.
+    assert!(server.device.dma_read(0x80_3ff8, &mut [0; 16]).is_err());
+    client.dma_unmap(0x80_0000, 0x4000).unwrap();
+    assert!(server.device.windows().is_empty());
+}
