@@ -393,3 +393,49 @@ fn sigterm_ends_serve_with_a_client_stalled_mid_message_and_another_waiting() {
     assert!(serve.stop(), "SIGTERM ends the server promptly and cleanly");
     drop(client);
 }
+
+#[test]
+fn guest_memory_mapped_without_an_fd_is_reached_through_dma_read_and_write() {
+    let dir = TempDir::new("hostile-fdless");
+    let serve = ServeProcess::start(&dir.path("vf.sock"), &["--namespace", NS]);
+    let memory = HostMemory::new(4 << 20, IOVA).unwrap();
+    let mut client = Client::connect(&serve.socket).unwrap();
+    nvme_host::vfio_user_bar::dma_map_host_memory_served(&mut client, &memory).unwrap();
+    let client = Arc::new(Mutex::new(client));
+    let bar = Arc::new(VfioUserBar::new(client.clone()).unwrap());
+    // Queues, Identify data and I/O buffers all travel as DMA_READ/DMA_WRITE messages.
+    let driver = Driver::new(bar, memory.clone()).unwrap();
+    let id = driver.identify_controller().unwrap();
+    assert!(id.sn.iter().any(|&b| b != 0 && b != b' '));
+    driver.set_queue_count(1).unwrap();
+    let mut qp = driver.create_queue_pair(1, 8, None).unwrap();
+    let buf = memory.alloc(2 * BLOCK).unwrap();
+    let data: Vec<u8> = [pattern(1), pattern(2)].concat();
+    buf.write(0, &data);
+    let run = |qp: &mut QueuePair, cmd: Command| {
+        qp.submit(cmd).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut done = None;
+        while done.is_none() {
+            qp.poll(|c| done = Some(c));
+            assert!(Instant::now() < deadline, "no completion");
+        }
+        let status = done.unwrap().status.status();
+        assert!(status.is_success(), "{status:?}");
+    };
+    run(
+        &mut qp,
+        Command::write(0, 1, 10, 1, buf.iova(), buf.iova() + BLOCK),
+    );
+    buf.fill(0);
+    run(
+        &mut qp,
+        Command::read(0, 1, 10, 1, buf.iova(), buf.iova() + BLOCK),
+    );
+    let mut back = vec![0u8; data.len()];
+    buf.read(0, &mut back);
+    assert_eq!(back, data);
+    drop(driver);
+    drop(client);
+    assert!(serve.stop());
+}
