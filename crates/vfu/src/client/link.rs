@@ -285,3 +285,91 @@ fn answer(frame: &Frame<OwnedFd>, served: &ServedMemory, limits: &Limits) -> Opt
         encode_error_reply(header, errno).to_vec()
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::Framer;
+    use crate::framing::ReplyBody;
+    use crate::framing::encode_request;
+
+    fn served() -> ServedMemory {
+        let served = ServedMemory::default();
+        let memory = Arc::new(Mapping::anonymous(0x2000).unwrap());
+        served.insert(0x1_0000, memory, true);
+        let read_only = Arc::new(Mapping::anonymous(0x1000).unwrap());
+        served.insert(0x4_0000, read_only, false);
+        served
+    }
+
+    fn frame(bytes: &[u8]) -> Frame<OwnedFd> {
+        let mut framer = Framer::new(1 << 20);
+        framer.push(bytes, Vec::new());
+        framer.next_frame().unwrap().unwrap()
+    }
+
+    fn decoded(reply: &[u8]) -> ReplyBody {
+        frame(reply).decode_reply(&Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn dma_commands_are_checked_against_the_served_windows() {
+        let served = served();
+        let limits = Limits::default();
+        let write = crate::dma::DmaWrite {
+            address: 0x1_1ff0,
+            data: vec![7; 16],
+        };
+        let reply = answer(&frame(&encode_request(1, &write, false)), &served, &limits).unwrap();
+        assert!(matches!(decoded(&reply), ReplyBody::Ok(_)));
+        let read = DmaAccess {
+            address: 0x1_1ff8,
+            count: 8,
+        };
+        let reply = answer(&frame(&encode_request(2, &read, false)), &served, &limits).unwrap();
+        assert!(
+            matches!(decoded(&reply), ReplyBody::Ok(crate::message::Reply::DmaRead(r)) if r.data == [7; 8])
+        );
+        for (address, count) in [(0x1_1ff8, 16), (0x0_ffff, 2), (0x9_0000, 1)] {
+            let read = DmaAccess { address, count };
+            let reply = answer(&frame(&encode_request(3, &read, false)), &served, &limits).unwrap();
+            assert_eq!(
+                decoded(&reply),
+                ReplyBody::Error(Errno::EFAULT),
+                "{address:#x}"
+            );
+        }
+        let into_read_only = crate::dma::DmaWrite {
+            address: 0x4_0000,
+            data: vec![1],
+        };
+        let reply = answer(
+            &frame(&encode_request(4, &into_read_only, false)),
+            &served,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(decoded(&reply), ReplyBody::Error(Errno::EFAULT));
+        let quiet = answer(&frame(&encode_request(5, &read, true)), &served, &limits);
+        assert!(quiet.is_none(), "No_reply is honoured");
+    }
+
+    #[test]
+    fn fuzz_server_commands() {
+        let served = served();
+        let limits = Limits::default();
+        bolero::check!()
+            .with_iterations(2000)
+            .for_each(|bytes: &[u8]| {
+                let mut framer = Framer::new(1 << 16);
+                framer.push(bytes, Vec::new());
+                while let Ok(Some(frame)) = framer.next_frame() {
+                    if let Some(reply) = answer(&frame, &served, &limits) {
+                        let mut back = Framer::<()>::new(1 << 20);
+                        back.push(&reply, None);
+                        assert!(back.next_frame().unwrap().is_some(), "a whole reply");
+                    }
+                }
+            });
+    }
+}

@@ -233,7 +233,9 @@ fn dispatch(shared: &Shared<'_>, device: &dyn Device) -> Result<(), ConnectionEr
             Popped::Empty => {}
             Popped::Closed => return Ok(()),
         }
-        if shared.stop.load(Ordering::Relaxed) || shared.over.load(Ordering::Acquire) {
+        // The reader ending (a hang-up) closes the queue, which is drained first: requests the
+        // client sent before it left are still carried out.
+        if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         let handshake = shared.timeouts.handshake;
@@ -271,6 +273,8 @@ fn read(
         let room = shared.queue.has_room();
         if !room {
             shared.queue.wait_for_room(POLL_INTERVAL);
+            // Not reading is the server's doing, not a stall of the client's.
+            last_bytes = Instant::now();
         }
         // While a newcomer waits out its grace, the (readable) listener would wake every poll.
         let grace_left = newcomer_since.map(|since| REFUSAL_GRACE.saturating_sub(since.elapsed()));

@@ -89,18 +89,89 @@ impl Refusal {
                 Err(_) => return false,
             }
         }
-        if let Ok(header) = Header::read_from_bytes(&self.header) {
-            // An error reply is 16 bytes into an empty socket buffer: it cannot block.
-            if !header.flags.no_reply() {
-                let reply = encode_error_reply(&header, Errno::EBUSY);
+        match refusal(&self.header) {
+            Refused::Waiting => now < self.deadline,
+            Refused::Answer(reply) => {
+                // An error reply is 16 bytes into an empty socket buffer: it cannot block.
                 let _ = rustix::net::send(
                     &self.socket,
                     &reply,
                     SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
                 );
+                false
             }
-            return false;
+            Refused::Silently => false,
         }
-        now < self.deadline
+    }
+}
+
+/// What to do with a refused connection that has sent `first` (its first bytes, at most a
+/// header's worth).
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// The header is not complete yet.
+    Waiting,
+    /// Send this error reply (EBUSY, the request's msg_id and command), then close.
+    Answer([u8; HEADER_SIZE]),
+    /// Close without a reply (the request asked for none).
+    Silently,
+}
+
+fn refusal(first: &[u8]) -> Refused {
+    match Header::read_from_prefix(first) {
+        Ok((header, _)) if header.flags.no_reply() => Refused::Silently,
+        Ok((header, _)) => Refused::Answer(encode_error_reply(&header, Errno::EBUSY)),
+        Err(_) => Refused::Waiting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::framing::Framer;
+    use crate::framing::ReplyBody;
+    use crate::limits::Limits;
+
+    #[test]
+    fn the_first_header_gets_ebusy_with_its_msg_id() {
+        let request = Header::command(42, Command::VERSION, 30, false);
+        let bytes = zerocopy::IntoBytes::as_bytes(&request).to_vec();
+        assert_eq!(refusal(&bytes[..15]), Refused::Waiting);
+        let Refused::Answer(reply) = refusal(&bytes) else {
+            panic!("a complete header is answered");
+        };
+        let mut framer = Framer::<()>::new(64);
+        framer.push(&reply, None);
+        let frame = framer.next_frame().unwrap().unwrap();
+        assert_eq!(frame.header.msg_id, 42);
+        assert_eq!(frame.header.command, Command::VERSION);
+        assert_eq!(
+            frame.decode_reply(&Limits::default()).unwrap(),
+            ReplyBody::Error(Errno::EBUSY)
+        );
+        let quiet = Header::command(1, Command::VERSION, 0, true);
+        assert_eq!(
+            refusal(zerocopy::IntoBytes::as_bytes(&quiet)),
+            Refused::Silently
+        );
+    }
+
+    #[test]
+    fn fuzz_refusals() {
+        bolero::check!()
+            .with_iterations(2000)
+            .for_each(|bytes: &[u8]| {
+                let first = &bytes[..bytes.len().min(HEADER_SIZE)];
+                if let Refused::Answer(reply) = refusal(first) {
+                    let mut framer = Framer::<()>::new(64);
+                    framer.push(&reply, None);
+                    let frame = framer.next_frame().unwrap().unwrap();
+                    assert_eq!(
+                        frame.decode_reply(&Limits::default()).unwrap(),
+                        ReplyBody::Error(Errno::EBUSY)
+                    );
+                }
+            });
     }
 }

@@ -1,7 +1,8 @@
 //! The device of the server tests: `vfu`'s fake device as a small PCI function. Config space
 //! (region 7, 256 bytes) holds the vendor and device id; BAR0 is 16 KiB with a sparse-mmap area
 //! at 0x1000..0x2000; five IRQ indices (MSI-X with 4 vectors); optionally a migration
-//! (STOP_COPY|PRE_COPY) whose saving sessions stream [`MIGRATION_BLOB`], and DMA logging.
+//! (STOP_COPY|PRE_COPY, or every state) whose saving sessions stream [`MIGRATION_BLOB`], and DMA
+//! logging.
 
 use vfio_migration::MigrationFlags;
 use vfu::fake::FakeDevice;
