@@ -287,7 +287,7 @@ fn read(
             match inbox.read()? {
                 ReadOutcome::Bytes => last_bytes = Instant::now(),
                 ReadOutcome::Nothing => {}
-                ReadOutcome::Closed => return Ok(()),
+                ReadOutcome::Closed => return hung_up(shared, inbox),
             }
         }
         if newcomer {
@@ -297,7 +297,7 @@ fn read(
                 match inbox.read()? {
                     ReadOutcome::Bytes => last_bytes = Instant::now(),
                     ReadOutcome::Nothing => break,
-                    ReadOutcome::Closed => return Ok(()),
+                    ReadOutcome::Closed => return hung_up(shared, inbox),
                 }
             }
             match newcomer_since {
@@ -311,6 +311,14 @@ fn read(
         }
         refusals.serve(Instant::now());
     }
+}
+
+/// The client hung up: what it sent before is still carried out.
+fn hung_up(shared: &Shared<'_>, inbox: &mut Inbox) -> Result<(), ConnectionError> {
+    while let Some(frame) = inbox.next_frame()? {
+        route(shared, frame);
+    }
+    Ok(())
 }
 
 /// Sends a message to its place: replies to the DMA channel, everything else to the dispatcher

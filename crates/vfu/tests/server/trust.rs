@@ -482,3 +482,28 @@ fn the_client_library_serves_fd_less_windows_to_the_device() {
     client.dma_unmap(0x80_0000, 0x4000).unwrap();
     assert!(server.device.windows().is_empty());
 }
+
+#[test]
+fn requests_sent_just_before_a_hang_up_are_carried_out() {
+    let server = TestServer::start("hang-up");
+    for value in 1..=5u8 {
+        let mut client = TestClient::negotiated(&server.path);
+        let write = vfu::access::RegionWrite {
+            offset: 0x90,
+            region: device::CONFIG,
+            data: vec![value],
+        };
+        client.send(&write, &[], true);
+        drop(client);
+        let (mut next, _) = negotiate_when_free(&server);
+        let access = vfu::access::RegionAccess {
+            offset: 0x90,
+            region: device::CONFIG,
+            count: 1,
+        };
+        match next.request(&access, &[]).ok() {
+            Reply::RegionRead(read) => assert_eq!(read.data, [value]),
+            other => panic!("{other:?}"),
+        }
+    }
+}
