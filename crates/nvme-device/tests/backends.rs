@@ -123,6 +123,22 @@ fn file_backend_errors_name_the_file() {
     std::fs::write(&empty, b"").unwrap();
     let err = FileBackend::open(&empty, None, false).unwrap_err();
     assert!(err.to_string().contains("is empty"), "{err}");
+    assert!(
+        err.to_string().contains(&empty.display().to_string()),
+        "names the file: {err}"
+    );
+    // A size no file system takes: the error names the file, and the file it created is gone.
+    let huge = tmp_path("huge");
+    let err = FileBackend::open(&huge, Some(u64::MAX / 2), false).unwrap_err();
+    assert!(
+        err.to_string().contains(&huge.display().to_string()),
+        "{err}"
+    );
+    assert!(!huge.exists(), "nothing left behind");
+    // An existing file keeps its contents and is not removed when sizing it fails.
+    std::fs::write(&empty, b"data").unwrap();
+    assert!(FileBackend::open(&empty, Some(u64::MAX / 2), false).is_err());
+    assert_eq!(std::fs::read(&empty).unwrap(), b"data");
     std::fs::remove_file(&empty).unwrap();
 }
 

@@ -7,7 +7,8 @@
 //!   which the server backs with shared memory its pollers watch. A server that offers no such
 //!   area still works: each doorbell then becomes a REGION_WRITE, which costs a socket round
 //!   trip (tens of microseconds) per doorbell.
-//! * [`dma_map_host_memory`] hands [`HostMemory`]'s memfd to the server at its IOVA.
+//! * [`dma_map_host_memory`] hands [`HostMemory`]'s memfd to the server at its IOVA;
+//!   [`dma_map_host_memory_served`] maps it without the fd, served by DMA_READ/DMA_WRITE.
 //! * [`MsixVectors`] creates one eventfd per MSI-X vector, registers them with SET_IRQS
 //!   (index 2) and lets the driver wait on them.
 
@@ -50,6 +51,14 @@ pub enum TransportError {
     NoMemoryFd {
         /// The memory's IOVA.
         iova: u64,
+    },
+    /// The client's own view of host memory (to serve DMA_READ/DMA_WRITE from) failed.
+    #[error("cannot map host memory at IOVA {iova:#x} a second time to serve DMA from: {source}")]
+    MemoryView {
+        /// The memory's IOVA.
+        iova: u64,
+        /// The OS error.
+        source: io::Error,
     },
     /// The device offers fewer MSI-X vectors than asked for.
     #[error("the device has {available} MSI-X vectors, {requested} were requested")]
@@ -203,7 +212,32 @@ pub fn dma_map_host_memory(client: &mut Client, memory: &HostMemory) -> Result<(
     Ok(())
 }
 
-/// Withdraws the mapping made by [`dma_map_host_memory`] (DMA_UNMAP).
+/// Maps `memory` into the device at its IOVA, read-write, **without** passing its memfd: the
+/// server reaches it with DMA_READ/DMA_WRITE messages, which `client` answers from its own
+/// view of the memory (the spec's path for memory a server cannot map, as QEMU uses for some
+/// windows). Slower than [`dma_map_host_memory`]; for tests of that path.
+pub fn dma_map_host_memory_served(
+    client: &mut Client,
+    memory: &HostMemory,
+) -> Result<(), TransportError> {
+    let iova = memory.iova();
+    let fd = memory
+        .mapping()
+        .fd()
+        .ok_or(TransportError::NoMemoryFd { iova })?;
+    let view = fd
+        .try_clone_to_owned()
+        .and_then(|fd| {
+            let len = usize::try_from(memory.len()).map_err(io::Error::other)?;
+            Mapping::from_fd(fd, 0, len, shmem::Protection::ReadWrite)
+        })
+        .map_err(|source| TransportError::MemoryView { iova, source })?;
+    client.dma_map_served(iova, Arc::new(view), true)?;
+    Ok(())
+}
+
+/// Withdraws the mapping made by [`dma_map_host_memory`] or [`dma_map_host_memory_served`]
+/// (DMA_UNMAP).
 pub fn dma_unmap_host_memory(
     client: &mut Client,
     memory: &HostMemory,

@@ -6,7 +6,14 @@
 //! holds it (accesses spanning two windows are split), records what the device writes in an
 //! optional [`WriteObserver`] (dirty logging for live migration), and lets an unmap wait until no
 //! access to the removed window is still in flight.
+//!
+//! A window is either mapped memory ([`WindowMemory::Mapped`], the fast path: plain copies) or
+//! memory reached by explicit calls ([`WindowMemory::Io`], an [`IoMemory`]: file I/O on a
+//! client file that may shrink, or messages to the client). An I/O window that cannot be reached
+//! fails the access with [`DmaError::Fault`]; nothing an access does can raise a signal.
 
+use std::cell::RefCell;
+use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -15,6 +22,104 @@ use std::sync::atomic::Ordering;
 
 use crate::AccessError;
 use crate::Mapping;
+
+/// Bytes an I/O window moves per call when data comes from or goes to a [`Mapping`] (through a
+/// per-thread bounce buffer).
+const IO_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// One reusable bounce buffer per thread for I/O windows, so no access allocates.
+    static BOUNCE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a `len`-byte scratch slice (`len <= IO_CHUNK`).
+fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BOUNCE.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < IO_CHUNK {
+            buf.resize(IO_CHUNK, 0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
+/// Why memory behind an [`IoMemory`] window could not be reached (the client shrank its file,
+/// refused or did not answer a DMA message, or went away).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct MemoryFault {
+    reason: String,
+}
+
+impl MemoryFault {
+    /// A fault described by `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Guest memory that is not reached through a mapping of this process: every access is an
+/// explicit call that reports failure as a [`MemoryFault`] instead of faulting.
+///
+/// Called on the I/O path; implementations must bound how long a call can take.
+pub trait IoMemory: Send + Sync + fmt::Debug {
+    /// Size of the window in bytes.
+    fn len(&self) -> u64;
+    /// Whether the window is empty (never, for a window that was mapped).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether device writes are allowed.
+    fn writable(&self) -> bool;
+    /// Fills `buf` from offset `offset` of the window (the range lies inside it).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), MemoryFault>;
+    /// Stores `data` at offset `offset` of the window (the range lies inside it; the window is
+    /// writable).
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), MemoryFault>;
+}
+
+/// What backs one window of an [`AddressSpace`].
+#[derive(Debug)]
+pub enum WindowMemory {
+    /// Memory mapped into this process that cannot vanish under the mapping (the server's own
+    /// memfds, client files sealed against shrinking): accessed with plain copies.
+    Mapped(Mapping),
+    /// Memory reached by explicit calls.
+    Io(Arc<dyn IoMemory>),
+}
+
+impl WindowMemory {
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Mapped(mapping) => mapping.len(),
+            Self::Io(io) => io.len(),
+        }
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the device reaches this memory through a mapping (the fast path).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, Self::Mapped(_))
+    }
+}
+
+impl From<Mapping> for WindowMemory {
+    fn from(mapping: Mapping) -> Self {
+        Self::Mapped(mapping)
+    }
+}
 
 /// Receives the guest-physical ranges the device writes, for dirty-page logging.
 ///
@@ -40,6 +145,16 @@ pub enum DmaError {
     ReadOnly {
         /// Guest-physical address of the rejected write.
         gpa: u64,
+    },
+    /// The window is mapped but the memory behind it could not be reached.
+    #[error("cannot reach guest-physical range {gpa:#x}+{len:#x}: {fault}")]
+    Fault {
+        /// First guest-physical address of the failed piece.
+        gpa: u64,
+        /// Length of the failed piece.
+        len: u64,
+        /// Why.
+        fault: MemoryFault,
     },
 }
 
@@ -81,12 +196,12 @@ pub enum MapError {
 #[derive(Clone, Debug)]
 struct Window {
     gpa: u64,
-    mapping: Arc<Mapping>,
+    memory: Arc<WindowMemory>,
 }
 
 impl Window {
     fn range(&self) -> Range<u64> {
-        self.gpa..self.gpa + self.mapping.len()
+        self.gpa..self.gpa + self.memory.len()
     }
 }
 
@@ -127,7 +242,13 @@ impl AddressSpace {
 
     /// Adds `mapping` at guest-physical address `gpa`. Overlapping an existing window fails.
     pub fn map(&self, gpa: u64, mapping: Mapping) -> Result<(), MapError> {
-        let len = mapping.len();
+        self.map_memory(gpa, WindowMemory::Mapped(mapping))
+    }
+
+    /// Adds `memory` (mapped or reached by I/O) at guest-physical address `gpa`. Overlapping an
+    /// existing window fails.
+    pub fn map_memory(&self, gpa: u64, memory: WindowMemory) -> Result<(), MapError> {
+        let len = memory.len();
         let end = gpa.checked_add(len).ok_or(MapError::Wraps { gpa, len })?;
         let mut guard = self
             .windows
@@ -147,7 +268,7 @@ impl AddressSpace {
             at,
             Window {
                 gpa,
-                mapping: Arc::new(mapping),
+                memory: Arc::new(memory),
             },
         );
         *guard = Arc::new(next);
@@ -165,12 +286,12 @@ impl AddressSpace {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let Some(index) = guard
                 .iter()
-                .position(|w| w.gpa == gpa && w.mapping.len() == len)
+                .position(|w| w.gpa == gpa && w.memory.len() == len)
             else {
                 return Err(MapError::NotMapped { gpa, len });
             };
             let mut next: Vec<Window> = guard.as_ref().clone();
-            let removed = next.remove(index).mapping;
+            let removed = next.remove(index).memory;
             *guard = Arc::new(next);
             removed
         };
@@ -186,10 +307,10 @@ impl AddressSpace {
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        let mappings: Vec<Arc<Mapping>> = old.iter().map(|w| w.mapping.clone()).collect();
+        let memories: Vec<Arc<WindowMemory>> = old.iter().map(|w| w.memory.clone()).collect();
         drop(old);
-        for mapping in mappings {
-            wait_until_unique(mapping);
+        for memory in memories {
+            wait_until_unique(memory);
         }
     }
 
@@ -208,13 +329,13 @@ impl AddressSpace {
         *slot = observer;
     }
 
-    /// Walks `[gpa, gpa + len)` window by window, calling `f(mapping, offset_in_mapping,
+    /// Walks `[gpa, gpa + len)` window by window, calling `f(memory, offset_in_window,
     /// offset_in_access, chunk_len)` for each piece; fails on the first unmapped byte.
     fn for_each_piece(
         &self,
         gpa: u64,
         len: u64,
-        mut f: impl FnMut(&Mapping, u64, u64, u64) -> Result<(), DmaError>,
+        mut f: impl FnMut(&WindowMemory, u64, u64, u64) -> Result<(), DmaError>,
     ) -> Result<(), DmaError> {
         let windows = self.snapshot();
         let mut done = 0u64;
@@ -229,8 +350,8 @@ impl AddressSpace {
                 .filter(|w| at < w.range().end)
                 .ok_or(DmaError::Unmapped { gpa: at, len })?;
             let offset = at - window.gpa;
-            let chunk = (window.mapping.len() - offset).min(len - done);
-            f(&window.mapping, offset, done, chunk)?;
+            let chunk = (window.memory.len() - offset).min(len - done);
+            f(&window.memory, offset, done, chunk)?;
             done += chunk;
         }
         Ok(())
@@ -252,18 +373,24 @@ impl AddressSpace {
     /// Copies guest memory at `gpa` into `buf`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), DmaError> {
         let len = buf.len() as u64;
-        self.for_each_piece(gpa, len, |m, off, at, n| {
+        self.for_each_piece(gpa, len, |memory, off, at, n| {
             let piece = &mut buf[at as usize..(at + n) as usize];
-            m.read(off, piece).map_err(|e| access(e, gpa + at))
+            match memory {
+                WindowMemory::Mapped(m) => m.read(off, piece).map_err(|e| access(e, gpa + at)),
+                WindowMemory::Io(io) => io.read_at(off, piece).map_err(|f| fault(f, gpa + at, n)),
+            }
         })
     }
 
     /// Copies `data` into guest memory at `gpa`.
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), DmaError> {
         let len = data.len() as u64;
-        self.for_each_piece(gpa, len, |m, off, at, n| {
+        self.for_each_piece(gpa, len, |memory, off, at, n| {
             let piece = &data[at as usize..(at + n) as usize];
-            m.write(off, piece).map_err(|e| access(e, gpa + at))
+            match memory {
+                WindowMemory::Mapped(m) => m.write(off, piece).map_err(|e| access(e, gpa + at)),
+                WindowMemory::Io(io) => io_write(io.as_ref(), off, piece, gpa + at),
+            }
         })?;
         self.observe(gpa, len);
         Ok(())
@@ -271,8 +398,14 @@ impl AddressSpace {
 
     /// Sets `len` bytes of guest memory at `gpa` to `byte`.
     pub fn fill(&self, gpa: u64, len: u64, byte: u8) -> Result<(), DmaError> {
-        self.for_each_piece(gpa, len, |m, off, at, n| {
-            m.fill(off, n, byte).map_err(|e| access(e, gpa + at))
+        self.for_each_piece(gpa, len, |memory, off, at, n| match memory {
+            WindowMemory::Mapped(m) => m.fill(off, n, byte).map_err(|e| access(e, gpa + at)),
+            WindowMemory::Io(io) => io_chunks(n, |done, chunk| {
+                with_bounce(chunk, |buf| {
+                    buf.fill(byte);
+                    io_write(io.as_ref(), off + done, buf, gpa + at + done)
+                })
+            }),
         })?;
         self.observe(gpa, len);
         Ok(())
@@ -281,23 +414,32 @@ impl AddressSpace {
     /// Stores a naturally aligned `u32` at `gpa` with release ordering, as one indivisible write:
     /// everything written before it is visible to a reader that sees the new value. Completion
     /// queue entries end with such a store of their status word, so a host never sees the new
-    /// phase tag before the rest of the entry.
+    /// phase tag before the rest of the entry. (An I/O window gets one 4-byte write after every
+    /// earlier write has completed.)
     pub fn store_u32_release(&self, gpa: u64, value: u32) -> Result<(), DmaError> {
-        self.for_each_piece(gpa, 4, |m, off, _, n| {
+        if !gpa.is_multiple_of(4) {
+            return Err(DmaError::Unmapped { gpa, len: 4 });
+        }
+        self.for_each_piece(gpa, 4, |memory, off, _, n| {
             if n != 4 {
                 return Err(DmaError::Unmapped { gpa, len: 4 });
             }
-            m.atomic_u32(off)
-                .map_err(|e| access(e, gpa))?
-                .store(value, std::sync::atomic::Ordering::Release);
-            Ok(())
+            match memory {
+                WindowMemory::Mapped(m) => {
+                    m.atomic_u32(off)
+                        .map_err(|e| access(e, gpa))?
+                        .store(value, Ordering::Release);
+                    Ok(())
+                }
+                WindowMemory::Io(io) => io_write(io.as_ref(), off, &value.to_ne_bytes(), gpa),
+            }
         })?;
         self.observe(gpa, 4);
         Ok(())
     }
 
     /// Copies `len` bytes from `src` at `src_offset` into guest memory at `gpa` with no bounce
-    /// buffer (a RAM namespace serving a Read).
+    /// buffer for mapped windows (a RAM namespace serving a Read).
     pub fn write_from(
         &self,
         gpa: u64,
@@ -305,16 +447,24 @@ impl AddressSpace {
         src_offset: u64,
         len: u64,
     ) -> Result<(), DmaError> {
-        self.for_each_piece(gpa, len, |m, off, at, n| {
-            src.copy_to(src_offset + at, m, off, n)
-                .map_err(|e| access(e, gpa + at))
+        self.for_each_piece(gpa, len, |memory, off, at, n| match memory {
+            WindowMemory::Mapped(m) => src
+                .copy_to(src_offset + at, m, off, n)
+                .map_err(|e| access(e, gpa + at)),
+            WindowMemory::Io(io) => io_chunks(n, |done, chunk| {
+                with_bounce(chunk, |buf| {
+                    src.read(src_offset + at + done, buf)
+                        .map_err(|e| access(e, gpa + at + done))?;
+                    io_write(io.as_ref(), off + done, buf, gpa + at + done)
+                })
+            }),
         })?;
         self.observe(gpa, len);
         Ok(())
     }
 
     /// Copies `len` bytes of guest memory at `gpa` into `dst` at `dst_offset` with no bounce
-    /// buffer (a RAM namespace serving a Write).
+    /// buffer for mapped windows (a RAM namespace serving a Write).
     pub fn read_into(
         &self,
         gpa: u64,
@@ -322,11 +472,48 @@ impl AddressSpace {
         dst_offset: u64,
         len: u64,
     ) -> Result<(), DmaError> {
-        self.for_each_piece(gpa, len, |m, off, at, n| {
-            m.copy_to(off, dst, dst_offset + at, n)
-                .map_err(|e| access(e, gpa + at))
+        self.for_each_piece(gpa, len, |memory, off, at, n| match memory {
+            WindowMemory::Mapped(m) => m
+                .copy_to(off, dst, dst_offset + at, n)
+                .map_err(|e| access(e, gpa + at)),
+            WindowMemory::Io(io) => io_chunks(n, |done, chunk| {
+                with_bounce(chunk, |buf| {
+                    io.read_at(off + done, buf)
+                        .map_err(|f| fault(f, gpa + at + done, chunk as u64))?;
+                    dst.write(dst_offset + at + done, buf)
+                        .map_err(|e| access(e, gpa + at + done))
+                })
+            }),
         })
     }
+}
+
+/// Splits `len` bytes into [`IO_CHUNK`]-sized pieces and calls `f(done, chunk_len)` for each.
+fn io_chunks(
+    len: u64,
+    mut f: impl FnMut(u64, usize) -> Result<(), DmaError>,
+) -> Result<(), DmaError> {
+    let mut done = 0;
+    while done < len {
+        let chunk = (len - done).min(IO_CHUNK as u64) as usize;
+        f(done, chunk)?;
+        done += chunk as u64;
+    }
+    Ok(())
+}
+
+/// A write to an I/O window: refused when the window is read-only.
+fn io_write(io: &dyn IoMemory, offset: u64, data: &[u8], gpa: u64) -> Result<(), DmaError> {
+    if !io.writable() {
+        return Err(DmaError::ReadOnly { gpa });
+    }
+    io.write_at(offset, data)
+        .map_err(|f| fault(f, gpa, data.len() as u64))
+}
+
+/// A fault of an I/O window as a guest-level error at `gpa`.
+fn fault(fault: MemoryFault, gpa: u64, len: u64) -> DmaError {
+    DmaError::Fault { gpa, len, fault }
 }
 
 /// Translates a mapping-level error into a guest-level one at `gpa`.
@@ -339,15 +526,15 @@ fn access(error: AccessError, gpa: u64) -> DmaError {
     }
 }
 
-/// Blocks until `mapping` is the last reference, i.e. every access that took a snapshot holding
+/// Blocks until `memory` is the last reference, i.e. every access that took a snapshot holding
 /// it has finished, then drops (unmaps) it.
-fn wait_until_unique(mut mapping: Arc<Mapping>) {
+fn wait_until_unique(mut memory: Arc<WindowMemory>) {
     let mut spins = 0u32;
     loop {
-        match Arc::try_unwrap(mapping) {
+        match Arc::try_unwrap(memory) {
             Ok(_last) => return,
             Err(shared) => {
-                mapping = shared;
+                memory = shared;
                 spins += 1;
                 if spins < 100 {
                     std::thread::yield_now();

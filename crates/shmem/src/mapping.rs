@@ -5,7 +5,6 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
-use std::os::fd::FromRawFd;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
@@ -93,17 +92,15 @@ impl Mapping {
 
     /// Creates a shared memory file (`memfd_create`) of `len` bytes, maps it read-write and keeps
     /// the descriptor so it can be passed to another process (guest RAM, doorbell pages).
+    ///
+    /// The file is sealed at its size (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, as QEMU's
+    /// memfd backend seals guest RAM): a process it is shared with can neither truncate it, which
+    /// would make every access through this mapping raise SIGBUS and kill this process, nor
+    /// remove the seals. Its contents stay writable by everyone who maps it.
     pub fn memfd(name: &str, len: usize) -> io::Result<Self> {
-        let cname = std::ffi::CString::new(name)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd name contains NUL"))?;
-        // SAFETY: `cname` is a valid NUL-terminated string; the flags are valid.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = crate::seal::memfd_create(name, true)?;
         File::from(fd.try_clone()?).set_len(len as u64)?;
+        crate::seal::add_seals(fd.as_fd(), crate::seal::SIZE_SEALS | libc::F_SEAL_SEAL)?;
         Self::from_fd(fd, 0, len, Protection::ReadWrite)
     }
 
@@ -443,6 +440,23 @@ mod tests {
             b.atomic_u32(8).unwrap_err(),
             AccessError::ReadOnly { offset: 8, len: 4 }
         );
+    }
+
+    #[test]
+    fn memfds_are_sealed_at_their_size_for_good() {
+        let m = Mapping::memfd("sealed", 8192).unwrap();
+        let file = File::from(m.fd().unwrap().try_clone_to_owned().unwrap());
+        for len in [0, 4096, 16384] {
+            let err = file.set_len(len).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM), "set_len({len})");
+        }
+        let seals = crate::seal::seals(m.fd().unwrap()).unwrap();
+        assert_eq!(
+            seals,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL
+        );
+        // The contents stay writable through every mapping.
+        m.write(8191, &[1]).unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   stops the skip loop on ERROR;
 //! * [`driver`] — the [`MigrationDriver`] trait a device implements, one arc at a time;
 //! * [`machine`] — [`Migration`], the runner: walks arcs, opens/keeps/invalidates sessions,
-//!   handles failures, ERROR and reset;
+//!   handles failures, ERROR, reset, and the user closing the device ([`Migration::close`]);
 //! * [`session`] — [`SavingSession`] and [`ResumingSession`], the data-fd semantics (ENOMSG
 //!   "no data yet" in PRE_COPY, latched end of stream in STOP_COPY, ENODEV once invalidated);
 //! * [`precopy`] — [`PrecopyInfo`] and [`SavePhase`];
@@ -49,7 +49,7 @@ pub use driver::{ArcFailure, MigrationDriver, NewSession};
 pub use errno::{Errno, ToErrno};
 pub use flags::{FlagsError, MigrationFlags};
 pub use fsm::{FsmError, MAX_PATH_LEN, next_state, path};
-pub use machine::{DriverBug, Migration, ResetError, SetStateError};
+pub use machine::{Closed, DriverBug, Migration, ResetError, SetStateError};
 pub use precopy::{PrecopyInfo, SavePhase};
 pub use session::{
     ResumeSink, ResumingSession, SaveSource, SavingSession, Session, SessionError, StreamError,

@@ -109,6 +109,26 @@ impl<E: std::error::Error + ToErrno + 'static> ToErrno for ResetError<E> {
     }
 }
 
+/// How [`Migration::close`] returned the device to RUNNING.
+#[derive(Debug)]
+pub enum Closed<E: std::error::Error + 'static> {
+    /// It was in RUNNING already.
+    Running,
+    /// The driver's arcs took it from `from` to RUNNING.
+    Walked {
+        /// The state the user left it in.
+        from: DeviceState,
+    },
+    /// A reset took it from `from` to RUNNING: `from` was RESUMING or ERROR (`walk` is `None`),
+    /// or the walk failed with `walk`.
+    Reset {
+        /// The state the user left it in.
+        from: DeviceState,
+        /// Why the walk did not get there, if it was tried.
+        walk: Option<SetStateError<E>>,
+    },
+}
+
 /// The session an arc is required to open.
 enum Expected {
     Nothing,
@@ -315,6 +335,40 @@ impl<D: MigrationDriver> Migration<D> {
                 self.state = DeviceState::Error;
                 Err(ResetError(error))
             }
+        }
+    }
+
+    /// The user closed the device (a vfio-user client disconnected; the kernel's
+    /// `close_device`): the open data session is invalidated at once, so reads and writes of it
+    /// fail with ENODEV, and the device is returned to RUNNING, so that the next user finds it
+    /// running (the kernel drivers' `open_device`; the vfio-nvme RFC's `close_device` disables
+    /// both migration files). The device's other state stays.
+    ///
+    /// From a state with a path to RUNNING the driver's own arcs are walked (a suspension is
+    /// lifted, dirty tracking stopped). RESUMING is reset instead ([`Migration::reset`]): the
+    /// partial stream a departed user fed it must not be loaded, and a reset is the uAPI's only
+    /// way out of RESUMING without finishing it. ERROR is reset too, and so is a device whose
+    /// walk fails.
+    ///
+    /// # Errors
+    /// The reset could not return the device to RUNNING; it is then in ERROR.
+    pub fn close(&mut self) -> Result<Closed<D::Error>, ResetError<D::Error>> {
+        if let Some(session) = self.session.take() {
+            session.invalidate();
+        }
+        match self.state {
+            DeviceState::Running => Ok(Closed::Running),
+            DeviceState::Resuming | DeviceState::Error => {
+                let from = self.state;
+                self.reset().map(|()| Closed::Reset { from, walk: None })
+            }
+            from => match self.set_state(DeviceState::Running) {
+                Ok(_) => Ok(Closed::Walked { from }),
+                Err(walk) => self.reset().map(|()| Closed::Reset {
+                    from,
+                    walk: Some(walk),
+                }),
+            },
         }
     }
 

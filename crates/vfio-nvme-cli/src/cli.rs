@@ -84,7 +84,7 @@ pub enum Command {
     /// Starts a server per configuration and runs 4 KiB random read/write at queue depth 32
     /// on 1 and 4 queues, without verification (the numbers docs/BENCHMARKS.md records).
     Bench(BenchArgs),
-    /// Serve NVMe virtual functions over vfio-user until SIGINT or SIGTERM.
+    /// Serve NVMe virtual functions over vfio-user until SIGINT, SIGTERM or SIGHUP.
     ///
     /// One NVM subsystem is built; each --socket serves one of its secondary controllers (a
     /// VF) as a PCI device to one client at a time — QEMU's vfio-user-pci, Cloud Hypervisor,
@@ -101,8 +101,8 @@ pub enum Command {
     /// The sockets get --socket-mode (default 0600) and --socket-group, so a VMM running as
     /// another user (QEMU under libvirt) can connect. Under systemd (NOTIFY_SOCKET set) the
     /// server reports READY=1 once every socket listens; docs/vfio-nvme@.service is an
-    /// example unit. Runs until SIGINT or SIGTERM, then removes its sockets. It prints no JSON
-    /// (its log goes to stderr).
+    /// example unit. Runs until SIGINT, SIGTERM or SIGHUP, then removes its sockets. It prints
+    /// no JSON (its log goes to stderr).
     Serve(ServeArgs),
     /// Explore the VFIO migration v2 state machine (the kernel's next-state walk).
     ///

@@ -1,5 +1,5 @@
 //! `vfio-nvme serve`: one subsystem, one VF per socket (and the PF on its own socket, if asked),
-//! until SIGINT or SIGTERM.
+//! until SIGINT, SIGTERM or SIGHUP.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -86,7 +86,13 @@ pub fn run(
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // SIGHUP too (a closed terminal, a session ending): without a handler it would kill the
+    // process before the sockets are removed.
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install the signal handler")?;
     }

@@ -306,3 +306,44 @@ fn completions_and_manual_pages_are_generated() {
     assert!(serve.contains("socket\\-mode"), "{serve}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A scratch directory of this test process, created fresh.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_file_namespace_that_cannot_be_created_names_the_path_and_leaves_nothing() {
+    let dir = scratch("huge");
+    let image = dir.join("huge.img");
+    let socket = dir.join("vf.sock");
+    let output = vfio_nvme(&[
+        "serve",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--namespace",
+        &format!("file:{},size=1024T", image.display()),
+    ]);
+    assert!(!output.status.success(), "{output:?}");
+    let message = stderr(&output);
+    assert!(
+        message.contains(&image.display().to_string()),
+        "the error names the file: {message}"
+    );
+    assert!(!image.exists(), "no empty file is left behind");
+    assert!(!socket.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn state_decode_refuses_what_is_not_a_stream_without_reading_it_all() {
+    // /dev/zero never ends: the decoder must stop at the first bytes that cannot be a stream.
+    let output = vfio_nvme(&["state", "decode", "/dev/zero"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let message = stderr(&output);
+    assert!(message.contains("/dev/zero"), "{message}");
+    assert!(message.contains("magic"), "the reason is given: {message}");
+}

@@ -297,7 +297,9 @@ fn fired(fd: &std::os::fd::OwnedFd) -> u64 {
 
 /// Gives `vf` an eventfd for MSI-X vector `vector`.
 fn wire_vector(vf: &VfDevice, vector: u32, fd: &std::os::fd::OwnedFd) {
-    let fds = vec![Some(fd.try_clone().unwrap())];
+    let fds = vec![Some(
+        vfu::server::Eventfd::new(fd.try_clone().unwrap()).unwrap(),
+    )];
     let request = IrqRequest::Eventfds {
         action: IrqAction::Trigger,
         start: vector,

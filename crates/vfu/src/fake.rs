@@ -20,7 +20,6 @@
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
@@ -50,6 +49,7 @@ use crate::region::SparseMmapArea;
 use crate::server::Device;
 use crate::server::DeviceMigration;
 use crate::server::DmaRegion;
+use crate::server::Eventfd;
 use crate::server::IrqRequest;
 use crate::server::Migratable;
 use crate::server::RegionDescription;
@@ -266,7 +266,8 @@ pub struct FakeWindow {
     pub size: u64,
     /// The client allows device writes.
     pub writable: bool,
-    /// The client passed a file descriptor (without one the device cannot reach the window).
+    /// The device reaches the window through a mapping (the client passed a file that cannot
+    /// shrink); otherwise through file I/O or DMA_READ/DMA_WRITE messages.
     pub mapped: bool,
 }
 
@@ -276,7 +277,7 @@ pub struct FakeDevice {
     regions: Vec<Option<(FakeRegion, Mapping)>>,
     irqs: Vec<(u32, IrqInfoFlags)>,
     /// Per IRQ index, one slot per vector.
-    eventfds: Mutex<Vec<Vec<Option<OwnedFd>>>>,
+    eventfds: Mutex<Vec<Vec<Option<Eventfd>>>>,
     /// Masked vectors, by (index, vector).
     masked: Mutex<BTreeSet<(u32, u32)>>,
     /// SET_IRQS trigger actions, by (index, vector).
@@ -319,7 +320,7 @@ impl FakeDevice {
             .get(index as usize)
             .and_then(|slots| slots.get(vector as usize))
         {
-            Some(Some(fd)) => rustix::io::write(fd, &1u64.to_ne_bytes()).is_ok(),
+            Some(Some(fd)) => fd.signal(),
             _ => false,
         }
     }
@@ -353,7 +354,8 @@ impl FakeDevice {
         lock(&self.windows).clone()
     }
 
-    /// Reads guest memory at `iova` as a device DMA would (EFAULT outside the reachable windows).
+    /// Reads guest memory at `iova` as a device DMA would (EFAULT outside the windows or when the
+    /// memory behind one cannot be reached).
     pub fn dma_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), Errno> {
         self.space.read(iova, buf).map_err(|_| Errno::EFAULT)
     }
@@ -486,8 +488,7 @@ impl Device for FakeDevice {
                         IrqAction::Trigger => {
                             *lock(&self.triggered).entry((index, vector)).or_default() += 1;
                             if let Some(Some(fd)) = slots.get(vector as usize) {
-                                rustix::io::write(fd, &1u64.to_ne_bytes())
-                                    .map_err(|_| Errno::EIO)?;
+                                fd.signal();
                             }
                         }
                     }
@@ -503,16 +504,14 @@ impl Device for FakeDevice {
             iova: region.iova,
             size: region.size,
             writable: region.writable,
-            mapped: region.mapping.is_some(),
+            mapped: region.memory.is_mapped(),
         };
-        if let Some(mapping) = region.mapping {
-            self.space
-                .map(region.iova, mapping)
-                .map_err(|err| match err {
-                    MapError::Overlap { .. } => Errno::EEXIST,
-                    _ => Errno::EINVAL,
-                })?;
-        }
+        self.space
+            .map_memory(region.iova, region.memory)
+            .map_err(|err| match err {
+                MapError::Overlap { .. } => Errno::EEXIST,
+                _ => Errno::EINVAL,
+            })?;
         lock(&self.windows).push(window);
         Ok(())
     }
@@ -523,9 +522,7 @@ impl Device for FakeDevice {
             .iter()
             .position(|w| (w.iova, w.size) == (iova, size))
             .ok_or(Errno::EINVAL)?;
-        if windows[position].mapped {
-            self.space.unmap(iova, size).map_err(|_| Errno::EINVAL)?;
-        }
+        self.space.unmap(iova, size).map_err(|_| Errno::EINVAL)?;
         windows.remove(position);
         Ok(())
     }

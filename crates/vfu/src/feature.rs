@@ -194,9 +194,10 @@ impl DeviceFeature {
         T::decode_data(&self.data, limits)
     }
 
-    /// Server side: what the request asks for, after the kernel's checks: a known feature (else
-    /// ENOTTY), a method the feature supports (else EINVAL), and an `argsz` with room for the
-    /// reply (else EINVAL). Data of GET requests other than the report is ignored.
+    /// Server side: what the request asks for, after the kernel's checks
+    /// (`vfio_check_feature()`): a known feature (else ENOTTY), a method the feature supports
+    /// (else EINVAL), GET or SET unless it is a PROBE (else EINVAL), and an `argsz` with room for
+    /// the reply (else EINVAL). Data of GET requests other than the report is ignored.
     pub fn parse_request(&self, limits: &Limits) -> Result<FeatureRequest, DecodeError> {
         let feature = self.flags.feature();
         let Some((can_get, can_set)) = feature.methods() else {
@@ -213,6 +214,15 @@ impl DeviceFeature {
         }
         if self.flags.probe() {
             return Ok(FeatureRequest::Probe { feature, get, set });
+        }
+        // The kernel's vfio_check_feature(): without PROBE, one of GET or SET must be asked.
+        if !get && !set {
+            return Err(DecodeError::invalid(
+                C,
+                "flags",
+                self.flags.into_bits().into(),
+                "none of GET, SET or PROBE",
+            ));
         }
         let needed = match feature {
             Feature::MIGRATION => size_of::<FeatureMigration>() as u64,
@@ -745,6 +755,22 @@ mod tests {
         let mut reserved = DeviceFeature::probe(Feature::MIGRATION, true, false).to_bytes();
         reserved[7] = 0x80;
         assert!(DeviceFeature::decode(&reserved, &l).is_err());
+        // Neither GET, SET nor PROBE: EINVAL for every feature (a bare PROBE is fine).
+        for index in [1, 2, 6, 7, 8, 9] {
+            let neither = DeviceFeature {
+                argsz: 64,
+                flags: FeatureFlags::new().with_index(index),
+                data: vec![0; 24],
+            };
+            let err = neither.parse_request(&l).unwrap_err();
+            assert_eq!(err.errno(), Errno::EINVAL, "feature {index}");
+            assert!(
+                err.to_string().contains("none of GET, SET or PROBE"),
+                "{err}"
+            );
+        }
+        let bare_probe = DeviceFeature::probe(Feature::MIGRATION, false, false);
+        assert!(bare_probe.parse_request(&l).is_ok());
     }
 
     #[test]

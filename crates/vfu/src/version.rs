@@ -154,8 +154,20 @@ pub struct Version {
 impl Version {
     /// Server side: answers the proposal `self` given the server's own version and capabilities
     /// `ours`. Major versions must be equal; the reply's minor is the smaller one; the
-    /// capabilities are [`Capabilities::intersect`]. Fails if no DMA page size is common.
+    /// capabilities are [`Capabilities::intersect`]. Fails if no DMA page size is common or the
+    /// proposal's `max_data_xfer_size` is 0 (EINVAL).
     pub fn negotiate(&self, ours: &Version) -> Result<Version, DecodeError> {
+        // "The count field must not exceed the value of max_data_xfer_size of the peer": with 0
+        // no REGION_READ/WRITE, DMA or migration data message could ever be sent to the
+        // proposer, and raising it would break that rule, so the proposal is refused.
+        if self.capabilities.max_data_xfer_size == 0 {
+            return Err(DecodeError::invalid(
+                Command::VERSION,
+                "capabilities.max_data_xfer_size",
+                0,
+                "no data transfer message could be sent",
+            ));
+        }
         if self.major != ours.major {
             return Err(DecodeError::Incompatible {
                 field: "major",
@@ -213,6 +225,32 @@ impl Version {
     }
 }
 
+/// Checks that the objects of the spec's JSON are objects: the top level, `capabilities`, and
+/// its `twin_socket` and (legacy) `migration` members. serde would otherwise read a struct from
+/// an array too (`"capabilities": [1]` as `max_msg_fds` 1).
+fn check_shape(value: &serde_json::Value) -> Result<(), DecodeError> {
+    let not_an_object = |what: &str, found: &serde_json::Value| DecodeError::Json {
+        reason: format!("{what} must be a JSON object, not {found}"),
+    };
+    let top = value
+        .as_object()
+        .ok_or_else(|| not_an_object("the version data", value))?;
+    let Some(capabilities) = top.get("capabilities") else {
+        return Ok(());
+    };
+    let members = capabilities
+        .as_object()
+        .ok_or_else(|| not_an_object("\"capabilities\"", capabilities))?;
+    for name in ["twin_socket", "migration"] {
+        if let Some(member) = members.get(name)
+            && !member.is_object()
+        {
+            return Err(not_an_object(&format!("\"capabilities.{name}\""), member));
+        }
+    }
+    Ok(())
+}
+
 impl Payload for Version {
     const COMMAND: Command = Command::VERSION;
 
@@ -242,7 +280,12 @@ impl Payload for Version {
         let capabilities = if json.iter().all(u8::is_ascii_whitespace) {
             Capabilities::default()
         } else {
-            serde_json::from_slice::<VersionJson>(json)
+            let value: serde_json::Value =
+                serde_json::from_slice(json).map_err(|e| DecodeError::Json {
+                    reason: e.to_string(),
+                })?;
+            check_shape(&value)?;
+            serde_json::from_value::<VersionJson>(value)
                 .map_err(|e| DecodeError::Json {
                     reason: e.to_string(),
                 })?
@@ -484,6 +527,55 @@ mod tests {
                 prop_assert!(proposal.check_reply(&reply).is_ok());
             }
         }
+    }
+
+    fn with_json(json: &str) -> Vec<u8> {
+        let mut bytes = vec![0, 0, 2, 0];
+        bytes.extend_from_slice(json.as_bytes());
+        bytes.push(0);
+        bytes
+    }
+
+    #[test]
+    fn objects_of_the_wrong_json_type_are_refused() {
+        let l = Limits::default();
+        for json in [
+            r#"{"capabilities": [1]}"#,
+            r#"{"capabilities": 5}"#,
+            r#"{"capabilities": "x"}"#,
+            r#"{"capabilities": {"twin_socket": [true, 0]}}"#,
+            r#"{"capabilities": {"migration": [4096]}}"#,
+            r#"[{"capabilities": {}}]"#,
+            "7",
+        ] {
+            let err = Version::decode(&with_json(json), &l).unwrap_err();
+            assert!(matches!(err, DecodeError::Json { .. }), "{json}: {err}");
+            assert_eq!(err.errno(), vfio_migration::Errno::EINVAL);
+        }
+        let ok = Version::decode(&with_json(r#"{"capabilities": {"max_msg_fds": 3}}"#), &l);
+        assert_eq!(ok.unwrap().capabilities.max_msg_fds, 3);
+        assert!(Version::decode(&with_json("{}"), &l).is_ok());
+    }
+
+    #[test]
+    fn a_proposal_without_room_for_any_data_is_refused() {
+        let mut proposal = Version::decode(
+            &with_json(r#"{"capabilities": {"max_data_xfer_size": 0}}"#),
+            &Limits::default(),
+        )
+        .unwrap();
+        let err = proposal.negotiate(&server()).unwrap_err();
+        assert_eq!(err.errno(), vfio_migration::Errno::EINVAL);
+        assert!(err.to_string().contains("max_data_xfer_size"), "{err}");
+        proposal.capabilities.max_data_xfer_size = 1;
+        assert_eq!(
+            proposal
+                .negotiate(&server())
+                .unwrap()
+                .capabilities
+                .max_data_xfer_size,
+            1
+        );
     }
 
     #[test]

@@ -53,36 +53,44 @@ impl FileBackend {
     /// Opens `path` read-write. With `direct`, I/O bypasses the page cache (`O_DIRECT`); the
     /// namespace's block size must then be a multiple of the device's logical block size.
     /// With `size`, a regular file is created or extended to that size; without it the current
-    /// size is used and must be non-zero.
+    /// size is used and must be non-zero. Every error names the path, and a file this call
+    /// created is removed again when it cannot be given its size (nothing is left behind).
     pub fn open(path: &Path, size: Option<u64>, direct: bool) -> io::Result<Self> {
+        let named = |what: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot {what} namespace file {}: {e}", path.display()),
+            )
+        };
         let mut options = OpenOptions::new();
-        options.read(true).write(true).create(size.is_some());
+        options.read(true).write(true);
         if direct {
             options.custom_flags(libc::O_DIRECT);
         }
-        let mut file = options.open(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open namespace file {}: {e}", path.display()),
-            )
-        })?;
-        let current = file.seek(SeekFrom::End(0))?;
-        let size = match size {
-            Some(size) if size > current => {
-                file.set_len(size)?;
-                size
+        let (mut file, created) = match options.open(path) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && size.is_some() => {
+                let file = options
+                    .create_new(true)
+                    .open(path)
+                    .map_err(|e| named("create", e))?;
+                (file, true)
             }
-            Some(size) => size,
-            None if current == 0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "namespace file {} is empty: give a size to create it",
-                        path.display()
+            Err(e) => return Err(named("open", e)),
+        };
+        let sized = Self::size_to(&mut file, size).map_err(|e| named("size", e));
+        let size = match sized {
+            Ok(size) => size,
+            Err(e) if created => {
+                return Err(match std::fs::remove_file(path) {
+                    Ok(()) => e,
+                    Err(removed) => io::Error::new(
+                        e.kind(),
+                        format!("{e} (and the file just created could not be removed: {removed})"),
                     ),
-                ));
+                });
             }
-            None => current,
+            Err(e) => return Err(e),
         };
         Ok(Self {
             file,
@@ -90,6 +98,24 @@ impl FileBackend {
             size,
             direct,
         })
+    }
+
+    /// Extends `file` to `size` if it is smaller and returns the namespace size: `size`, or the
+    /// file's current size when none is given (which must then be non-zero).
+    fn size_to(file: &mut File, size: Option<u64>) -> io::Result<u64> {
+        let current = file.seek(SeekFrom::End(0))?;
+        match size {
+            Some(size) if size > current => {
+                file.set_len(size)?;
+                Ok(size)
+            }
+            Some(size) => Ok(size),
+            None if current == 0 => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the file is empty: give a size to create it",
+            )),
+            None => Ok(current),
+        }
     }
 
     /// The path the backend was opened from.

@@ -599,6 +599,108 @@ proptest! {
 }
 
 #[test]
+fn close_ends_the_session_and_walks_the_drivers_arcs_back_to_running() {
+    for (state, walk) in [
+        (PC, vec![(PC, R)]),
+        (PCP, vec![(PCP, RP), (RP, R)]),
+        (SC, vec![(SC, S), (S, RP), (RP, R)]),
+        (S, vec![(S, RP), (RP, R)]),
+        (RP, vec![(RP, R)]),
+    ] {
+        let mut m = machine(MigrationFlags::all());
+        let opened = m.set_state(state).unwrap();
+        let before = m.driver().arcs.len();
+        let closed = m.close().unwrap();
+        assert!(
+            matches!(closed, Closed::Walked { from } if from == state),
+            "{closed:?}"
+        );
+        assert_eq!(m.state(), R, "closed in {state}");
+        assert!(m.session().is_none());
+        assert_eq!(m.driver().arcs[before..], walk, "from {state}");
+        assert_eq!(m.driver().resets, 0);
+        // A session the departed user held is dead: its reads fail like a disabled fd.
+        if let Some(session) = opened {
+            let mut buf = [0u8; 4];
+            assert_errno(saving(Some(&session)).read(&mut buf), Errno::ENODEV);
+        }
+    }
+    let mut m = machine(MigrationFlags::all());
+    assert!(matches!(m.close().unwrap(), Closed::Running));
+    assert!(m.driver().arcs.is_empty());
+}
+
+#[test]
+fn close_resets_resuming_without_loading_the_partial_stream_and_resets_error() {
+    let mut m = machine(MigrationFlags::all());
+    m.set_state(S).unwrap();
+    let session = m.set_state(RES).unwrap().expect("a resuming session");
+    let resuming = session.as_resuming().cloned().unwrap();
+    resuming.write(b"half").unwrap();
+    let before = m.driver().arcs.len();
+    let closed = m.close().unwrap();
+    assert!(
+        matches!(
+            closed,
+            Closed::Reset {
+                from: RES,
+                walk: None
+            }
+        ),
+        "{closed:?}"
+    );
+    assert_eq!(m.state(), R);
+    assert!(
+        m.driver().arcs[before..].is_empty(),
+        "RESUMING -> STOP never ran"
+    );
+    assert_eq!(m.driver().resets, 1);
+    assert!(
+        m.driver().sink.data.lock().unwrap().is_empty(),
+        "data dropped"
+    );
+    assert_errno(resuming.write(b"more"), Errno::ENODEV);
+
+    let mut m = machine(MigrationFlags::all());
+    m.driver_mut().fault = Some((None, Fault::Broken));
+    m.set_state(RP).unwrap_err();
+    assert_eq!(m.state(), E);
+    assert!(matches!(
+        m.close().unwrap(),
+        Closed::Reset {
+            from: E,
+            walk: None
+        }
+    ));
+    assert_eq!(m.state(), R);
+}
+
+#[test]
+fn close_falls_back_to_a_reset_when_the_walk_fails() {
+    let mut m = machine(MigrationFlags::all());
+    m.set_state(S).unwrap();
+    m.driver_mut().fault = Some((Some((RP, R)), Fault::Recovered));
+    let closed = m.close().unwrap();
+    let Closed::Reset {
+        from: S,
+        walk: Some(walk),
+    } = closed
+    else {
+        panic!("{closed:?}");
+    };
+    assert_eq!(walk.errno(), Errno::EBUSY);
+    assert_eq!(m.state(), R);
+    assert_eq!(m.driver().resets, 1);
+
+    let mut m = machine(MigrationFlags::all());
+    m.set_state(S).unwrap();
+    m.driver_mut().fault = Some((Some((S, RP)), Fault::Recovered));
+    m.driver_mut().reset_fails = true;
+    assert!(m.close().is_err());
+    assert_eq!(m.state(), E, "a failed reset leaves ERROR");
+}
+
+#[test]
 fn fuzz_device_state_values_from_the_wire() {
     bolero::check!()
         .with_iterations(2000)

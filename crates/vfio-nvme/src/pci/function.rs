@@ -9,7 +9,6 @@
 //! controller accepts. The table itself has room for the controller's configured vectors.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use nvme_device::controller::Controller;
 use shmem::AddressSpace;
@@ -55,9 +54,6 @@ pub struct NvmeFunction {
     space: Arc<AddressSpace>,
     /// Configuration space and MSI-X, which travel with a migration.
     face: Arc<PciFace>,
-    /// DMA windows the client mapped without a file descriptor (unreachable, but tracked so
-    /// they can be unmapped).
-    unreachable: Mutex<Vec<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for NvmeFunction {
@@ -86,7 +82,6 @@ impl NvmeFunction {
             controller,
             space,
             face,
-            unreachable: Mutex::new(Vec::new()),
         }
     }
 
@@ -304,43 +299,25 @@ impl NvmeFunction {
         }
     }
 
-    /// `DMA_MAP`: the window joins the controller's address space.
+    /// `DMA_MAP`: the window joins the controller's address space (mapped, or reached through
+    /// the client's file or DMA_READ/WRITE, as the server decided).
     pub fn dma_map(&self, region: DmaRegion) -> Result<(), Errno> {
-        let Some(mapping) = region.mapping else {
-            self.unreachable
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((region.iova, region.size));
-            return Ok(());
-        };
-        self.space.map(region.iova, mapping).map_err(|e| match e {
-            MapError::Overlap { .. } => Errno::EEXIST,
-            _ => Errno::EINVAL,
-        })
+        self.space
+            .map_memory(region.iova, region.memory)
+            .map_err(|e| match e {
+                MapError::Overlap { .. } => Errno::EEXIST,
+                _ => Errno::EINVAL,
+            })
     }
 
     /// `DMA_UNMAP` of exactly one window.
     pub fn dma_unmap(&self, iova: u64, size: u64) -> Result<(), Errno> {
-        if self.space.unmap(iova, size).is_ok() {
-            return Ok(());
-        }
-        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-        match unreachable.iter().position(|&w| w == (iova, size)) {
-            Some(i) => {
-                unreachable.remove(i);
-                Ok(())
-            }
-            None => Err(Errno::EINVAL),
-        }
+        self.space.unmap(iova, size).map_err(|_| Errno::EINVAL)
     }
 
     /// The client went away: its windows and eventfds go, the device state stays.
     pub fn disconnected(&self) {
         self.space.unmap_all();
-        self.unreachable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
         self.face.msix().drop_eventfds();
     }
 }

@@ -11,16 +11,17 @@
 //! bits start **clear** here, not set as the PCI specification's reset value says; otherwise a
 //! QEMU guest would never get an interrupt. A client that forwards table writes sets the bits
 //! explicitly, so both kinds of client work.
+//!
+//! The eventfds come checked from the vfio-user server ([`Eventfd`]): real eventfds, signalled
+//! without ever blocking, so a client cannot stall the controller's I/O thread through them.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::RwLock;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
 use nvme_device::interrupt::Interrupt;
+use vfu::server::Eventfd;
 
 use super::config::MSIX_ENABLE;
 use super::config::MSIX_FUNCTION_MASK;
@@ -30,7 +31,7 @@ const ENTRY: usize = 16;
 
 #[derive(Debug, Default)]
 struct Vector {
-    eventfd: RwLock<Option<File>>,
+    eventfd: RwLock<Option<Eventfd>>,
     masked: AtomicBool,
     pending: AtomicBool,
 }
@@ -62,10 +63,10 @@ impl Msix {
 
     fn fire(&self, vector: &Vector) {
         let guard = vector.eventfd.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut file) = guard.as_ref() {
-            // An eventfd write only fails when the counter would overflow, which means the
-            // client has not consumed 2^64 - 1 interrupts; dropping one then is harmless.
-            let _ = file.write(&1u64.to_ne_bytes());
+        if let Some(eventfd) = guard.as_ref() {
+            // A signal is dropped only when the counter is full: the client has not consumed
+            // the earlier ones and the eventfd is readable anyway.
+            eventfd.signal();
         }
     }
 
@@ -81,10 +82,10 @@ impl Msix {
     }
 
     /// Installs eventfds for vectors `start..` (`None` removes one).
-    pub fn set_eventfds(&self, start: u32, fds: Vec<Option<OwnedFd>>) {
+    pub fn set_eventfds(&self, start: u32, fds: Vec<Option<Eventfd>>) {
         for (i, fd) in fds.into_iter().enumerate() {
             if let Some(v) = self.vectors.get(start as usize + i) {
-                *v.eventfd.write().unwrap_or_else(|p| p.into_inner()) = fd.map(File::from);
+                *v.eventfd.write().unwrap_or_else(|p| p.into_inner()) = fd;
             }
         }
     }
@@ -245,32 +246,36 @@ fn span(offset: u64, len: usize, size: usize) -> Option<std::ops::Range<usize>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use rustix::event::EventfdFlags;
+    use std::os::fd::AsFd;
+    use std::os::fd::OwnedFd;
 
-    /// A pipe stands in for an eventfd: each interrupt shows up as 8 readable bytes.
-    fn eventfd() -> (OwnedFd, File) {
-        let (r, w) = std::io::pipe().unwrap();
-        let w: OwnedFd = w.into();
-        let r: OwnedFd = r.into();
-        (w, File::from(r))
+    /// An eventfd for a vector and a second handle to read its counter.
+    fn eventfd() -> (Eventfd, OwnedFd) {
+        let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+        let reader = fd.try_clone().unwrap();
+        (Eventfd::new(fd).unwrap(), reader)
     }
 
-    fn pending_bytes(f: &mut File) -> usize {
-        let mut buf = [0u8; 64];
-        // The pipe is blocking; only call when a write is known to have happened.
-        f.read(&mut buf).unwrap()
+    /// The interrupts signalled since the last call.
+    fn interrupts(fd: &OwnedFd) -> u64 {
+        let mut buf = [0u8; 8];
+        match rustix::io::read(fd.as_fd(), &mut buf) {
+            Ok(8) => u64::from_ne_bytes(buf),
+            _ => 0,
+        }
     }
 
     #[test]
     fn delivery_follows_enable_and_masks() {
         let msix = Msix::new(4);
-        let (w, mut r) = eventfd();
+        let (w, r) = eventfd();
         msix.set_eventfds(1, vec![Some(w)]);
         // Disabled: dropped.
         msix.signal(1);
         msix.set_control(MSIX_ENABLE);
         msix.signal(1);
-        assert_eq!(pending_bytes(&mut r), 8);
+        assert_eq!(interrupts(&r), 1);
         // Masked by SET_IRQS: pending, delivered on unmask.
         msix.set_masked(1, 1, None, true);
         msix.signal(1);
@@ -278,17 +283,17 @@ mod tests {
         assert!(msix.pba_read(0, &mut pba));
         assert_eq!(pba[0], 0b10);
         msix.set_masked(0, 4, Some(&[false, true, false, false]), false);
-        assert_eq!(pending_bytes(&mut r), 8);
+        assert_eq!(interrupts(&r), 1);
         // Masked through the table's Vector Control word.
         assert!(msix.table_write(16 + 12, &1u32.to_le_bytes()));
         msix.signal(1);
         assert!(msix.table_write(16 + 12, &0u32.to_le_bytes()));
-        assert_eq!(pending_bytes(&mut r), 8);
+        assert_eq!(interrupts(&r), 1);
         // Function mask.
         msix.set_control(MSIX_ENABLE | MSIX_FUNCTION_MASK);
         msix.signal(1);
         msix.set_control(MSIX_ENABLE);
-        assert_eq!(pending_bytes(&mut r), 8);
+        assert_eq!(interrupts(&r), 1);
         // Out-of-range accesses are refused.
         assert!(!msix.table_read(4 * 16, &mut [0u8; 4]));
         assert!(!msix.pba_read(8, &mut [0u8; 1]));

@@ -7,9 +7,9 @@
 //! writes it incrementally with a [`StreamEncoder`] (one bounded record at a time, so it never
 //! holds a whole namespace in memory); the destination reads it with a [`StreamDecoder`] that
 //! accepts any segmentation and keeps at most one record in memory, checks the source's device
-//! with [`check_compatible`], and [`describe`] renders a stream for `vfio-nvme state decode`.
-//! [`PciFaceState`] is the `PciFace` record's payload: the VF driver's state, as the
-//! `ControllerState` record carries NVMe's.
+//! with [`check_compatible`], and [`describe`] / [`describe_reader`] render a stream for
+//! `vfio-nvme state decode`. [`PciFaceState`] is the `PciFace` record's payload: the VF driver's
+//! state, as the `ControllerState` record carries NVMe's.
 //!
 //! # Format, version 1
 //!
@@ -134,6 +134,7 @@ pub use report::PciFaceReport;
 pub use report::RangeSummary;
 pub use report::StreamReport;
 pub use report::describe;
+pub use report::describe_reader;
 
 /// The first eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"VFNVMIG\0";

@@ -193,7 +193,8 @@ impl fmt::Display for PciFaceReport {
 /// An account of a stream: everything valid up to the first error, and that error.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StreamReport {
-    /// Bytes given to [`describe`].
+    /// Bytes given to [`describe`] (read, up to the first invalid one, by
+    /// [`describe_reader`]).
     pub stream_bytes: u64,
     /// Bytes up to the end of the last valid item.
     pub valid_bytes: u64,
@@ -224,14 +225,58 @@ impl StreamReport {
 /// gives a report, with the first error in [`StreamReport::error`]; a stream without a valid
 /// header gives that error, as there is nothing to describe.
 pub fn describe(bytes: &[u8]) -> Result<StreamReport, StreamError> {
-    let mut decoder = StreamDecoder::new();
-    let mut namespaces: BTreeMap<u32, NamespaceReport> = BTreeMap::new();
-    let mut end = None;
-    let mut pci_face = None;
-    let mut error = None;
+    let mut describer = Describer::default();
     for chunk in bytes.chunks(CHUNK_BYTES) {
-        let pushed = decoder.push(chunk);
-        while let Some(item) = decoder.next_item() {
+        if !describer.push(chunk) {
+            break;
+        }
+    }
+    describer.stream_bytes = bytes.len() as u64;
+    describer.finish()
+}
+
+/// Like [`describe`], reading the stream from `reader` in chunks: memory stays bounded however
+/// long the input is, and reading stops at the first invalid byte (a file that is not a stream
+/// is refused after its first bytes, even an endless one like `/dev/zero`).
+///
+/// # Errors
+/// Reading failed (the outer error); otherwise as [`describe`].
+pub fn describe_reader(
+    mut reader: impl std::io::Read,
+) -> std::io::Result<Result<StreamReport, StreamError>> {
+    let mut describer = Describer::default();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if !describer.push(&buf[..n]) {
+            break;
+        }
+    }
+    Ok(describer.finish())
+}
+
+/// The state of [`describe`]: the decoder and what its items told so far.
+#[derive(Default)]
+struct Describer {
+    decoder: StreamDecoder,
+    namespaces: BTreeMap<u32, NamespaceReport>,
+    end: Option<EndTotals>,
+    pci_face: Option<PciFaceReport>,
+    error: Option<StreamError>,
+    stream_bytes: u64,
+}
+
+impl Describer {
+    /// Feeds the next bytes; false once the stream is invalid (nothing more is read).
+    fn push(&mut self, chunk: &[u8]) -> bool {
+        self.stream_bytes += chunk.len() as u64;
+        let pushed = self.decoder.push(chunk);
+        while let Some(item) = self.decoder.next_item() {
             match item {
                 Item::Header(header) => {
                     for ns in &header.geometry.namespaces {
@@ -239,47 +284,53 @@ pub fn describe(bytes: &[u8]) -> Result<StreamReport, StreamError> {
                             nsid: ns.nsid,
                             ..Default::default()
                         };
-                        namespaces.insert(ns.nsid, report);
+                        self.namespaces.insert(ns.nsid, report);
                     }
                 }
                 Item::Record(Record::PciFace(state)) => {
-                    pci_face = Some(PciFaceReport::of(&state));
+                    self.pci_face = Some(PciFaceReport::of(&state));
                 }
-                Item::Record(record) => fold(&mut namespaces, &mut end, &record),
+                Item::Record(record) => fold(&mut self.namespaces, &mut self.end, &record),
             }
         }
-        if let Err(e) = pushed {
-            error = Some(e);
-            break;
+        match pushed {
+            Ok(()) => true,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
         }
     }
-    let outcome = match error {
-        Some(e) => Err(e),
-        None => decoder.finish(),
-    };
-    let (Some(header), Some(summary)) = (decoder.header(), decoder.summary()) else {
-        return Err(outcome.err().unwrap_or(StreamError::Truncated {
-            item: "stream header".into(),
-            have: 0,
-            need: super::MAGIC.len() as u64,
-        }));
-    };
-    let mut namespaces: Vec<NamespaceReport> = namespaces.into_values().collect();
-    for ns in &mut namespaces {
-        ns.user_data.normalize();
-        ns.deallocated.normalize();
+
+    fn finish(self) -> Result<StreamReport, StreamError> {
+        let outcome = match self.error {
+            Some(e) => Err(e),
+            None => self.decoder.finish(),
+        };
+        let (Some(header), Some(summary)) = (self.decoder.header(), self.decoder.summary()) else {
+            return Err(outcome.err().unwrap_or(StreamError::Truncated {
+                item: "stream header".into(),
+                have: 0,
+                need: super::MAGIC.len() as u64,
+            }));
+        };
+        let mut namespaces: Vec<NamespaceReport> = self.namespaces.into_values().collect();
+        for ns in &mut namespaces {
+            ns.user_data.normalize();
+            ns.deallocated.normalize();
+        }
+        Ok(StreamReport {
+            stream_bytes: self.stream_bytes,
+            valid_bytes: summary.stream_bytes,
+            format_version: FORMAT_VERSION,
+            header: header.clone(),
+            summary,
+            namespaces,
+            pci_face: self.pci_face,
+            end: self.end,
+            error: outcome.err().map(|e| e.to_string()),
+        })
     }
-    Ok(StreamReport {
-        stream_bytes: bytes.len() as u64,
-        valid_bytes: summary.stream_bytes,
-        format_version: FORMAT_VERSION,
-        header: header.clone(),
-        summary,
-        namespaces,
-        pci_face,
-        end,
-        error: outcome.err().map(|e| e.to_string()),
-    })
 }
 
 fn fold(

@@ -1208,6 +1208,38 @@ fn describe_reports_the_valid_part_of_a_bad_stream() {
 }
 
 #[test]
+fn describe_reader_matches_describe_and_stops_at_the_first_invalid_byte() {
+    let (bytes, _) = small_stream();
+    let from_reader = describe_reader(bytes.as_slice()).unwrap().unwrap();
+    assert_eq!(from_reader, describe(&bytes).unwrap());
+    // An endless input that is not a stream is refused after its first chunk.
+    let mut counted = CountingReader {
+        inner: std::io::repeat(0),
+        read: 0,
+    };
+    let refused = describe_reader(&mut counted).unwrap();
+    assert!(
+        matches!(refused, Err(StreamError::BadMagic { .. })),
+        "{refused:?}"
+    );
+    assert!(counted.read <= 64 << 10, "read {} bytes", counted.read);
+}
+
+/// Counts the bytes a reader hands out.
+struct CountingReader<R> {
+    inner: R,
+    read: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[test]
 fn fuzz_decoder_with_arbitrary_bytes() {
     bolero::check!()
         .with_type::<Vec<u8>>()

@@ -2,6 +2,7 @@
 //! and reset.
 
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use shmem::Mapping;
 use shmem::Protection;
@@ -205,8 +206,9 @@ impl Client {
     }
 
     /// Makes `[iova, iova + size)` available for device DMA (DMA_MAP), backed by `fd` at
-    /// `file_offset` when given (the server mmaps it); without an fd the server would need
-    /// DMA_READ/WRITE messages, which this client refuses.
+    /// `file_offset` when given (the server maps it, or reaches it with file I/O). Without an fd
+    /// the server reaches the window with DMA_READ/WRITE messages; this client answers those
+    /// only for windows mapped with [`Client::dma_map_served`] (EFAULT otherwise).
     pub fn dma_map(
         &mut self,
         iova: u64,
@@ -231,7 +233,29 @@ impl Client {
         Ok(())
     }
 
-    /// Withdraws the DMA window mapped at exactly `iova`/`size` (DMA_UNMAP).
+    /// Makes `memory` available for device DMA at `iova` without passing a file descriptor
+    /// (DMA_MAP with none, the spec's path for memory the server cannot map): the server reaches
+    /// it with DMA_READ/DMA_WRITE messages, which this client's reader answers from `memory`
+    /// whenever they come (refusing writes unless `writable`). The window is `memory.len()`
+    /// bytes; the server requires page-aligned IOVAs and sizes.
+    pub fn dma_map_served(
+        &mut self,
+        iova: u64,
+        memory: Arc<Mapping>,
+        writable: bool,
+    ) -> Result<(), ClientError> {
+        let size = memory.len();
+        // Served before the map is sent: the server may access the window at once.
+        self.link.served().insert(iova, memory, writable);
+        let mapped = self.dma_map(iova, size, writable, None, 0);
+        if mapped.is_err() {
+            self.link.served().remove(iova, size);
+        }
+        mapped
+    }
+
+    /// Withdraws the DMA window mapped at exactly `iova`/`size` (DMA_UNMAP); a window served
+    /// with DMA_READ/WRITE is no longer served once the server confirmed.
     pub fn dma_unmap(&mut self, iova: u64, size: u64) -> Result<(), ClientError> {
         let request = DmaUnmap {
             argsz: size_of::<DmaUnmap>() as u32,
@@ -251,6 +275,7 @@ impl Client {
                 ),
             });
         }
+        self.link.served().remove(iova, size);
         Ok(())
     }
 

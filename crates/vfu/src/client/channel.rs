@@ -1,12 +1,11 @@
-//! [`Channel`]: one vfio-user stream socket with file-descriptor passing and message framing.
+//! [`Channel`]: the receiving side of one vfio-user stream socket, with file-descriptor passing
+//! and message framing (the client's reader thread owns one; sending is `link.rs`'s).
 //!
-//! Sending writes a whole message, with any descriptors attached as SCM_RIGHTS to its first
-//! bytes. Receiving reads until the [`Framer`] has a complete message or a deadline passes; the
+//! Receiving reads until the [`Framer`] has a complete message or a deadline passes; the
 //! descriptors of each read are handed to the framer, which attaches them to the right message.
 
 use std::io;
 use std::os::fd::AsFd;
-use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -52,22 +51,6 @@ impl Channel {
             framer: Framer::new(max_msg_size),
             buf: vec![0; RECV_CHUNK],
         }
-    }
-
-    /// Bounds how long one send may block on a peer that does not read (`SO_SNDTIMEO`).
-    pub(crate) fn set_send_timeout(&self, timeout: Duration) -> io::Result<()> {
-        let timeout = (!timeout.is_zero()).then_some(timeout);
-        rustix::net::sockopt::set_socket_timeout(
-            &self.stream,
-            rustix::net::sockopt::Timeout::Send,
-            timeout,
-        )?;
-        Ok(())
-    }
-
-    /// Sends one whole message with `fds` attached to its first bytes.
-    pub(crate) fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        socket::send_all(self.stream.as_fd(), bytes, fds)
     }
 
     /// The next complete message, waiting for bytes until `deadline`; `Ok(None)` when the

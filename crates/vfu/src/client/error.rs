@@ -23,6 +23,10 @@ pub enum ClientError {
     /// The socket could not be configured.
     #[error("cannot configure the vfio-user socket: {0}")]
     Socket(#[source] io::Error),
+    /// The server refused the connection because it serves another client (an error reply
+    /// carrying EBUSY to VERSION); it closed the connection.
+    #[error("the server is busy: another client is attached; try again once it has disconnected")]
+    Busy,
     /// VERSION negotiation failed: the server's reply breaks the rules or offers nothing usable.
     #[error("VERSION negotiation failed: {0}")]
     Negotiation(#[source] DecodeError),

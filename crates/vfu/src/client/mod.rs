@@ -12,11 +12,16 @@
 //!   flags, `MIG_DATA_READ`/`WRITE` chunked to the negotiated transfer size) and DMA logging.
 //!
 //! Every request waits for its reply with a timeout (5 s by default, like QEMU's client). An
-//! error reply becomes [`ClientError::Errno`] naming the command. A command the server sends to
-//! the client (`DMA_READ`/`DMA_WRITE`) is answered with ENOTSUP: this client always passes file
-//! descriptors with `DMA_MAP`, so servers reach its memory through mmap. A request larger than
-//! the server negotiated is refused before anything is sent. Framing errors, disconnects and
-//! failed sends close the client; later requests fail with [`ClientError::Closed`].
+//! error reply becomes [`ClientError::Errno`] naming the command; a server that refuses the
+//! connection because another client is attached (EBUSY to VERSION) is [`ClientError::Busy`].
+//! A request larger than the server negotiated is refused before anything is sent. Framing
+//! errors, disconnects and failed sends close the client; later requests fail with
+//! [`ClientError::Closed`].
+//!
+//! A reader thread (`link.rs`) reads the socket all the time, so the server's own commands are
+//! answered whenever they come: `DMA_READ`/`DMA_WRITE` from the memory of windows mapped with
+//! [`Client::dma_map_served`] (the spec's path for memory without a file descriptor), EFAULT
+//! outside them, ENOTSUP for anything else.
 //!
 //! `Client` is `Send`; methods take `&mut self`, so callers that share one wrap it in a `Mutex`.
 
@@ -24,6 +29,7 @@ mod access;
 mod channel;
 mod error;
 mod feature;
+mod link;
 mod reply;
 
 #[cfg(test)]
@@ -42,15 +48,14 @@ pub use error::ClientError;
 
 use vfio_migration::Errno;
 
-use self::channel::Channel;
 use self::channel::RecvError;
+use self::link::Link;
 use self::reply::FromReply;
 use crate::command::Command;
 use crate::device::DeviceInfo;
 use crate::error::DecodeError;
 use crate::framing::Frame;
 use crate::framing::ReplyBody;
-use crate::framing::encode_error_reply;
 use crate::framing::encode_request;
 use crate::limits::DEFAULT_MAX_BITMAP_SIZE;
 use crate::limits::DEFAULT_MAX_DATA_XFER_SIZE;
@@ -143,7 +148,7 @@ struct Region {
 /// A connection to a vfio-user server, negotiated and with the device's regions known.
 #[derive(Debug)]
 pub struct Client {
-    channel: Channel,
+    link: Link,
     options: ClientOptions,
     limits: Limits,
     /// The server's VERSION reply (spec defaults until negotiation).
@@ -186,12 +191,12 @@ impl Client {
     /// A client on `stream` that has not talked to the server yet: spec-default server
     /// capabilities, no device information.
     fn unnegotiated(stream: UnixStream, options: ClientOptions) -> Result<Self, ClientError> {
-        let channel = Channel::new(stream, options.max_msg_size());
-        channel
-            .set_send_timeout(options.timeout)
+        let link = Link::new(stream, options.max_msg_size(), options.limits())
+            .map_err(ClientError::Socket)?;
+        link.set_send_timeout(options.timeout)
             .map_err(ClientError::Socket)?;
         Ok(Self {
-            channel,
+            link,
             options,
             limits: options.limits(),
             server: Version {
@@ -206,14 +211,23 @@ impl Client {
         })
     }
 
-    /// VERSION: proposes 0.2 with our capabilities and checks the reply.
+    /// VERSION: proposes 0.2 with our capabilities and checks the reply. EBUSY means another
+    /// client is attached ([`ClientError::Busy`]).
     fn negotiate(&mut self) -> Result<(), ClientError> {
         let proposal = Version {
             major: PROTOCOL_MAJOR,
             minor: PROTOCOL_MINOR,
             capabilities: self.options.capabilities(),
         };
-        let (reply, _) = self.call::<Version>(&proposal, &[])?;
+        let (reply, _) = self
+            .call::<Version>(&proposal, &[])
+            .map_err(|err| match err {
+                ClientError::Errno {
+                    errno: Errno::EBUSY,
+                    ..
+                } => ClientError::Busy,
+                other => other,
+            })?;
         proposal
             .check_reply(&reply)
             .map_err(ClientError::Negotiation)?;
@@ -321,7 +335,7 @@ impl Client {
 
     /// Changes the reply timeout (also bounds how long a send may block).
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
-        self.channel
+        self.link
             .set_send_timeout(timeout)
             .map_err(ClientError::Socket)?;
         self.options.timeout = timeout;
@@ -368,8 +382,8 @@ impl Client {
         Ok(())
     }
 
-    /// Sends `body` with `fds` and waits for its reply, answering server commands meanwhile.
-    /// Returns the reply body and the descriptors that came with it.
+    /// Sends `body` with `fds` and waits for its reply (the reader answers server commands
+    /// meanwhile). Returns the reply body and the descriptors that came with it.
     fn call<R: FromReply>(
         &mut self,
         body: &impl Payload,
@@ -397,7 +411,7 @@ impl Client {
             self.server.capabilities.max_msg_fds.into(),
         )?;
         self.next_id = msg_id.wrapping_add(1);
-        if let Err(source) = self.channel.send(&bytes, fds) {
+        if let Err(source) = self.link.send(&bytes, fds) {
             self.close(format!("sending {command:?} failed: {source}"));
             return Err(ClientError::Send { command, source });
         }
@@ -407,23 +421,14 @@ impl Client {
             .unwrap_or_else(|| now + LONGEST_WAIT);
         loop {
             let frame = self.receive(command, deadline)?;
-            match frame.header.is_reply() {
-                Ok(false) => {
-                    self.refuse_server_command(&frame, command)?;
-                    self.check_deadline(command, deadline)?;
-                    continue;
-                }
-                Ok(true) if frame.header.msg_id == msg_id => {}
-                Ok(true) => {
-                    tracing::warn!(
-                        msg_id = frame.header.msg_id,
-                        command = ?frame.header.command,
-                        "dropping a reply to an earlier request (it arrived after its timeout)"
-                    );
-                    self.check_deadline(command, deadline)?;
-                    continue;
-                }
-                Err(source) => return Err(ClientError::BadReply { command, source }),
+            if frame.header.msg_id != msg_id {
+                tracing::warn!(
+                    msg_id = frame.header.msg_id,
+                    command = ?frame.header.command,
+                    "dropping a reply to an earlier request (it arrived after its timeout)"
+                );
+                self.check_deadline(command, deadline)?;
+                continue;
             }
             if frame.header.command != command {
                 return Err(ClientError::UnexpectedReply {
@@ -463,7 +468,7 @@ impl Client {
         command: Command,
         deadline: Instant,
     ) -> Result<Frame<OwnedFd>, ClientError> {
-        let error = match self.channel.recv(deadline) {
+        let error = match self.link.recv(deadline) {
             Ok(Some(frame)) => return Ok(frame),
             Ok(None) => {
                 return Err(ClientError::Timeout {
@@ -477,34 +482,6 @@ impl Client {
         };
         self.close(error.to_string());
         Err(error)
-    }
-
-    /// Answers a command the server sent (`DMA_READ`/`DMA_WRITE`, or anything else) with
-    /// ENOTSUP: this client passes fds with every DMA_MAP, so the server needs no DMA messages.
-    fn refuse_server_command(
-        &mut self,
-        frame: &Frame<OwnedFd>,
-        waiting: Command,
-    ) -> Result<(), ClientError> {
-        tracing::warn!(
-            command = ?frame.header.command,
-            "the server sent a command; answering ENOTSUP (memory is shared through DMA_MAP fds)"
-        );
-        if frame.header.flags.no_reply() {
-            return Ok(());
-        }
-        let reply = encode_error_reply(&frame.header, Errno::ENOTSUP);
-        if let Err(source) = self.channel.send(&reply, &[]) {
-            self.close(format!(
-                "answering the server's {:?} failed: {source}",
-                frame.header.command
-            ));
-            return Err(ClientError::Send {
-                command: waiting,
-                source,
-            });
-        }
-        Ok(())
     }
 
     fn close(&mut self, reason: String) {

@@ -10,15 +10,15 @@
 //! own threads (e.g. I/O pollers) run; devices use interior mutability.
 
 use std::os::fd::BorrowedFd;
-use std::os::fd::OwnedFd;
 
-use shmem::Mapping;
+use shmem::WindowMemory;
 use vfio_migration::Errno;
 
 use crate::irq::IrqAction;
 use crate::region::RegionCap;
 use crate::region::RegionInfoFlags;
 
+use super::eventfd::Eventfd;
 use super::migratable::Migratable;
 
 /// One region as the device describes it for `DEVICE_GET_REGION_INFO`.
@@ -40,13 +40,14 @@ pub struct RegionDescription<'a> {
 #[derive(Debug)]
 pub enum IrqRequest {
     /// Use these eventfds for vectors `start..start + fds.len()` (`None` de-assigns a vector).
+    /// The server checked that each is an eventfd and made it non-blocking.
     Eventfds {
         /// The action the eventfds are for (normally [`IrqAction::Trigger`]).
         action: IrqAction,
         /// First vector.
         start: u32,
         /// One entry per vector.
-        fds: Vec<Option<OwnedFd>>,
+        fds: Vec<Option<Eventfd>>,
     },
     /// Apply `action` to vectors `start..start + count` (where `mask` is `None`) or to the
     /// vectors whose flag is set.
@@ -64,7 +65,7 @@ pub enum IrqRequest {
     DisableAll,
 }
 
-/// One window of client memory the server mapped for the device.
+/// One window of client memory the server made reachable for the device.
 #[derive(Debug)]
 pub struct DmaRegion {
     /// Guest-physical (I/O virtual) address of the first byte.
@@ -73,9 +74,10 @@ pub struct DmaRegion {
     pub size: u64,
     /// The client allows device writes.
     pub writable: bool,
-    /// The mapped memory, or `None` when the client sent no file descriptor (the device cannot
-    /// reach such a window directly; accesses to it fail).
-    pub mapping: Option<Mapping>,
+    /// The memory: a mapping of the client's file when it cannot shrink, file I/O on it
+    /// otherwise, or `DMA_READ`/`DMA_WRITE` messages for a window the client mapped without a
+    /// file descriptor. Every kind reports an unreachable access as an error, never a signal.
+    pub memory: WindowMemory,
 }
 
 /// A device hosted by the vfio-user server.
@@ -104,7 +106,8 @@ pub trait Device: Send + Sync {
     fn dma_unmap(&self, iova: u64, size: u64) -> Result<(), Errno>;
     /// `DEVICE_RESET`.
     fn reset(&self) -> Result<(), Errno>;
-    /// The client disconnected: drop every DMA window and interrupt fd, keep device state.
+    /// The client disconnected: drop every DMA window and interrupt fd, keep device state. The
+    /// server calls this before [`Migratable::disconnected`].
     fn disconnected(&self);
 
     /// The device's live migration and DMA logging, or `None` if it cannot migrate (every

@@ -1,11 +1,25 @@
-//! DMA windows: `DMA_MAP` (map the client's fd and hand the window to the device) and
+//! DMA windows: `DMA_MAP` (reach the client's memory and hand the window to the device) and
 //! `DMA_UNMAP` (exact match only), with the bookkeeping that rejects overlapping windows.
+//!
+//! How a window is reached:
+//!
+//! * with a file descriptor: through [`shmem::client_window`], which maps the file only once it
+//!   cannot shrink (it carries `F_SEAL_SHRINK`, or accepted it now) and otherwise reaches it
+//!   with file I/O, so a client truncating its guest RAM fails device accesses instead of
+//!   killing the server with SIGBUS;
+//! * without one: through `DMA_READ`/`DMA_WRITE` messages to the client (the connection's
+//!   [`super::client_dma`] channel).
+//!
+//! The IOVA, size and file offset must be multiples of the DMA page size (the smallest
+//! negotiated `pgsizes`, 4 KiB by default), as the kernel's type-1 IOMMU requires of
+//! `VFIO_IOMMU_MAP_DMA` (EINVAL otherwise); an fd-less window has file offset 0 (spec:
+//! "zero if the region is not mappable").
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 
-use shmem::Mapping;
 use shmem::Protection;
+use shmem::WindowMemory;
 use vfio_migration::Errno;
 
 use crate::dma::DmaMap;
@@ -20,7 +34,6 @@ use crate::header::Header;
 use super::device::DmaRegion;
 use super::session::Handled;
 use super::session::Session;
-use super::session::io_errno;
 use super::transport::Outgoing;
 
 /// The client's DMA windows of one connection, by start address (`iova → size`).
@@ -47,10 +60,22 @@ impl DmaWindows {
 }
 
 impl Session<'_> {
-    /// `DMA_MAP`: refuses overlaps (EEXIST, as the spec says) and more than `max_dma_maps`
-    /// windows (ENOSPC), maps the fd (read-only unless the client granted WRITE) and hands the
-    /// window to the device.
+    /// `DMA_MAP`: refuses misaligned windows (EINVAL), overlaps (EEXIST, as the spec says) and
+    /// more than `max_dma_maps` windows (ENOSPC), reaches the memory (read-only unless the
+    /// client granted WRITE) and hands the window to the device.
     pub(super) fn dma_map(&mut self, header: &Header, map: &DmaMap, fds: Vec<OwnedFd>) -> Handled {
+        let page = self.dma_page_size;
+        let misaligned = (map.address | map.size | map.offset) & (page - 1) != 0;
+        if misaligned || (fds.is_empty() && map.offset != 0) {
+            tracing::warn!(
+                iova = map.address,
+                size = map.size,
+                offset = map.offset,
+                page,
+                "DMA_MAP not aligned to the DMA page size (or an fd-less window with a file offset)"
+            );
+            return Err(Errno::EINVAL);
+        }
         if self.windows.overlaps(map.address, map.size) {
             tracing::warn!(
                 iova = map.address,
@@ -67,15 +92,15 @@ impl Session<'_> {
             return Err(Errno::ENOSPC);
         }
         let writable = map.flags().contains(DmaMapFlags::WRITE);
-        let mapping = match fds.into_iter().next() {
-            Some(fd) => Some(map_fd(fd, map.offset, map.size, writable)?),
-            None => None,
+        let memory = match fds.into_iter().next() {
+            Some(fd) => client_file(fd, map, writable)?,
+            None => self.client_dma.window(map.address, map.size, writable),
         };
         self.device.dma_map(DmaRegion {
             iova: map.address,
             size: map.size,
             writable,
-            mapping,
+            memory,
         })?;
         self.windows.windows.insert(map.address, map.size);
         Ok(Outgoing::new(encode_reply(header, &DmaMapReply)))
@@ -112,33 +137,31 @@ impl Session<'_> {
     }
 }
 
-/// Maps `size` bytes at `offset` of the client's fd. For a regular file (memfd, tmpfs,
-/// hugetlbfs) the range must lie inside the file: touching a mapping beyond the end of a file
-/// raises SIGBUS, which would kill the server.
-fn map_fd(fd: OwnedFd, offset: u64, size: u64, writable: bool) -> Result<Mapping, Errno> {
-    let len = usize::try_from(size).map_err(|_| Errno::EINVAL)?;
-    let stat = rustix::fs::fstat(&fd).map_err(|e| io_errno(&e.into()))?;
-    if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile {
-        let file_size = u64::try_from(stat.st_size).unwrap_or(0);
-        if offset.checked_add(size).is_none_or(|end| end > file_size) {
-            tracing::warn!(
-                offset,
-                size,
-                file_size,
-                "DMA_MAP range extends beyond the end of the client's file"
-            );
-            return Err(Errno::EINVAL);
-        }
-    }
+/// The window `map` describes in the client's file `fd`.
+fn client_file(fd: OwnedFd, map: &DmaMap, writable: bool) -> Result<WindowMemory, Errno> {
     let protection = if writable {
         Protection::ReadWrite
     } else {
         Protection::ReadOnly
     };
-    Mapping::from_fd(fd, offset, len, protection).map_err(|e| {
-        tracing::warn!("DMA_MAP cannot map the client's fd: {e}");
-        io_errno(&e)
-    })
+    let memory = shmem::client_window(fd, map.offset, map.size, protection).map_err(|err| {
+        tracing::warn!(
+            iova = map.address,
+            size = map.size,
+            offset = map.offset,
+            "DMA_MAP cannot use the client's file: {err}"
+        );
+        Errno::new(err.raw_os_error())
+    })?;
+    if !memory.is_mapped() {
+        tracing::warn!(
+            iova = map.address,
+            size = map.size,
+            "the client's guest RAM file cannot be sealed against shrinking; the device reaches \
+             it with file I/O (slower; pass a memfd created with MFD_ALLOW_SEALING for the fast path)"
+        );
+    }
+    Ok(memory)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Interrupts: `DEVICE_GET_IRQ_INFO` and `DEVICE_SET_IRQS`, validated against the device's IRQ
-//! indices and vector counts and turned into an [`IrqRequest`].
+//! indices and vector counts and turned into an [`IrqRequest`]. Interrupt descriptors must be
+//! eventfds ([`Eventfd::new`]): anything else could block the device's writer for good.
 
 use std::os::fd::OwnedFd;
 
@@ -14,6 +15,7 @@ use crate::irq::IrqSetData;
 use crate::irq::IrqSetReply;
 
 use super::device::IrqRequest;
+use super::eventfd::Eventfd;
 use super::session::Handled;
 use super::session::Session;
 use super::transport::Outgoing;
@@ -61,12 +63,7 @@ impl Session<'_> {
                 IrqSetData::Eventfd => IrqRequest::Eventfds {
                     action: set.action,
                     start: set.start,
-                    fds: set
-                        .eventfd_slots(fds)
-                        .map_err(|err| err.errno())?
-                        .into_iter()
-                        .map(|(_, fd)| fd)
-                        .collect(),
+                    fds: eventfds(set, fds)?,
                 },
                 IrqSetData::None => IrqRequest::Action {
                     action: set.action,
@@ -85,4 +82,24 @@ impl Session<'_> {
         self.device.set_irqs(set.index, request)?;
         Ok(Outgoing::new(encode_reply(header, &IrqSetReply)))
     }
+}
+
+/// The eventfds of an eventfd-data `DEVICE_SET_IRQS`, one slot per vector (`None` de-assigns);
+/// EINVAL, with a warning naming the vector, for a descriptor that is not an eventfd.
+fn eventfds(set: &IrqSet, fds: Vec<OwnedFd>) -> Result<Vec<Option<Eventfd>>, Errno> {
+    let slots = set.eventfd_slots(fds).map_err(|err| err.errno())?;
+    slots
+        .into_iter()
+        .map(|(vector, fd)| {
+            fd.map(Eventfd::new).transpose().map_err(|err| {
+                tracing::warn!(
+                    index = set.index,
+                    vector,
+                    "DEVICE_SET_IRQS refused for IRQ {} vector {vector}: {err}",
+                    set.index
+                );
+                Errno::EINVAL
+            })
+        })
+        .collect()
 }

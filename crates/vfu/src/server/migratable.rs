@@ -18,11 +18,14 @@
 //!   Data requests without a session of their kind are EINVAL.
 //! * A device reset ([`DeviceMigration::reset`], which the device calls from its own reset)
 //!   invalidates the session and returns to RUNNING.
-//! * When the client disconnects ([`Migratable::disconnected`], called by the server) DMA
-//!   logging stops: the log belonged to that client's migration attempt. The migration state and
-//!   an open session stay for the next client. This is the one place the server reports a
-//!   client's departure, so what becomes of that client's migration is decided here, where the
-//!   state machine and its session are at hand.
+//! * When the client disconnects ([`Migratable::disconnected`], called by the server after the
+//!   device dropped the client's memory and interrupt fds) the seed's open/close semantics
+//!   apply: DMA logging stops (the log belonged to that client's migration attempt), the
+//!   client's data session ends (its reads and writes fail with ENODEV), and the device returns
+//!   to RUNNING through the driver's own arcs (a suspension lifted, logging stopped, the UDMQ
+//!   deleted) — or by the driver's reset from RESUMING, whose partial stream must not be
+//!   loaded, from ERROR, and when the walk fails ([`vfio_migration::Migration::close`]). The
+//!   device's other state stays (vfio-user keeps it across reconnects).
 //! * DMA logging: one log at a time (a second START is EBUSY); a START without ranges logs every
 //!   window mapped at that moment; STOP or REPORT without a log is EINVAL.
 
@@ -35,6 +38,7 @@ use std::sync::PoisonError;
 
 use shmem::AddressSpace;
 use shmem::WriteObserver;
+use vfio_migration::Closed;
 use vfio_migration::DeviceState;
 use vfio_migration::DirtyLog;
 use vfio_migration::DmaLogRange;
@@ -82,7 +86,8 @@ pub trait Migratable: Send + Sync {
         page_size: u64,
         bitmap: &mut [u64],
     ) -> Result<(), Errno>;
-    /// The vfio-user client disconnected; the server calls this before
+    /// The vfio-user client disconnected: its data session ends and the device returns to
+    /// RUNNING (see the module docs). The server calls this after
     /// [`super::Device::disconnected`].
     fn disconnected(&self);
     /// What the migration is doing now, for tools that are not vfio-user clients.
@@ -418,6 +423,25 @@ impl<D: MigrationDriver + Send> Migratable for DeviceMigration<D> {
         if self.dirty().take().is_some() {
             self.space.set_write_observer(None);
         }
+        match self.slot().machine.close() {
+            Ok(Closed::Running) => {}
+            Ok(Closed::Walked { from }) => {
+                tracing::info!(%from, "the client left the device in {from}; back to RUNNING");
+            }
+            Ok(Closed::Reset { from, walk: None }) => {
+                tracing::info!(%from, "the client left the device in {from}; reset to RUNNING");
+            }
+            Ok(Closed::Reset {
+                from,
+                walk: Some(err),
+            }) => tracing::warn!(
+                %from,
+                "the client left the device in {from} and the way back failed ({err}); reset to RUNNING"
+            ),
+            Err(err) => tracing::error!(
+                "returning the device to RUNNING after its client left failed: {err}"
+            ),
+        }
     }
 
     fn status(&self) -> MigrationStatus {
@@ -498,15 +522,16 @@ mod tests {
             })
         );
 
-        // A disconnect stops logging and leaves the state and the session.
+        // A disconnect stops logging, ends the session and walks back to RUNNING.
         migration.disconnected();
         let status = migration.status();
         assert_eq!(status.logging, None);
-        assert_eq!(status.state, DeviceState::PreCopy);
-        assert!(matches!(
-            status.session,
-            Some(SessionStatus::Saving { bytes_read: 10, .. })
-        ));
+        assert_eq!(status.state, DeviceState::Running);
+        assert_eq!(status.session, None);
+        assert_eq!(
+            device.arcs().last(),
+            Some(&(DeviceState::PreCopy, DeviceState::Running))
+        );
 
         migration.set_state(DeviceState::Stop).unwrap();
         migration.set_state(DeviceState::Resuming).unwrap();

@@ -5,6 +5,7 @@
 //! on; only framing errors (handled by the caller) end a connection.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use vfio_migration::Errno;
 
@@ -22,6 +23,7 @@ use crate::version::PROTOCOL_MAJOR;
 use crate::version::PROTOCOL_MINOR;
 use crate::version::Version;
 
+use super::client_dma::ClientDma;
 use super::device::Device;
 use super::dma::DmaWindows;
 use super::region::RegionTable;
@@ -45,6 +47,10 @@ pub(super) struct Session<'d> {
     pub limits: Limits,
     /// Most DMA windows at once (negotiated `max_dma_maps`).
     pub max_dma_maps: u32,
+    /// The DMA page size (the smallest negotiated `pgsizes`): windows must be aligned to it.
+    pub dma_page_size: u64,
+    /// The channel that reaches windows mapped without a file descriptor.
+    pub client_dma: Arc<ClientDma>,
     /// Region sizes and permissions, read from the device at negotiation.
     pub regions: RegionTable,
     /// The client's DMA windows.
@@ -53,12 +59,15 @@ pub(super) struct Session<'d> {
 }
 
 impl<'d> Session<'d> {
-    /// A fresh session: nothing negotiated, nothing mapped.
-    pub fn new(device: &'d dyn Device) -> Self {
+    /// A fresh session: nothing negotiated, nothing mapped; fd-less windows are reached through
+    /// `client_dma`.
+    pub fn new(device: &'d dyn Device, client_dma: Arc<ClientDma>) -> Self {
         Self {
             device,
             limits: Self::server_limits(),
             max_dma_maps: 0,
+            dma_page_size: crate::version::DEFAULT_PGSIZES,
+            client_dma,
             regions: RegionTable::default(),
             windows: DmaWindows::default(),
             negotiated: false,
@@ -72,6 +81,11 @@ impl<'d> Session<'d> {
             max_data_xfer_size: MAX_DATA_XFER_SIZE,
             ..Limits::default()
         }
+    }
+
+    /// Whether VERSION has been negotiated.
+    pub fn negotiated(&self) -> bool {
+        self.negotiated
     }
 
     /// Handles one message: the reply to send, or `None` when the client set No_reply.
@@ -132,6 +146,9 @@ impl<'d> Session<'d> {
             self.limits.max_bitmap_size = self.limits.max_bitmap_size.min(bitmap);
         }
         self.max_dma_maps = caps.max_dma_maps;
+        // The smallest page size both sides support (negotiation checked one is common).
+        self.dma_page_size = caps.pgsizes & caps.pgsizes.wrapping_neg();
+        self.client_dma.set_max_xfer(caps.max_data_xfer_size);
         self.regions = RegionTable::read(self.device);
         self.negotiated = true;
         tracing::info!(

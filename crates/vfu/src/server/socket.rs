@@ -20,15 +20,40 @@ use rustix::net::SocketAddrUnix;
 use rustix::net::SocketFlags;
 use rustix::net::SocketType;
 
+use super::connection;
 use super::device::Device;
 use super::error::ServerError;
-use super::session::Session;
-use super::transport::ReadOutcome;
-use super::transport::Transport;
-use super::transport::wait_readable;
+use crate::socket::wait_readable;
 
 /// How often a waiting server looks at its `stop` flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long the server waits for a client before giving up on it; see [`Server::with_timeouts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerTimeouts {
+    /// VERSION must be negotiated within this long after the client connected, or the
+    /// connection is dropped (a connection that never speaks must not keep the device).
+    pub handshake: Duration,
+    /// A message that has started to arrive must receive more bytes at least this often, or the
+    /// connection is dropped (a client stalling half-way through a message must not keep the
+    /// device either). An idle client between messages is not stalled.
+    pub stall: Duration,
+    /// How long a device access to a window mapped without a file descriptor waits for the
+    /// client's reply to its `DMA_READ`/`DMA_WRITE` before it fails.
+    pub dma: Duration,
+}
+
+impl Default for ServerTimeouts {
+    /// 5 s each: QEMU's client waits 5 s for a reply (`x-msg-timeout`), so a client that needs
+    /// longer than that for its own messages is not working anyway.
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(5),
+            stall: Duration::from_secs(5),
+            dma: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Pending connections the kernel queues while the server serves the current client.
 const BACKLOG: i32 = 16;
@@ -64,8 +89,9 @@ impl Default for SocketOptions {
 
 /// A vfio-user server listening on a UNIX socket.
 ///
-/// It serves one client at a time on the thread that calls [`Server::serve`]; further clients
-/// wait in the listen backlog. The socket file is removed when the server is dropped.
+/// It serves one client at a time from the thread that calls [`Server::serve`]; a client that
+/// connects meanwhile gets an error reply carrying EBUSY to its first request and is
+/// disconnected. The socket file is removed when the server is dropped.
 #[derive(Debug)]
 pub struct Server {
     path: PathBuf,
@@ -73,6 +99,7 @@ pub struct Server {
     /// Device and inode of the socket file we created, so that drop removes only our own file.
     identity: (u64, u64),
     serving: Mutex<()>,
+    timeouts: ServerTimeouts,
 }
 
 impl Server {
@@ -131,6 +158,7 @@ impl Server {
             listener,
             identity,
             serving: Mutex::new(()),
+            timeouts: ServerTimeouts::default(),
         };
         if let Some(gid) = options.group {
             rustix::fs::chownat(
@@ -154,16 +182,23 @@ impl Server {
         Ok(server)
     }
 
+    /// The server with other [`ServerTimeouts`] (tests use short ones).
+    pub fn with_timeouts(mut self, timeouts: ServerTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Serves `device` until `stop` is set: accepts a client, serves it until it disconnects
-    /// (then tells the device's migration handle, [`super::Migratable::disconnected`], calls
-    /// [`Device::disconnected`] and closes every fd the client sent, keeping the device state for
-    /// the next client), and accepts the next. `stop` is looked at every 50 ms,
-    /// also while a client is connected (which is then disconnected).
+    /// Serves `device` until `stop` is set: accepts a client, serves it until it disconnects or
+    /// is dropped (see [`ServerTimeouts`]), then calls [`Device::disconnected`] (every DMA window
+    /// and interrupt fd of the client goes) and tells the device's migration handle
+    /// ([`super::Migratable::disconnected`]: its sessions end and it returns to RUNNING),
+    /// keeping the device state for the next client, and accepts the next. `stop` is looked at
+    /// every 50 ms, also while a client is connected (which is then disconnected).
     pub fn serve(&self, device: Arc<dyn Device>, stop: &AtomicBool) -> Result<(), ServerError> {
         let _serving = self
             .serving
@@ -189,11 +224,19 @@ impl Server {
                 Err(e) => return Err(accept_error(e.into())),
             };
             tracing::info!("vfio-user client connected");
-            let end = serve_client(device.as_ref(), socket, stop);
+            let end = connection::serve(
+                device.as_ref(),
+                socket,
+                self.listener.as_fd(),
+                stop,
+                self.timeouts,
+            );
+            // The client's memory goes first: a controller resumed by the walk back to RUNNING
+            // must find nothing of the old client's to fetch from or write to.
+            device.disconnected();
             if let Some(migration) = device.migration() {
                 migration.disconnected();
             }
-            device.disconnected();
             match end {
                 Ok(()) => tracing::info!("vfio-user client disconnected"),
                 Err(err) => tracing::warn!("vfio-user client dropped: {err}"),
@@ -249,42 +292,6 @@ fn clear_stale(path: &Path) -> Result<(), ServerError> {
             path: path.to_path_buf(),
             source,
         }),
-    }
-}
-
-/// Why a connection ended other than by the client closing it.
-#[derive(Debug, thiserror::Error)]
-enum ConnectionError {
-    /// The stream lost its message boundaries.
-    #[error("framing error, the stream cannot be resynchronised: {0}")]
-    Framing(#[from] crate::error::DecodeError),
-    /// Reading or writing the socket failed.
-    #[error("socket error: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// Serves one client until it disconnects, the stream breaks, or `stop` is set.
-fn serve_client(
-    device: &dyn Device,
-    socket: OwnedFd,
-    stop: &AtomicBool,
-) -> Result<(), ConnectionError> {
-    let mut session = Session::new(device);
-    let mut transport = Transport::new(socket, Session::server_limits().max_msg_size())?;
-    loop {
-        while let Some(frame) = transport.next_frame()? {
-            if let Some(reply) = session.handle(frame) {
-                transport.send(&reply)?;
-            }
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        if wait_readable(transport.socket(), POLL_INTERVAL)?
-            && transport.read()? == ReadOutcome::Closed
-        {
-            return Ok(());
-        }
     }
 }
 

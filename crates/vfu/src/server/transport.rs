@@ -1,10 +1,17 @@
-//! One client's stream socket: reading bytes and SCM_RIGHTS file descriptors into a
-//! [`Framer`], and writing whole messages with their file descriptors.
+//! One client's stream socket, split in two: the [`Inbox`] the connection's reader thread reads
+//! bytes and SCM_RIGHTS file descriptors from into a [`Framer`], and the [`Outbox`] every thread
+//! that talks to the client (replies from the dispatcher, DMA_READ/DMA_WRITE from the device's
+//! I/O threads) writes whole messages to, one at a time.
 
 use std::io;
 use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use vfio_migration::Errno;
@@ -24,7 +31,7 @@ pub(super) const MAX_MSG_FDS: usize = 8;
 /// Bytes read per `recvmsg`. Larger messages arrive over several reads.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// How long a reply may wait for the client to make room in the socket buffer before the
+/// How long a message may wait for the client to make room in the socket buffer before the
 /// connection is given up (QEMU's client gives up on a reply after 5 s, too).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,34 +62,54 @@ impl Outgoing {
 /// What one read from the socket produced.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum ReadOutcome {
-    /// Bytes (possibly none, after an interrupted call) were added to the framer.
-    Data,
+    /// Bytes were added to the framer.
+    Bytes,
+    /// Nothing was there after all (or the call was interrupted).
+    Nothing,
     /// The client closed its end.
     Closed,
 }
 
-/// A connected client socket and the framer its bytes go into.
-pub(super) struct Transport {
-    socket: OwnedFd,
+/// The reading half: the socket and the framer its bytes go into.
+pub(super) struct Inbox {
+    socket: Arc<OwnedFd>,
     framer: Framer<OwnedFd>,
     buf: Vec<u8>,
 }
 
-impl Transport {
-    /// Wraps an accepted socket; messages above `max_msg_size` bytes are framing errors.
-    pub fn new(socket: OwnedFd, max_msg_size: u32) -> io::Result<Self> {
-        rustix::net::sockopt::set_socket_timeout(
-            &socket,
-            rustix::net::sockopt::Timeout::Send,
-            Some(SEND_TIMEOUT),
-        )?;
-        Ok(Self {
-            socket,
-            framer: Framer::new(max_msg_size),
-            buf: vec![0; READ_CHUNK],
-        })
-    }
+/// The writing half, shared by every thread that sends to the client.
+#[derive(Debug)]
+pub(super) struct Outbox {
+    socket: Arc<OwnedFd>,
+    /// Held while one message is written, so messages never interleave.
+    sending: Mutex<()>,
+    /// A send failed part-way: the stream has lost its framing and the connection must end.
+    broken: AtomicBool,
+}
 
+/// Splits an accepted socket into its halves; messages above `max_msg_size` bytes are framing
+/// errors.
+pub(super) fn split(socket: OwnedFd, max_msg_size: u32) -> io::Result<(Inbox, Arc<Outbox>)> {
+    rustix::net::sockopt::set_socket_timeout(
+        &socket,
+        rustix::net::sockopt::Timeout::Send,
+        Some(SEND_TIMEOUT),
+    )?;
+    let socket = Arc::new(socket);
+    let inbox = Inbox {
+        socket: Arc::clone(&socket),
+        framer: Framer::new(max_msg_size),
+        buf: vec![0; READ_CHUNK],
+    };
+    let outbox = Arc::new(Outbox {
+        socket,
+        sending: Mutex::new(()),
+        broken: AtomicBool::new(false),
+    });
+    Ok((inbox, outbox))
+}
+
+impl Inbox {
     /// The socket, for polling.
     pub fn socket(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
@@ -93,8 +120,13 @@ impl Transport {
         self.framer.next_frame()
     }
 
-    /// Reads whatever is available (call after the socket polled readable) with the file
-    /// descriptors that came with it.
+    /// Bytes of a message that has started to arrive but is not complete.
+    pub fn partial_bytes(&self) -> usize {
+        self.framer.buffered()
+    }
+
+    /// Reads whatever is available without waiting, with the file descriptors that came with
+    /// it.
     pub fn read(&mut self) -> io::Result<ReadOutcome> {
         match socket::receive(self.socket.as_fd(), &mut self.buf, MAX_MSG_FDS)? {
             Received::Data {
@@ -109,21 +141,38 @@ impl Transport {
                     );
                 }
                 self.framer.push(&self.buf[..bytes], fds);
-                Ok(ReadOutcome::Data)
+                Ok(ReadOutcome::Bytes)
             }
-            Received::Nothing => Ok(ReadOutcome::Data),
+            Received::Nothing => Ok(ReadOutcome::Nothing),
             Received::Closed => Ok(ReadOutcome::Closed),
         }
     }
-
-    /// Sends a whole message; the descriptors travel with its first byte.
-    pub fn send(&self, message: &Outgoing) -> io::Result<()> {
-        let fds: Vec<BorrowedFd<'_>> = message.fds.iter().map(AsFd::as_fd).collect();
-        socket::send_all(self.socket.as_fd(), &message.bytes, &fds)
-    }
 }
 
-/// Waits up to `timeout` for `fd` to become readable (or hung up); `false` on timeout.
-pub(super) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    socket::wait_readable(fd, timeout)
+impl Outbox {
+    /// Sends a whole message; the descriptors travel with its first byte. A failure breaks the
+    /// connection (a partial message cannot be taken back): later sends fail at once and the
+    /// reader ends the connection.
+    pub fn send(&self, message: &Outgoing) -> io::Result<()> {
+        let _one_at_a_time = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_broken() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier send to the client failed",
+            ));
+        }
+        let fds: Vec<BorrowedFd<'_>> = message.fds.iter().map(AsFd::as_fd).collect();
+        let sent = socket::send_all(self.socket.as_fd(), &message.bytes, &fds);
+        if sent.is_err() {
+            self.broken.store(true, Ordering::Release);
+            // Wakes the reader, which then ends the connection.
+            let _ = rustix::net::shutdown(self.socket.as_fd(), rustix::net::Shutdown::Both);
+        }
+        sent
+    }
+
+    /// Whether a send failed and the connection must end.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
 }

@@ -1,7 +1,8 @@
 //! The device of the server tests: `vfu`'s fake device as a small PCI function. Config space
 //! (region 7, 256 bytes) holds the vendor and device id; BAR0 is 16 KiB with a sparse-mmap area
 //! at 0x1000..0x2000; five IRQ indices (MSI-X with 4 vectors); optionally a migration
-//! (STOP_COPY|PRE_COPY) whose saving sessions stream [`MIGRATION_BLOB`], and DMA logging.
+//! (STOP_COPY|PRE_COPY, or every state) whose saving sessions stream [`MIGRATION_BLOB`], and DMA
+//! logging.
 
 use vfio_migration::MigrationFlags;
 use vfu::fake::FakeDevice;
@@ -46,15 +47,20 @@ pub type TestDevice = FakeDevice;
 
 /// The migratable device, in RUNNING with zeroed BARs and the ids in config space.
 pub fn new() -> TestDevice {
-    build(true)
+    build(Some(MigrationFlags::STOP_COPY | MigrationFlags::PRE_COPY))
 }
 
 /// The same device without migration or DMA logging.
 pub fn without_migration() -> TestDevice {
-    build(false)
+    build(None)
 }
 
-fn build(migratable: bool) -> TestDevice {
+/// The same device migrating with every optional state (P2P and PRE_COPY).
+pub fn with_every_migration_state() -> TestDevice {
+    build(Some(MigrationFlags::all()))
+}
+
+fn build(migration: Option<MigrationFlags>) -> TestDevice {
     let mut builder = FakeDevice::builder()
         .region(BAR0, FakeRegion::new(BAR0_SIZE).mmap_areas(&[MMAP_AREA]))
         .region(CONFIG, FakeRegion::new(CONFIG_SIZE))
@@ -76,11 +82,8 @@ fn build(migratable: bool) -> TestDevice {
         )
         .irq(pci::ERR_IRQ_INDEX, 1, IrqInfoFlags::EVENTFD)
         .irq(pci::REQ_IRQ_INDEX, 1, IrqInfoFlags::EVENTFD);
-    if migratable {
-        builder = builder.migration(FakeMigration::new(
-            MigrationFlags::STOP_COPY | MigrationFlags::PRE_COPY,
-            MIGRATION_BLOB,
-        ));
+    if let Some(flags) = migration {
+        builder = builder.migration(FakeMigration::new(flags, MIGRATION_BLOB));
     }
     let device = builder.build().expect("the test device's memfds");
     let config = device.region_memory(CONFIG).expect("config space");

@@ -1,12 +1,14 @@
 //! The vfio-user server driven over real UNIX sockets: a test device, a raw client built from
-//! the codec, every command, error paths, reconnection, a fuzz test against a live server, and
-//! interop with the rust-vmm `vfio_user` client.
+//! the codec, every command, error paths, reconnection, hostile clients (stalls, a second
+//! connection, disconnects mid-migration, fd-less DMA windows), a fuzz test against a live
+//! server, and interop with the rust-vmm `vfio_user` client.
 
 mod client;
 mod device;
 mod fuzz;
 mod interop;
 mod protocol;
+mod trust;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -78,7 +78,7 @@ fn qemu_version_message(msg_id: u16) -> Vec<u8> {
     bytes
 }
 
-fn get_info(client: &mut TestClient) -> DeviceInfo {
+pub(crate) fn get_info(client: &mut TestClient) -> DeviceInfo {
     match client.request(&DeviceInfo::request(), &[]).ok() {
         Reply::DeviceGetInfo(info) => info,
         other => panic!("{other:?}"),
@@ -108,14 +108,14 @@ fn write_region(region: u32, offset: u64, data: &[u8]) -> RegionWrite {
     }
 }
 
-fn feature_reply(client: &mut TestClient, request: &DeviceFeature) -> DeviceFeature {
+pub(crate) fn feature_reply(client: &mut TestClient, request: &DeviceFeature) -> DeviceFeature {
     match client.request(request, &[]).ok() {
         Reply::DeviceFeature(reply) => reply,
         other => panic!("{other:?}"),
     }
 }
 
-fn set_state(client: &mut TestClient, state: u32) -> vfu::framing::ReplyBody {
+pub(crate) fn set_state(client: &mut TestClient, state: u32) -> vfu::framing::ReplyBody {
     let request = DeviceFeature::set(&MigDeviceState {
         device_state: state,
         data_fd: -1,
@@ -123,12 +123,12 @@ fn set_state(client: &mut TestClient, state: u32) -> vfu::framing::ReplyBody {
     client.request(&request, &[]).body
 }
 
-fn eventfd() -> OwnedFd {
+pub(crate) fn eventfd() -> OwnedFd {
     rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd")
 }
 
 /// The eventfd's counter (0 if it was not signalled).
-fn eventfd_count(fd: &OwnedFd) -> u64 {
+pub(crate) fn eventfd_count(fd: &OwnedFd) -> u64 {
     let mut buf = [0u8; 8];
     match rustix::io::read(fd, &mut buf) {
         Ok(8) => u64::from_ne_bytes(buf),
@@ -136,7 +136,7 @@ fn eventfd_count(fd: &OwnedFd) -> u64 {
     }
 }
 
-fn wait_for(what: &str, condition: impl Fn() -> bool) {
+pub(crate) fn wait_for(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -578,7 +578,7 @@ fn irq_info_and_set_irqs_with_eventfds() {
     assert_eq!(server.device.eventfd_count(device::MSIX), 0);
 }
 
-fn dma_map(address: u64, size: u64, offset: u64, flags: DmaMapFlags) -> DmaMap {
+pub(crate) fn dma_map(address: u64, size: u64, offset: u64, flags: DmaMapFlags) -> DmaMap {
     DmaMap {
         argsz: 32,
         flags: flags.bits(),
@@ -628,7 +628,7 @@ fn dma_map_hands_client_memory_to_the_device_and_unmap_must_match() {
     assert_eq!(&back, b"from device");
 
     // Overlaps are EEXIST, wherever they touch.
-    for (address, size) in [(0x10_0000, 0x8000), (0xf_f000, 0x2000), (0x10_7fff, 1)] {
+    for (address, size) in [(0x10_0000, 0x8000), (0xf_f000, 0x2000), (0x10_7000, 0x1000)] {
         let answer = client.request(&dma_map(address, size, 0, rw), &[fd]);
         assert_eq!(answer.errno(), Errno::EEXIST, "{address:#x}+{size:#x}");
     }
@@ -643,7 +643,8 @@ fn dma_map_hands_client_memory_to_the_device_and_unmap_must_match() {
     assert_ne!(unmappable.errno(), Errno::new(0));
     assert_eq!(server.device.windows().len(), 1);
 
-    // Read-only window: the device cannot write it. Window without an fd: no memory.
+    // Read-only window: the device cannot write it. A window without an fd is reached with
+    // DMA_READ/DMA_WRITE (see the trust tests).
     client
         .request(
             &dma_map(0x30_0000, 0x1000, 0x8000, DmaMapFlags::READ),
@@ -708,11 +709,15 @@ fn reset_and_commands_the_server_does_not_take() {
         client.send_raw(header.as_bytes(), &[]).unwrap();
         assert_eq!(client.reply_to(500).errno(), Errno::ENOTSUP, "{command:?}");
     }
-    // A reply where a command belongs, and fds on a message that takes none.
+    // A reply to nothing the server sent (replies are for its DMA_READ/DMA_WRITE) is dropped
+    // without an answer; the next request is served. Bad type bits are an error.
     let mut reply = Header::command(501, Command::DEVICE_RESET, 0, false);
     reply.flags.set_msg_type(1);
     client.send_raw(reply.as_bytes(), &[]).unwrap();
-    assert_eq!(client.reply_to(501).errno(), Errno::EINVAL);
+    let mut bad_type = Header::command(503, Command::DEVICE_RESET, 0, false);
+    bad_type.flags.set_msg_type(7);
+    client.send_raw(bad_type.as_bytes(), &[]).unwrap();
+    assert_eq!(client.reply_to(503).errno(), Errno::EINVAL);
     let fd = eventfd();
     assert_eq!(
         client.request(&DeviceReset, &[fd.as_fd()]).errno(),
@@ -949,7 +954,7 @@ fn framing_errors_end_the_connection_and_the_next_client_is_served() {
 }
 
 #[test]
-fn reconnecting_keeps_device_state_and_drops_the_clients_resources() {
+fn reconnecting_keeps_device_state_drops_the_clients_resources_and_returns_to_running() {
     let server = TestServer::start("reconnect");
     let memory = Mapping::memfd("reconnect-ram", 0x1000).unwrap();
     let fd = eventfd();
@@ -991,8 +996,9 @@ fn reconnecting_keeps_device_state_and_drops_the_clients_resources() {
     .data_as::<MigDeviceState>(&Limits::default())
     .unwrap();
     assert_eq!(
-        state.device_state, 1,
-        "migration state survives the reconnect"
+        state.device_state,
+        DeviceState::Running.value(),
+        "a client leaving in STOP leaves a running device (the seed's close semantics)"
     );
     // The window is gone for the server too: the same range maps again.
     client
@@ -1001,24 +1007,6 @@ fn reconnecting_keeps_device_state_and_drops_the_clients_resources() {
             &[memory.fd().unwrap()],
         )
         .ok();
-}
-
-#[test]
-fn a_second_client_waits_until_the_first_disconnects() {
-    let server = TestServer::start("backlog");
-    let mut first = TestClient::negotiated(&server.path);
-    let mut second = TestClient::connect(&server.path);
-    let id = second.send(&proposal(Capabilities::default()), &[], false);
-    assert!(
-        second.recv_within(Duration::from_millis(200)).is_none(),
-        "not served while the first client is"
-    );
-    assert_eq!(get_info(&mut first).num_regions, 9);
-    drop(first);
-    let Reply::Version(_) = second.reply_to(id).ok() else {
-        panic!("version")
-    };
-    assert_eq!(get_info(&mut second).num_irqs, 5);
 }
 
 #[test]

@@ -57,17 +57,18 @@ impl Answer {
 /// The server side of the connection, as the handler sees it.
 pub(super) struct Conn {
     channel: Channel,
+    socket: UnixStream,
 }
 
 impl Conn {
     /// Sends raw bytes with descriptors.
     pub(super) fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
-        self.channel.send(bytes, fds).expect("fake server send");
+        crate::socket::send_all(self.socket.as_fd(), bytes, fds).expect("fake server send");
     }
 
     /// Sends raw bytes, reporting failure (the client went away) instead of panicking.
     pub(super) fn try_send(&self, bytes: &[u8]) -> std::io::Result<()> {
-        self.channel.send(bytes, &[])
+        crate::socket::send_all(self.socket.as_fd(), bytes, &[])
     }
 
     /// Sends a reply to `request`.
@@ -141,6 +142,7 @@ impl FakeServer {
         let (client, server) = UnixStream::pair().expect("socketpair");
         let thread = std::thread::spawn(move || {
             let mut conn = Conn {
+                socket: server.try_clone().expect("a second handle on the socket"),
                 channel: Channel::new(server, Limits::default().max_msg_size()),
             };
             let mut log = Vec::new();

@@ -576,7 +576,7 @@ fn a_server_flooding_other_messages_cannot_hold_a_request_past_its_timeout() {
 }
 
 #[test]
-fn server_dma_commands_are_answered_with_enotsup() {
+fn server_commands_outside_served_memory_get_efault_and_others_enotsup() {
     let (client, server) = start(
         ServedDevice::default(),
         |conn, _, request, _| match request {
@@ -591,6 +591,12 @@ fn server_dma_commands_are_answered_with_enotsup() {
                 assert_eq!(answer.header.command, Command::DMA_READ);
                 assert_eq!(
                     answer.decode_reply(&Limits::default()).unwrap(),
+                    ReplyBody::Error(Errno::EFAULT)
+                );
+                conn.send(&encode_request(78, &DeviceReset, false), &[]);
+                let answer = conn.next_message();
+                assert_eq!(
+                    answer.decode_reply(&Limits::default()).unwrap(),
                     ReplyBody::Error(Errno::ENOTSUP)
                 );
                 Answer::ok(Reply::DeviceReset(DeviceReset))
@@ -600,6 +606,82 @@ fn server_dma_commands_are_answered_with_enotsup() {
     );
     let mut client = client.unwrap();
     client.reset().unwrap();
+    drop(client);
+    server.join();
+}
+
+#[test]
+fn served_windows_answer_dma_read_and_write_while_the_client_is_idle() {
+    let (done_tx, done_rx) = mpsc::channel();
+    let (client, server) =
+        start(
+            ServedDevice::default(),
+            move |conn, header, request, _| match request {
+                Request::DmaMap(map) => {
+                    assert_eq!((map.address, map.size), (0x10_0000, 0x2000));
+                    assert_eq!(map.offset, 0);
+                    conn.reply(header, &Reply::DmaMap(DmaMapReply), &[]);
+                    // The client has its reply and is idle: its reader answers anyway.
+                    let write = crate::dma::DmaWrite {
+                        address: 0x10_1ff0,
+                        data: b"from the server!".to_vec(),
+                    };
+                    conn.send(&encode_request(5, &write, false), &[]);
+                    let answer = conn.next_message();
+                    assert!(matches!(
+                        answer.decode_reply(&Limits::default()).unwrap(),
+                        ReplyBody::Ok(Reply::DmaWrite(_))
+                    ));
+                    let read = DmaAccess {
+                        address: 0x10_1ff0,
+                        count: 16,
+                    };
+                    conn.send(&encode_request(6, &read, false), &[]);
+                    match conn
+                        .next_message()
+                        .decode_reply(&Limits::default())
+                        .unwrap()
+                    {
+                        ReplyBody::Ok(Reply::DmaRead(reply)) => {
+                            assert_eq!(reply.data, b"from the server!");
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                    // Spanning the window's end: EFAULT.
+                    let beyond = DmaAccess {
+                        address: 0x10_1ff8,
+                        count: 16,
+                    };
+                    conn.send(&encode_request(7, &beyond, false), &[]);
+                    assert_eq!(
+                        conn.next_message()
+                            .decode_reply(&Limits::default())
+                            .unwrap(),
+                        ReplyBody::Error(Errno::EFAULT)
+                    );
+                    done_tx.send(()).unwrap();
+                    Answer::Silent
+                }
+                Request::DeviceReset(_) => Answer::ok(Reply::DeviceReset(DeviceReset)),
+                Request::DmaUnmap(unmap) => {
+                    Answer::ok(Reply::DmaUnmap(DmaUnmapReply(Some(*unmap))))
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+        );
+    let mut client = client.unwrap();
+    let memory = std::sync::Arc::new(Mapping::anonymous(0x2000).unwrap());
+    client
+        .dma_map_served(0x10_0000, memory.clone(), true)
+        .unwrap();
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the server's DMA exchange completed");
+    let mut back = [0u8; 16];
+    memory.read(0x1ff0, &mut back).unwrap();
+    assert_eq!(&back, b"from the server!");
+    client.reset().unwrap();
+    client.dma_unmap(0x10_0000, 0x2000).unwrap();
     drop(client);
     server.join();
 }
