@@ -31,6 +31,7 @@
 pub mod access;
 pub mod client;
 pub mod command;
+pub mod control;
 pub mod device;
 pub mod dma;
 pub mod error;

@@ -64,6 +64,7 @@
 
 mod client_dma;
 mod connection;
+mod control;
 mod device;
 mod dma;
 mod error;
