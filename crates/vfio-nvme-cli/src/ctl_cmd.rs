@@ -48,6 +48,16 @@ pub fn run(socket: &Path, command: &CtlCommand, json: bool) -> anyhow::Result<St
     })
 }
 
+/// A value as a table cell: strings without quotes, `-` for null (padding applies to the
+/// string, which it does not to a JSON value's own display).
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// `yes`/`no`, `-` for null.
 fn yes_no(value: &Value) -> &'static str {
     match value.as_bool() {
@@ -87,7 +97,15 @@ fn status_text(status: &Value) -> String {
     let _ = writeln!(
         out,
         "{:<6} {:<8} {:<6} {:<10} {:<10} {:<6} {:<10} {:<9} {:<6} {:<10} SOCKET",
-        "CNTLID", "FUNCTION", "ONLINE", "CC", "CSTS", "QUEUES", "MIGRATION", "SUSPENDED", "CLIENT",
+        "CNTLID",
+        "FUNCTION",
+        "ONLINE",
+        "CC",
+        "CSTS",
+        "QUEUES",
+        "MIGRATION",
+        "SUSPENDED",
+        "CLIENT",
         "NAMESPACES"
     );
     for c in status["controllers"].as_array().into_iter().flatten() {
@@ -105,12 +123,12 @@ fn status_text(status: &Value) -> String {
         let _ = writeln!(
             out,
             "{:<6} {:<8} {:<6} {:<10} {:<10} {:<6} {:<10} {:<9} {:<6} {:<10} {}",
-            c["cntlid"],
+            cell(&c["cntlid"]),
             c["function"].as_str().unwrap_or("?"),
             yes_no(&c["online"]),
             format!("{:#010x}", c["cc"].as_u64().unwrap_or(0)),
             format!("{:#010x}", c["csts"].as_u64().unwrap_or(0)),
-            c["queues"],
+            cell(&c["queues"]),
             c["migration"]["state"].as_str().unwrap_or("-"),
             yes_no(&c["suspended"]),
             client,
@@ -137,10 +155,10 @@ fn status_text(status: &Value) -> String {
         let _ = writeln!(
             out,
             "{:<5} {:<12} {:<12} {:<6} {:<7} {}",
-            ns["nsid"],
-            ns["blocks"],
+            cell(&ns["nsid"]),
+            cell(&ns["blocks"]),
             bytes(ns["bytes"].as_u64().unwrap_or(0)),
-            ns["block_size"],
+            cell(&ns["block_size"]),
             yes_no(&ns["shared"]),
             controllers.join(","),
         );
@@ -214,7 +232,15 @@ fn queues_text(result: &Value) -> String {
         let _ = writeln!(
             out,
             "  {:<4} {:<4} {:<7} {:<7} {:<7} {:<7} {:<7} {:<7} {:<6} {:<12} ERRORS",
-            "QID", "CQID", "SQSIZE", "SQHEAD", "SQTAIL", "CQSIZE", "CQHEAD", "CQTAIL", "VECTOR",
+            "QID",
+            "CQID",
+            "SQSIZE",
+            "SQHEAD",
+            "SQTAIL",
+            "CQSIZE",
+            "CQHEAD",
+            "CQTAIL",
+            "VECTOR",
             "COMPLETED"
         );
         for q in queues {
@@ -224,17 +250,17 @@ fn queues_text(result: &Value) -> String {
             let _ = writeln!(
                 out,
                 "  {:<4} {:<4} {:<7} {:<7} {:<7} {:<7} {:<7} {:<7} {:<6} {:<12} {}",
-                q["qid"],
-                q["cqid"],
-                q["sq_size"],
-                q["sq_head"],
-                q["sq_tail"],
-                q["cq_size"],
-                q["cq_head"],
-                q["cq_tail"],
+                cell(&q["qid"]),
+                cell(&q["cqid"]),
+                cell(&q["sq_size"]),
+                cell(&q["sq_head"]),
+                cell(&q["sq_tail"]),
+                cell(&q["cq_size"]),
+                cell(&q["cq_head"]),
+                cell(&q["cq_tail"]),
                 vector,
-                q["completed"],
-                q["errors"],
+                cell(&q["completed"]),
+                cell(&q["errors"]),
             );
         }
     }
@@ -243,7 +269,9 @@ fn queues_text(result: &Value) -> String {
 
 fn migration_text(result: &Value) -> String {
     let mut out = String::new();
-    let functions = result["functions"].as_array().map_or(&[][..], Vec::as_slice);
+    let functions = result["functions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
     if functions.is_empty() {
         out.push_str("no function here migrates\n");
     }

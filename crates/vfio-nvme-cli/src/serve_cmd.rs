@@ -101,7 +101,12 @@ pub fn run(options: &ServeOptions<'_>, json: bool) -> anyhow::Result<String> {
         .enumerate()
         .map(|(i, (path, vf))| {
             let device: Arc<dyn Device> = vf.clone();
-            (path.as_path(), device, format!("VF {}", i + 1), vf.controller().cntlid())
+            (
+                path.as_path(),
+                device,
+                format!("VF {}", i + 1),
+                vf.controller().cntlid(),
+            )
         })
         .collect();
     if let (Some(path), Some(pf)) = (options.pf_socket, served.primary_function()) {

@@ -112,17 +112,19 @@ impl Event<'_> {
                 error,
             } => match error {
                 None => format!("{function} ({}): client detached", socket.display()),
-                Some(error) => format!(
-                    "{function} ({}): client dropped: {error}",
-                    socket.display()
-                ),
+                Some(error) => {
+                    format!("{function} ({}): client dropped: {error}", socket.display())
+                }
             },
             Self::MigrationState {
                 function,
                 socket,
                 from,
                 to,
-            } => format!("{function} ({}): migration {from} -> {to}", socket.display()),
+            } => format!(
+                "{function} ({}): migration {from} -> {to}",
+                socket.display()
+            ),
             Self::MigrationFailed {
                 function,
                 socket,

@@ -258,10 +258,7 @@ fn bad_option_values_are_usage_errors_naming_the_option() {
 
 #[test]
 fn json_is_refused_where_a_command_prints_none() {
-    for args in [
-        &["completions", "bash", "--json"][..],
-        &["--json", "man"],
-    ] {
+    for args in [&["completions", "bash", "--json"][..], &["--json", "man"]] {
         let output = vfio_nvme(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
         assert!(

@@ -154,13 +154,17 @@ impl Reply {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// Nothing at the path.
-    #[error("no server at {path}: the socket does not exist; start `vfio-nvme serve` there or check the path")]
+    #[error(
+        "no server at {path}: the socket does not exist; start `vfio-nvme serve` there or check the path"
+    )]
     NoSocket {
         /// The path.
         path: PathBuf,
     },
     /// A socket file nobody listens on (a server that exited without removing it).
-    #[error("no server at {path}: nobody listens on the socket (a server that exited?); start `vfio-nvme serve` there")]
+    #[error(
+        "no server at {path}: nobody listens on the socket (a server that exited?); start `vfio-nvme serve` there"
+    )]
     NotListening {
         /// The path.
         path: PathBuf,
@@ -176,7 +180,9 @@ pub enum ControlError {
         source: io::Error,
     },
     /// No complete reply within [`EXCHANGE_TIMEOUT`].
-    #[error("no control reply from {path} within {timeout:?}: the server there does not speak the control protocol (an older vfio-nvme, another vfio-user server?)")]
+    #[error(
+        "no control reply from {path} within {timeout:?}: the server there does not speak the control protocol (an older vfio-nvme, another vfio-user server?)"
+    )]
     NoReply {
         /// The path.
         path: PathBuf,
@@ -207,7 +213,10 @@ pub enum ControlError {
 /// # Errors
 /// See [`ControlError`]: no socket, nobody listening, no reply in time (each told apart at
 /// once or within [`EXCHANGE_TIMEOUT`]), a malformed reply, or the server's refusal.
-pub fn request(path: &Path, request: &serde_json::Value) -> Result<serde_json::Value, ControlError> {
+pub fn request(
+    path: &Path,
+    request: &serde_json::Value,
+) -> Result<serde_json::Value, ControlError> {
     let io_error = |action, source| ControlError::Io {
         path: path.to_owned(),
         action,

@@ -162,7 +162,9 @@ pub fn text_of(title: &str, value: &Value, hex: &[&str]) -> String {
                 for (i, f) in formats.iter().enumerate() {
                     out.push_str(&format!(
                         "lbaf {i:>2} : ms:{:<3} lbads:{:<2} rp:{:#x}\n",
-                        f["ms"], f["ds"], f["rp"].as_u64().unwrap_or(0)
+                        f["ms"],
+                        f["ds"],
+                        f["rp"].as_u64().unwrap_or(0)
                     ));
                 }
             }

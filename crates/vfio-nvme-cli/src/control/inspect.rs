@@ -278,10 +278,7 @@ mod tests {
             ..ServeConfig::default()
         };
         let served = Arc::new(Served::new(&config).unwrap());
-        let functions = Arc::new(Functions::new(
-            &["a.sock".into(), "b.sock".into()],
-            None,
-        ));
+        let functions = Arc::new(Functions::new(&["a.sock".into(), "b.sock".into()], None));
         functions.set_attached(2, true);
         Inspector::new(served, functions, own)
     }
@@ -297,7 +294,12 @@ mod tests {
         assert_eq!(controllers[1]["client_attached"], false);
         assert_eq!(controllers[2]["client_attached"], true);
         assert_eq!(controllers[2]["migration"]["state"], "RUNNING");
-        assert!(status["subsystem"]["nqn"].as_str().unwrap().contains("inspect"));
+        assert!(
+            status["subsystem"]["nqn"]
+                .as_str()
+                .unwrap()
+                .contains("inspect")
+        );
         assert_eq!(status["namespaces"].as_array().unwrap().len(), 2);
         assert_eq!(status["namespaces"][1]["controllers"], json!([3]));
     }
@@ -317,7 +319,9 @@ mod tests {
         assert_eq!(migration["functions"].as_array().unwrap().len(), 1);
         let list = vf2.answer(r#"{"command":"list-secondary"}"#).unwrap();
         assert_eq!(list["num"], 2);
-        let err = vf2.answer(r#"{"command":"queues","cntlid":42}"#).unwrap_err();
+        let err = vf2
+            .answer(r#"{"command":"queues","cntlid":42}"#)
+            .unwrap_err();
         assert!(err.contains("no controller 42"), "{err}");
         let all = inspector(None).answer(r#"{"command":"queues"}"#).unwrap();
         assert_eq!(all["controllers"].as_array().unwrap().len(), 3);

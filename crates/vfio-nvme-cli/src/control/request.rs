@@ -49,8 +49,9 @@ pub enum Request {
 impl Request {
     /// Parses a request line; the error says what is wrong in words.
     pub fn parse(line: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| format!("the request is not JSON ({e}); send e.g. {{\"command\":\"status\"}}"))?;
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            format!("the request is not JSON ({e}); send e.g. {{\"command\":\"status\"}}")
+        })?;
         let Some(command) = value.get("command").and_then(serde_json::Value::as_str) else {
             return Err(format!(
                 "the request has no \"command\" string; commands: {COMMANDS}"
@@ -85,12 +86,19 @@ mod tests {
             })
         );
         let err = Request::parse(r#"{"command":"reboot"}"#).unwrap_err();
-        assert!(err.contains("unknown command \"reboot\"") && err.contains("list-secondary"), "{err}");
+        assert!(
+            err.contains("unknown command \"reboot\"") && err.contains("list-secondary"),
+            "{err}"
+        );
         let err = Request::parse(r#"{"command":"id-ns"}"#).unwrap_err();
         assert!(err.contains("nsid"), "{err}");
         let err = Request::parse(r#"{"command":"queues","cntlid":70000}"#).unwrap_err();
         assert!(err.contains("bad arguments"), "{err}");
-        assert!(Request::parse("[1]").unwrap_err().contains("no \"command\""));
+        assert!(
+            Request::parse("[1]")
+                .unwrap_err()
+                .contains("no \"command\"")
+        );
         assert!(Request::parse("{").unwrap_err().contains("not JSON"));
         for request in [
             Request::Status,

@@ -78,7 +78,10 @@ impl ControlPort {
     pub fn hand_off(&self, socket: OwnedFd, received: Vec<u8>) {
         if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_ACTIVE {
             self.active.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(max = MAX_ACTIVE, "too many control connections; closing one");
+            tracing::warn!(
+                max = MAX_ACTIVE,
+                "too many control connections; closing one"
+            );
             return;
         }
         let active = Active(self.active.clone());
@@ -139,8 +142,7 @@ fn answer(handler: &dyn ControlHandler, socket: &OwnedFd, mut received: Vec<u8>)
         Err(Unanswerable::Silent) => return,
         Err(Unanswerable::Invalid(reason)) => Reply::line(Err(reason.to_owned())),
     };
-    if let Err(err) = crate::control::send_all(socket, &reply, Instant::now() + EXCHANGE_TIMEOUT)
-    {
+    if let Err(err) = crate::control::send_all(socket, &reply, Instant::now() + EXCHANGE_TIMEOUT) {
         tracing::info!("a control client did not take its reply: {err}");
     }
     discard_unread(socket);
@@ -200,7 +202,9 @@ fn read_request<'a>(
             Ok(false) => continue,
             Err(_) => return Err(Unanswerable::Silent),
         }
-        let room = MAX_CONTROL_BYTES.saturating_sub(received.len()).min(buf.len());
+        let room = MAX_CONTROL_BYTES
+            .saturating_sub(received.len())
+            .min(buf.len());
         match rustix::net::recv(socket, &mut buf[..room.max(1)], RecvFlags::DONTWAIT) {
             Ok((0, _)) => return Err(Unanswerable::Silent),
             Ok((n, _)) => received.extend_from_slice(&buf[..n]),

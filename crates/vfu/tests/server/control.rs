@@ -39,7 +39,9 @@ impl ControlHandler for Echo {
 }
 
 fn with_control(name: &str) -> TestServer {
-    TestServer::serve(name, device::new(), |server| server.with_control(Arc::new(Echo)))
+    TestServer::serve(name, device::new(), |server| {
+        server.with_control(Arc::new(Echo))
+    })
 }
 
 #[test]
@@ -58,7 +60,11 @@ fn control_requests_are_answered_idle_and_beside_an_attached_client() {
     get_info(&mut client);
     let started = Instant::now();
     assert_eq!(request(&server.path, &ask).unwrap()["echo"], ask);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     // The attached client goes on; a second vfio-user client is still refused.
     get_info(&mut client);
     let mut second = TestClient::connect(&server.path);
@@ -82,7 +88,8 @@ fn hostile_control_clients_get_a_reason_or_are_dropped_without_disturbing_anyone
     let silent: Vec<UnixStream> = (0..12)
         .map(|i| {
             let mut s = UnixStream::connect(&server.path).unwrap();
-            s.write_all(&HELLO[..if i % 2 == 0 { 16 } else { 5 }]).unwrap();
+            s.write_all(&HELLO[..if i % 2 == 0 { 16 } else { 5 }])
+                .unwrap();
             s
         })
         .collect();
@@ -108,12 +115,9 @@ fn a_standalone_control_socket_answers_only_the_control_protocol() {
     // A vfio-user client there is told what the socket is.
     let mut stray = UnixStream::connect(&path).unwrap();
     stray
-        .write_all(zerocopy::IntoBytes::as_bytes(&vfu::header::Header::command(
-            1,
-            vfu::command::Command::VERSION,
-            0,
-            false,
-        )))
+        .write_all(zerocopy::IntoBytes::as_bytes(
+            &vfu::header::Header::command(1, vfu::command::Command::VERSION, 0, false),
+        ))
         .unwrap();
     let mut reply = String::new();
     std::io::Read::read_to_string(&mut stray, &mut reply).unwrap();
