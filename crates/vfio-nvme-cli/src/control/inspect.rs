@@ -329,10 +329,12 @@ mod tests {
 
     #[test]
     fn fuzz_control_requests_against_a_served_subsystem() {
-        let inspector = inspector(Some(2));
+        // A panic fails the test; nothing observes the subsystem after one.
+        let inspector = std::panic::AssertUnwindSafe(inspector(Some(2)));
         bolero::check!()
             .with_iterations(500)
-            .for_each(|bytes: &[u8]| {
+            .for_each(move |bytes: &[u8]| {
+                let inspector = &*inspector;
                 if let Ok(line) = std::str::from_utf8(bytes) {
                     let _ = inspector.answer(line);
                 }
