@@ -96,7 +96,7 @@ fn status_text(status: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<6} {:<8} {:<6} {:<10} {:<10} {:<6} {:<10} {:<9} {:<6} {:<10} SOCKET",
+        "{:<6} {:<8} {:<6} {:<10} {:<10} {:<6} {:<10} {:<9} {:<8} {:<10} SOCKET",
         "CNTLID",
         "FUNCTION",
         "ONLINE",
@@ -122,7 +122,7 @@ fn status_text(status: &Value) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<6} {:<8} {:<6} {:<10} {:<10} {:<6} {:<10} {:<9} {:<6} {:<10} {}",
+            "{:<6} {:<8} {:<6} {:<10} {:<10} {:<6} {:<10} {:<9} {:<8} {:<10} {}",
             cell(&c["cntlid"]),
             c["function"].as_str().unwrap_or("?"),
             yes_no(&c["online"]),
