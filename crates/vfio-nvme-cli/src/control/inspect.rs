@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(id["cntlid"], 3);
         let pf = vf2.answer(r#"{"command":"id-ctrl","cntlid":1}"#).unwrap();
         assert_eq!(pf["cntlid"], 1);
-        let ns = vf2.answer(r#"{"command":"id-ns","nsid":1}"#).unwrap();
+        let ns = vf2.answer(r#"{"command":"id-ns","nsid":2}"#).unwrap();
         assert_eq!(ns["nsze"], 2048);
         let err = vf2.answer(r#"{"command":"id-ns","nsid":9}"#).unwrap_err();
         assert!(err.contains("not attached"), "{err}");
