@@ -5,7 +5,8 @@
 //! migration A → B → A under a verifying workload); `serve` hosts NVMe virtual functions over
 //! vfio-user; `workload` drives and migrates them; `bench` measures; `state` decodes saved
 //! migration streams; `fsm` shows the VFIO migration v2 state machine of the `vfio-migration`
-//! crate; `completions` and `man` generate shell completions and man pages.
+//! crate; `ctl` looks inside a running server over its control protocol; `completions` and
+//! `man` generate shell completions and man pages.
 //!
 //! Conventions: results go to stdout (one line of JSON with the global `--json`; see the
 //! `output` module), logs to stderr under `RUST_LOG` (default `warn`), errors to stderr as
@@ -15,6 +16,8 @@
 
 mod bench_cmd;
 mod cli;
+mod control;
+mod ctl_cmd;
 mod demo_cmd;
 mod docs_cmd;
 mod exit;
@@ -25,6 +28,7 @@ mod notify;
 mod output;
 mod progress;
 mod serve_cmd;
+mod serve_events;
 mod spec_args;
 mod state_cmd;
 mod timeline_svg;
@@ -127,14 +131,14 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,
         },
-        Command::Serve(_) | Command::Completions(_) | Command::Man(_) if cli.json => {
+        Command::Completions(_) | Command::Man(_) if cli.json => {
             let name = match &cli.command {
-                Command::Serve(_) => "serve",
                 Command::Completions(_) => "completions",
                 _ => "man",
             };
             return Err(no_json(name));
         }
+        Command::Ctl(args) => Output::passed(ctl_cmd::run(&args.socket, &args.command, cli.json)?),
         Command::Serve(args) => {
             let namespaces = if args.namespaces.is_empty() {
                 vec![vfio_nvme::served::NamespaceConfig {
@@ -156,12 +160,16 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                 nvme_device::sriov::SecondaryStart::Online
             };
             Output::passed(serve_cmd::run(
-                &args.sockets,
-                args.pf_socket.as_deref(),
-                secondary_start,
-                &namespaces,
-                &name,
-                &socket,
+                &serve_cmd::ServeOptions {
+                    sockets: &args.sockets,
+                    pf_socket: args.pf_socket.as_deref(),
+                    control: args.control.as_deref(),
+                    secondary_start,
+                    namespaces: &namespaces,
+                    name: &name,
+                    socket: &socket,
+                },
+                cli.json,
             )?)
         }
         Command::Completions(args) => Output::passed(docs_cmd::completions(args.shell)?),
