@@ -15,7 +15,9 @@
 //!    STOP_COPY (which suspends the controller), stream the rest, destination → STOP (validates
 //!    the stream and sets the controller state) → RUNNING, point the guest's doorbells at the
 //!    destination and let the buffered doorbell writes through;
-//! 5. collect the dirty-page report, stop logging, end the source's session and disconnect.
+//! 5. collect the dirty-page report, stop logging, end the source's session and disconnect; a
+//!    failure here is reported ([`MigrationReport::source_release_error`]) but does not fail
+//!    the migration: the device already runs on the destination.
 //!
 //! Any failure before the destination runs aborts: the source goes back to RUNNING, the
 //! doorbells go back to the source, and nothing the guest did is lost.
@@ -289,6 +291,10 @@ pub struct MigrationReport {
     pub blackout: Duration,
     /// Guest pages the source device reported dirty (DMA logging).
     pub dirty_pages: u64,
+    /// Why releasing the source after the switch-over failed (dirty-page report, stopping DMA
+    /// logging, ending its saving session), if it did: the migration still succeeded, the
+    /// device runs on the destination.
+    pub source_release_error: Option<String>,
 }
 
 /// The VMM: guest memory and the device's current server.
@@ -373,6 +379,24 @@ impl Orchestrator {
         let blackout = blackout_start.map_or(Duration::ZERO, |t: Instant| t.elapsed());
         self.bar.resume(Some(dest.bar.clone()));
         report.blackout = blackout;
+        // The device runs on the destination from here on, whatever the source does next: a
+        // source that fails to release its side does not undo the migration.
+        let src = std::mem::replace(&mut self.current, dest);
+        if let Err(e) = Self::release_source(&src, guest, &mut report) {
+            tracing::warn!("the device runs on the destination; releasing the source failed: {e}");
+            report.source_release_error = Some(e.to_string());
+        }
+        report.total = started.elapsed();
+        Ok(report)
+    }
+
+    /// After the switch-over: collects the source's dirty-page report, stops DMA logging and
+    /// ends the saving session. (Dropping the endpoint then disconnects from the source.)
+    fn release_source(
+        src: &Endpoint,
+        guest: (u64, u64),
+        report: &mut MigrationReport,
+    ) -> Result<(), OrchestratorError> {
         // The source's device wrote guest memory up to the switch-over; a VMM copying guest RAM
         // would send these pages. Here the memory is shared, so they are only counted.
         let bitmap = src.call("collecting the dirty-page report", "source", |c| {
@@ -382,10 +406,7 @@ impl Orchestrator {
         src.call("stopping DMA logging", "source", |c| c.dma_logging_stop())?;
         src.call("ending the saving session", "source", |c| {
             c.set_migration_state(DeviceState::Stop)
-        })?;
-        self.current = dest;
-        report.total = started.elapsed();
-        Ok(report)
+        })
     }
 
     /// Streams the device state; on success the destination runs. Doorbells stay paused.
