@@ -99,8 +99,8 @@ impl Fault {
 /// How one migration attempt ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The device runs on the destination.
-    Completed,
+    /// The device runs on the destination; releasing the source failed with this, if it did.
+    Completed(Option<String>),
     /// The migration failed and the device kept running on the source.
     Aborted(String),
     /// The migration failed and the orchestrator could not resume the source.
@@ -110,7 +110,7 @@ pub enum Outcome {
 /// Migrates the guest's device to `to`.
 pub fn migrate(orch: &mut Orchestrator, to: &Path) -> Outcome {
     match orch.migrate(to, &MigrateOptions::default()) {
-        Ok(_) => Outcome::Completed,
+        Ok(report) => Outcome::Completed(report.source_release_error),
         Err(e @ OrchestratorError::Stranded { .. }) => Outcome::Stranded(e.to_string()),
         // A failure before anything stopped (connecting, mapping, starting DMA logging) leaves
         // the source as it was: an abort too.
@@ -175,7 +175,10 @@ pub fn migrate_with_blackout_stop(
         });
         let outcome = migrate(orch, to);
         done.store(true, Ordering::Release);
-        (outcome, watcher.join().expect("the watcher thread panicked"))
+        (
+            outcome,
+            watcher.join().expect("the watcher thread panicked"),
+        )
     })
 }
 
@@ -224,7 +227,10 @@ pub fn connect(socket: &Path) -> Client {
         match Client::connect(socket) {
             Ok(client) => return client,
             Err(e) if Instant::now() < deadline => {
-                note(&format!("connecting to {}: {e}; retrying", socket.display()));
+                note(&format!(
+                    "connecting to {}: {e}; retrying",
+                    socket.display()
+                ));
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("cannot connect to {}: {e}", socket.display()),

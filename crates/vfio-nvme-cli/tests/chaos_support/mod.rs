@@ -72,6 +72,9 @@ pub struct Figures {
     pub migrations: u64,
     /// Attempts that ended with the device running on the destination.
     pub completed: u64,
+    /// Completed attempts whose source failed after the switch-over (its dirty-page report,
+    /// logging stop or end of session): the device ran on the destination all the same.
+    pub source_release_failures: u64,
     /// Attempts that failed with the device still running on the source.
     pub aborted: u64,
     /// Attempts the orchestrator could not abort (the source was stopped past the timeout of
@@ -175,7 +178,11 @@ pub fn run(plan: &Plan) -> Figures {
             None => chaos.plain_migration("a plain migration"),
             Some(fault) => {
                 chaos.inject(fault);
-                *chaos.figures.faults.entry(format!("{fault:?}")).or_default() += 1;
+                *chaos
+                    .figures
+                    .faults
+                    .entry(format!("{fault:?}"))
+                    .or_default() += 1;
                 let after = format!("{fault:?}");
                 chaos.guest.verify(&after);
                 // Still migratable.
@@ -212,8 +219,14 @@ impl Chaos {
     fn record(&mut self, outcome: &Outcome, what: &str) {
         self.figures.migrations += 1;
         match outcome {
-            Outcome::Completed => {
+            Outcome::Completed(release_error) => {
                 self.figures.completed += 1;
+                if let Some(why) = release_error {
+                    self.figures.source_release_failures += 1;
+                    note(&format!(
+                        "{what}: completed, the source's release failed: {why}"
+                    ));
+                }
                 self.here = self.other();
                 set_source_timeout(self.guest.orch());
             }
@@ -238,7 +251,7 @@ impl Chaos {
             (faults::migrate(orch, &to), started.elapsed())
         });
         assert!(
-            matches!(outcome, Outcome::Completed),
+            matches!(outcome, Outcome::Completed(_)),
             "{what} (seed {}) did not complete: {outcome:?}",
             self.figures.seed
         );
@@ -336,7 +349,7 @@ impl Chaos {
         });
         if killed {
             assert!(
-                !matches!(outcome, Outcome::Completed),
+                !matches!(outcome, Outcome::Completed(_)),
                 "the destination was killed after the switch-over (seed {}): the kill's \
                  guard is wrong",
                 self.figures.seed
