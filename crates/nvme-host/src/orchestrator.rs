@@ -20,7 +20,11 @@
 //!    the migration: the device already runs on the destination.
 //!
 //! Any failure before the destination runs aborts: the source goes back to RUNNING, the
-//! doorbells go back to the source, and nothing the guest did is lost.
+//! doorbells go back to the source, and nothing the guest did is lost. A destination that does
+//! not answer STOP → RUNNING is asked whether it started before anything is resumed: if it
+//! runs, the migration completes; if it stays silent, neither side is resumed
+//! ([`OrchestratorError::Undecided`]), since running the device on both would complete the
+//! guest's commands twice.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -48,6 +52,21 @@ const LOG_PAGE: u64 = 4096;
 const READ_CHUNK: usize = 4 << 20;
 /// A pre-copy round's budget when the source cannot estimate its remaining data.
 const DEFAULT_ROUND_BUDGET: u64 = 64 << 20;
+/// How many times a destination that did not answer STOP → RUNNING is asked for its state
+/// (each waits the client's timeout) before the outcome is declared unknown.
+const START_CONFIRM_ATTEMPTS: u32 = 3;
+
+/// Whether `e` is the server's refusal (an errno reply), as opposed to silence or a broken
+/// connection that leaves open whether the request was carried out.
+fn is_errno(e: &OrchestratorError) -> bool {
+    matches!(
+        e,
+        OrchestratorError::Step {
+            source: TransportError::Client(ClientError::Errno { .. }),
+            ..
+        }
+    )
+}
 
 /// Why a migration failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +94,15 @@ pub enum OrchestratorError {
     /// The migration failed and the source was resumed; the guest continues there.
     #[error("migration aborted, the device keeps running on the source: {0}")]
     Aborted(Box<OrchestratorError>),
+    /// The destination got STOP → RUNNING but neither answered nor closed the connection, so
+    /// whether it runs the device is unknown; neither side was resumed (resuming the source
+    /// could run the device twice on the same guest memory). Ask the destination's state: if it
+    /// runs, the device lives there; otherwise reset it and resume the source.
+    #[error(
+        "the destination did not confirm whether it started the device ({0}); neither side was \
+         resumed: check the destination's migration state, then resume the side that is not running"
+    )]
+    Undecided(Box<OrchestratorError>),
     /// The migration failed and the source could not be resumed either.
     #[error("migration failed ({failure}) and the source could not be resumed: {resume}")]
     Stranded {
@@ -373,8 +401,10 @@ impl Orchestrator {
             &mut blackout_start,
             copy.as_mut(),
         );
-        if let Err(failure) = result {
-            return Err(self.abort(failure, &dest));
+        match result {
+            Ok(()) => {}
+            Err(undecided @ OrchestratorError::Undecided(_)) => return Err(undecided),
+            Err(failure) => return Err(self.abort(failure, &dest)),
         }
         let blackout = blackout_start.map_or(Duration::ZERO, |t: Instant| t.elapsed());
         self.bar.resume(Some(dest.bar.clone()));
@@ -469,12 +499,45 @@ impl Orchestrator {
             "destination",
             |c| c.set_migration_state(DeviceState::Stop),
         )?;
-        dest.call(
+        let started = dest.call(
             "starting the device (STOP → RUNNING)",
             "destination",
             |c| c.set_migration_state(DeviceState::Running),
-        )?;
-        Ok(())
+        );
+        match started {
+            Ok(()) => Ok(()),
+            Err(refused) if is_errno(&refused) => Err(refused),
+            // No answer: a slow or stopped destination carries the request out later, and then
+            // it runs the device. Resuming the source as well would run the device twice on the
+            // same guest memory (commands completed twice), so find out first.
+            Err(silent) => match Self::destination_runs(dest) {
+                Some(true) => {
+                    tracing::warn!("the destination started the device after all: {silent}");
+                    Ok(())
+                }
+                Some(false) => Err(silent),
+                None => Err(OrchestratorError::Undecided(Box::new(silent))),
+            },
+        }
+    }
+
+    /// After STOP → RUNNING went unanswered: asks the destination, for a few of its timeouts,
+    /// whether it runs the device. `Some(false)` also when its connection is gone (a server that
+    /// has gone runs nothing more); `None` when it stays silent.
+    fn destination_runs(dest: &Endpoint) -> Option<bool> {
+        for _ in 0..START_CONFIRM_ATTEMPTS {
+            match dest.call("asking whether the device started", "destination", |c| {
+                c.migration_state()
+            }) {
+                Ok(state) => return Some(state == DeviceState::Running),
+                Err(OrchestratorError::Step {
+                    source: TransportError::Client(ClientError::Timeout { .. }),
+                    ..
+                }) => {}
+                Err(_) => return Some(false),
+            }
+        }
+        None
     }
 
     /// Moves what the source offers now, up to about `budget` bytes, into the destination (and

@@ -156,20 +156,31 @@ fn migrate_there_and_back_over_sockets() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A VF whose DMA-logging report fails with EIO once `failing` is set: a source that breaks
-/// after the switch-over (in the chaos test, one stopped past the client's timeout there).
-struct FailingReport {
+/// A VF with injected faults: while `failing_report` is set its DMA-logging report fails with
+/// EIO (a source that breaks after the switch-over; in the chaos test, one stopped past the
+/// client's timeout there), and STOP → RUNNING first sleeps `slow_start` (a destination that
+/// answers after the client gave up).
+struct Faulty {
     inner: Arc<dyn Device>,
-    failing: Arc<AtomicBool>,
+    failing_report: Arc<AtomicBool>,
+    slow_start: Duration,
 }
 
-impl FailingReport {
+impl Faulty {
+    fn new(inner: Arc<dyn Device>) -> Self {
+        Self {
+            inner,
+            failing_report: Arc::new(AtomicBool::new(false)),
+            slow_start: Duration::ZERO,
+        }
+    }
+
     fn migration(&self) -> &dyn Migratable {
         self.inner.migration().expect("the VF migrates")
     }
 }
 
-impl Device for FailingReport {
+impl Device for Faulty {
     fn num_regions(&self) -> u32 {
         self.inner.num_regions()
     }
@@ -208,7 +219,7 @@ impl Device for FailingReport {
     }
 }
 
-impl Migratable for FailingReport {
+impl Migratable for Faulty {
     fn flags(&self) -> MigrationFlags {
         self.migration().flags()
     }
@@ -216,6 +227,9 @@ impl Migratable for FailingReport {
         self.migration().state()
     }
     fn set_state(&self, target: DeviceState) -> Result<(), Errno> {
+        if target == DeviceState::Running && self.state() == DeviceState::Stop {
+            std::thread::sleep(self.slow_start);
+        }
         self.migration().set_state(target)
     }
     fn stop_copy_length(&self) -> Result<u64, Errno> {
@@ -240,7 +254,7 @@ impl Migratable for FailingReport {
         page_size: u64,
         bitmap: &mut [u64],
     ) -> Result<(), Errno> {
-        if self.failing.load(Ordering::Acquire) {
+        if self.failing_report.load(Ordering::Acquire) {
             return Err(Errno::EIO);
         }
         self.migration()
@@ -261,9 +275,9 @@ fn a_source_failing_after_the_switch_over_does_not_undo_the_migration() {
     let failing = Arc::new(AtomicBool::new(true));
     let flag = failing.clone();
     let (a_path, _a) = serve_wrapped(&dir, "a", move |inner| {
-        Arc::new(FailingReport {
-            inner,
-            failing: flag,
+        Arc::new(Faulty {
+            failing_report: flag,
+            ..Faulty::new(inner)
         })
     });
     let (b_path, _b) = serve(&dir, "b");
@@ -298,6 +312,54 @@ fn a_source_failing_after_the_switch_over_does_not_undo_the_migration() {
     let back = orch.migrate(&a_path, &MigrateOptions::default()).unwrap();
     assert_eq!(back.source_release_error, None);
     assert_eq!(orch.socket(), a_path.as_path());
+    for lba in 0..8 {
+        check(&mut qp, &buf, lba, 1);
+    }
+    for lba in 8..24 {
+        check(&mut qp, &buf, lba, 2);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_destination_that_starts_after_the_timeout_keeps_the_device_and_the_source_stays_stopped() {
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-orch-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_path, _a) = serve(&dir, "a");
+    // B answers STOP → RUNNING only after the client's 5 s timeout, and then runs the device.
+    let (b_path, _b) = serve_wrapped(&dir, "b", |inner| {
+        Arc::new(Faulty {
+            slow_start: vfu::client::DEFAULT_TIMEOUT + Duration::from_millis(500),
+            ..Faulty::new(inner)
+        })
+    });
+    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
+    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
+    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
+    driver.set_queue_count(1).unwrap();
+    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
+    let buf = memory.alloc(BLOCK).unwrap();
+    for lba in 0..16 {
+        write(&mut qp, &buf, lba, 1);
+    }
+    let source = orch.client().clone();
+
+    // Aborting would resume A while B runs too: both would fetch and complete the guest's
+    // commands. The orchestrator asks B instead, finds it running, and the migration completes.
+    orch.migrate(&b_path, &MigrateOptions::default()).unwrap();
+    assert_eq!(orch.socket(), b_path.as_path());
+    assert_eq!(
+        source.lock().unwrap().migration_state().unwrap(),
+        DeviceState::Stop,
+        "the source must not run as well"
+    );
+    drop(source);
+    for lba in 0..16 {
+        check(&mut qp, &buf, lba, 1);
+    }
+    for lba in 8..24 {
+        write(&mut qp, &buf, lba, 2);
+    }
     for lba in 0..8 {
         check(&mut qp, &buf, lba, 1);
     }

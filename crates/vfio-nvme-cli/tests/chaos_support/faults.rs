@@ -18,6 +18,7 @@ use vfu::client::Client;
 use vfu::client::ClientError;
 
 use super::cluster::Server;
+use super::guest::RaiseOnDrop;
 use super::guest::lock;
 use super::guest::note;
 use crate::common::send_signal;
@@ -105,6 +106,8 @@ pub enum Outcome {
     Aborted(String),
     /// The migration failed and the orchestrator could not resume the source.
     Stranded(String),
+    /// The destination never said whether it started the device; nothing was resumed.
+    Undecided(String),
 }
 
 /// Migrates the guest's device to `to`.
@@ -112,6 +115,7 @@ pub fn migrate(orch: &mut Orchestrator, to: &Path) -> Outcome {
     match orch.migrate(to, &MigrateOptions::default()) {
         Ok(report) => Outcome::Completed(report.source_release_error),
         Err(e @ OrchestratorError::Stranded { .. }) => Outcome::Stranded(e.to_string()),
+        Err(e @ OrchestratorError::Undecided(_)) => Outcome::Undecided(e.to_string()),
         // A failure before anything stopped (connecting, mapping, starting DMA logging) leaves
         // the source as it was: an abort too.
         Err(e) => Outcome::Aborted(e.to_string()),
@@ -173,8 +177,10 @@ pub fn migrate_with_blackout_stop(
             }
             false
         });
-        let outcome = migrate(orch, to);
-        done.store(true, Ordering::Release);
+        let outcome = {
+            let _done = RaiseOnDrop(&done);
+            migrate(orch, to)
+        };
         (
             outcome,
             watcher.join().expect("the watcher thread panicked"),
@@ -214,8 +220,10 @@ pub fn migrate_and_kill(
                 true
             }
         });
-        let outcome = migrate(orch, to);
-        done.store(true, Ordering::Release);
+        let outcome = {
+            let _done = RaiseOnDrop(&done);
+            migrate(orch, to)
+        };
         (outcome, killer.join().expect("the killer thread panicked"))
     })
 }

@@ -120,9 +120,12 @@ impl Guest {
                 stop.store(true, Ordering::Release);
                 report
             });
-            std::thread::sleep(warmup);
-            let out = f(orch);
-            stop.store(true, Ordering::Release);
+            let out = {
+                // Also when `f` panics: the scope waits for the workload.
+                let _stop = RaiseOnDrop(&stop);
+                std::thread::sleep(warmup);
+                f(orch)
+            };
             (out, worker.join().expect("the workload thread panicked"))
         });
         let report = report.unwrap_or_else(|e| panic!("the workload failed: {e}"));
@@ -204,6 +207,16 @@ impl Guest {
         self.driver
             .set_queue_count(self.config.queues)
             .expect("Set Features (Number of Queues) after a reset");
+    }
+}
+
+/// Sets its flag when dropped, so that a thread waiting for the flag ends also when the code
+/// holding the guard panics.
+pub struct RaiseOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

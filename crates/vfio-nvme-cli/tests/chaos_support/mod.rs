@@ -9,6 +9,7 @@ mod guest;
 mod rng;
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -137,7 +138,12 @@ struct Chaos {
     rng: Rng,
     figures: Figures,
     pace: Pace,
+    /// The last steps, shown when the run fails.
+    history: VecDeque<String>,
 }
+
+/// Steps kept in [`Chaos::history`].
+const HISTORY: usize = 12;
 
 /// Runs `plan` and returns its figures; panics (naming the seed) on the first lost write,
 /// failed command, unmigratable device or server that misbehaves.
@@ -160,6 +166,7 @@ pub fn run(plan: &Plan) -> Figures {
             ..Figures::default()
         },
         pace: Pace::default(),
+        history: VecDeque::new(),
     };
     // Every kind once, in random order, then random steps.
     let mut first_round = Fault::ALL.to_vec();
@@ -177,6 +184,8 @@ pub fn run(plan: &Plan) -> Figures {
         match fault {
             None => chaos.plain_migration("a plain migration"),
             Some(fault) => {
+                let on = chaos.servers[chaos.here].name();
+                chaos.remember(format!("fault {fault:?}, the device on {on}"));
                 chaos.inject(fault);
                 *chaos
                     .figures
@@ -191,7 +200,7 @@ pub fn run(plan: &Plan) -> Figures {
         }
     }
     chaos.guest.verify("the last migration");
-    let mut figures = chaos.figures;
+    let mut figures = std::mem::take(&mut chaos.figures);
     let totals = &chaos.guest.totals;
     figures.acknowledged_writes = totals.writes;
     figures.checked_reads = totals.reads;
@@ -200,6 +209,25 @@ pub fn run(plan: &Plan) -> Figures {
     figures.lost_writes = totals.lost;
     figures.duration_s = started.elapsed().as_secs_f64();
     figures
+}
+
+impl Drop for Chaos {
+    /// On a failure, shows the end of both servers' logs (their directory goes with the run).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let steps: Vec<&str> = self.history.iter().map(String::as_str).collect();
+            note(&format!("the last steps:\n{}", steps.join("\n")));
+            for server in &self.servers {
+                let log = server.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                note(&format!(
+                    "the end of server {}'s log:\n{tail}",
+                    server.name()
+                ));
+            }
+        }
+    }
 }
 
 impl Chaos {
@@ -215,8 +243,21 @@ impl Chaos {
         self.rng.millis(10, 150)
     }
 
+    /// Remembers a step for the failure report.
+    fn remember(&mut self, step: String) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(step);
+    }
+
     /// Counts `outcome` of an attempt, and follows the device.
     fn record(&mut self, outcome: &Outcome, what: &str) {
+        self.remember(format!(
+            "migration {} ({what}) from {}: {outcome:?}",
+            self.figures.migrations + 1,
+            self.servers[self.here].name()
+        ));
         self.figures.migrations += 1;
         match outcome {
             Outcome::Completed(release_error) => {
@@ -234,6 +275,12 @@ impl Chaos {
                 self.figures.aborted += 1;
                 note(&format!("{what}: aborted: {why}"));
             }
+            // The destinations are stopped for at most a second past their timeout, and the
+            // orchestrator asks for three timeouts: it must have heard back.
+            Outcome::Undecided(why) => panic!(
+                "{what} (seed {}): the orchestrator could not tell where the device runs: {why}",
+                self.figures.seed
+            ),
             Outcome::Stranded(why) => {
                 self.figures.stranded_recovered += 1;
                 note(&format!("{what}: stranded: {why}"));
@@ -273,7 +320,8 @@ impl Chaos {
         if !during {
             self.figures.stops_after_migration += 1;
         }
-        self.record(&outcome, what);
+        let what = format!("{what}: stopped {delay:?} in for {hold:?}, during: {during}");
+        self.record(&outcome, &what);
     }
 
     fn inject(&mut self, fault: Fault) {
@@ -359,6 +407,6 @@ impl Chaos {
         } else {
             self.figures.kills_after_switch_over += 1;
         }
-        self.record(&outcome, what);
+        self.record(&outcome, &format!("{what}: {delay:?} in, killed: {killed}"));
     }
 }
