@@ -15,10 +15,16 @@
 //!    STOP_COPY (which suspends the controller), stream the rest, destination → STOP (validates
 //!    the stream and sets the controller state) → RUNNING, point the guest's doorbells at the
 //!    destination and let the buffered doorbell writes through;
-//! 5. collect the dirty-page report, stop logging, end the source's session and disconnect.
+//! 5. collect the dirty-page report, stop logging, end the source's session and disconnect; a
+//!    failure here is reported ([`MigrationReport::source_release_error`]) but does not fail
+//!    the migration: the device already runs on the destination.
 //!
 //! Any failure before the destination runs aborts: the source goes back to RUNNING, the
-//! doorbells go back to the source, and nothing the guest did is lost.
+//! doorbells go back to the source, and nothing the guest did is lost. A destination that does
+//! not answer STOP → RUNNING is asked whether it started before anything is resumed: if it
+//! runs, the migration completes; if it stays silent, neither side is resumed
+//! ([`OrchestratorError::Undecided`]), since running the device on both would complete the
+//! guest's commands twice.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -46,6 +52,21 @@ const LOG_PAGE: u64 = 4096;
 const READ_CHUNK: usize = 4 << 20;
 /// A pre-copy round's budget when the source cannot estimate its remaining data.
 const DEFAULT_ROUND_BUDGET: u64 = 64 << 20;
+/// How many times a destination that did not answer STOP → RUNNING is asked for its state
+/// (each waits the client's timeout) before the outcome is declared unknown.
+const START_CONFIRM_ATTEMPTS: u32 = 3;
+
+/// Whether `e` is the server's refusal (an errno reply), as opposed to silence or a broken
+/// connection that leaves open whether the request was carried out.
+fn is_errno(e: &OrchestratorError) -> bool {
+    matches!(
+        e,
+        OrchestratorError::Step {
+            source: TransportError::Client(ClientError::Errno { .. }),
+            ..
+        }
+    )
+}
 
 /// Why a migration failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +130,15 @@ pub enum OrchestratorError {
     /// The migration failed and the source was resumed; the guest continues there.
     #[error("migration aborted, the device keeps running on the source: {0}")]
     Aborted(Box<OrchestratorError>),
+    /// The destination got STOP → RUNNING but neither answered nor closed the connection, so
+    /// whether it runs the device is unknown; neither side was resumed (resuming the source
+    /// could run the device twice on the same guest memory). Ask the destination's state: if it
+    /// runs, the device lives there; otherwise reset it and resume the source.
+    #[error(
+        "the destination did not confirm whether it started the device ({0}); neither side was \
+         resumed: check the destination's migration state, then resume the side that is not running"
+    )]
+    Undecided(Box<OrchestratorError>),
     /// The migration failed and the source could not be resumed either.
     #[error("migration failed ({failure}) and the source could not be resumed: {resume}")]
     Stranded {
@@ -346,6 +376,10 @@ pub struct MigrationReport {
     pub blackout: Duration,
     /// Guest pages the source device reported dirty (DMA logging).
     pub dirty_pages: u64,
+    /// Why releasing the source after the switch-over failed (dirty-page report, stopping DMA
+    /// logging, ending its saving session), if it did: the migration still succeeded, the
+    /// device runs on the destination.
+    pub source_release_error: Option<String>,
 }
 
 /// The VMM: guest memory and the device's current server.
@@ -430,12 +464,32 @@ impl Orchestrator {
             &mut blackout_start,
             copy.as_mut(),
         );
-        if let Err(failure) = result {
-            return Err(self.abort(failure, &dest));
+        match result {
+            Ok(()) => {}
+            Err(undecided @ OrchestratorError::Undecided(_)) => return Err(undecided),
+            Err(failure) => return Err(self.abort(failure, &dest)),
         }
         let blackout = blackout_start.map_or(Duration::ZERO, |t: Instant| t.elapsed());
         self.bar.resume(Some(dest.bar.clone()));
         report.blackout = blackout;
+        // The device runs on the destination from here on, whatever the source does next: a
+        // source that fails to release its side does not undo the migration.
+        let src = std::mem::replace(&mut self.current, dest);
+        if let Err(e) = Self::release_source(&src, guest, &mut report) {
+            tracing::warn!("the device runs on the destination; releasing the source failed: {e}");
+            report.source_release_error = Some(e.to_string());
+        }
+        report.total = started.elapsed();
+        Ok(report)
+    }
+
+    /// After the switch-over: collects the source's dirty-page report, stops DMA logging and
+    /// ends the saving session. (Dropping the endpoint then disconnects from the source.)
+    fn release_source(
+        src: &Endpoint,
+        guest: (u64, u64),
+        report: &mut MigrationReport,
+    ) -> Result<(), OrchestratorError> {
         // The source's device wrote guest memory up to the switch-over; a VMM copying guest RAM
         // would send these pages. Here the memory is shared, so they are only counted.
         let bitmap = src.call("collecting the dirty-page report", "source", |c| {
@@ -445,10 +499,7 @@ impl Orchestrator {
         src.call("stopping DMA logging", "source", |c| c.dma_logging_stop())?;
         src.call("ending the saving session", "source", |c| {
             c.set_migration_state(DeviceState::Stop)
-        })?;
-        self.current = dest;
-        report.total = started.elapsed();
-        Ok(report)
+        })
     }
 
     /// Streams the device state; on success the destination runs. Doorbells stay paused.
@@ -511,12 +562,45 @@ impl Orchestrator {
             "destination",
             |c| c.set_migration_state(DeviceState::Stop),
         )?;
-        dest.call(
+        let started = dest.call(
             "starting the device (STOP → RUNNING)",
             "destination",
             |c| c.set_migration_state(DeviceState::Running),
-        )?;
-        Ok(())
+        );
+        match started {
+            Ok(()) => Ok(()),
+            Err(refused) if is_errno(&refused) => Err(refused),
+            // No answer: a slow or stopped destination carries the request out later, and then
+            // it runs the device. Resuming the source as well would run the device twice on the
+            // same guest memory (commands completed twice), so find out first.
+            Err(silent) => match Self::destination_runs(dest) {
+                Some(true) => {
+                    tracing::warn!("the destination started the device after all: {silent}");
+                    Ok(())
+                }
+                Some(false) => Err(silent),
+                None => Err(OrchestratorError::Undecided(Box::new(silent))),
+            },
+        }
+    }
+
+    /// After STOP → RUNNING went unanswered: asks the destination, for a few of its timeouts,
+    /// whether it runs the device. `Some(false)` also when its connection is gone (a server that
+    /// has gone runs nothing more); `None` when it stays silent.
+    fn destination_runs(dest: &Endpoint) -> Option<bool> {
+        for _ in 0..START_CONFIRM_ATTEMPTS {
+            match dest.call("asking whether the device started", "destination", |c| {
+                c.migration_state()
+            }) {
+                Ok(state) => return Some(state == DeviceState::Running),
+                Err(OrchestratorError::Step {
+                    source: TransportError::Client(ClientError::Timeout { .. }),
+                    ..
+                }) => {}
+                Err(_) => return Some(false),
+            }
+        }
+        None
     }
 
     /// Moves what the source offers now, up to about `budget` bytes, into the destination (and

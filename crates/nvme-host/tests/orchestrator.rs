@@ -1,5 +1,6 @@
 //! The orchestrator migrates a VF between two vfio-user servers (threads of this process, real
-//! UNIX sockets) while the host driver keeps its queues, and back again.
+//! UNIX sockets) while the host driver keeps its queues, and back again; a source that fails
+//! after the switch-over does not undo the migration.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,11 +17,20 @@ use nvme_host::memory::HostMemory;
 use nvme_host::orchestrator::MigrateOptions;
 use nvme_host::orchestrator::Orchestrator;
 use nvme_spec::command::Command;
+use vfio_migration::DeviceState;
+use vfio_migration::DmaLogRange;
+use vfio_migration::Errno;
+use vfio_migration::MigrationFlags;
 use vfio_nvme::served::BackendConfig;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
 use vfu::server::Device;
+use vfu::server::DmaRegion;
+use vfu::server::IrqRequest;
+use vfu::server::Migratable;
+use vfu::server::MigrationStatus;
+use vfu::server::RegionDescription;
 use vfu::server::Server;
 
 const BLOCK: u64 = 4096;
@@ -41,6 +51,15 @@ impl Drop for Running {
 }
 
 fn serve(dir: &std::path::Path, name: &str) -> (PathBuf, Running) {
+    serve_wrapped(dir, name, |device| device)
+}
+
+/// Like [`serve`], hosting what `wrap` makes of the VF.
+fn serve_wrapped(
+    dir: &std::path::Path,
+    name: &str,
+    wrap: impl FnOnce(Arc<dyn Device>) -> Arc<dyn Device>,
+) -> (PathBuf, Running) {
     let served = Served::new(&ServeConfig {
         name: name.to_owned(),
         vfs: 1,
@@ -54,7 +73,7 @@ fn serve(dir: &std::path::Path, name: &str) -> (PathBuf, Running) {
     .unwrap();
     let path = dir.join(format!("{name}.sock"));
     let server = Server::bind(&path).unwrap();
-    let device: Arc<dyn Device> = served.function(1).unwrap().clone();
+    let device: Arc<dyn Device> = wrap(served.function(1).unwrap().clone());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::spawn(move || server.serve(device, &flag).unwrap());
@@ -128,6 +147,219 @@ fn migrate_there_and_back_over_sockets() {
     let back = orch.migrate(&a_path, &MigrateOptions::default()).unwrap();
     assert_eq!(orch.socket(), a_path.as_path());
     assert!(back.blackout < Duration::from_secs(5));
+    for lba in 0..8 {
+        check(&mut qp, &buf, lba, 1);
+    }
+    for lba in 8..24 {
+        check(&mut qp, &buf, lba, 2);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A VF with injected faults: while `failing_report` is set its DMA-logging report fails with
+/// EIO (a source that breaks after the switch-over; in the chaos test, one stopped past the
+/// client's timeout there), and STOP → RUNNING first sleeps `slow_start` (a destination that
+/// answers after the client gave up).
+struct Faulty {
+    inner: Arc<dyn Device>,
+    failing_report: Arc<AtomicBool>,
+    slow_start: Duration,
+}
+
+impl Faulty {
+    fn new(inner: Arc<dyn Device>) -> Self {
+        Self {
+            inner,
+            failing_report: Arc::new(AtomicBool::new(false)),
+            slow_start: Duration::ZERO,
+        }
+    }
+
+    fn migration(&self) -> &dyn Migratable {
+        self.inner.migration().expect("the VF migrates")
+    }
+}
+
+impl Device for Faulty {
+    fn num_regions(&self) -> u32 {
+        self.inner.num_regions()
+    }
+    fn num_irqs(&self) -> u32 {
+        self.inner.num_irqs()
+    }
+    fn region(&self, index: u32) -> Option<RegionDescription<'_>> {
+        self.inner.region(index)
+    }
+    fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.inner.region_read(index, offset, buf)
+    }
+    fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        self.inner.region_write(index, offset, data)
+    }
+    fn irq_info(&self, index: u32) -> Option<(u32, u32)> {
+        self.inner.irq_info(index)
+    }
+    fn set_irqs(&self, index: u32, request: IrqRequest) -> Result<(), Errno> {
+        self.inner.set_irqs(index, request)
+    }
+    fn dma_map(&self, region: DmaRegion) -> Result<(), Errno> {
+        self.inner.dma_map(region)
+    }
+    fn dma_unmap(&self, iova: u64, size: u64) -> Result<(), Errno> {
+        self.inner.dma_unmap(iova, size)
+    }
+    fn reset(&self) -> Result<(), Errno> {
+        self.inner.reset()
+    }
+    fn disconnected(&self) {
+        self.inner.disconnected()
+    }
+    fn migration(&self) -> Option<&dyn Migratable> {
+        Some(self)
+    }
+}
+
+impl Migratable for Faulty {
+    fn flags(&self) -> MigrationFlags {
+        self.migration().flags()
+    }
+    fn state(&self) -> DeviceState {
+        self.migration().state()
+    }
+    fn set_state(&self, target: DeviceState) -> Result<(), Errno> {
+        if target == DeviceState::Running && self.state() == DeviceState::Stop {
+            std::thread::sleep(self.slow_start);
+        }
+        self.migration().set_state(target)
+    }
+    fn stop_copy_length(&self) -> Result<u64, Errno> {
+        self.migration().stop_copy_length()
+    }
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.migration().read(buf)
+    }
+    fn write(&self, data: &[u8]) -> Result<(), Errno> {
+        self.migration().write(data)
+    }
+    fn dma_logging_start(&self, page_size: u64, ranges: &[DmaLogRange]) -> Result<(), Errno> {
+        self.migration().dma_logging_start(page_size, ranges)
+    }
+    fn dma_logging_stop(&self) -> Result<(), Errno> {
+        self.migration().dma_logging_stop()
+    }
+    fn dma_logging_report(
+        &self,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<(), Errno> {
+        if self.failing_report.load(Ordering::Acquire) {
+            return Err(Errno::EIO);
+        }
+        self.migration()
+            .dma_logging_report(iova, length, page_size, bitmap)
+    }
+    fn disconnected(&self) {
+        Migratable::disconnected(self.migration())
+    }
+    fn status(&self) -> MigrationStatus {
+        self.migration().status()
+    }
+}
+
+#[test]
+fn a_source_failing_after_the_switch_over_does_not_undo_the_migration() {
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-orch-release-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = failing.clone();
+    let (a_path, _a) = serve_wrapped(&dir, "a", move |inner| {
+        Arc::new(Faulty {
+            failing_report: flag,
+            ..Faulty::new(inner)
+        })
+    });
+    let (b_path, _b) = serve(&dir, "b");
+    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
+    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
+    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
+    driver.set_queue_count(1).unwrap();
+    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
+    let buf = memory.alloc(BLOCK).unwrap();
+    for lba in 0..16 {
+        write(&mut qp, &buf, lba, 1);
+    }
+
+    // A's dirty-page report fails once B runs the device: the migration has happened all the
+    // same, and the orchestrator follows the device.
+    let report = orch.migrate(&b_path, &MigrateOptions::default()).unwrap();
+    let why = report.source_release_error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("collecting the dirty-page report") && why.contains("EIO"),
+        "{report:?}"
+    );
+    assert_eq!(orch.socket(), b_path.as_path());
+    for lba in 0..16 {
+        check(&mut qp, &buf, lba, 1);
+    }
+    for lba in 8..24 {
+        write(&mut qp, &buf, lba, 2);
+    }
+
+    // The device migrates on: back to A (which, disconnected, runs again) and its data with it.
+    failing.store(false, Ordering::Release);
+    let back = orch.migrate(&a_path, &MigrateOptions::default()).unwrap();
+    assert_eq!(back.source_release_error, None);
+    assert_eq!(orch.socket(), a_path.as_path());
+    for lba in 0..8 {
+        check(&mut qp, &buf, lba, 1);
+    }
+    for lba in 8..24 {
+        check(&mut qp, &buf, lba, 2);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_destination_that_starts_after_the_timeout_keeps_the_device_and_the_source_stays_stopped() {
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-orch-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_path, _a) = serve(&dir, "a");
+    // B answers STOP → RUNNING only after the client's 5 s timeout, and then runs the device.
+    let (b_path, _b) = serve_wrapped(&dir, "b", |inner| {
+        Arc::new(Faulty {
+            slow_start: vfu::client::DEFAULT_TIMEOUT + Duration::from_millis(500),
+            ..Faulty::new(inner)
+        })
+    });
+    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
+    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
+    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
+    driver.set_queue_count(1).unwrap();
+    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
+    let buf = memory.alloc(BLOCK).unwrap();
+    for lba in 0..16 {
+        write(&mut qp, &buf, lba, 1);
+    }
+    let source = orch.client().clone();
+
+    // Aborting would resume A while B runs too: both would fetch and complete the guest's
+    // commands. The orchestrator asks B instead, finds it running, and the migration completes.
+    orch.migrate(&b_path, &MigrateOptions::default()).unwrap();
+    assert_eq!(orch.socket(), b_path.as_path());
+    assert_eq!(
+        source.lock().unwrap().migration_state().unwrap(),
+        DeviceState::Stop,
+        "the source must not run as well"
+    );
+    drop(source);
+    for lba in 0..16 {
+        check(&mut qp, &buf, lba, 1);
+    }
+    for lba in 8..24 {
+        write(&mut qp, &buf, lba, 2);
+    }
     for lba in 0..8 {
         check(&mut qp, &buf, lba, 1);
     }

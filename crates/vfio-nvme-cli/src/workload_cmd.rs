@@ -14,6 +14,7 @@ use nvme_host::memory::HostMemory;
 use nvme_host::orchestrator::MigrateOptions;
 use nvme_host::orchestrator::MigrationReport;
 use nvme_host::orchestrator::Orchestrator;
+use nvme_host::orchestrator::OrchestratorError;
 use nvme_host::workload;
 use nvme_host::workload::Ledger;
 use nvme_host::workload::Report;
@@ -119,11 +120,21 @@ pub struct RunOutcome {
     pub readback: Option<Report>,
     /// Where the run's layout was saved (`--save-layout`).
     pub layout: Option<PathBuf>,
+    /// Why a planned migration failed (the run stopped there); the device kept running on
+    /// the server it was on, and `readback` was read from there.
+    pub migration_error: Option<String>,
+    /// The server the device ran on at the end (where `readback` was read).
+    pub socket: PathBuf,
 }
 
 impl RunOutcome {
-    /// Whether every check passed.
+    /// Whether every check passed and every planned migration happened.
     pub fn passed(&self) -> bool {
+        self.migration_error.is_none() && self.data_verified()
+    }
+
+    /// Whether the workload and the read-back found no bad data and no command error.
+    fn data_verified(&self) -> bool {
         self.workload.errors == 0
             && (!self.workload.verify || self.workload.verified)
             && self
@@ -132,14 +143,44 @@ impl RunOutcome {
                 .is_none_or(|r| r.verified && r.errors == 0)
     }
 
-    /// Why the run did not pass (see [`failure_of`]); `None` when it passed.
+    /// Why the run did not pass: bad data or command errors (see [`failure_of`]), else the
+    /// failed migration with what the read-back on the source found; `None` when it passed.
     pub fn failure(&self) -> Option<anyhow::Error> {
-        (!self.passed()).then(|| {
-            failure_of(
+        if self.passed() {
+            return None;
+        }
+        let mut failure = if self.data_verified() {
+            let kept = match &self.readback {
+                Some(r) => format!(
+                    "; the device kept running on {}, where all {} acknowledged block(s) read \
+                     back correct",
+                    self.socket.display(),
+                    r.ios
+                ),
+                None => format!("; the device kept running on {}", self.socket.display()),
+            };
+            anyhow::anyhow!(
+                "live migration failed: {}{kept}",
+                self.migration_error.as_deref().unwrap_or_default()
+            )
+        } else {
+            let failure = failure_of(
                 "verification",
                 core::iter::once(&self.workload).chain(&self.readback),
-            )
-        })
+            );
+            match &self.migration_error {
+                Some(e) => failure.context(format!("after a failed live migration ({e})")),
+                None => failure,
+            }
+        };
+        if let (Some(path), Some(_)) = (&self.layout, &self.migration_error) {
+            failure = failure.context(format!(
+                "what the run wrote is saved in {0}: re-verify a server with `vfio-nvme \
+                 workload --verify-layout {0} --socket PATH`",
+                path.display()
+            ));
+        }
+        Some(failure)
     }
 }
 
@@ -199,9 +240,11 @@ fn stall_between(report: &Report, from_s: f64, to_s: f64) -> f64 {
 /// Runs `config` against the VF at `socket`, migrating as `plan` says, then reads back every
 /// written block when verifying. With `tail`, the workload is stopped that long after the last
 /// migration (whatever its own limit says), so every planned migration happens under load.
-/// `progress` sees workload snapshots and phase messages. With `save_layout`, what the run
-/// wrote is saved there once the workload has stopped, also when a migration or the
-/// workload failed (the error then says where it is).
+/// `progress` sees workload snapshots and phase messages. A migration that fails and leaves
+/// the device running where it was (an abort) ends the plan: the workload stops, the read-back
+/// runs there, and the outcome carries the failure (`migration_error`, not passed). With
+/// `save_layout`, what the run wrote is saved there once the workload has stopped, also when a
+/// migration or the workload failed (the error then says where it is).
 pub fn run(
     socket: &Path,
     config: &WorkloadConfig,
@@ -303,11 +346,18 @@ pub fn run(
         .context("the workload failed")
         .map_err(where_saved)?;
     let (migrations, failure) = migrations;
-    if let Some(e) = failure {
-        return Err(where_saved(
-            anyhow::Error::new(e).context("live migration failed"),
-        ));
-    }
+    // An aborted migration leaves the device running where it was: the read-back below checks
+    // there that nothing acknowledged was lost. Only a source that could not be resumed
+    // leaves nothing to read.
+    let migration_error = match failure {
+        Some(e @ OrchestratorError::Stranded { .. }) => {
+            return Err(where_saved(
+                anyhow::Error::new(e).context("live migration failed"),
+            ));
+        }
+        Some(e) => Some(e.to_string()),
+        None => None,
+    };
     let migrations = migrations
         .into_iter()
         .map(|(report, start_s, end_s)| MigrationRecord::new(report, start_s, end_s, &workload))
@@ -329,6 +379,8 @@ pub fn run(
         migrations,
         readback,
         layout: saved,
+        migration_error,
+        socket: orch.socket().to_owned(),
     })
 }
 
@@ -502,6 +554,13 @@ pub fn describe(outcome: &RunOutcome) -> String {
             m.iops_before,
             m.iops_during,
             m.iops_after,
+        );
+    }
+    if let Some(error) = &outcome.migration_error {
+        let _ = writeln!(
+            s,
+            "migration failed, the device kept running on {}: {error}",
+            outcome.socket.display()
         );
     }
     if let Some(readback) = &outcome.readback {

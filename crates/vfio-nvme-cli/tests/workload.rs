@@ -1,7 +1,8 @@
 //! The verifying workload against `vfio-nvme serve` in another process: a verified run on four
 //! queues, a second client that reads back everything the first wrote, the CLI migrating a
 //! random-write workload there and back, a second verified run on the same server, layouts
-//! saved and re-verified (also after an aborted migration), and usage errors that only the
+//! saved and re-verified (also after an aborted migration, which the run itself reads back on
+//! the source), and usage errors that only the
 //! controller can find.
 
 mod common;
@@ -234,7 +235,7 @@ fn a_saved_layout_re_verifies_the_server_and_catches_what_changed_since() {
 }
 
 #[test]
-fn after_an_aborted_migration_the_source_re_verifies_against_the_saved_layout() {
+fn after_an_aborted_migration_the_run_reads_back_on_the_source_and_its_layout_re_verifies() {
     let dir = TempDir::new("aborted");
     let a = ServeProcess::start(&dir.path("a.sock"), &["--namespace", "ram:64M,lba=4096"]);
     // B's namespace is smaller: it refuses the stream, and the VF goes back to running on A.
@@ -244,27 +245,45 @@ fn after_an_aborted_migration_the_source_re_verifies_against_the_saved_layout() 
         &dir.path("b.log"),
     );
     let layout = dir.path("a.layout");
-    let output = cli(&[
-        "workload",
-        "--socket",
-        a.socket.to_str().unwrap(),
-        "--verify",
-        "--rw",
-        "randwrite",
-        "--queues",
-        "2",
-        "--migrate-after",
-        "1s",
-        "--migrate-to",
-        b.socket.to_str().unwrap(),
-        "--save-layout",
-        layout.to_str().unwrap(),
-    ]);
-    let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, run, stderr) = workload_json(
+        &a.socket,
+        &[
+            "--verify",
+            "--rw",
+            "randwrite",
+            "--queues",
+            "2",
+            "--migrate-after",
+            "1s",
+            "--migrate-to",
+            b.socket.to_str().unwrap(),
+            "--save-layout",
+            layout.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("live migration failed"), "{stderr}");
     assert!(
         stderr.contains(&format!("--verify-layout {}", layout.display())),
+        "{stderr}"
+    );
+    // The run itself read back every acknowledged write on A, where the device stayed, and
+    // says so.
+    assert_eq!(run["passed"], false, "{run}");
+    assert!(
+        run["migration_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("aborted")),
+        "{run}"
+    );
+    assert_eq!(run["socket"], a.socket.to_str().unwrap(), "{run}");
+    assert_eq!(run["readback"]["verified"], true, "{run}");
+    let read_back = run["readback"]["ios"].as_u64().unwrap();
+    assert!(read_back > 100, "{run}");
+    assert!(
+        stderr.contains(&format!(
+            "all {read_back} acknowledged block(s) read back correct"
+        )),
         "{stderr}"
     );
     let (code, check, stderr) =

@@ -92,6 +92,22 @@ impl ServeProcess {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (a `kill` name such as `STOP` or `CONT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.child.id(), signal);
+    }
+
+    /// Kills the server with SIGKILL (no clean-up: its socket file stays) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits; returns whether it exited successfully.
     pub fn stop(mut self) -> bool {
         self.terminate()
@@ -123,4 +139,14 @@ impl Drop for ServeProcess {
             self.terminate();
         }
     }
+}
+
+/// Sends `signal` (a `kill` name such as `STOP`, `CONT` or `KILL`) to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
