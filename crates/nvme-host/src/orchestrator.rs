@@ -518,6 +518,7 @@ impl Orchestrator {
         bar.throttle(None);
         bar.pause();
         *run.blackout_start = Some(Instant::now());
+        run.report.precopy = run.started.elapsed();
         src.call("entering STOP_COPY", "source", |c| {
             c.set_migration_state(DeviceState::StopCopy)
         })?;

@@ -67,6 +67,8 @@ pub struct MigrationReport {
     pub to: PathBuf,
     /// From the start of `migrate` to the source's disconnect.
     pub total: Duration,
+    /// From the start of `migrate` to the switch-over (the blackout's start).
+    pub precopy: Duration,
     /// Pre-copy rounds streamed.
     pub precopy_rounds: u32,
     /// Bytes streamed during pre-copy.
