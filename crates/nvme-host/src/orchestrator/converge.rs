@@ -22,8 +22,9 @@
 
 use std::time::Duration;
 
-/// Rates are measured over at least this long (shorter rounds add to the next measurement).
-pub const MIN_PERIOD: Duration = Duration::from_millis(50);
+/// Rates are measured over at least this long (shorter rounds add to the next measurement):
+/// the device notes dirty data in batches, so shorter periods see bursts, not rates.
+pub const MIN_PERIOD: Duration = Duration::from_millis(500);
 /// The throttle level rises at most once per this period (QEMU's dirty-limit period).
 pub const THROTTLE_PERIOD: Duration = Duration::from_secs(1);
 /// At most this much left and another round is not worth its overhead.
