@@ -161,7 +161,7 @@ pub struct MigrationArgs {
     ///
     /// Pre-copy switches over only when what the device has left would stream within this at
     /// the measured stream rate; inside the limit it keeps copying while each round still
-    /// halves what is left (a round slows the guest, the blackout stops it).
+    /// shrinks what is left by a quarter (a round slows the guest, the blackout stops it).
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = crate::spec_args::parse_duration)]
     pub downtime_limit: std::time::Duration,
     /// Cap on the pre-copy stream, bytes per second with a k/M/G suffix, e.g. 100M or 1G/s

@@ -8,9 +8,9 @@
 //!   device's remaining data grew by on top of what was moved, per second.
 //! * **Switch-over** (QEMU's `downtime-limit`): at the end of a round, when what is left would
 //!   stream within the downtime limit at the measured stream rate, *and* another round would
-//!   not be worth it — what is left is at most [`SETTLED_BYTES`], or the round did not halve
-//!   what was left when it started. A round costs the guest only a slowdown, the blackout
-//!   stops it, so the policy keeps copying while rounds still shrink fast.
+//!   not be worth it — what is left is at most [`SETTLED_BYTES`], or the round did not shrink
+//!   what was left when it started by a quarter. A round costs the guest only a slowdown, the
+//!   blackout stops it, so the policy keeps copying while rounds still shrink what is left.
 //! * **Throttle** (QEMU's auto-converge and dirty-limit): while the dirty rate is above the
 //!   trigger — `--dirty-limit` if given, else half the stream rate (QEMU's
 //!   `throttle-trigger-threshold` of 50 %) — the level rises once per [`THROTTLE_PERIOD`]:
@@ -82,7 +82,8 @@ pub struct Rates {
 pub enum SwitchReason {
     /// At most [`SETTLED_BYTES`] were left.
     Settled,
-    /// What was left fitted the downtime limit and the last round did not halve it.
+    /// What was left fitted the downtime limit and the last round did not shrink it by a
+    /// quarter.
     Converged,
     /// The timeout came with what was left fitting the downtime limit.
     Timeout,
@@ -93,7 +94,7 @@ impl std::fmt::Display for SwitchReason {
         f.write_str(match self {
             Self::Settled => "settled: at most 1 MiB was left",
             Self::Converged => {
-                "converged: what was left fitted the downtime limit and rounds stopped halving it"
+                "converged: what was left fitted the downtime limit and rounds stopped shrinking it"
             }
             Self::Timeout => "the timeout came with what was left fitting the downtime limit",
         })
@@ -200,7 +201,7 @@ impl Converge {
         }
         if now.remaining <= SETTLED_BYTES {
             Decision::SwitchOver(SwitchReason::Settled)
-        } else if now.remaining.saturating_mul(2) > start.remaining {
+        } else if now.remaining.saturating_mul(4) > start.remaining.saturating_mul(3) {
             Decision::SwitchOver(SwitchReason::Converged)
         } else if timed_out {
             Decision::SwitchOver(SwitchReason::Timeout)
@@ -352,7 +353,8 @@ mod tests {
             commands: 0,
         };
         assert_eq!(policy.round_end(second), Decision::Continue);
-        // 80 MB left (286 ms) fits; the round went from 100 to 80 MB, not halving it.
+        // 80 MB left (286 ms) fits; the round went from 100 to 80 MB, shrinking it by less
+        // than a quarter.
         let third = Sample {
             elapsed: Duration::from_secs(2),
             sent: 560_000_000,
@@ -368,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn a_round_that_still_halves_what_is_left_goes_on_until_it_settles() {
+    fn rounds_that_still_shrink_what_is_left_go_on_until_it_settles() {
         // A guest that dirties a sixth of the stream rate is never throttled; rounds shrink
         // six-fold until at most a MiB is left.
         let mut model = Model::new(limits(300, 60), 280.0 * MB, 280.0 * MB / 6.0 / BLOCK, 1e9);
