@@ -36,10 +36,10 @@ use vfu::client::Client;
 use vfu::client::ClientError;
 
 use crate::memory::HostMemory;
-use vfu::pci::BAR0_REGION_INDEX;
 use crate::vfio_user_bar::TransportError;
 use crate::vfio_user_bar::VfioUserBar;
 use crate::vfio_user_bar::dma_map_host_memory;
+use vfu::pci::BAR0_REGION_INDEX;
 
 pub mod converge;
 mod gate;

@@ -85,7 +85,8 @@ impl<'a> MigrationEvent<'a> {
                 self.stream_mb_s,
                 self.dirty_mb_s,
                 self.throttle_percent,
-                self.eta_s.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
+                self.eta_s
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
             ),
             MigrationPhase::StopCopy => format!(
                 "migrating to {}: switching over with {:.1} MiB left",
@@ -189,7 +190,10 @@ mod tests {
         assert_eq!(json["stream_mb_s"], 280.0);
         assert_eq!(json["eta_s"], serde_json::Value::Null);
         let line = event.line();
-        assert!(line.contains("round 2, 3 MiB sent, 1 MiB left, 280 MB/s"), "{line}");
+        assert!(
+            line.contains("round 2, 3 MiB sent, 1 MiB left, 280 MB/s"),
+            "{line}"
+        );
         assert!(line.contains("throttle 30 %, ETA -"), "{line}");
     }
 }

@@ -122,8 +122,10 @@ fn demo_migrates_there_and_back_and_verifies() {
     // Migration events, one JSON object per line, then the result on one line, with the
     // verdict on top and durations in milliseconds.
     let text = stdout(&output);
-    let mut lines: Vec<serde_json::Value> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let report = lines.pop().unwrap();
     assert!(lines.iter().all(|e| e["event"] == "migration"), "{text}");
     assert!(lines.iter().any(|e| e["phase"] == "stop_copy"), "{text}");

@@ -100,8 +100,14 @@ fn the_cli_migrates_a_random_write_workload_there_and_back() {
         "{report}"
     );
     // Each migration streamed progress events before the result, the last one the blackout's.
-    assert!(events.iter().all(|e| e["event"] == "migration"), "{events:?}");
-    let to_b: Vec<_> = events.iter().filter(|e| e["to"] == b.socket.to_str().unwrap()).collect();
+    assert!(
+        events.iter().all(|e| e["event"] == "migration"),
+        "{events:?}"
+    );
+    let to_b: Vec<_> = events
+        .iter()
+        .filter(|e| e["to"] == b.socket.to_str().unwrap())
+        .collect();
     assert!(!to_b.is_empty(), "{events:?}");
     assert_eq!(to_b.last().unwrap()["phase"], "stop_copy", "{to_b:?}");
     for m in report["migrations"].as_array().unwrap() {

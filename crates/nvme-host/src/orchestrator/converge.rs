@@ -341,10 +341,13 @@ mod tests {
 
     #[test]
     fn switches_over_once_what_is_left_fits_the_limit_at_the_stream_rate() {
-        let mut policy = Converge::new(limits(300, 60), Sample {
-            remaining: 1000_000_000,
-            ..Sample::default()
-        });
+        let mut policy = Converge::new(
+            limits(300, 60),
+            Sample {
+                remaining: 1000_000_000,
+                ..Sample::default()
+            },
+        );
         // 280 MB/s over a second; 100 MB left: 357 ms at 280 MB/s, above 300 ms.
         let second = Sample {
             elapsed: Duration::from_secs(1),
@@ -366,7 +369,10 @@ mod tests {
             Decision::SwitchOver(SwitchReason::Converged)
         );
         let expected = policy.expected_downtime(80_000_000).unwrap();
-        assert!((expected.as_secs_f64() - 80.0 / 280.0).abs() < 1e-6, "{expected:?}");
+        assert!(
+            (expected.as_secs_f64() - 80.0 / 280.0).abs() < 1e-6,
+            "{expected:?}"
+        );
     }
 
     #[test]
@@ -395,7 +401,11 @@ mod tests {
         // 400 × (100 − L) % < 140 needs L ≥ 65 %.
         let level = model.policy.throttle_percent();
         assert!(level >= 70, "{level}");
-        assert!(model.elapsed < Duration::from_secs(30), "{:?}", model.elapsed);
+        assert!(
+            model.elapsed < Duration::from_secs(30),
+            "{:?}",
+            model.elapsed
+        );
         // Admission follows the level, from the rate the guest had before.
         let rate = model.policy.admit_rate().unwrap();
         let baseline = 400.0 * MB / BLOCK;
@@ -442,7 +452,10 @@ mod tests {
         // It rose a step per period while the guest stayed above the limit (80 % would reach
         // it; the migration converged before that).
         let level = capped.policy.throttle_percent();
-        assert!((THROTTLE_INITIAL + THROTTLE_INCREMENT..=80).contains(&level), "{level}");
+        assert!(
+            (THROTTLE_INITIAL + THROTTLE_INCREMENT..=80).contains(&level),
+            "{level}"
+        );
     }
 
     #[test]
@@ -451,7 +464,11 @@ mod tests {
         let mut model = Model::new(limits(0, 5), 280.0 * MB, 100.0, 1e8);
         assert_eq!(model.run(), Decision::GiveUp);
         assert!(model.elapsed >= Duration::from_secs(5));
-        assert!(model.elapsed < Duration::from_secs(6), "{:?}", model.elapsed);
+        assert!(
+            model.elapsed < Duration::from_secs(6),
+            "{:?}",
+            model.elapsed
+        );
     }
 
     #[test]

@@ -374,7 +374,11 @@ mod tests {
         bar.doorbell(STRIDE.cq_head(1), 8); // completion doorbell: not counted
         bar.doorbell(STRIDE.sq_tail(2), 0xFFFF_FFFF); // nonsense: nothing submitted
         assert_eq!(bar.admitted(), 9);
-        assert_eq!(rec.count.load(Ordering::SeqCst), 5, "every write reached the device");
+        assert_eq!(
+            rec.count.load(Ordering::SeqCst),
+            5,
+            "every write reached the device"
+        );
         bar.stop_metering();
         assert_eq!(bar.admitted(), 0);
         assert!(!bar.gated.load(Ordering::SeqCst));
@@ -411,7 +415,10 @@ mod tests {
         }
         bar.stop_metering();
         writer.join().unwrap();
-        assert_eq!(rec.writes.lock().unwrap().last(), Some(&(STRIDE.sq_tail(1), 30)));
+        assert_eq!(
+            rec.writes.lock().unwrap().last(),
+            Some(&(STRIDE.sq_tail(1), 30))
+        );
     }
 
     #[test]
