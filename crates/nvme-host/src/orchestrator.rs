@@ -46,7 +46,6 @@ mod gate;
 mod report;
 
 pub use converge::SwitchReason;
-pub use gate::MAX_THROTTLE_WAIT;
 pub use gate::SwitchableBar;
 pub use report::MigrationPhase;
 pub use report::MigrationProgress;

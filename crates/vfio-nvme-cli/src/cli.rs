@@ -161,7 +161,8 @@ pub struct MigrationArgs {
     ///
     /// Pre-copy switches over only when what the device has left would stream within this at
     /// the measured stream rate; inside the limit it keeps copying while each round still
-    /// shrinks what is left by a quarter (a round slows the guest, the blackout stops it).
+    /// shrinks what is left by a quarter, and raises the throttle when rounds stop doing so (a
+    /// round slows the guest, the blackout stops it).
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = crate::spec_args::parse_duration)]
     pub downtime_limit: std::time::Duration,
     /// Cap on the pre-copy stream, bytes per second with a k/M/G suffix, e.g. 100M or 1G/s
@@ -177,7 +178,8 @@ pub struct MigrationArgs {
     ///
     /// Throttling admits the guest's I/O commands at a lower rate (its doorbell writes wait,
     /// at most 50 ms each): 20 % at first, 10 points more each second the dirty rate stays
-    /// above the limit, at most 99 %. The guest keeps completing I/O throughout.
+    /// above the limit (or rounds stop shrinking what is left), at most 99 %. The guest keeps
+    /// completing I/O throughout.
     #[arg(long, value_name = "RATE", value_parser = crate::spec_args::parse_rate)]
     pub dirty_limit: Option<u64>,
     /// Give up a migration whose pre-copy has not converged within this: the device resumes

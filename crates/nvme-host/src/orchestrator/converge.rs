@@ -9,11 +9,13 @@
 //! * **Switch-over** (QEMU's `downtime-limit`): at the end of a round, when what is left would
 //!   stream within the downtime limit at the measured stream rate, *and* another round would
 //!   not be worth it — what is left is at most [`SETTLED_BYTES`], or the round did not shrink
-//!   what was left when it started by a quarter. A round costs the guest only a slowdown, the
-//!   blackout stops it, so the policy keeps copying while rounds still shrink what is left.
+//!   what was left when it started by a quarter and the guest cannot be slowed further. A
+//!   round costs the guest only a slowdown, the blackout stops it, so the policy keeps copying
+//!   while rounds still shrink what is left, and when they stop it raises the throttle first.
 //! * **Throttle** (QEMU's auto-converge and dirty-limit): while the dirty rate is above the
 //!   trigger — `--dirty-limit` if given, else half the stream rate (QEMU's
-//!   `throttle-trigger-threshold` of 50 %) — the level rises once per [`THROTTLE_PERIOD`]:
+//!   `throttle-trigger-threshold` of 50 %), or while rounds that fit the downtime limit stop
+//!   shrinking what is left — the level rises once per [`THROTTLE_PERIOD`]:
 //!   20 %, then 10 points at a time, at most 99 % (QEMU's `cpu-throttle-initial`,
 //!   `-increment`, the 99 % maximum). At level L the guest's I/O commands are admitted at
 //!   (100 − L) % of the rate it submitted them before it was first throttled. The level never
@@ -83,7 +85,7 @@ pub enum SwitchReason {
     /// At most [`SETTLED_BYTES`] were left.
     Settled,
     /// What was left fitted the downtime limit and the last round did not shrink it by a
-    /// quarter.
+    /// quarter, with the guest throttled as far as it goes (or not throttleable).
     Converged,
     /// The timeout came with what was left fitting the downtime limit.
     Timeout,
@@ -94,7 +96,8 @@ impl std::fmt::Display for SwitchReason {
         f.write_str(match self {
             Self::Settled => "settled: at most 1 MiB was left",
             Self::Converged => {
-                "converged: what was left fitted the downtime limit and rounds stopped shrinking it"
+                "converged: what was left fitted the downtime limit and rounds stopped shrinking it at the \
+                 highest throttle"
             }
             Self::Timeout => "the timeout came with what was left fitting the downtime limit",
         })
@@ -199,15 +202,45 @@ impl Converge {
                 Decision::Continue
             };
         }
+        let shrinking = now.remaining.saturating_mul(4) <= start.remaining.saturating_mul(3);
         if now.remaining <= SETTLED_BYTES {
             Decision::SwitchOver(SwitchReason::Settled)
-        } else if now.remaining.saturating_mul(4) > start.remaining.saturating_mul(3) {
+        } else if !shrinking && !self.can_raise() {
             Decision::SwitchOver(SwitchReason::Converged)
         } else if timed_out {
             Decision::SwitchOver(SwitchReason::Timeout)
         } else {
+            if !shrinking {
+                // Rounds stopped paying off while the guest could still be slowed: slow it
+                // (a step per period) rather than stop it for what is left.
+                self.raise(now.elapsed);
+            }
             Decision::Continue
         }
+    }
+
+    /// Whether the throttle can still rise: below its maximum, with a guest that submits
+    /// commands through its doorbells.
+    fn can_raise(&self) -> bool {
+        self.throttle < THROTTLE_MAX
+            && (self.baseline.is_some() || self.rates.is_some_and(|r| r.commands > 0.0))
+    }
+
+    /// Raises the throttle a step at `elapsed` if it can and its period has passed.
+    fn raise(&mut self, elapsed: Duration) {
+        let due = self
+            .raised
+            .is_none_or(|at| elapsed.saturating_sub(at) >= THROTTLE_PERIOD);
+        if !due || !self.can_raise() {
+            return;
+        }
+        if self.throttle == 0 {
+            self.baseline = self.rates.map(|r| r.commands);
+            self.throttle = THROTTLE_INITIAL;
+        } else {
+            self.throttle = (self.throttle + THROTTLE_INCREMENT).min(THROTTLE_MAX);
+        }
+        self.raised = Some(elapsed);
     }
 
     /// Measures the rates since the period started, if it is long enough (or nothing is
@@ -231,21 +264,8 @@ impl Converge {
             .limits
             .dirty_limit
             .unwrap_or(rates.stream * THROTTLE_TRIGGER);
-        let due = self
-            .raised
-            .is_none_or(|at| now.elapsed.saturating_sub(at) >= THROTTLE_PERIOD);
-        if rates.dirty > trigger && due && self.throttle < THROTTLE_MAX {
-            if self.throttle == 0 {
-                if rates.commands <= 0.0 {
-                    // The dirtying does not come through the guest's doorbells: nothing to slow.
-                    return;
-                }
-                self.baseline = Some(rates.commands);
-                self.throttle = THROTTLE_INITIAL;
-            } else {
-                self.throttle = (self.throttle + THROTTLE_INCREMENT).min(THROTTLE_MAX);
-            }
-            self.raised = Some(now.elapsed);
+        if rates.dirty > trigger {
+            self.raise(now.elapsed);
         }
     }
 }
@@ -373,6 +393,34 @@ mod tests {
             (expected.as_secs_f64() - 80.0 / 280.0).abs() < 1e-6,
             "{expected:?}"
         );
+    }
+
+    #[test]
+    fn rounds_that_stop_shrinking_a_throttleable_guest_raise_the_throttle_first() {
+        let mut policy = Converge::new(
+            limits(300, 60),
+            Sample {
+                remaining: 1_000_000_000,
+                ..Sample::default()
+            },
+        );
+        // 280 MB/s with 10,000 commands per second; then a round from 100 to 80 MB left: it
+        // fits, but shrank it by less than a quarter.
+        let mut now = Sample {
+            elapsed: Duration::from_secs(1),
+            sent: 280_000_000,
+            remaining: 100_000_000,
+            commands: 10_000,
+        };
+        assert_eq!(policy.round_end(now), Decision::Continue);
+        now.elapsed += Duration::from_millis(300);
+        now.sent += 80_000_000;
+        now.remaining = 80_000_000;
+        now.commands += 3_000;
+        assert_eq!(policy.round_end(now), Decision::Continue);
+        assert_eq!(policy.throttle_percent(), THROTTLE_INITIAL);
+        let rate = policy.admit_rate().unwrap();
+        assert!((rate - 10_000.0 * 0.8).abs() < 1.0, "{rate}");
     }
 
     #[test]
