@@ -364,7 +364,7 @@ mod tests {
         let mut policy = Converge::new(
             limits(300, 60),
             Sample {
-                remaining: 1000_000_000,
+                remaining: 1_000_000_000,
                 ..Sample::default()
             },
         );
