@@ -5,8 +5,10 @@
 //! The driver itself lives in [`nvme_driver`]; its modules are re-exported here so host code
 //! reads `nvme_host::driver` and `nvme_host::memory`.
 //!
-//! * [`orchestrator`] — the VMM's part of a live migration: pre-copy rounds, blackout,
-//!   switch-over of the guest's doorbells, abort back to the source;
+//! * [`orchestrator`] — the VMM's part of a live migration: pre-copy rounds under a
+//!   convergence policy that throttles a guest dirtying faster than the stream (QEMU's
+//!   downtime-limit, max-bandwidth and dirty-limit), blackout, switch-over of the guest's
+//!   doorbells, abort back to the source;
 //! * [`vfio_user_bar`] — the driver's [`driver::Bar`] over a vfio-user client (registers by
 //!   REGION_READ/WRITE, doorbells in the mmapped doorbell page), DMA-mapping of host memory and
 //!   MSI-X eventfds;

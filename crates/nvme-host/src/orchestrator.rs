@@ -6,11 +6,12 @@
 //!
 //! 1. connect to the destination and DMA-map the guest memory there, before anything stops;
 //! 2. start DMA logging on the source (checked even though the memory is shared);
-//! 3. destination → RESUMING; source → PRE_COPY; stream rounds of pre-copy data, each as much
-//!    as the device reports pending when it starts, until a round carries little or the round
-//!    limit is hit; from the third round the guest's doorbells are held while a round streams
-//!    (auto-converge, like throttling vCPUs), so a guest dirtying data faster than it can be
-//!    copied still converges;
+//! 3. destination → RESUMING; source → PRE_COPY; stream pre-copy rounds (each what the device
+//!    reports pending, MIG_DATA_SIZE, when it starts) in slices, paced to `max_bandwidth`,
+//!    measuring the stream and dirty rates; [`converge`] decides when to switch over (what is
+//!    left fits the downtime limit), how hard to throttle a guest that dirties faster than the
+//!    stream moves (its submissions are admitted at a bounded rate through [`SwitchableBar`],
+//!    so it slows but keeps completing I/O) and when to give up (the timeout);
 //! 4. **blackout**: pause the guest's doorbell writes (what pausing vCPUs does), source →
 //!    STOP_COPY (which suspends the controller), stream the rest, destination → STOP (validates
 //!    the stream and sets the controller state) → RUNNING, point the guest's doorbells at the
@@ -26,32 +27,46 @@
 //! ([`OrchestratorError::Undecided`]), since running the device on both would complete the
 //! guest's commands twice.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::RwLock;
 use std::time::Duration;
 use std::time::Instant;
 
+use nvme_spec::registers::Cap;
+use nvme_spec::registers::Register;
 use vfio_migration::DeviceState;
 use vfu::client::Client;
 use vfu::client::ClientError;
 
-use crate::driver::Bar;
 use crate::memory::HostMemory;
 use crate::vfio_user_bar::TransportError;
 use crate::vfio_user_bar::VfioUserBar;
 use crate::vfio_user_bar::dma_map_host_memory;
+use vfu::pci::BAR0_REGION_INDEX;
+
+pub mod converge;
+mod gate;
+mod report;
+
+pub use converge::SwitchReason;
+pub use gate::SwitchableBar;
+pub use report::MigrationPhase;
+pub use report::MigrationProgress;
+pub use report::MigrationReport;
+pub use report::Round;
+
+use converge::Converge;
+use converge::ConvergeLimits;
+use converge::Decision;
+use converge::Sample;
 
 /// Page size of the DMA-logging bitmap.
 const LOG_PAGE: u64 = 4096;
 /// Bytes asked for per MIG_DATA read loop.
 const READ_CHUNK: usize = 4 << 20;
-/// A pre-copy round's budget when the source cannot estimate its remaining data.
-const DEFAULT_ROUND_BUDGET: u64 = 64 << 20;
 /// How many times a destination that did not answer STOP → RUNNING is asked for its state
 /// (each waits the client's timeout) before the outcome is declared unknown.
 const START_CONFIRM_ATTEMPTS: u32 = 3;
@@ -67,6 +82,17 @@ fn is_errno(e: &OrchestratorError) -> bool {
         }
     )
 }
+/// A pre-copy slice (one pump call between measurements) is about this long's worth of
+/// stream at the measured (or capped) rate.
+const SLICE_TIME: Duration = Duration::from_millis(100);
+/// The first slice, before any rate is measured (without a bandwidth cap).
+const FIRST_SLICE: u64 = 16 << 20;
+/// Slices are at least this (so pacing a low cap does not turn into a request per page).
+const MIN_SLICE: u64 = 64 << 10;
+/// Slices are at most this.
+const MAX_SLICE: u64 = 256 << 20;
+/// A pre-copy round that found nothing to send waits this long before the next one.
+const IDLE_ROUND_PAUSE: Duration = Duration::from_millis(10);
 
 /// Why a migration failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +153,30 @@ pub enum OrchestratorError {
         /// The server's reason, in words.
         reason: String,
     },
+    /// Pre-copy did not converge in time: what is left would not stream within the downtime
+    /// limit.
+    #[error(
+        "pre-copy did not converge within {timeout:?}: {} MiB left would take {} at the \
+         measured {:.0} MB/s, above the downtime limit of {downtime_limit:?} (the guest was \
+         throttled up to {} %); allow a longer downtime limit or timeout, or slow the guest \
+         with a lower dirty limit",
+        remaining >> 20,
+        expected_downtime.map_or("unknown time".to_owned(), |d| format!("{d:.0?}")),
+        report.stream_rate / 1e6,
+        report.throttle_percent
+    )]
+    GaveUp {
+        /// The timeout that passed.
+        timeout: Duration,
+        /// The data left (MIG_DATA_SIZE).
+        remaining: u64,
+        /// How long streaming it was expected to take.
+        expected_downtime: Option<Duration>,
+        /// The downtime limit it did not fit.
+        downtime_limit: Duration,
+        /// What pre-copy did until then.
+        report: Box<MigrationReport>,
+    },
     /// The migration failed and the source was resumed; the guest continues there.
     #[error("migration aborted, the device keeps running on the source: {0}")]
     Aborted(Box<OrchestratorError>),
@@ -147,83 +197,6 @@ pub enum OrchestratorError {
         /// Why the resume failed.
         resume: Box<OrchestratorError>,
     },
-}
-
-/// The guest's view of BAR0: registers and doorbells go to the device's current location;
-/// doorbell writes can be paused (buffered, latest value per doorbell) while the device moves.
-pub struct SwitchableBar {
-    current: RwLock<Arc<dyn Bar>>,
-    paused: Mutex<Option<BTreeMap<u64, u32>>>,
-}
-
-impl std::fmt::Debug for SwitchableBar {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SwitchableBar").finish()
-    }
-}
-
-impl SwitchableBar {
-    /// Starts with `bar`.
-    pub fn new(bar: Arc<dyn Bar>) -> Self {
-        Self {
-            current: RwLock::new(bar),
-            paused: Mutex::new(None),
-        }
-    }
-
-    fn bar(&self) -> Arc<dyn Bar> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Holds back doorbell writes from now on, as pausing the guest's vCPUs would.
-    pub fn pause(&self) {
-        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
-        paused.get_or_insert_with(BTreeMap::new);
-    }
-
-    /// Makes `bar` the device's BAR (if given) and releases the held-back doorbell writes to it.
-    pub fn resume(&self, bar: Option<Arc<dyn Bar>>) {
-        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bar) = bar {
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = bar;
-        }
-        if let Some(held) = paused.take() {
-            let bar = self.bar();
-            for (offset, value) in held {
-                bar.doorbell(offset, value);
-            }
-        }
-    }
-}
-
-impl Bar for SwitchableBar {
-    fn read32(&self, offset: u64) -> io::Result<u32> {
-        self.bar().read32(offset)
-    }
-
-    fn read64(&self, offset: u64) -> io::Result<u64> {
-        self.bar().read64(offset)
-    }
-
-    fn write32(&self, offset: u64, value: u32) -> io::Result<()> {
-        self.bar().write32(offset, value)
-    }
-
-    fn doorbell(&self, offset: u64, value: u32) {
-        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
-        match paused.as_mut() {
-            Some(held) => {
-                held.insert(offset, value);
-            }
-            None => {
-                drop(paused);
-                self.bar().doorbell(offset, value);
-            }
-        }
-    }
 }
 
 /// A file the migration stream is copied into.
@@ -323,63 +296,102 @@ impl Endpoint {
     }
 }
 
-/// Knobs of one migration.
+/// Knobs of one migration; the first four are QEMU's migration parameters of the same names.
 #[derive(Clone, Debug)]
 pub struct MigrateOptions {
-    /// Stop pre-copy once a round carries fewer bytes than this (the data left for the blackout).
-    pub precopy_threshold: u64,
-    /// At most this many pre-copy rounds.
-    pub max_rounds: u32,
-    /// Pause between pre-copy rounds, letting the guest dirty data the next round sends.
-    pub round_pause: Duration,
+    /// The longest blackout to accept: switch over only when what is left would stream within
+    /// it at the measured stream rate (QEMU's `downtime-limit`, 300 ms by default).
+    pub downtime_limit: Duration,
+    /// Cap on the pre-copy stream, bytes per second (QEMU's `max-bandwidth`); `None` streams
+    /// as fast as the servers go. The blackout streams uncapped.
+    pub max_bandwidth: Option<u64>,
+    /// Throttle the guest while it dirties more than this many bytes per second (QEMU's
+    /// `vcpu-dirty-limit`); `None` throttles while it dirties more than half the stream rate
+    /// (QEMU's auto-converge with its 50 % trigger).
+    pub dirty_limit: Option<u64>,
+    /// Give up (resume on the source, nothing lost) when pre-copy has not converged within
+    /// this.
+    pub timeout: Duration,
     /// Also write the migration stream to this file (for `vfio-nvme state decode`).
     pub save_stream: Option<PathBuf>,
-    /// Auto-converge: from this pre-copy round on, the guest's doorbells are held while the
-    /// round streams (what throttling vCPUs does), so a guest that dirties data faster than it
-    /// can be copied cannot keep pre-copy from converging. `None` never throttles.
-    pub throttle_from_round: Option<u32>,
+}
+
+impl MigrateOptions {
+    /// The default downtime limit (QEMU's).
+    pub const DEFAULT_DOWNTIME_LIMIT: Duration = Duration::from_millis(300);
+    /// The default timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    fn limits(&self) -> ConvergeLimits {
+        ConvergeLimits {
+            downtime_limit: self.downtime_limit,
+            dirty_limit: self.dirty_limit.map(|b| b as f64),
+            timeout: self.timeout,
+        }
+    }
 }
 
 impl Default for MigrateOptions {
     fn default() -> Self {
         Self {
-            precopy_threshold: 4 << 20,
-            max_rounds: 8,
-            round_pause: Duration::from_millis(20),
+            downtime_limit: Self::DEFAULT_DOWNTIME_LIMIT,
+            max_bandwidth: None,
+            dirty_limit: None,
+            timeout: Self::DEFAULT_TIMEOUT,
             save_stream: None,
-            throttle_from_round: Some(3),
         }
     }
 }
 
-/// What a migration measured.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct MigrationReport {
-    /// Source socket.
-    pub from: PathBuf,
-    /// Destination socket.
-    pub to: PathBuf,
-    /// From the start of `migrate` to the source's disconnect.
-    pub total: Duration,
-    /// Pre-copy rounds streamed.
-    pub precopy_rounds: u32,
-    /// Bytes streamed during pre-copy.
-    pub precopy_bytes: u64,
-    /// Pre-copy rounds during which the guest was throttled (auto-converge).
-    pub throttled_rounds: u32,
-    /// Bytes streamed in STOP_COPY.
-    pub stop_copy_bytes: u64,
-    /// Whole stream size.
-    pub stream_bytes: u64,
-    /// Device blackout: source leaves RUNNING (doorbells paused, STOP_COPY requested) →
-    /// destination RUNNING with doorbells released.
-    pub blackout: Duration,
-    /// Guest pages the source device reported dirty (DMA logging).
-    pub dirty_pages: u64,
-    /// Why releasing the source after the switch-over failed (dirty-page report, stopping DMA
-    /// logging, ending its saving session), if it did: the migration still succeeded, the
-    /// device runs on the destination.
-    pub source_release_error: Option<String>,
+/// One migration's bookkeeping while [`Orchestrator::transfer`] runs.
+struct Transfer<'a> {
+    started: Instant,
+    report: &'a mut MigrationReport,
+    blackout_start: &'a mut Option<Instant>,
+    progress: &'a mut dyn FnMut(&MigrationProgress),
+}
+
+impl Transfer<'_> {
+    /// Hands the caller the progress event for `phase` at `now`.
+    fn tell(&mut self, phase: MigrationPhase, policy: &Converge, now: Sample) {
+        let rates = policy.rates().unwrap_or_default();
+        let event = MigrationProgress {
+            phase,
+            round: self.report.precopy_rounds + u32::from(phase == MigrationPhase::PreCopy),
+            elapsed: self.started.elapsed(),
+            sent: now.sent,
+            remaining: now.remaining,
+            stream_rate: rates.stream,
+            dirty_rate: rates.dirty,
+            throttle_percent: policy.throttle_percent(),
+            eta: policy.eta(now.remaining),
+        };
+        (self.progress)(&event);
+    }
+}
+
+/// The next pre-copy slice: about [`SLICE_TIME`] of stream at the measured rate, or at the
+/// cap when that is lower.
+fn slice(policy: &Converge, cap: Option<u64>) -> u64 {
+    let measured = policy.rates().map(|r| r.stream).filter(|r| *r > 0.0);
+    let rate = match (measured, cap) {
+        (Some(m), Some(c)) => m.min(c as f64),
+        (Some(m), None) => m,
+        (None, Some(c)) => c as f64,
+        (None, None) => return FIRST_SLICE,
+    };
+    ((rate * SLICE_TIME.as_secs_f64()) as u64).clamp(MIN_SLICE, MAX_SLICE)
+}
+
+/// Keeps pre-copy at most at `cap` bytes per second: having moved `sent` bytes since `start`,
+/// sleeps until that is what the cap allows.
+fn pace(cap: Option<u64>, sent: u64, start: Instant) {
+    if let Some(cap) = cap.filter(|c| *c > 0) {
+        let due = Duration::from_secs_f64(sent as f64 / cap as f64);
+        if let Some(early) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(early);
+        }
+    }
 }
 
 /// The VMM: guest memory and the device's current server.
@@ -431,6 +443,17 @@ impl Orchestrator {
         destination: &Path,
         options: &MigrateOptions,
     ) -> Result<MigrationReport, OrchestratorError> {
+        self.migrate_with_progress(destination, options, &mut |_| {})
+    }
+
+    /// [`migrate`](Self::migrate), handing `progress` a [`MigrationProgress`] after every
+    /// slice of pre-copy and when the blackout starts.
+    pub fn migrate_with_progress(
+        &mut self,
+        destination: &Path,
+        options: &MigrateOptions,
+        progress: &mut dyn FnMut(&MigrationProgress),
+    ) -> Result<MigrationReport, OrchestratorError> {
         let started = Instant::now();
         if same_socket(destination, &self.current.socket) {
             return Err(OrchestratorError::SameSocket {
@@ -447,6 +470,7 @@ impl Orchestrator {
         let mut report = MigrationReport {
             from: src.socket.clone(),
             to: dest.socket.clone(),
+            downtime_limit: options.downtime_limit,
             ..MigrationReport::default()
         };
         let mut blackout_start = None;
@@ -460,10 +484,16 @@ impl Orchestrator {
             &dest,
             &self.bar,
             options,
-            &mut report,
-            &mut blackout_start,
+            &mut Transfer {
+                started,
+                report: &mut report,
+                blackout_start: &mut blackout_start,
+                progress,
+            },
             copy.as_mut(),
         );
+        // Counting and throttling end with pre-copy, whatever its outcome.
+        self.bar.stop_metering();
         match result {
             Ok(()) => {}
             Err(undecided @ OrchestratorError::Undecided(_)) => return Err(undecided),
@@ -508,55 +538,101 @@ impl Orchestrator {
         dest: &Endpoint,
         bar: &SwitchableBar,
         options: &MigrateOptions,
-        report: &mut MigrationReport,
-        blackout_start: &mut Option<Instant>,
+        run: &mut Transfer<'_>,
         mut copy: Option<&mut StreamCopy>,
     ) -> Result<(), OrchestratorError> {
+        let cap = src.call("reading CAP (the doorbell stride)", "source", |c| {
+            c.region_read(BAR0_REGION_INDEX, Register::CAP.0, 8)
+        })?;
+        let cap = <[u8; 8]>::try_from(cap.as_slice()).map_or(0, u64::from_le_bytes);
+        bar.start_metering(Cap::from(cap).doorbell_stride());
         dest.call("entering RESUMING", "destination", |c| {
             c.set_migration_state(DeviceState::Resuming)
         })?;
         src.call("entering PRE_COPY", "source", |c| {
             c.set_migration_state(DeviceState::PreCopy)
         })?;
-        loop {
-            // A round sends what is pending when it starts (the device's estimate of its
-            // remaining data, MIG_DATA_SIZE), not what the guest dirties meanwhile: otherwise a
-            // guest writing faster than the copy would keep one round going forever.
-            let budget = src
-                .call("asking the remaining data size", "source", |c| {
-                    c.mig_data_size()
-                })
-                .unwrap_or(DEFAULT_ROUND_BUDGET)
-                .max(1);
-            let throttle = options
-                .throttle_from_round
-                .is_some_and(|first| report.precopy_rounds + 1 >= first);
-            if throttle {
-                bar.pause();
-                report.throttled_rounds += 1;
+        let precopy = Instant::now();
+        let sample = |sent: u64| -> Result<Sample, OrchestratorError> {
+            let remaining = src.call(
+                "asking the remaining data size (MIG_DATA_SIZE)",
+                "source",
+                |c| c.mig_data_size(),
+            )?;
+            Ok(Sample {
+                elapsed: precopy.elapsed(),
+                sent,
+                remaining,
+                commands: bar.admitted(),
+            })
+        };
+        let mut now = sample(0)?;
+        let mut policy = Converge::new(options.limits(), now);
+        let mut throttled_since = None;
+        let reason = loop {
+            // A round sends what is pending when it starts, not what the guest dirties
+            // meanwhile: otherwise a guest writing faster than the copy would keep one round
+            // going forever.
+            let round_start = now;
+            let budget = round_start.remaining.max(1);
+            let mut moved = 0u64;
+            let end = loop {
+                let want = slice(&policy, options.max_bandwidth).min(budget - moved);
+                let got = Self::pump(src, dest, copy.as_deref_mut(), want)?;
+                moved += got;
+                pace(options.max_bandwidth, now.sent + got, precopy);
+                now = sample(now.sent + got)?;
+                if got < want || moved >= budget {
+                    break now;
+                }
+                let decision = policy.tick(now);
+                Self::apply_throttle(bar, &policy, &mut throttled_since, run.report);
+                run.tell(MigrationPhase::PreCopy, &policy, now);
+                if decision == Decision::GiveUp {
+                    return Err(Self::gave_up(options, &policy, now, run.report));
+                }
+            };
+            let decision = policy.round_end(end);
+            Self::apply_throttle(bar, &policy, &mut throttled_since, run.report);
+            let rates = policy.rates().unwrap_or_default();
+            run.report.rounds.push(Round {
+                bytes: moved,
+                duration: end.elapsed.saturating_sub(round_start.elapsed),
+                remaining: end.remaining,
+                stream_rate: rates.stream,
+                dirty_rate: rates.dirty,
+                throttle_percent: policy.throttle_percent(),
+            });
+            run.report.precopy_rounds += 1;
+            run.report.precopy_bytes += moved;
+            if policy.throttle_percent() > 0 {
+                run.report.throttled_rounds += 1;
             }
-            let pumped = Self::pump(src, dest, copy.as_deref_mut(), budget);
-            if throttle {
-                bar.resume(None);
+            run.report.stream_rate = rates.stream;
+            run.report.dirty_rate = rates.dirty;
+            run.tell(MigrationPhase::PreCopy, &policy, end);
+            match decision {
+                Decision::Continue if moved == 0 => std::thread::sleep(IDLE_ROUND_PAUSE),
+                Decision::Continue => {}
+                Decision::SwitchOver(reason) => break reason,
+                Decision::GiveUp => return Err(Self::gave_up(options, &policy, end, run.report)),
             }
-            let bytes = pumped?;
-            report.precopy_rounds += 1;
-            report.precopy_bytes += bytes;
-            if bytes < options.precopy_threshold || report.precopy_rounds >= options.max_rounds {
-                break;
-            }
-            if !throttle {
-                std::thread::sleep(options.round_pause);
-            }
-        }
-        // Blackout: the guest's doorbells are held from here until the destination runs.
+        };
+        run.report.switch_reason = Some(reason);
+        run.report.expected_downtime = policy.expected_downtime(now.remaining).unwrap_or_default();
+        run.report.throttled = throttled_since.map_or(Duration::ZERO, |t: Instant| t.elapsed());
+        run.tell(MigrationPhase::StopCopy, &policy, now);
+        // Blackout: the guest's doorbells are held from here until the destination runs; the
+        // throttle is lifted first so no writer waits for tokens meanwhile.
+        bar.throttle(None);
         bar.pause();
-        *blackout_start = Some(Instant::now());
+        *run.blackout_start = Some(Instant::now());
+        run.report.precopy = run.started.elapsed();
         src.call("entering STOP_COPY", "source", |c| {
             c.set_migration_state(DeviceState::StopCopy)
         })?;
-        report.stop_copy_bytes = Self::pump(src, dest, copy, u64::MAX)?;
-        report.stream_bytes = report.precopy_bytes + report.stop_copy_bytes;
+        run.report.stop_copy_bytes = Self::pump(src, dest, copy, u64::MAX)?;
+        run.report.stream_bytes = run.report.precopy_bytes + run.report.stop_copy_bytes;
         dest.call(
             "loading the device state (RESUMING → STOP)",
             "destination",
@@ -601,6 +677,38 @@ impl Orchestrator {
             }
         }
         None
+    }
+
+    /// Admits the guest's commands at the policy's rate; notes when throttling began and the
+    /// highest level.
+    fn apply_throttle(
+        bar: &SwitchableBar,
+        policy: &Converge,
+        since: &mut Option<Instant>,
+        report: &mut MigrationReport,
+    ) {
+        let level = policy.throttle_percent();
+        if level > report.throttle_percent {
+            report.throttle_percent = level;
+            bar.throttle(policy.admit_rate());
+            since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The error of a migration that gave up at `now`.
+    fn gave_up(
+        options: &MigrateOptions,
+        policy: &Converge,
+        now: Sample,
+        report: &MigrationReport,
+    ) -> OrchestratorError {
+        OrchestratorError::GaveUp {
+            timeout: options.timeout,
+            remaining: now.remaining,
+            expected_downtime: policy.expected_downtime(now.remaining),
+            downtime_limit: options.downtime_limit,
+            report: Box::new(report.clone()),
+        }
     }
 
     /// Moves what the source offers now, up to about `budget` bytes, into the destination (and

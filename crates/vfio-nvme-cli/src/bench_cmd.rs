@@ -56,8 +56,9 @@ pub fn run(time: Duration, json: bool) -> anyhow::Result<String> {
                 lba_range: Some(0..65536),
                 ..WorkloadConfig::default()
             };
-            let outcome = workload_cmd::run(&socket, &config, &[], None, None, &|_, _| {})
-                .with_context(|| format!("benchmark {backend} with {queues} queue(s)"))?;
+            let outcome =
+                workload_cmd::run(&socket, &config, &[], None, None, &|_, _| {}, &|_, _| {})
+                    .with_context(|| format!("benchmark {backend} with {queues} queue(s)"))?;
             drop(server);
             let w = &outcome.workload;
             results.push(BenchResult {

@@ -168,6 +168,58 @@ pub struct DemoArgs {
     /// stream-a-to-b.bin in the output directory, for `vfio-nvme state decode`.
     #[arg(long)]
     pub save_stream: bool,
+    /// How the migrations converge.
+    #[command(flatten)]
+    pub migration: MigrationArgs,
+}
+
+/// How a live migration converges: QEMU's migration parameters of the same names and meaning
+/// (see docs/MIGRATION.md, "Convergence").
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Migration convergence")]
+pub struct MigrationArgs {
+    /// The longest device blackout to accept (QEMU's downtime-limit).
+    ///
+    /// Pre-copy switches over only when what the device has left would stream within this at
+    /// the measured stream rate; inside the limit it keeps copying while each round still
+    /// shrinks what is left by a quarter, and raises the throttle when rounds stop doing so (a
+    /// round slows the guest, the blackout stops it).
+    #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = crate::spec_args::parse_duration)]
+    pub downtime_limit: std::time::Duration,
+    /// Cap on the pre-copy stream, bytes per second with a k/M/G suffix, e.g. 100M or 1G/s
+    /// (QEMU's max-bandwidth). Default: no cap.
+    ///
+    /// The blackout streams uncapped. A cap lowers the measured stream rate, so the guest is
+    /// throttled sooner and the switch-over needs less left.
+    #[arg(long, value_name = "RATE", value_parser = crate::spec_args::parse_rate)]
+    pub max_bandwidth: Option<u64>,
+    /// Throttle the guest while it dirties more than this, bytes per second with a k/M/G
+    /// suffix, e.g. 50M (QEMU's dirty-limit). Default: while it dirties more than half the
+    /// stream rate (QEMU's auto-converge).
+    ///
+    /// Throttling admits the guest's I/O commands at a lower rate (its doorbell writes wait,
+    /// at most 50 ms each): 20 % at first, 10 points more each second the dirty rate stays
+    /// above the limit (or rounds stop shrinking what is left), at most 99 %. The guest keeps
+    /// completing I/O throughout.
+    #[arg(long, value_name = "RATE", value_parser = crate::spec_args::parse_rate)]
+    pub dirty_limit: Option<u64>,
+    /// Give up a migration whose pre-copy has not converged within this: the device resumes
+    /// on the source and nothing the guest wrote is lost (exit status 1).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::spec_args::parse_duration)]
+    pub migrate_timeout: std::time::Duration,
+}
+
+impl MigrationArgs {
+    /// The orchestrator's options for these arguments.
+    pub fn options(&self) -> nvme_host::orchestrator::MigrateOptions {
+        nvme_host::orchestrator::MigrateOptions {
+            downtime_limit: self.downtime_limit,
+            max_bandwidth: self.max_bandwidth,
+            dirty_limit: self.dirty_limit,
+            timeout: self.migrate_timeout,
+            save_stream: None,
+        }
+    }
 }
 
 /// `--rw`: the access patterns, named as fio names them.
@@ -235,6 +287,9 @@ pub struct WorkloadArgs {
     /// Save a copy of the (first) migration stream to this file.
     #[arg(long, value_name = "FILE", requires = "migrate_to")]
     pub save_stream: Option<std::path::PathBuf>,
+    /// How the migrations converge.
+    #[command(flatten)]
+    pub migration: MigrationArgs,
     /// Save what this run wrote (its layout) to this file, also when a migration fails, for
     /// a later --verify-layout.
     #[arg(long, value_name = "FILE", requires = "verify")]

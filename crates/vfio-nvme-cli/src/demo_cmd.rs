@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use anyhow::bail;
+use nvme_host::orchestrator::MigrateOptions;
 use nvme_host::workload::Baseline;
 use nvme_host::workload::Limit;
 use nvme_host::workload::Pattern;
@@ -37,6 +38,8 @@ pub struct DemoOptions {
     /// Save the first migration's stream in the output directory (it holds every byte the
     /// guest wrote, so it is large).
     pub save_stream: bool,
+    /// How the migrations converge (downtime limit, bandwidth and dirty limits, timeout).
+    pub migration: MigrateOptions,
 }
 
 /// A `vfio-nvme serve` child process, stopped (SIGTERM) on drop.
@@ -117,12 +120,15 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<Output> {
         PlannedMigration {
             to: b.socket.clone(),
             after: third,
-            save_stream: options.save_stream.then(|| dir.join("stream-a-to-b.bin")),
+            options: MigrateOptions {
+                save_stream: options.save_stream.then(|| dir.join("stream-a-to-b.bin")),
+                ..options.migration.clone()
+            },
         },
         PlannedMigration {
             to: a.socket.clone(),
             after: third,
-            save_stream: None,
+            options: options.migration.clone(),
         },
     ];
     let config = WorkloadConfig {
@@ -147,6 +153,7 @@ pub fn run(options: &DemoOptions, json: bool) -> anyhow::Result<Output> {
         Some(third),
         None,
         &|snapshot, phase| progress.update(snapshot, phase),
+        &|to, event| progress.migration(to, event),
     );
     drop(progress);
     drop(a);

@@ -123,6 +123,7 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                 queues: args.queues,
                 queue_depth: args.qd,
                 save_stream: args.save_stream,
+                migration: args.migration.options(),
             },
             cli.json,
         )?,

@@ -39,6 +39,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a usable size (zero or too large)"))
 }
 
+/// Parses a rate: a size per second (`100M`, `1G/s`, `512k`).
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    parse_size(t.strip_suffix("/s").unwrap_or(t))
+        .map_err(|e| format!("{e} per second, e.g. 100M or 1G/s"))
+}
+
 /// Parses a command's block size: a size that is a multiple of the smallest logical block
 /// (512 bytes, NVMe's smallest LBA data size). The namespace's own LBA size and the
 /// controller's MDTS are checked once the workload connects.
@@ -203,6 +210,15 @@ mod tests {
         assert!(parse_size("1X").unwrap_err().contains("suffix"));
         assert!(parse_size("big").is_err());
         assert!(parse_size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn rates_are_sizes_per_second() {
+        assert_eq!(parse_rate("100M"), Ok(100 << 20));
+        assert_eq!(parse_rate("1G/s"), Ok(1 << 30));
+        assert_eq!(parse_rate("512MB/s"), Ok(512 << 20));
+        assert!(parse_rate("0").unwrap_err().contains("per second"));
+        assert!(parse_rate("fast").is_err());
     }
 
     #[test]

@@ -150,11 +150,32 @@ pub fn render(outcome: &RunOutcome, title: &str) -> String {
             r##"<rect x="{x0:.1}" y="{TOP}" width="{:.1}" height="{plot_h}" fill="#ffd54f" fill-opacity="0.45"/>"##,
             x1 - x0
         );
+        // The throttled stretch of pre-copy, darker.
+        if m.throttled_ms > 0.0 {
+            let switch_s = m.start_s + m.precopy_ms / 1e3;
+            let (t0, t1) = (x(switch_s - m.throttled_ms / 1e3), x(switch_s));
+            let _ = writeln!(
+                svg,
+                r##"<rect x="{t0:.1}" y="{TOP}" width="{:.1}" height="{plot_h}" fill="#ff8f00" fill-opacity="0.25"/>"##,
+                (t1 - t0).max(1.0)
+            );
+        }
         let lines = [
             format!("{} → {}", letter(&m.from), letter(&m.to)),
-            format!("blackout {}", micros_label(m.blackout_ms * 1e3)),
+            format!(
+                "blackout {} (expected {})",
+                micros_label(m.blackout_ms * 1e3),
+                micros_label(m.expected_downtime_ms * 1e3)
+            ),
             format!("total {}", micros_label(m.total_ms * 1e3)),
             format!("stall {}", micros_label(m.longest_stall_ms * 1e3)),
+            format!(
+                "{} rounds, stream {:.0}, dirty {:.0} MB/s",
+                m.precopy_rounds, m.stream_mb_s, m.dirty_mb_s
+            ),
+            format!("throttle {} %", m.throttle_percent),
+            m.switch_reason
+                .map_or_else(String::new, |r| format!("{r:?}").to_lowercase()),
         ];
         for (i, line) in lines.iter().enumerate() {
             let weight = if i == 0 { "bold" } else { "normal" };

@@ -12,9 +12,12 @@ use anyhow::Context as _;
 use nvme_host::driver::Driver;
 use nvme_host::memory::HostMemory;
 use nvme_host::orchestrator::MigrateOptions;
+use nvme_host::orchestrator::MigrationProgress;
 use nvme_host::orchestrator::MigrationReport;
 use nvme_host::orchestrator::Orchestrator;
 use nvme_host::orchestrator::OrchestratorError;
+use nvme_host::orchestrator::Round;
+use nvme_host::orchestrator::SwitchReason;
 use nvme_host::workload;
 use nvme_host::workload::Ledger;
 use nvme_host::workload::Report;
@@ -39,8 +42,38 @@ pub struct PlannedMigration {
     pub to: PathBuf,
     /// Delay after the workload start (first) or the previous migration's end.
     pub after: Duration,
-    /// Save a copy of the stream here.
-    pub save_stream: Option<PathBuf>,
+    /// How it converges, and where to save a copy of its stream.
+    pub options: MigrateOptions,
+}
+
+/// One pre-copy round as reported; rates in MB/s (10^6 bytes per second).
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundRecord {
+    /// Bytes streamed in the round.
+    pub bytes: u64,
+    /// How long it took, ms.
+    pub duration_ms: f64,
+    /// The data the device reported left at its end.
+    pub remaining_bytes: u64,
+    /// The stream rate measured at its end.
+    pub stream_mb_s: f64,
+    /// The dirty rate measured at its end.
+    pub dirty_mb_s: f64,
+    /// The throttle level at its end, percent.
+    pub throttle_percent: u8,
+}
+
+impl From<&Round> for RoundRecord {
+    fn from(r: &Round) -> Self {
+        Self {
+            bytes: r.bytes,
+            duration_ms: ms(r.duration),
+            remaining_bytes: r.remaining,
+            stream_mb_s: r.stream_rate / 1e6,
+            dirty_mb_s: r.dirty_rate / 1e6,
+            throttle_percent: r.throttle_percent,
+        }
+    }
 }
 
 /// One migration as it happened, on the workload's clock; durations in milliseconds.
@@ -58,8 +91,28 @@ pub struct MigrationRecord {
     pub precopy_rounds: u32,
     /// Bytes streamed during pre-copy.
     pub precopy_bytes: u64,
-    /// Pre-copy rounds during which the guest was throttled.
+    /// Each pre-copy round.
+    pub rounds: Vec<RoundRecord>,
+    /// Pre-copy rounds that ended with the guest throttled.
     pub throttled_rounds: u32,
+    /// The highest throttle level, percent.
+    pub throttle_percent: u8,
+    /// How long the guest was throttled, ms.
+    pub throttled_ms: f64,
+    /// I/O the guest completed while it was throttled (timeline buckets wholly inside).
+    pub ios_while_throttled: u64,
+    /// From the start to the switch-over, ms.
+    pub precopy_ms: f64,
+    /// The stream rate last measured in pre-copy, MB/s.
+    pub stream_mb_s: f64,
+    /// The dirty rate last measured in pre-copy, MB/s.
+    pub dirty_mb_s: f64,
+    /// The downtime limit, ms.
+    pub downtime_limit_ms: f64,
+    /// The blackout expected at the switch-over (what was left at the stream rate), ms.
+    pub expected_downtime_ms: f64,
+    /// Why pre-copy ended: `settled`, `converged` or `timeout`.
+    pub switch_reason: Option<SwitchReason>,
     /// Bytes streamed in STOP_COPY.
     pub stop_copy_bytes: u64,
     /// Whole stream size.
@@ -88,12 +141,28 @@ fn ms(d: Duration) -> f64 {
 impl MigrationRecord {
     /// The record of `report`, which ran from `start_s` to `end_s` of `workload`'s clock.
     fn new(report: MigrationReport, start_s: f64, end_s: f64, workload: &Report) -> Self {
+        let switch_s = start_s + report.precopy.as_secs_f64();
+        let throttled_from_s = switch_s - report.throttled.as_secs_f64();
         Self {
             total_ms: ms(report.total),
             blackout_ms: ms(report.blackout),
             precopy_rounds: report.precopy_rounds,
             precopy_bytes: report.precopy_bytes,
+            rounds: report.rounds.iter().map(RoundRecord::from).collect(),
             throttled_rounds: report.throttled_rounds,
+            throttle_percent: report.throttle_percent,
+            throttled_ms: ms(report.throttled),
+            ios_while_throttled: if report.throttled.is_zero() {
+                0
+            } else {
+                ios_within(workload, throttled_from_s, switch_s)
+            },
+            precopy_ms: ms(report.precopy),
+            stream_mb_s: report.stream_rate / 1e6,
+            dirty_mb_s: report.dirty_rate / 1e6,
+            downtime_limit_ms: ms(report.downtime_limit),
+            expected_downtime_ms: ms(report.expected_downtime),
+            switch_reason: report.switch_reason,
             stop_copy_bytes: report.stop_copy_bytes,
             stream_bytes: report.stream_bytes,
             dirty_pages: report.dirty_pages,
@@ -217,6 +286,16 @@ fn iops_between(report: &Report, from_s: f64, to_s: f64) -> f64 {
     if span > 0.0 { ios as f64 / span } else { 0.0 }
 }
 
+/// I/O completed in the timeline buckets lying wholly inside `[from_s, to_s]`.
+fn ios_within(report: &Report, from_s: f64, to_s: f64) -> u64 {
+    report
+        .timeline
+        .iter()
+        .filter(|b| b.start_ms / 1000.0 >= from_s && (b.start_ms + b.duration_ms) / 1000.0 <= to_s)
+        .map(|b| b.reads + b.writes)
+        .sum()
+}
+
 /// The longest run of completion-free timeline buckets inside `[from_s, to_s]`, in ms, bounded
 /// below by nothing and above by the window.
 fn stall_between(report: &Report, from_s: f64, to_s: f64) -> f64 {
@@ -240,11 +319,12 @@ fn stall_between(report: &Report, from_s: f64, to_s: f64) -> f64 {
 /// Runs `config` against the VF at `socket`, migrating as `plan` says, then reads back every
 /// written block when verifying. With `tail`, the workload is stopped that long after the last
 /// migration (whatever its own limit says), so every planned migration happens under load.
-/// `progress` sees workload snapshots and phase messages. A migration that fails and leaves
-/// the device running where it was (an abort) ends the plan: the workload stops, the read-back
-/// runs there, and the outcome carries the failure (`migration_error`, not passed). With
-/// `save_layout`, what the run wrote is saved there once the workload has stopped, also when a
-/// migration or the workload failed (the error then says where it is).
+/// `progress` sees workload snapshots and phase messages, `migrating` each migration's
+/// progress events with its destination. A migration that fails and leaves the device
+/// running where it was (an abort) ends the plan: the workload stops, the read-back runs
+/// there, and the outcome carries the failure (`migration_error`, not passed). With
+/// `save_layout`, what the run wrote is saved there once the workload has stopped, also
+/// when a migration or the workload failed (the error then says where it is).
 pub fn run(
     socket: &Path,
     config: &WorkloadConfig,
@@ -252,6 +332,7 @@ pub fn run(
     tail: Option<Duration>,
     save_layout: Option<&Path>,
     progress: &(dyn Fn(&Snapshot, &str) + Sync),
+    migrating: &dyn Fn(&Path, &MigrationProgress),
 ) -> anyhow::Result<RunOutcome> {
     let memory =
         HostMemory::new(memory_for(config), GUEST_IOVA).context("cannot allocate guest memory")?;
@@ -303,11 +384,9 @@ pub fn run(
             *phase.lock().unwrap_or_else(|p| p.into_inner()) =
                 format!("migrating to {}", step.to.display());
             let start_s = started.elapsed().as_secs_f64();
-            let options = MigrateOptions {
-                save_stream: step.save_stream.clone(),
-                ..MigrateOptions::default()
-            };
-            match orch.migrate(&step.to, &options) {
+            match orch.migrate_with_progress(&step.to, &step.options, &mut |event| {
+                migrating(&step.to, event)
+            }) {
                 Ok(report) => migrations.push((report, start_s, started.elapsed().as_secs_f64())),
                 Err(e) => {
                     failure = Some(e);
@@ -536,15 +615,18 @@ pub fn describe(outcome: &RunOutcome) -> String {
     for (i, m) in outcome.migrations.iter().enumerate() {
         let _ = writeln!(
             s,
-            "migration {}: {} -> {} at {:.2}s: total {:.1} ms, blackout {:.2} ms, longest I/O \
-             stall {:.0} ms, {} pre-copy round(s) of {} KiB, stop-copy {} KiB, stream {} KiB, \
-             {} dirty page(s); IOPS before/during/after {:.0}/{:.0}/{:.0}",
+            "migration {}: {} -> {} at {:.2}s: total {:.1} ms, blackout {:.2} ms (expected \
+             {:.2} ms, limit {:.0} ms), longest I/O stall {:.0} ms, {} pre-copy round(s) of {} \
+             KiB, stop-copy {} KiB, stream {} KiB, {} dirty page(s); IOPS before/during/after \
+             {:.0}/{:.0}/{:.0}",
             i + 1,
             m.from.display(),
             m.to.display(),
             m.start_s,
             m.total_ms,
             m.blackout_ms,
+            m.expected_downtime_ms,
+            m.downtime_limit_ms,
             m.longest_stall_ms,
             m.precopy_rounds,
             m.precopy_bytes / 1024,
@@ -555,6 +637,32 @@ pub fn describe(outcome: &RunOutcome) -> String {
             m.iops_during,
             m.iops_after,
         );
+        let _ = writeln!(
+            s,
+            "  switched over: {}; stream {:.0} MB/s, dirty {:.0} MB/s; throttle up to {} % for \
+             {:.0} ms ({} I/O completed meanwhile)",
+            m.switch_reason
+                .map_or_else(|| "-".to_owned(), |r| r.to_string()),
+            m.stream_mb_s,
+            m.dirty_mb_s,
+            m.throttle_percent,
+            m.throttled_ms,
+            m.ios_while_throttled,
+        );
+        for (n, r) in m.rounds.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  round {}: {} KiB in {:.0} ms, {} KiB left, stream {:.0} MB/s, dirty {:.0} MB/s, \
+                 throttle {} %",
+                n + 1,
+                r.bytes / 1024,
+                r.duration_ms,
+                r.remaining_bytes / 1024,
+                r.stream_mb_s,
+                r.dirty_mb_s,
+                r.throttle_percent,
+            );
+        }
     }
     if let Some(error) = &outcome.migration_error {
         let _ = writeln!(
@@ -628,13 +736,16 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<Ou
         plan.push(PlannedMigration {
             to: to.clone(),
             after: args.migrate_after,
-            save_stream: args.save_stream.clone(),
+            options: MigrateOptions {
+                save_stream: args.save_stream.clone(),
+                ..args.migration.options()
+            },
         });
         if args.migrate_back {
             plan.push(PlannedMigration {
                 to: args.socket.clone(),
                 after: args.migrate_after,
-                save_stream: None,
+                options: args.migration.options(),
             });
         }
     }
@@ -662,6 +773,7 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<Ou
         tail,
         args.save_layout.as_deref(),
         &|snapshot, phase| progress.update(snapshot, phase),
+        &|to, event| progress.migration(to, event),
     );
     drop(progress);
     let outcome = outcome?;

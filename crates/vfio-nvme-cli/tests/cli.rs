@@ -119,9 +119,16 @@ fn demo_migrates_there_and_back_and_verifies() {
         dir.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    // One JSON object on one line, with the verdict on top and durations in milliseconds.
-    assert_eq!(stdout(&output).lines().count(), 1);
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // Migration events, one JSON object per line, then the result on one line, with the
+    // verdict on top and durations in milliseconds.
+    let text = stdout(&output);
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let report = lines.pop().unwrap();
+    assert!(lines.iter().all(|e| e["event"] == "migration"), "{text}");
+    assert!(lines.iter().any(|e| e["phase"] == "stop_copy"), "{text}");
     assert_eq!(report["passed"], true, "{report}");
     let migrations = report["migrations"].as_array().unwrap();
     assert_eq!(migrations.len(), 2, "{report}");
@@ -131,6 +138,8 @@ fn demo_migrates_there_and_back_and_verifies() {
         assert!(blackout > 0.0 && blackout <= total, "{m}");
         assert!(m["stream_bytes"].as_u64().unwrap() > 0, "{m}");
         assert!(m.get("blackout").is_none(), "{m}");
+        assert!(m["expected_downtime_ms"].as_f64().is_some(), "{m}");
+        assert!(m["rounds"].as_array().is_some_and(|r| !r.is_empty()), "{m}");
     }
     assert_eq!(migrations[0]["to"], migrations[1]["from"]);
     assert_eq!(report["workload"]["verified"], true);
@@ -139,6 +148,7 @@ fn demo_migrates_there_and_back_and_verifies() {
     let svg = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("blackout"), "{svg}");
     assert!(svg.contains("A → B") && svg.contains("B → A"), "{svg}");
+    assert!(svg.contains("throttle") && svg.contains("rounds"), "{svg}");
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(saved["passed"], true);

@@ -902,7 +902,9 @@ fn the_servers_own_migration_works_while_a_client_owns_the_pf() {
     };
     let stderr = std::fs::read_to_string(&err).unwrap();
     assert!(exit.success(), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    // The result is the last line, after the migration's progress events.
+    let out = std::fs::read_to_string(&log).unwrap();
+    let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(
         report["migrations"].as_array().unwrap().len(),
         1,

@@ -94,12 +94,32 @@ fn the_cli_migrates_a_random_write_workload_there_and_back() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (events, report) = events_and_result(&output.stdout);
     assert_eq!(
         report["migrations"].as_array().unwrap().len(),
         2,
         "{report}"
     );
+    // Each migration streamed progress events before the result, the last one the blackout's.
+    assert!(
+        events.iter().all(|e| e["event"] == "migration"),
+        "{events:?}"
+    );
+    let to_b: Vec<_> = events
+        .iter()
+        .filter(|e| e["to"] == b.socket.to_str().unwrap())
+        .collect();
+    assert!(!to_b.is_empty(), "{events:?}");
+    assert_eq!(to_b.last().unwrap()["phase"], "stop_copy", "{to_b:?}");
+    for m in report["migrations"].as_array().unwrap() {
+        assert!(m["switch_reason"].is_string(), "{m}");
+        assert_eq!(m["downtime_limit_ms"], 300.0, "{m}");
+        assert_eq!(
+            m["rounds"].as_array().unwrap().len() as u64,
+            m["precopy_rounds"].as_u64().unwrap(),
+            "{m}"
+        );
+    }
     assert_eq!(report["workload"]["verified"], true);
     assert_eq!(report["workload"]["failure_count"], 0);
     assert_eq!(report["readback"]["verified"], true);
@@ -118,18 +138,26 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `workload --json --socket SOCKET ARGS...`, its exit status and its JSON.
+/// The event lines and the result (the last line) of a `--json` run's stdout.
+fn events_and_result(stdout: &[u8]) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut lines: Vec<serde_json::Value> = text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let result = lines.pop().expect("no result line");
+    assert!(result.get("event").is_none(), "{result}");
+    (lines, result)
+}
+
+/// `workload --json --socket SOCKET ARGS...`, its exit status and its JSON result.
 fn workload_json(socket: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     let mut all = vec!["--json", "workload", "--socket", socket.to_str().unwrap()];
     all.extend_from_slice(args);
     let output = cli(&all);
-    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: stdout {:?}, stderr {}",
-            text(&output.stdout),
-            text(&output.stderr)
-        )
-    });
+    if output.stdout.is_empty() {
+        panic!("no result: stderr {}", text(&output.stderr));
+    }
+    let (_, json) = events_and_result(&output.stdout);
     (output.status.code(), json, text(&output.stderr))
 }
 
@@ -286,6 +314,84 @@ fn after_an_aborted_migration_the_run_reads_back_on_the_source_and_its_layout_re
         )),
         "{stderr}"
     );
+    let (code, check, stderr) =
+        workload_json(&a.socket, &["--verify-layout", layout.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(check["passed"], true, "{check}");
+    assert!(check["readback"]["ios"].as_u64().unwrap() > 100, "{check}");
+}
+
+#[test]
+fn a_throttled_guest_keeps_completing_io_while_pre_copy_converges() {
+    let dir = TempDir::new("throttled");
+    let a = ServeProcess::start(&dir.path("a.sock"), &["--namespace", "ram:64M,lba=4096"]);
+    let b = ServeProcess::start(&dir.path("b.sock"), &["--namespace", "ram:64M,lba=4096"]);
+    // A dirty limit any writing guest exceeds, and a capped stream so pre-copy lasts: the
+    // guest is throttled for most of the migration.
+    let (code, report, stderr) = workload_json(
+        &a.socket,
+        &[
+            "--rw",
+            "randwrite",
+            "--queues",
+            "4",
+            "--qd",
+            "32",
+            "--verify",
+            "--migrate-after",
+            "1s",
+            "--migrate-to",
+            b.socket.to_str().unwrap(),
+            "--dirty-limit",
+            "1M",
+            "--max-bandwidth",
+            "16M",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["passed"], true, "{report}");
+    let m = &report["migrations"][0];
+    assert!(m["throttle_percent"].as_u64().unwrap() >= 20, "{m}");
+    assert!(m["throttled_rounds"].as_u64().unwrap() >= 1, "{m}");
+    // More completed while throttled than was in flight when it began: the guest went on
+    // submitting, slower, instead of being held.
+    assert!(m["ios_while_throttled"].as_u64().unwrap() > 4 * 32, "{m}");
+    assert_eq!(report["readback"]["verified"], true, "{report}");
+}
+
+#[test]
+fn a_migration_that_cannot_converge_gives_up_and_the_source_keeps_every_write() {
+    let dir = TempDir::new("gives-up");
+    let a = ServeProcess::start(&dir.path("a.sock"), &["--namespace", "ram:64M,lba=4096"]);
+    let b = ServeProcess::start(&dir.path("b.sock"), &["--namespace", "ram:64M,lba=4096"]);
+    let layout = dir.path("a.layout");
+    // The device's state alone takes longer than 1 ms at 1 MiB/s: it never fits.
+    let output = cli(&[
+        "workload",
+        "--socket",
+        a.socket.to_str().unwrap(),
+        "--verify",
+        "--rw",
+        "randwrite",
+        "--queues",
+        "2",
+        "--migrate-after",
+        "1s",
+        "--migrate-to",
+        b.socket.to_str().unwrap(),
+        "--downtime-limit",
+        "1ms",
+        "--max-bandwidth",
+        "1M",
+        "--migrate-timeout",
+        "2s",
+        "--save-layout",
+        layout.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not converge within 2s"), "{stderr}");
+    assert!(stderr.contains("keeps running on the source"), "{stderr}");
     let (code, check, stderr) =
         workload_json(&a.socket, &["--verify-layout", layout.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stderr}");
