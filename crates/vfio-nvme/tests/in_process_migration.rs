@@ -301,7 +301,10 @@ fn fired(fd: &std::os::fd::OwnedFd) -> u64 {
 fn fires(fd: &std::os::fd::OwnedFd) -> u64 {
     use rustix::event::{PollFd, PollFlags, poll};
     let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    let timeout = rustix::event::Timespec { tv_sec: 5, tv_nsec: 0 };
+    let timeout = rustix::event::Timespec {
+        tv_sec: 5,
+        tv_nsec: 0,
+    };
     poll(&mut fds, Some(&timeout)).unwrap();
     fired(fd)
 }
