@@ -56,6 +56,19 @@ impl<F> Frame<F> {
         Ok(request)
     }
 
+    /// The data of a command message whose header says `MIG_DATA_WRITE`, checked as
+    /// [`Self::decode_request`] checks it, but left where it was received instead of copied into a [`Request`]: the
+    /// migration stream is the one large payload a server takes on every message.
+    pub fn decode_mig_data_write(&self, limits: &Limits) -> Result<&[u8], DecodeError> {
+        let command = Command::MIG_DATA_WRITE;
+        if self.header.is_reply()? {
+            return Err(DecodeError::BadMessageType { command, value: 1 });
+        }
+        let data = crate::migration::MigDataWrite::data_in(&self.payload, limits)?;
+        crate::message::fd_count(command, self.fds.len(), 0..=0)?;
+        Ok(data)
+    }
+
     /// Decodes a reply message. An error reply must carry no payload.
     pub fn decode_reply(&self, limits: &Limits) -> Result<ReplyBody, DecodeError> {
         let command = self.header.command;
@@ -380,6 +393,44 @@ mod tests {
                         let _ = frame.decode_reply(&l);
                     }
                 }
+            });
+    }
+
+    /// The in-place `MIG_DATA_WRITE` reader takes and refuses exactly what the general request
+    /// decoder does, with the same errno and the same data.
+    #[test]
+    fn fuzz_mig_data_write_in_place() {
+        bolero::check!()
+            .with_iterations(2000)
+            .for_each(|input: &[u8]| {
+                let Some((&flags, rest)) = input.split_first() else {
+                    return;
+                };
+                let (fds, payload) = rest.split_at(usize::from(flags & 1).min(rest.len()));
+                let mut header = Header::command(1, Command::MIG_DATA_WRITE, payload.len(), false);
+                if flags & 2 != 0 {
+                    header = header.reply(payload.len());
+                }
+                let frame = Frame {
+                    header,
+                    payload: payload.to_vec(),
+                    fds: fds.to_vec(),
+                };
+                let l = Limits {
+                    max_data_xfer_size: 64,
+                    ..Limits::default()
+                };
+                let general = frame.decode_request(&l).map(|r| match r {
+                    Request::MigDataWrite(w) => w.data,
+                    other => panic!("decoded as {other:?}"),
+                });
+                assert_eq!(
+                    frame
+                        .decode_mig_data_write(&l)
+                        .map(<[u8]>::to_vec)
+                        .map_err(|e| e.errno()),
+                    general.map_err(|e| e.errno())
+                );
             });
     }
 }

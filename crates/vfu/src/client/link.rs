@@ -65,8 +65,12 @@ struct Sender {
 
 impl Sender {
     fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        self.send_parts(&[bytes], fds)
+    }
+
+    fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let _one_at_a_time = lock(&self.sending);
-        socket::send_all(self.stream.as_fd(), bytes, fds)
+        socket::send_all_parts(self.stream.as_fd(), parts, fds)
     }
 }
 
@@ -173,9 +177,10 @@ impl Link {
         Ok(())
     }
 
-    /// Sends one whole message with `fds` attached to its first bytes.
-    pub(crate) fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        self.sender.send(bytes, fds)
+    /// Sends one whole message, the concatenation of `parts`, with `fds` attached to its first
+    /// bytes.
+    pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        self.sender.send_parts(parts, fds)
     }
 
     /// The next reply from the server, waiting until `deadline`; `Ok(None)` when the deadline

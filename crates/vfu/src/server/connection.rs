@@ -228,6 +228,7 @@ fn dispatch(shared: &Shared<'_>, device: &dyn Device) -> Result<(), ConnectionEr
             Popped::Frame(frame) => {
                 if let Some(reply) = session.handle(frame) {
                     shared.outbox.send(&reply)?;
+                    session.recycle(reply);
                 }
             }
             Popped::Empty => {}
