@@ -111,6 +111,8 @@ mod tests;
 
 pub use compat::check_compatible;
 pub use decoder::Item;
+pub use decoder::ItemRef;
+pub use decoder::PushError;
 pub use decoder::StreamDecoder;
 pub use encoder::DEALLOCATE_RECORD_BYTES;
 pub use encoder::StreamEncoder;
