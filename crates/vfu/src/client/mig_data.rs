@@ -7,10 +7,13 @@
 //! sent as its message prefix and the caller's slice (scatter/gather), a read's data is handed
 //! out in the message it arrived in ([`MigDataChunk`]).
 
+use std::sync::Arc;
+
 use super::Client;
 use super::ClientError;
 use crate::command::Command;
 use crate::framing::Frame;
+use crate::framing::PayloadPool;
 use crate::framing::ReplyBody;
 use crate::migration::MigDataHead;
 use crate::migration::MigDataReadReply;
@@ -34,12 +37,20 @@ impl PendingMigData {
     }
 }
 
-/// The data of one `MIG_DATA_READ` reply, left in the message it arrived in.
+/// The data of one `MIG_DATA_READ` reply, left in the message it arrived in. Dropping it gives
+/// the buffer back to the client, which receives a later reply into it.
 #[derive(Debug)]
 pub struct MigDataChunk {
     /// The reply's payload: the 8-byte head, then the data.
     payload: Vec<u8>,
     short: bool,
+    pool: Arc<PayloadPool>,
+}
+
+impl Drop for MigDataChunk {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.payload));
+    }
 }
 
 impl MigDataChunk {
@@ -128,6 +139,7 @@ impl Client {
         Ok(MigDataChunk {
             payload: frame.payload,
             short: len < pending.size as usize,
+            pool: Arc::clone(self.link.payloads()),
         })
     }
 

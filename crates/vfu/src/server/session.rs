@@ -14,6 +14,7 @@ use crate::device::DeviceInfo;
 use crate::device::DeviceInfoFlags;
 use crate::device::DeviceReset;
 use crate::framing::Frame;
+use crate::framing::PayloadPool;
 use crate::framing::encode_reply;
 use crate::header::Header;
 use crate::limits::Limits;
@@ -59,6 +60,9 @@ pub(super) struct Session<'d> {
     /// The buffer of the last `MIG_DATA_READ` reply, back from the socket: the next reply is
     /// read into it (no allocation, and its pages already faulted in).
     pub(super) spare_reply: Vec<u8>,
+    /// Where the payloads of large requests go back once handled, for the reader to receive
+    /// the next ones into.
+    pub payloads: Arc<PayloadPool>,
     negotiated: bool,
 }
 
@@ -75,6 +79,7 @@ impl<'d> Session<'d> {
             regions: RegionTable::default(),
             windows: DmaWindows::default(),
             spare_reply: Vec::new(),
+            payloads: Arc::default(),
             negotiated: false,
         }
     }
@@ -115,11 +120,15 @@ impl<'d> Session<'d> {
         let header = frame.header;
         if self.negotiated && header.command == Command::MIG_DATA_WRITE {
             // The stream's data goes to the device from the received message.
-            let data = frame.decode_mig_data_write(&self.limits).map_err(|err| {
-                tracing::warn!(msg_id = header.msg_id, "malformed request: {err}");
-                err.errno()
-            })?;
-            return self.mig_data_write(&header, data);
+            let handled = match frame.decode_mig_data_write(&self.limits) {
+                Ok(data) => self.mig_data_write(&header, data),
+                Err(err) => {
+                    tracing::warn!(msg_id = header.msg_id, "malformed request: {err}");
+                    Err(err.errno())
+                }
+            };
+            self.payloads.give(frame.payload);
+            return handled;
         }
         let request = frame.decode_request(&self.limits).map_err(|err| {
             tracing::warn!(msg_id = header.msg_id, "malformed request: {err}");
