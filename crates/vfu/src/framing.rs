@@ -96,6 +96,11 @@ impl<F> Frame<F> {
 /// [`PayloadPool`]) instead of through the framer's read buffer.
 pub const LARGE_PAYLOAD: usize = 64 * 1024;
 
+/// Payloads above this are received through the read buffer, which grows only with the bytes
+/// that arrived: a peer announcing a huge message (a client's framer admits large DMA-logging
+/// reports) must not make the framer allocate it all up front.
+const MAX_BODY_PAYLOAD: usize = 16 << 20;
+
 /// Room the framer offers for one read when no large payload is being received.
 const READ_ROOM: usize = 64 * 1024;
 
@@ -153,7 +158,7 @@ struct Body {
 /// Accumulates stream bytes and yields complete messages.
 ///
 /// The bytes of a read go where [`Framer::room`] says: the framer's read buffer, or — once the
-/// header of a large message ([`LARGE_PAYLOAD`]) has arrived — that message's own payload
+/// header of a large message ([`LARGE_PAYLOAD`] up to 16 MiB) has arrived — that message's own payload
 /// buffer, exactly up to the message's end, so the payload is handed out without a copy and its
 /// buffer can come back through the [`PayloadPool`]. [`Framer::push`] copies given bytes the
 /// same way (for callers that read elsewhere, and tests).
