@@ -281,13 +281,14 @@ impl<F> Framer<F> {
             return;
         };
         let size = header.msg_size as usize;
-        if size < HEADER_SIZE + LARGE_PAYLOAD
+        let payload = size.saturating_sub(HEADER_SIZE);
+        if !(LARGE_PAYLOAD..=MAX_BODY_PAYLOAD).contains(&payload)
             || header.msg_size > self.max_msg_size
             || pending.len() >= size
         {
             return;
         }
-        let mut payload = self.pool.take(size - HEADER_SIZE);
+        let mut payload = self.pool.take(payload);
         let have = pending.len() - HEADER_SIZE;
         payload[..have].copy_from_slice(&pending[HEADER_SIZE..]);
         self.start = self.end;
