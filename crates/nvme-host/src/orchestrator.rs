@@ -27,6 +27,7 @@
 //! ([`OrchestratorError::Undecided`]), since running the device on both would complete the
 //! guest's commands twice.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 use std::path::PathBuf;
@@ -65,8 +66,6 @@ use converge::Sample;
 
 /// Page size of the DMA-logging bitmap.
 const LOG_PAGE: u64 = 4096;
-/// Bytes asked for per MIG_DATA read loop.
-const READ_CHUNK: usize = 4 << 20;
 /// How many times a destination that did not answer STOP → RUNNING is asked for its state
 /// (each waits the client's timeout) before the outcome is declared unknown.
 const START_CONFIRM_ATTEMPTS: u32 = 3;
@@ -93,6 +92,11 @@ const MIN_SLICE: u64 = 64 << 10;
 const MAX_SLICE: u64 = 256 << 20;
 /// A pre-copy round that found nothing to send waits this long before the next one.
 const IDLE_ROUND_PAUSE: Duration = Duration::from_millis(10);
+/// MIG_DATA_READ requests kept outstanding on the source while relaying, and MIG_DATA_WRITE
+/// requests on the destination.
+const IN_FLIGHT: usize = 4;
+/// Reads per batch of a pump, during which both connections are held (see `pump_batch`).
+const BATCH_CHUNKS: u32 = 16;
 
 /// Why a migration failed.
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +284,16 @@ impl Endpoint {
         })
     }
 
+    /// The error of a failed `step` on this `side`.
+    fn failure(&self, step: &'static str, side: &'static str, e: ClientError) -> OrchestratorError {
+        OrchestratorError::Step {
+            step,
+            side,
+            socket: self.socket.clone(),
+            source: TransportError::Client(e),
+        }
+    }
+
     fn call<T>(
         &self,
         step: &'static str,
@@ -287,12 +301,7 @@ impl Endpoint {
         f: impl FnOnce(&mut Client) -> Result<T, ClientError>,
     ) -> Result<T, OrchestratorError> {
         let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut client).map_err(|e| OrchestratorError::Step {
-            step,
-            side,
-            socket: self.socket.clone(),
-            source: TransportError::Client(e),
-        })
+        f(&mut client).map_err(|e| self.failure(step, side, e))
     }
 }
 
@@ -713,6 +722,14 @@ impl Orchestrator {
 
     /// Moves what the source offers now, up to about `budget` bytes, into the destination (and
     /// `copy`); returns the byte count.
+    ///
+    /// Pipelined: [`IN_FLIGHT`] MIG_DATA_READ requests stay outstanding on the source and as
+    /// many MIG_DATA_WRITE requests on the destination, so the source produces the next chunks
+    /// while this process relays one and the destination applies the previous ones. Each read
+    /// reply's data is written on as it arrived (no copy here; the stream's bytes go from the
+    /// received message to the socket). Reads issued before a short reply ("no more data now")
+    /// may still bring data, which is relayed in order, so a round can carry a few chunks more
+    /// than `budget`.
     fn pump(
         src: &Endpoint,
         dest: &Endpoint,
@@ -721,23 +738,65 @@ impl Orchestrator {
     ) -> Result<u64, OrchestratorError> {
         let mut total = 0u64;
         loop {
-            let want = READ_CHUNK.min(usize::try_from(budget - total).unwrap_or(READ_CHUNK));
-            let data = src.call("reading migration data", "source", |c| {
-                c.mig_data_read(want)
-            })?;
-            if !data.is_empty() {
-                dest.call("writing migration data", "destination", |c| {
-                    c.mig_data_write(&data)
-                })?;
-                if let Some(copy) = copy.as_deref_mut() {
-                    copy.write(&data)?;
-                }
-            }
-            total += data.len() as u64;
-            if data.len() < want || total >= budget {
+            let (moved, more) = Self::pump_batch(src, dest, copy.as_deref_mut(), budget - total)?;
+            total += moved;
+            if !more || total >= budget {
                 return Ok(total);
             }
         }
+    }
+
+    /// One batch of [`pump`](Self::pump): at most [`BATCH_CHUNKS`] reads, with both connections
+    /// held. Replies come in request order and a request of another thread would take the reply
+    /// of one in flight, so the guest's register accesses wait for the end of a batch (a few
+    /// milliseconds) instead. Returns the bytes moved and whether the source may have more.
+    fn pump_batch(
+        src: &Endpoint,
+        dest: &Endpoint,
+        mut copy: Option<&mut StreamCopy>,
+        budget: u64,
+    ) -> Result<(u64, bool), OrchestratorError> {
+        let mut source = src.client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut target = dest.client.lock().unwrap_or_else(|p| p.into_inner());
+        let chunk = u64::from(source.max_data_xfer_size().min(target.max_data_xfer_size()));
+        let read_failed = |e| src.failure("reading migration data", "source", e);
+        let write_failed = |e| dest.failure("writing migration data", "destination", e);
+        let mut reads = VecDeque::with_capacity(IN_FLIGHT);
+        let mut writes = VecDeque::with_capacity(IN_FLIGHT);
+        let (mut asked, mut issued, mut moved, mut ended) = (0u64, 0u32, 0u64, false);
+        loop {
+            while !ended && reads.len() < IN_FLIGHT && asked < budget && issued < BATCH_CHUNKS {
+                // At most the u32 transfer size.
+                let want = u32::try_from(chunk.min(budget - asked)).unwrap_or(u32::MAX);
+                reads.push_back(source.send_mig_data_read(want).map_err(read_failed)?);
+                asked += u64::from(want);
+                issued += 1;
+            }
+            let Some(pending) = reads.pop_front() else {
+                break;
+            };
+            let reply = source.finish_mig_data_read(pending).map_err(read_failed)?;
+            ended |= reply.is_short();
+            let data = reply.data();
+            if !data.is_empty() {
+                if writes.len() == IN_FLIGHT
+                    && let Some(oldest) = writes.pop_front()
+                {
+                    target.finish_mig_data_write(oldest).map_err(write_failed)?;
+                }
+                writes.push_back(target.send_mig_data_write(data).map_err(write_failed)?);
+                if let Some(copy) = copy.as_deref_mut() {
+                    copy.write(data)?;
+                }
+            }
+            moved += data.len() as u64;
+        }
+        for pending in writes {
+            target
+                .finish_mig_data_write(pending)
+                .map_err(write_failed)?;
+        }
+        Ok((moved, !ended))
     }
 
     /// Puts the source back to RUNNING and the doorbells back on it.

@@ -79,10 +79,18 @@ pub enum Command {
     /// source after an aborted migration, the destination after a successful one.
     #[command(after_help = EXIT_STATUS_HELP)]
     Workload(WorkloadArgs),
-    /// Measure IOPS over vfio-user for the null and RAM backends.
+    /// Measure IOPS over vfio-user, or with --migration the migration data path.
     ///
-    /// Starts a server per configuration and runs 4 KiB random read/write at queue depth 32
-    /// on 1 and 4 queues, without verification (the numbers docs/BENCHMARKS.md records).
+    /// Without --migration: starts a server per configuration and runs 4 KiB random
+    /// read/write at queue depth 32 on 1 and 4 queues, without verification.
+    ///
+    /// With --migration: measures, in one run, single-thread memcpy and a UNIX socketpair
+    /// (the machine's own limits), then starts two servers, fills a RAM namespace
+    /// (--size) and live-migrates it back and forth (--repeat times): the stream's MB/s, its
+    /// ratio to memcpy, CPU-seconds per GiB over both servers and this process; then the
+    /// migration time of an empty namespace (--empty-size), which costs what is allocated, not
+    /// its size. Medians of the repetitions; the load average is printed because the figures
+    /// depend on what else runs. Use a release build. docs/BENCHMARKS.md records both.
     Bench(BenchArgs),
     /// Serve NVMe virtual functions over vfio-user until SIGINT, SIGTERM or SIGHUP.
     ///
@@ -307,9 +315,21 @@ pub struct WorkloadArgs {
 /// `vfio-nvme bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// How long each configuration runs.
+    /// How long each configuration runs (I/O benchmark).
     #[arg(long, default_value = "3s", value_parser = crate::spec_args::parse_duration)]
     pub time: std::time::Duration,
+    /// Measure the migration data path instead of I/O (see the command's help).
+    #[arg(long)]
+    pub migration: bool,
+    /// Size of the fully written namespace migrated (--migration), e.g. 1G or 256M.
+    #[arg(long, default_value = "1G", value_parser = crate::spec_args::parse_size, requires = "migration")]
+    pub size: u64,
+    /// Size of the empty namespace migrated (--migration).
+    #[arg(long, default_value = "4G", value_parser = crate::spec_args::parse_size, requires = "migration")]
+    pub empty_size: u64,
+    /// Migrations measured per namespace (--migration); the medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100), requires = "migration")]
+    pub repeat: u32,
 }
 
 /// `vfio-nvme state`.

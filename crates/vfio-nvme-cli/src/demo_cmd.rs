@@ -87,6 +87,13 @@ pub fn spawn_server(socket: &Path, args: &[&str]) -> anyhow::Result<Server> {
     })
 }
 
+impl Server {
+    /// The server's process id (to read its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new("kill")

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod bench_cmd;
+mod bench_migration;
 mod cli;
 mod control;
 mod ctl_cmd;
@@ -128,6 +129,12 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
             cli.json,
         )?,
         Command::Workload(args) => workload_cmd::run_cli(args, cli.json)?,
+        Command::Bench(args) if args.migration => Output::passed(bench_migration::run(
+            args.size,
+            args.empty_size,
+            args.repeat,
+            cli.json,
+        )?),
         Command::Bench(args) => Output::passed(bench_cmd::run(args.time, cli.json)?),
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,

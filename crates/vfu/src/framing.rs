@@ -56,6 +56,19 @@ impl<F> Frame<F> {
         Ok(request)
     }
 
+    /// The data of a command message whose header says `MIG_DATA_WRITE`, checked as
+    /// [`Self::decode_request`] checks it, but left where it was received instead of copied into a [`Request`]: the
+    /// migration stream is the one large payload a server takes on every message.
+    pub fn decode_mig_data_write(&self, limits: &Limits) -> Result<&[u8], DecodeError> {
+        let command = Command::MIG_DATA_WRITE;
+        if self.header.is_reply()? {
+            return Err(DecodeError::BadMessageType { command, value: 1 });
+        }
+        let data = crate::migration::MigDataWrite::data_in(&self.payload, limits)?;
+        crate::message::fd_count(command, self.fds.len(), 0..=0)?;
+        Ok(data)
+    }
+
     /// Decodes a reply message. An error reply must carry no payload.
     pub fn decode_reply(&self, limits: &Limits) -> Result<ReplyBody, DecodeError> {
         let command = self.header.command;
@@ -79,9 +92,78 @@ impl<F> Frame<F> {
     }
 }
 
+/// Payloads at least this long are received straight into a buffer of their own (from a
+/// [`PayloadPool`]) instead of through the framer's read buffer.
+pub const LARGE_PAYLOAD: usize = 64 * 1024;
+
+/// Payloads above this are received through the read buffer, which grows only with the bytes
+/// that arrived: a peer announcing a huge message (a client's framer admits large DMA-logging
+/// reports) must not make the framer allocate it all up front.
+const MAX_BODY_PAYLOAD: usize = 16 << 20;
+
+/// Room the framer offers for one read when no large payload is being received.
+const READ_ROOM: usize = 64 * 1024;
+
+/// Large-payload buffers kept for reuse.
+const POOL_BUFFERS: usize = 16;
+
+/// Buffers for the payloads of large messages (migration data, large region and DMA
+/// transfers), handed back by whoever consumed the message ([`PayloadPool::give`]) so that the
+/// next one is received into memory that is already allocated and faulted in, not into a fresh
+/// allocation the kernel must zero page by page.
+#[derive(Debug, Default)]
+pub struct PayloadPool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl PayloadPool {
+    /// Gives back the payload of a consumed message (small ones are simply dropped).
+    pub fn give(&self, payload: Vec<u8>) {
+        if payload.capacity() < LARGE_PAYLOAD {
+            return;
+        }
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if free.len() < POOL_BUFFERS {
+            free.push(payload);
+        }
+    }
+
+    /// A buffer of `len` bytes (their values are whatever it held: the framer overwrites them
+    /// all before the message is handed out).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        // Only growth beyond the buffer's previous length is zeroed.
+        buf.resize(len, 0);
+        buf
+    }
+}
+
+/// A large message whose payload is being received into its own buffer.
+#[derive(Debug)]
+struct Body {
+    header: Header,
+    payload: Vec<u8>,
+    /// Payload bytes received so far.
+    filled: usize,
+}
+
 /// Accumulates stream bytes and yields complete messages.
 ///
-/// File descriptors are pushed together with the bytes of the read that delivered them. On a
+/// The bytes of a read go where [`Framer::room`] says: the framer's read buffer, or — once the
+/// header of a large message ([`LARGE_PAYLOAD`] up to 16 MiB) has arrived — that message's own payload
+/// buffer, exactly up to the message's end, so the payload is handed out without a copy and its
+/// buffer can come back through the [`PayloadPool`]. [`Framer::push`] copies given bytes the
+/// same way (for callers that read elsewhere, and tests).
+///
+/// File descriptors are added together with the bytes of the read that delivered them. On a
 /// Unix stream socket, SCM_RIGHTS data is attached to the first bytes of the `sendmsg` that
 /// carried it and a `recvmsg` never reads past the end of such a send, so the fds of one read
 /// belong to the message that contains the read's **last** byte; the framer attaches them so.
@@ -91,14 +173,20 @@ impl<F> Frame<F> {
 #[derive(Debug)]
 pub struct Framer<F> {
     max_msg_size: u32,
+    /// Received bytes not yet handed out are `buf[start..end]`; `buf[end..]` is room.
     buf: Vec<u8>,
-    /// Bytes of `buf` already handed out.
     start: usize,
-    /// Stream position of `buf[0]`.
-    base: u64,
+    end: usize,
+    /// The large message being received, if any (then `buf[start..end]` is empty).
+    body: Option<Body>,
+    /// Stream position of the first byte not yet handed out.
+    consumed: u64,
+    /// Stream bytes received.
+    received: u64,
     /// Fds with the stream position of the last byte of the read that carried them.
     fds: VecDeque<(u64, F)>,
     failed: Option<DecodeError>,
+    pool: std::sync::Arc<PayloadPool>,
 }
 
 impl<F> Framer<F> {
@@ -108,28 +196,118 @@ impl<F> Framer<F> {
             max_msg_size,
             buf: Vec::new(),
             start: 0,
-            base: 0,
+            end: 0,
+            body: None,
+            consumed: 0,
+            received: 0,
             fds: VecDeque::new(),
             failed: None,
+            pool: std::sync::Arc::default(),
         }
     }
 
-    /// Adds the bytes and fds of one read.
-    pub fn push(&mut self, bytes: &[u8], fds: impl IntoIterator<Item = F>) {
-        if self.start > 0 && self.start * 2 >= self.buf.len() {
-            self.buf.drain(..self.start);
-            self.base += self.start as u64;
+    /// The pool large payloads are received into; consumers give their buffers back there.
+    pub fn pool(&self) -> &std::sync::Arc<PayloadPool> {
+        &self.pool
+    }
+
+    /// Where the next read's bytes go: the rest of the large message being received, or room
+    /// in the read buffer. Never empty. Hand the count read to [`Self::commit`].
+    pub fn room(&mut self) -> &mut [u8] {
+        self.start_body();
+        if let Some(body) = &mut self.body
+            && body.filled < body.payload.len()
+        {
+            return &mut body.payload[body.filled..];
+        }
+        // Bytes after a complete large message (not yet handed out) are buffered behind it.
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.buf.len() - self.end < READ_ROOM {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        let end = self.base + self.buf.len() as u64;
-        let owner = end + (bytes.len() as u64).saturating_sub(1);
+        if self.buf.len() - self.end < READ_ROOM {
+            self.buf.resize(self.end + READ_ROOM, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Takes the `n` bytes a read put into [`Self::room`], with the fds that came with them.
+    pub fn commit(&mut self, n: usize, fds: impl IntoIterator<Item = F>) {
+        self.received += n as u64;
+        let owner = self.received.saturating_sub(1);
         self.fds.extend(fds.into_iter().map(|fd| (owner, fd)));
-        self.buf.extend_from_slice(bytes);
+        match &mut self.body {
+            Some(body) if body.filled < body.payload.len() => body.filled += n,
+            _ => self.end += n,
+        }
+    }
+
+    /// Adds the bytes and fds of one read that was made elsewhere.
+    pub fn push(&mut self, mut bytes: &[u8], fds: impl IntoIterator<Item = F>) {
+        while !bytes.is_empty() {
+            let room = self.room();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if !bytes.is_empty() {
+                self.commit(n, None);
+            } else {
+                self.commit(n, fds);
+                return;
+            }
+        }
+        // No bytes: the fds still belong to the stream position reached.
+        self.commit(0, fds);
     }
 
     /// Bytes received but not yet returned as part of a message.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        let body = self.body.as_ref().map_or(0, |b| HEADER_SIZE + b.filled);
+        body + self.end - self.start
+    }
+
+    /// Moves a large message whose header is buffered, but not all of it, to its own payload
+    /// buffer. Messages with an invalid size are left for [`Self::next_frame`] to refuse.
+    fn start_body(&mut self) {
+        if self.body.is_some() || self.failed.is_some() {
+            return;
+        }
+        let pending = &self.buf[self.start..self.end];
+        let Ok((header, _)) = Header::read_from_prefix(pending) else {
+            return;
+        };
+        let size = header.msg_size as usize;
+        let payload = size.saturating_sub(HEADER_SIZE);
+        if !(LARGE_PAYLOAD..=MAX_BODY_PAYLOAD).contains(&payload)
+            || header.msg_size > self.max_msg_size
+            || pending.len() >= size
+        {
+            return;
+        }
+        let mut payload = self.pool.take(payload);
+        let have = pending.len() - HEADER_SIZE;
+        payload[..have].copy_from_slice(&pending[HEADER_SIZE..]);
+        self.start = self.end;
+        self.body = Some(Body {
+            header,
+            payload,
+            filled: have,
+        });
+    }
+
+    /// The fds of the bytes before stream position `end`.
+    fn fds_before(&mut self, end: u64) -> Vec<F> {
+        let mut fds = Vec::new();
+        while self.fds.front().is_some_and(|(owner, _)| *owner < end) {
+            if let Some((_, fd)) = self.fds.pop_front() {
+                fds.push(fd);
+            }
+        }
+        fds
     }
 
     /// The next complete message, `None` if more bytes are needed, or a framing error.
@@ -137,7 +315,25 @@ impl<F> Framer<F> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
-        let pending = &self.buf[self.start..];
+        if let Some(body) = &self.body {
+            if body.filled < body.payload.len() {
+                return Ok(None);
+            }
+            let Some(Body {
+                header, payload, ..
+            }) = self.body.take()
+            else {
+                return Ok(None);
+            };
+            self.consumed += u64::from(header.msg_size);
+            let fds = self.fds_before(self.consumed);
+            return Ok(Some(Frame {
+                header,
+                payload,
+                fds,
+            }));
+        }
+        let pending = &self.buf[self.start..self.end];
         let Ok((header, _)) = Header::read_from_prefix(pending) else {
             return Ok(None);
         };
@@ -162,13 +358,8 @@ impl<F> Framer<F> {
         }
         let payload = pending[HEADER_SIZE..size].to_vec();
         self.start += size;
-        let end = self.base + self.start as u64;
-        let mut fds = Vec::new();
-        while self.fds.front().is_some_and(|(owner, _)| *owner < end) {
-            if let Some((_, fd)) = self.fds.pop_front() {
-                fds.push(fd);
-            }
-        }
+        self.consumed += size as u64;
+        let fds = self.fds_before(self.consumed);
         Ok(Some(Frame {
             header,
             payload,
@@ -379,6 +570,105 @@ mod tests {
                         let _ = frame.decode_request(&l);
                         let _ = frame.decode_reply(&l);
                     }
+                }
+            });
+    }
+
+    /// The in-place `MIG_DATA_WRITE` reader takes and refuses exactly what the general request
+    /// decoder does, with the same errno and the same data.
+    #[test]
+    fn fuzz_mig_data_write_in_place() {
+        bolero::check!()
+            .with_iterations(2000)
+            .for_each(|input: &[u8]| {
+                let Some((&flags, rest)) = input.split_first() else {
+                    return;
+                };
+                let (fds, payload) = rest.split_at(usize::from(flags & 1).min(rest.len()));
+                let mut header = Header::command(1, Command::MIG_DATA_WRITE, payload.len(), false);
+                if flags & 2 != 0 {
+                    header = header.reply(payload.len());
+                }
+                let frame = Frame {
+                    header,
+                    payload: payload.to_vec(),
+                    fds: fds.to_vec(),
+                };
+                let l = Limits {
+                    max_data_xfer_size: 64,
+                    ..Limits::default()
+                };
+                let general = frame.decode_request(&l).map(|r| match r {
+                    Request::MigDataWrite(w) => w.data,
+                    other => panic!("decoded as {other:?}"),
+                });
+                assert_eq!(
+                    frame
+                        .decode_mig_data_write(&l)
+                        .map(<[u8]>::to_vec)
+                        .map_err(|e| e.errno()),
+                    general.map_err(|e| e.errno())
+                );
+            });
+    }
+
+    /// Large messages are received into their own (recycled) payload buffers and small ones
+    /// through the read buffer; whatever the read sizes, the same messages come out with the
+    /// fds where they belong, and a recycled buffer's old contents never show.
+    #[test]
+    fn fuzz_large_payloads_in_their_own_buffers() {
+        let big =
+            |seed: u8, len: usize| MigDataWrite::new((0..len).map(|i| seed ^ i as u8).collect());
+        let messages = [
+            encode_request(1, &big(1, 100), false),
+            encode_request(2, &big(2, 3 * LARGE_PAYLOAD + 5), false),
+            encode_request(3, &big(3, LARGE_PAYLOAD), false),
+            encode_request(4, &big(4, 7), false),
+            encode_request(5, &big(5, 2 * LARGE_PAYLOAD), false),
+        ];
+        let stream: Vec<u8> = messages.concat();
+        // The fd arrives with the read that ends in message 3's first byte.
+        let fd_at = messages[..2].iter().map(Vec::len).sum::<usize>();
+        bolero::check!()
+            .with_type::<Vec<u32>>()
+            .with_iterations(300)
+            .for_each(|reads: &Vec<u32>| {
+                let mut framer = Framer::new(Limits::default().max_msg_size());
+                // Dirty buffers in the pool: their bytes must be overwritten.
+                for _ in 0..3 {
+                    framer.pool().give(vec![0xEE; 4 * LARGE_PAYLOAD]);
+                }
+                let mut frames = Vec::new();
+                let mut at = 0;
+                let mut i = 0;
+                while at < stream.len() {
+                    let want = reads
+                        .get(i)
+                        .map_or(usize::MAX, |&r| r as usize % 200_000 + 1);
+                    i += 1;
+                    let room = framer.room();
+                    assert!(!room.is_empty());
+                    let mut n = room.len().min(want).min(stream.len() - at);
+                    if at <= fd_at && fd_at < at + n {
+                        n = fd_at + 1 - at;
+                    }
+                    room[..n].copy_from_slice(&stream[at..at + n]);
+                    let fd = (at + n == fd_at + 1).then_some(9u8);
+                    at += n;
+                    framer.commit(n, fd);
+                    while let Some(frame) = framer.next_frame().unwrap() {
+                        frames.push(frame);
+                    }
+                }
+                assert_eq!(frames.len(), messages.len());
+                assert_eq!(framer.buffered(), 0);
+                for (k, (frame, message)) in frames.into_iter().zip(&messages).enumerate() {
+                    assert!(
+                        frame.payload == message[HEADER_SIZE..],
+                        "message {k} differs"
+                    );
+                    assert_eq!(frame.fds.len(), usize::from(k == 2), "fds of message {k}");
+                    framer.pool().give(frame.payload);
                 }
             });
     }

@@ -154,7 +154,8 @@ message_enum! {
     }
 }
 
-fn fd_count(
+/// Fails with [`DecodeError::FdCount`] unless `got` descriptors is within `allowed`.
+pub(crate) fn fd_count(
     command: Command,
     got: usize,
     allowed: core::ops::RangeInclusive<usize>,

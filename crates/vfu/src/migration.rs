@@ -8,6 +8,8 @@ use zerocopy::KnownLayout;
 
 use crate::command::Command;
 use crate::error::DecodeError;
+use crate::header::HEADER_SIZE;
+use crate::header::Header;
 use crate::limits::Limits;
 use crate::payload::Payload;
 use crate::wire;
@@ -70,12 +72,12 @@ impl MigDataHead {
     }
 }
 
-/// Decodes a head followed by exactly `size` bytes.
-fn decode_with_data(
+/// Checks a head followed by exactly `size` bytes and returns the head and the data, in place.
+fn data_of<'a>(
     command: Command,
-    bytes: &[u8],
+    bytes: &'a [u8],
     limits: &Limits,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<(MigDataHead, &'a [u8]), DecodeError> {
     let (head, data) = wire::read::<MigDataHead>(command, "mig_data", bytes)?;
     wire::check_limit(
         command,
@@ -91,7 +93,54 @@ fn decode_with_data(
             "differs from the data length",
         ));
     }
-    Ok(data.to_vec())
+    Ok((head, data))
+}
+
+/// Bytes in front of the data in a `MIG_DATA_READ` reply or a `MIG_DATA_WRITE` request
+/// message: the message header and the 8-byte head. Sending this prefix and then the data
+/// (scatter/gather) puts the same bytes on the wire as encoding the whole message, without
+/// copying the data into it.
+pub const DATA_PREFIX_BYTES: usize = HEADER_SIZE + HEAD;
+
+/// The first [`DATA_PREFIX_BYTES`] of the reply to the `MIG_DATA_READ` `request` that carries
+/// `len` data bytes (the bytes `encode_reply(request, &MigDataReadReply { data })` starts
+/// with).
+pub fn read_reply_prefix(request: &Header, len: usize) -> [u8; DATA_PREFIX_BYTES] {
+    let head = MigDataHead {
+        argsz: wire::len_u32(HEAD + len),
+        size: wire::len_u32(len),
+    };
+    data_prefix(request.reply(HEAD + len), head)
+}
+
+/// The first [`DATA_PREFIX_BYTES`] of a `MIG_DATA_WRITE` request with `msg_id` that carries
+/// `len` data bytes (the bytes `encode_request(msg_id, &MigDataWrite::new(data), false)`
+/// starts with).
+pub fn write_request_prefix(msg_id: u16, len: usize) -> [u8; DATA_PREFIX_BYTES] {
+    let head = MigDataHead {
+        argsz: wire::len_u32(HEAD + len),
+        size: wire::len_u32(len),
+    };
+    data_prefix(
+        Header::command(msg_id, Command::MIG_DATA_WRITE, HEAD + len, false),
+        head,
+    )
+}
+
+fn data_prefix(header: Header, head: MigDataHead) -> [u8; DATA_PREFIX_BYTES] {
+    let mut out = [0; DATA_PREFIX_BYTES];
+    out[..HEADER_SIZE].copy_from_slice(header.as_bytes());
+    out[HEADER_SIZE..].copy_from_slice(head.as_bytes());
+    out
+}
+
+/// Decodes a head followed by exactly `size` bytes.
+fn decode_with_data(
+    command: Command,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Vec<u8>, DecodeError> {
+    Ok(data_of(command, bytes, limits)?.1.to_vec())
 }
 
 fn encode_with_data(out: &mut Vec<u8>, argsz: u32, data: &[u8]) {
@@ -118,6 +167,13 @@ impl MigDataReadReply {
     /// Whether this reply to a request for `requested` bytes is short (no more data).
     pub fn is_short(&self, requested: u32) -> bool {
         self.data.len() < requested as usize
+    }
+}
+
+impl MigDataReadReply {
+    /// The data of a reply payload, checked as [`Payload::decode`] does, without copying it.
+    pub fn data_in<'a>(payload: &'a [u8], limits: &Limits) -> Result<&'a [u8], DecodeError> {
+        Ok(data_of(Self::COMMAND, payload, limits)?.1)
     }
 }
 
@@ -155,6 +211,13 @@ impl MigDataWrite {
     }
 }
 
+impl MigDataWrite {
+    /// The data of a request body, checked as [`Payload::decode`] does, without copying it.
+    pub fn data_in<'a>(body: &'a [u8], limits: &Limits) -> Result<&'a [u8], DecodeError> {
+        Ok(data_of(Self::COMMAND, body, limits)?.1)
+    }
+}
+
 impl Payload for MigDataWrite {
     const COMMAND: Command = Command::MIG_DATA_WRITE;
 
@@ -163,11 +226,10 @@ impl Payload for MigDataWrite {
     }
 
     fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let (head, _) = wire::read::<MigDataHead>(Self::COMMAND, "mig_data", bytes)?;
-        let data = decode_with_data(Self::COMMAND, bytes, limits)?;
+        let (head, data) = data_of(Self::COMMAND, bytes, limits)?;
         Ok(Self {
             argsz: head.argsz,
-            data,
+            data: data.to_vec(),
         })
     }
 }
@@ -255,6 +317,21 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn prefixes_match_the_encoders(data in proptest::collection::vec(any::<u8>(), 0..64), msg_id: u16) {
+            use crate::framing::encode_reply;
+            use crate::framing::encode_request;
+            let request = Header::command(msg_id, Command::MIG_DATA_READ, HEAD, false);
+            let mut reply = read_reply_prefix(&request, data.len()).to_vec();
+            reply.extend_from_slice(&data);
+            prop_assert_eq!(reply, encode_reply(&request, &MigDataReadReply { data: data.clone() }));
+            let mut write = write_request_prefix(msg_id, data.len()).to_vec();
+            write.extend_from_slice(&data);
+            prop_assert_eq!(write, encode_request(msg_id, &MigDataWrite::new(data), false));
+        }
+    }
+
     #[test]
     fn fuzz_decoders() {
         let l = Limits::default();
@@ -262,9 +339,24 @@ mod tests {
             .with_iterations(1000)
             .for_each(|bytes: &[u8]| {
                 let _ = MigDataHead::decode(bytes, &l);
-                let _ = MigDataReadReply::decode(bytes, &l);
-                let _ = MigDataWrite::decode(bytes, &l);
+                let write = MigDataWrite::decode(bytes, &l);
                 let _ = MigDataWriteReply::decode(bytes, &l);
+                // The in-place readers accept and refuse exactly what the decoders do.
+                let in_place = MigDataWrite::data_in(bytes, &l);
+                assert_eq!(
+                    in_place.as_ref().map(|d| d.to_vec()).map_err(|e| e.errno()),
+                    write
+                        .as_ref()
+                        .map(|w| w.data.clone())
+                        .map_err(|e| e.errno())
+                );
+                let read = MigDataReadReply::decode(bytes, &l);
+                assert_eq!(
+                    MigDataReadReply::data_in(bytes, &l)
+                        .map(<[u8]>::to_vec)
+                        .map_err(|e| e.errno()),
+                    read.map(|r| r.data).map_err(|e| e.errno())
+                );
             });
     }
 }

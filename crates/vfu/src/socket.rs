@@ -80,9 +80,38 @@ pub(crate) fn send_all(
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
+    send_all_parts(socket, &[bytes], fds)
+}
+
+/// Sends the concatenation of `parts` as [`send_all`] does, gathering them in each `sendmsg`
+/// (a message header and its data go out without being copied together first).
+pub(crate) fn send_all_parts(
+    socket: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    /// Parts gathered per `sendmsg`; more are sent by the next calls.
+    const MAX_PARTS: usize = 8;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut sent = 0;
-    while sent < bytes.len() {
-        let rest = [IoSlice::new(&bytes[sent..])];
+    while sent < total {
+        // The parts from byte `sent` on.
+        let mut skip = sent;
+        let mut iov = [IoSlice::new(&[]); MAX_PARTS];
+        let mut count = 0;
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            if count == MAX_PARTS {
+                break;
+            }
+            iov[count] = IoSlice::new(&part[skip..]);
+            skip = 0;
+            count += 1;
+        }
+        let rest = &iov[..count];
         let result = if sent == 0 && !fds.is_empty() {
             let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
             let mut control = SendAncillaryBuffer::new(&mut space);
@@ -93,9 +122,14 @@ pub(crate) fn send_all(
                     "too many file descriptors for one message",
                 ));
             }
-            rustix::net::sendmsg(socket, &rest, &mut control, SendFlags::NOSIGNAL)
+            rustix::net::sendmsg(socket, rest, &mut control, SendFlags::NOSIGNAL)
         } else {
-            rustix::net::send(socket, &bytes[sent..], SendFlags::NOSIGNAL)
+            rustix::net::sendmsg(
+                socket,
+                rest,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
         };
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -104,10 +138,7 @@ pub(crate) fn send_all(
             Err(rustix::io::Errno::AGAIN) => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "the peer stopped reading; {sent} of {} bytes sent",
-                        bytes.len()
-                    ),
+                    format!("the peer stopped reading; {sent} of {total} bytes sent"),
                 ));
             }
             Err(e) => return Err(e.into()),
@@ -149,5 +180,39 @@ pub(crate) fn wait_writable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Re
         Ok(ready) => Ok(ready > 0),
         Err(rustix::io::Errno::INTR) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    /// Gathered parts arrive as their concatenation, however many and however cut (empty ones,
+    /// more than one `sendmsg` takes, more than the socket buffer holds at once).
+    #[test]
+    fn parts_arrive_concatenated() {
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let cuts = [
+            0, 0, 3, 16, 17, 1000, 1000, 70_000, 300_000, 300_001, 450_000, 599_999,
+        ];
+        let mut parts = Vec::new();
+        let mut prev = 0;
+        for &cut in cuts.iter().chain([data.len()].iter()) {
+            parts.push(&data[prev..cut]);
+            prev = cut;
+        }
+        let (tx, mut rx) = UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            rx.read_to_end(&mut got).unwrap();
+            got
+        });
+        send_all_parts(tx.as_fd(), &parts, &[]).unwrap();
+        drop(tx);
+        assert!(reader.join().unwrap() == data);
     }
 }

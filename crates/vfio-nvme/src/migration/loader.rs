@@ -19,7 +19,9 @@ use super::error::Refusal;
 use super::user_data::UserData;
 use crate::stream::DeviceGeometry;
 use crate::stream::Item;
+use crate::stream::ItemRef;
 use crate::stream::PciFaceState;
+use crate::stream::PushError;
 use crate::stream::Record;
 use crate::stream::StreamDecoder;
 use crate::stream::StreamHeader;
@@ -66,46 +68,60 @@ impl Loader {
         self.refusal.get_or_insert(refusal).clone().into()
     }
 
-    /// Takes the next bytes of the stream and applies every complete record.
+    /// Takes the next bytes of the stream and applies every complete record as it is decoded:
+    /// user data goes from `data` (or, for a record the segmentation cut, from the decoder's
+    /// buffer) straight into the namespace.
     pub fn accept(&mut self, data: &[u8], user: &dyn UserData) -> Result<(), MigrationError> {
         if let Some(refusal) = &self.refusal {
             return Err(refusal.clone().into());
         }
-        if let Err(e) = self.decoder.push(data) {
-            // Items decoded before the error are still applied below.
-            self.refuse(Refusal::Stream(e));
-        }
-        while let Some(item) = self.decoder.next_item() {
-            match item {
-                Item::Header(header) => {
-                    if let Err(e) = check_compatible(&header, &self.geometry) {
-                        return Err(self.refuse(Refusal::Incompatible(e)));
-                    }
-                }
-                Item::Record(Record::UserData { nsid, offset, data }) => {
-                    if let Err(e) = user.write(nsid, offset, &data) {
-                        let source = Arc::new(e);
-                        return Err(self.refuse(Refusal::Write { nsid, source }));
-                    }
-                }
-                Item::Record(Record::Deallocate {
+        let Self {
+            decoder,
+            geometry,
+            state,
+            pci_face,
+            ..
+        } = self;
+        let pushed = decoder.push_with(data, |item| match item {
+            ItemRef::UserData { nsid, offset, data } => {
+                user.write(nsid, offset, data).map_err(|e| Refusal::Write {
                     nsid,
-                    offset,
-                    length,
-                }) => {
-                    if let Err(e) = user.deallocate(nsid, offset, length) {
-                        let source = Arc::new(e);
-                        return Err(self.refuse(Refusal::Deallocate { nsid, source }));
-                    }
-                }
-                Item::Record(Record::ControllerState(state)) => self.state = Some(state),
-                Item::Record(Record::PciFace(face)) => self.pci_face = Some(face),
-                Item::Record(Record::End { .. }) => {}
+                    source: Arc::new(e),
+                })
             }
-        }
-        match &self.refusal {
-            Some(refusal) => Err(refusal.clone().into()),
-            None => Ok(()),
+            ItemRef::Owned(Item::Header(header)) => {
+                check_compatible(&header, geometry).map_err(Refusal::Incompatible)
+            }
+            ItemRef::Owned(Item::Record(Record::UserData { nsid, offset, data })) => {
+                user.write(nsid, offset, &data).map_err(|e| Refusal::Write {
+                    nsid,
+                    source: Arc::new(e),
+                })
+            }
+            ItemRef::Owned(Item::Record(Record::Deallocate {
+                nsid,
+                offset,
+                length,
+            })) => user
+                .deallocate(nsid, offset, length)
+                .map_err(|e| Refusal::Deallocate {
+                    nsid,
+                    source: Arc::new(e),
+                }),
+            ItemRef::Owned(Item::Record(Record::ControllerState(bytes))) => {
+                *state = Some(bytes);
+                Ok(())
+            }
+            ItemRef::Owned(Item::Record(Record::PciFace(face))) => {
+                *pci_face = Some(face);
+                Ok(())
+            }
+            ItemRef::Owned(Item::Record(Record::End { .. })) => Ok(()),
+        });
+        match pushed {
+            Ok(()) => Ok(()),
+            Err(PushError::Stream(e)) => Err(self.refuse(Refusal::Stream(e))),
+            Err(PushError::Apply(refusal)) => Err(self.refuse(refusal)),
         }
     }
 

@@ -20,17 +20,21 @@ use super::driver::changed_bytes;
 use super::error::MigrationError;
 use super::ranges::RangeSet;
 use super::user_data::UserData;
+use crate::stream::MAX_USER_DATA_BYTES;
 use crate::stream::NamespaceGeometry;
 use crate::stream::PciFaceState;
 use crate::stream::StreamEncoder;
+use crate::stream::StreamError;
 use crate::stream::StreamHeader;
+use crate::stream::USER_DATA_OVERHEAD;
 
-/// Largest user-data record the source writes.
-const CHUNK: u64 = 256 * 1024;
-/// Records produced between two drains of the User Data Migration Queue (across reads), so the
-/// queue keeps up with a guest writing while a large namespace is copied: 16 MiB of data, a few
+/// Largest user-data record the source writes (the format's limit); a record is also cut to
+/// fit the MIG_DATA_READ reply it goes into.
+const CHUNK: u64 = MAX_USER_DATA_BYTES as u64;
+/// User-data bytes produced between two drains of the User Data Migration Queue (across
+/// reads), so the queue keeps up with a guest writing while a large namespace is copied: a few
 /// milliseconds of copying.
-const DRAIN_EVERY: u32 = 64;
+const DRAIN_EVERY_BYTES: u64 = 16 << 20;
 
 /// One namespace's copy progress.
 #[derive(Debug)]
@@ -40,6 +44,26 @@ struct Progress {
     initial: RangeSet,
     /// Ranges changed since they were sent.
     dirty: RangeSet,
+}
+
+/// What [`Saver::produce`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Produced {
+    /// A record of this many bytes went straight into the reader's buffer.
+    Direct(usize),
+    /// A record went into the saver's own buffer (it did not fit, or it is not user data).
+    Buffered,
+    /// Nothing is left for now.
+    Nothing,
+}
+
+/// An error while a record is produced: the encoder's or the backend's.
+struct ProduceError(MigrationError);
+
+impl From<StreamError> for ProduceError {
+    fn from(e: StreamError) -> Self {
+        Self(MigrationError::Encode(e))
+    }
 }
 
 /// The source's progress through the stream.
@@ -55,8 +79,8 @@ pub(crate) struct Saver {
     /// The function's PCI face, captured with the controller state; taken when written.
     pci_face: Option<PciFaceState>,
     stop_copy: bool,
-    /// Records produced since the User Data Migration Queue was last drained.
-    since_drain: u32,
+    /// User-data bytes produced since the User Data Migration Queue was last drained.
+    since_drain: u64,
 }
 
 impl Saver {
@@ -145,10 +169,10 @@ impl Saver {
         }
     }
 
-    /// Counts a produced record; true when the queue is due for a drain.
-    fn drain_due(&mut self) -> bool {
-        self.since_drain += 1;
-        if self.since_drain >= DRAIN_EVERY {
+    /// Counts produced user-data bytes; true when the queue is due for a drain.
+    fn drain_due(&mut self, bytes: u64) -> bool {
+        self.since_drain += bytes;
+        if self.since_drain >= DRAIN_EVERY_BYTES {
             self.since_drain = 0;
             return true;
         }
@@ -167,10 +191,18 @@ impl Saver {
         n
     }
 
-    /// Appends the next record to the buffer. Returns false when nothing is left for now.
-    fn produce(&mut self, user: &dyn UserData) -> Result<bool, MigrationError> {
+    /// Produces the next record. User data goes straight into `space` (the rest of the
+    /// reader's buffer, which the saver's own buffer has been emptied into) as the largest
+    /// whole-block record that fits; when not even one block fits, one block is buffered and
+    /// continues in the next read. Every other record is buffered (they are small, except
+    /// the controller state).
+    fn produce(
+        &mut self,
+        space: &mut [u8],
+        user: &dyn UserData,
+    ) -> Result<Produced, MigrationError> {
         let Some(encoder) = self.encoder.as_mut() else {
-            return Ok(false);
+            return Ok(Produced::Nothing);
         };
         for ns in &mut self.namespaces {
             let set = if ns.initial.is_empty() {
@@ -178,47 +210,55 @@ impl Saver {
             } else {
                 &mut ns.initial
             };
-            let Some(range) = set.pop_front(CHUNK) else {
+            let block = ns.geometry.block_size();
+            let fits = space.len().saturating_sub(USER_DATA_OVERHEAD) as u64 / block * block;
+            let Some(range) = set.pop_front(fits.clamp(block, CHUNK)) else {
                 continue;
             };
-            let mut data = vec![0u8; (range.end - range.start) as usize];
-            user.read(ns.geometry.nsid, range.start, &mut data)?;
-            if data.iter().all(|&b| b == 0) {
-                encoder
-                    .deallocate(
-                        ns.geometry.nsid,
-                        range.start,
-                        data.len() as u64,
-                        &mut self.out,
-                    )
-                    .map_err(MigrationError::Encode)?;
-            } else {
-                encoder
-                    .user_data(ns.geometry.nsid, range.start, &data, &mut self.out)
-                    .map_err(MigrationError::Encode)?;
+            let (nsid, start) = (ns.geometry.nsid, range.start);
+            let len = usize::try_from(range.end - start).unwrap_or(usize::MAX);
+            let fill = |at: u64, piece: &mut [u8]| {
+                user.read(nsid, start + at, piece)
+                    .map_err(|e| ProduceError(MigrationError::Io(e)))
+            };
+            if len + USER_DATA_OVERHEAD <= space.len() {
+                let n = encoder
+                    .user_data_in_place(nsid, start, len, space, fill)
+                    .map_err(|e| e.0)?;
+                return Ok(Produced::Direct(n));
             }
-            return Ok(true);
+            let at = self.out.len();
+            self.out.resize(at + len + USER_DATA_OVERHEAD, 0);
+            let written = encoder.user_data_in_place(nsid, start, len, &mut self.out[at..], fill);
+            match written {
+                Ok(n) => self.out.truncate(at + n),
+                Err(e) => {
+                    self.out.truncate(at);
+                    return Err(e.0);
+                }
+            }
+            return Ok(Produced::Buffered);
         }
         if !self.stop_copy {
-            return Ok(false);
+            return Ok(Produced::Nothing);
         }
         if let Some(state) = self.state.take() {
             encoder
                 .controller_state(&state, &mut self.out)
                 .map_err(MigrationError::Encode)?;
-            return Ok(true);
+            return Ok(Produced::Buffered);
         }
         if let Some(face) = self.pci_face.take() {
             encoder
                 .pci_face(&face, &mut self.out)
                 .map_err(MigrationError::Encode)?;
-            return Ok(true);
+            return Ok(Produced::Buffered);
         }
         if let Some(encoder) = self.encoder.take() {
             encoder.end(&mut self.out).map_err(MigrationError::Encode)?;
-            return Ok(true);
+            return Ok(Produced::Buffered);
         }
-        Ok(false)
+        Ok(Produced::Nothing)
     }
 }
 
@@ -267,19 +307,24 @@ impl SaveSource for Source {
             if n == buf.len() {
                 return Ok(n);
             }
-            if saver.produce(user.as_ref())? {
-                if saver.drain_due() {
-                    core.drain_changes()?;
+            let before = n;
+            match saver.produce(&mut buf[n..], user.as_ref())? {
+                Produced::Direct(len) => n += len,
+                Produced::Buffered => {}
+                Produced::Nothing => {
+                    // Nothing left for now: in pre-copy, collect the latest changes once per
+                    // read.
+                    if phase != SavePhase::StopCopy && !drained {
+                        drained = true;
+                        core.drain_changes()?;
+                        continue;
+                    }
+                    return Ok(n);
                 }
-                continue;
             }
-            // Nothing left for now: in pre-copy, collect the latest changes once per read.
-            if phase != SavePhase::StopCopy && !drained {
-                drained = true;
+            if saver.drain_due((n - before) as u64) {
                 core.drain_changes()?;
-                continue;
             }
-            return Ok(n);
         }
     }
 

@@ -28,6 +28,49 @@ pub enum Item {
     Record(Record),
 }
 
+/// One decoded item handed to the callback of [`StreamDecoder::push_with`]: user data where it
+/// arrived (no copy), everything else (small, except the controller state) as an [`Item`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum ItemRef<'a> {
+    /// A checked `UserData` record, its data in the bytes given to the decoder (or in its
+    /// buffer, when the record was cut by the segmentation).
+    UserData {
+        /// The namespace.
+        nsid: u32,
+        /// Byte offset in the namespace.
+        offset: u64,
+        /// The data.
+        data: &'a [u8],
+    },
+    /// Any other item.
+    Owned(Item),
+}
+
+impl ItemRef<'_> {
+    /// The owned item.
+    pub fn into_item(self) -> Item {
+        match self {
+            Self::UserData { nsid, offset, data } => Item::Record(Record::UserData {
+                nsid,
+                offset,
+                data: data.to_vec(),
+            }),
+            Self::Owned(item) => item,
+        }
+    }
+}
+
+/// Why [`StreamDecoder::push_with`] stopped.
+#[derive(Debug)]
+pub enum PushError<E> {
+    /// The stream is invalid (sticky, as with [`StreamDecoder::push`]).
+    Stream(StreamError),
+    /// The callback failed on an item. That item was decoded and counted; the bytes after it
+    /// in this push were not decoded (the caller, which knows what the failure means, decides
+    /// whether the stream goes on).
+    Apply(E),
+}
+
 const RECORD_HEADER_BYTES: usize = size_of::<RecordHeader>();
 
 /// Buffer capacity kept between items: one full `UserData` record, the common case. A larger
@@ -58,11 +101,34 @@ impl StreamDecoder {
     /// Feeds the next bytes of the stream. Complete items become available from
     /// [`Self::next_item`]; an error means the stream is invalid and the decoder stops.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        let mut items = std::mem::take(&mut self.items);
+        let result = self.push_with(bytes, |item| {
+            items.push_back(item.into_item());
+            Ok::<(), std::convert::Infallible>(())
+        });
+        self.items = items;
+        result.map_err(|e| match e {
+            PushError::Stream(e) => e,
+            PushError::Apply(never) => match never {},
+        })
+    }
+
+    /// Feeds the next bytes of the stream and hands each complete, checked item to `apply` at
+    /// once, in stream order. A record that lies whole inside `bytes` — every record but the
+    /// ones the segmentation cuts, when the source fits its records to its chunks — is checked
+    /// (one CRC pass) and handed out where it is, without a copy; a cut record is buffered until
+    /// it is complete. Items decoded before a stream error are still handed out; a failure of
+    /// `apply` stops this push there.
+    pub fn push_with<E>(
+        &mut self,
+        bytes: &[u8],
+        mut apply: impl FnMut(ItemRef<'_>) -> Result<(), E>,
+    ) -> Result<(), PushError<E>> {
         if let Some(error) = &self.error {
-            return Err(error.clone());
+            return Err(PushError::Stream(error.clone()));
         }
-        let result = self.push_inner(bytes);
-        if let Err(error) = &result {
+        let result = self.push_inner(bytes, &mut apply);
+        if let Err(PushError::Stream(error)) = &result {
             self.error = Some(error.clone());
         }
         result
@@ -130,18 +196,35 @@ impl StreamDecoder {
         Ok(StreamError::Truncated { item, have, need })
     }
 
-    fn push_inner(&mut self, mut input: &[u8]) -> Result<(), StreamError> {
+    fn push_inner<E>(
+        &mut self,
+        mut input: &[u8],
+        apply: &mut impl FnMut(ItemRef<'_>) -> Result<(), E>,
+    ) -> Result<(), PushError<E>> {
         while !input.is_empty() {
             if self.ended {
                 let offset = self.ledger.as_ref().map_or(0, |l| l.summary().stream_bytes);
-                return Err(StreamError::DataAfterEnd { offset });
+                return Err(PushError::Stream(StreamError::DataAfterEnd { offset }));
             }
-            let need = self.need()?;
+            // A whole record at the front of the input is taken where it is.
+            if self.buf.is_empty()
+                && let Some(ledger) = self.ledger.as_mut()
+                && let Some((at, total)) = frame_of(ledger, input).map_err(PushError::Stream)?
+                && input.len() >= total
+            {
+                let (record, rest) = input.split_at(total);
+                let view = check_record(ledger, at, record).map_err(PushError::Stream)?;
+                self.ended = matches!(view, RecordView::End { .. });
+                apply(item_of(view)).map_err(PushError::Apply)?;
+                input = rest;
+                continue;
+            }
+            let need = self.need().map_err(PushError::Stream)?;
             let take = need.saturating_sub(self.buf.len()).min(input.len());
             self.append(&input[..take], need);
             input = &input[take..];
-            if self.buf.len() == self.need()? {
-                self.complete()?;
+            if self.buf.len() == self.need().map_err(PushError::Stream)? {
+                self.complete(apply)?;
             }
         }
         Ok(())
@@ -176,69 +259,97 @@ impl StreamDecoder {
 
     /// The current record's position and framed length, once its 8-byte header is buffered.
     fn frame(&self, ledger: &Ledger) -> Result<Option<(RecordAt, usize)>, StreamError> {
-        let Ok((head, _)) = RecordHeader::read_from_prefix(&self.buf) else {
-            return Ok(None);
-        };
-        let Some(record_type) = RecordType::from_raw(head.record_type) else {
-            let summary = ledger.summary();
-            return Err(StreamError::UnknownRecordType {
-                index: summary.records,
-                offset: summary.stream_bytes,
-                record_type: head.record_type,
-            });
-        };
-        let at = ledger.next_at(record_type);
-        if head.reserved != [0; 3] {
-            return Err(StreamError::RecordReserved {
-                at,
-                value: head.reserved,
-            });
-        }
-        record_type.check_length(at, head.length.into())?;
-        Ok(Some((
-            at,
-            RECORD_HEADER_BYTES + head.length as usize + CRC_BYTES,
-        )))
+        frame_of(ledger, &self.buf)
     }
 
-    /// Decodes the complete item in the buffer.
-    fn complete(&mut self) -> Result<(), StreamError> {
-        match &self.ledger {
+    /// Decodes the complete item in the buffer and hands it to `apply`.
+    fn complete<E>(
+        &mut self,
+        apply: &mut impl FnMut(ItemRef<'_>) -> Result<(), E>,
+    ) -> Result<(), PushError<E>> {
+        let applied = match self.ledger.as_mut() {
             None => {
-                let header = header::decode(&self.buf)?;
+                let header = header::decode(&self.buf).map_err(PushError::Stream)?;
                 self.ledger = Some(Ledger::new(header.clone(), self.buf.len() as u64));
-                self.items.push_back(Item::Header(header));
+                apply(ItemRef::Owned(Item::Header(header)))
             }
             Some(ledger) => {
-                let Some((at, total)) = self.frame(ledger)? else {
-                    return Err(self.truncated()?);
+                let Some((at, _)) = frame_of(ledger, &self.buf).map_err(PushError::Stream)? else {
+                    return Err(PushError::Stream(
+                        self.truncated().map_err(PushError::Stream)?,
+                    ));
                 };
-                let (covered, crc) = self.buf.split_at(total - CRC_BYTES);
-                let computed = crc32fast::hash(covered);
-                let mut stored = [0u8; CRC_BYTES];
-                stored.copy_from_slice(crc);
-                let stored = u32::from_le_bytes(stored);
-                if stored != computed {
-                    return Err(StreamError::RecordCrc {
-                        at,
-                        stored,
-                        computed,
-                    });
-                }
-                let view = RecordView::parse(at, &covered[RECORD_HEADER_BYTES..])?;
-                if let Some(ledger) = self.ledger.as_mut() {
-                    ledger.accept(&view)?;
-                }
+                let view = check_record(ledger, at, &self.buf).map_err(PushError::Stream)?;
                 self.ended = matches!(view, RecordView::End { .. });
-                self.items.push_back(Item::Record(view.to_record()));
+                apply(item_of(view))
             }
-        }
+        };
         if self.buf.capacity() > RETAINED_CAPACITY {
             self.buf = Vec::new();
         } else {
             self.buf.clear();
         }
-        Ok(())
+        applied.map_err(PushError::Apply)
+    }
+}
+
+/// The position and framed length of the record at the front of `bytes`, once its 8-byte
+/// header is there.
+fn frame_of(ledger: &Ledger, bytes: &[u8]) -> Result<Option<(RecordAt, usize)>, StreamError> {
+    let Ok((head, _)) = RecordHeader::read_from_prefix(bytes) else {
+        return Ok(None);
+    };
+    let Some(record_type) = RecordType::from_raw(head.record_type) else {
+        let summary = ledger.summary();
+        return Err(StreamError::UnknownRecordType {
+            index: summary.records,
+            offset: summary.stream_bytes,
+            record_type: head.record_type,
+        });
+    };
+    let at = ledger.next_at(record_type);
+    if head.reserved != [0; 3] {
+        return Err(StreamError::RecordReserved {
+            at,
+            value: head.reserved,
+        });
+    }
+    record_type.check_length(at, head.length.into())?;
+    Ok(Some((
+        at,
+        RECORD_HEADER_BYTES + head.length as usize + CRC_BYTES,
+    )))
+}
+
+/// Checks the complete framed `record` at `at` (CRC, payload, the ledger's rules) and counts
+/// it.
+fn check_record<'a>(
+    ledger: &mut Ledger,
+    at: RecordAt,
+    record: &'a [u8],
+) -> Result<RecordView<'a>, StreamError> {
+    let (covered, crc) = record.split_at(record.len() - CRC_BYTES);
+    let computed = crc32fast::hash(covered);
+    let mut stored = [0u8; CRC_BYTES];
+    stored.copy_from_slice(crc);
+    let stored = u32::from_le_bytes(stored);
+    if stored != computed {
+        return Err(StreamError::RecordCrc {
+            at,
+            stored,
+            computed,
+        });
+    }
+    let view = RecordView::parse(at, &covered[RECORD_HEADER_BYTES..])?;
+    ledger.accept(&view)?;
+    Ok(view)
+}
+
+/// The item to hand out for a checked record: user data borrowed, the rest owned.
+fn item_of(view: RecordView<'_>) -> ItemRef<'_> {
+    match view {
+        RecordView::UserData { nsid, offset, data } => ItemRef::UserData { nsid, offset, data },
+        other => ItemRef::Owned(Item::Record(other.to_record())),
     }
 }
 

@@ -111,8 +111,12 @@ mod tests;
 
 pub use compat::check_compatible;
 pub use decoder::Item;
+pub use decoder::ItemRef;
+pub use decoder::PushError;
 pub use decoder::StreamDecoder;
+pub use encoder::DEALLOCATE_RECORD_BYTES;
 pub use encoder::StreamEncoder;
+pub use encoder::USER_DATA_OVERHEAD;
 pub use error::RecordAt;
 pub use error::StreamError;
 pub use header::DeviceGeometry;

@@ -1274,3 +1274,95 @@ fn fuzz_decoder_with_mutated_streams() {
             let _ = describe(&bytes);
         });
 }
+
+/// Records handed out in place (whole inside a pushed piece) and records buffered (cut by the
+/// segmentation; one byte at a time buffers every one) give the same items and the same error,
+/// for mutated streams cut anywhere.
+#[test]
+fn fuzz_in_place_records_match_buffered_ones() {
+    let (valid, _) = small_stream();
+    bolero::check!()
+        .with_type::<(Vec<(u16, u8)>, Vec<u16>)>()
+        .with_iterations(3000)
+        .for_each(|(edits, cuts): &(Vec<(u16, u8)>, Vec<u16>)| {
+            let mut bytes = valid.clone();
+            for &(at, value) in edits.iter().take(4) {
+                let at = usize::from(at) % (bytes.len() + 8);
+                if let Some(byte) = bytes.get_mut(at) {
+                    *byte = value;
+                }
+            }
+            let sizes: Vec<usize> = cuts
+                .iter()
+                .take(6)
+                .map(|&c| usize::from(c) % 4096 + 1)
+                .collect();
+            let sizes = if sizes.is_empty() {
+                vec![bytes.len().max(1)]
+            } else {
+                sizes
+            };
+            let in_place = decode_chunked(&bytes, &sizes);
+            let buffered = decode_chunked(&bytes, &[1]);
+            assert_eq!(in_place, buffered);
+        });
+}
+
+/// The in-place encoder writes the bytes the appending one does (large data crosses its
+/// 64 KiB pieces), carries all-zero data as a `Deallocate` record, and refuses a buffer too
+/// small or a range the stream cannot hold without counting anything.
+#[test]
+fn in_place_user_data_matches_the_appending_encoder() {
+    let header = StreamHeader {
+        geometry: DeviceGeometry {
+            namespaces: vec![ns(1, 12, 1024, false)],
+            ..header().geometry
+        },
+        ..header()
+    };
+    let data: Vec<u8> = (0..(200u32 << 10)).map(|i| (i % 251) as u8).collect();
+    let fill_from = |source: &[u8]| {
+        let source = source.to_vec();
+        move |at: u64, piece: &mut [u8]| {
+            let at = at as usize;
+            piece.copy_from_slice(&source[at..at + piece.len()]);
+            Ok::<(), StreamError>(())
+        }
+    };
+    let mut expected = Vec::new();
+    let mut appending = StreamEncoder::new(header.clone(), &mut expected).unwrap();
+    appending.user_data(1, 4096, &data, &mut expected).unwrap();
+    appending.deallocate(1, 0, 8192, &mut expected).unwrap();
+
+    let mut got = Vec::new();
+    let mut in_place = StreamEncoder::new(header, &mut got).unwrap();
+    let mut room = vec![0xEE; data.len() + USER_DATA_OVERHEAD + 100];
+    let n = in_place
+        .user_data_in_place(1, 4096, data.len(), &mut room, fill_from(&data))
+        .unwrap();
+    got.extend_from_slice(&room[..n]);
+    let zeros = vec![0u8; 8192];
+    let n = in_place
+        .user_data_in_place(1, 0, zeros.len(), &mut room, fill_from(&zeros))
+        .unwrap();
+    assert_eq!(n, DEALLOCATE_RECORD_BYTES);
+    got.extend_from_slice(&room[..n]);
+    assert!(got == expected, "in-place encoding differs");
+    assert_eq!(in_place.summary(), appending.summary());
+
+    let small = in_place.user_data_in_place(1, 0, 4096, &mut room[..4096], fill_from(&data));
+    assert!(
+        matches!(small, Err(StreamError::RecordTooLarge { .. })),
+        "{small:?}"
+    );
+    let outside = in_place.user_data_in_place(1, 1024 * 4096, 4096, &mut room, fill_from(&data));
+    assert!(
+        matches!(outside, Err(StreamError::OutsideNamespace { .. })),
+        "{outside:?}"
+    );
+    assert_eq!(
+        in_place.summary(),
+        appending.summary(),
+        "a refusal counted something"
+    );
+}

@@ -92,25 +92,45 @@ pub(super) struct EndPayload {
 
 const _: () = assert!(size_of::<EndPayload>() == 16);
 
-/// Appends one framed record: header, the payload given in `parts` (concatenated), CRC.
+/// Bytes the framing adds to a payload: the record header in front, the CRC behind.
+pub(super) const FRAMING_BYTES: usize = size_of::<RecordHeader>() + CRC_BYTES;
+
+/// The header of a record of `record_type` with a `payload_len`-byte payload.
 ///
 /// The caller has checked the payload length against the type's bound, which is far below
 /// `u32::MAX`.
-pub(super) fn write_record(out: &mut Vec<u8>, record_type: RecordType, parts: &[&[u8]]) {
-    let length: usize = parts.iter().map(|p| p.len()).sum();
-    let header = RecordHeader {
+pub(super) fn record_header(record_type: RecordType, payload_len: usize) -> RecordHeader {
+    RecordHeader {
         record_type: record_type as u8,
         reserved: [0; 3],
-        length: u32::try_from(length).unwrap_or(u32::MAX),
-    };
-    let start = out.len();
-    out.reserve(size_of::<RecordHeader>() + length + CRC_BYTES);
-    out.extend_from_slice(header.as_bytes());
-    for part in parts {
-        out.extend_from_slice(part);
+        length: u32::try_from(payload_len).unwrap_or(u32::MAX),
     }
-    let crc = crc32fast::hash(&out[start..]);
-    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Writes one framed record — header, the payload given in `parts` (concatenated), CRC — at
+/// the front of `out` and returns its length. `out` has room for it (the caller sized it with
+/// [`FRAMING_BYTES`]).
+pub(super) fn write_record_into(out: &mut [u8], record_type: RecordType, parts: &[&[u8]]) -> usize {
+    let length: usize = parts.iter().map(|p| p.len()).sum();
+    let total = length + FRAMING_BYTES;
+    let record = &mut out[..total];
+    let mut at = size_of::<RecordHeader>();
+    record[..at].copy_from_slice(record_header(record_type, length).as_bytes());
+    for part in parts {
+        record[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    let crc = crc32fast::hash(&record[..at]);
+    record[at..].copy_from_slice(&crc.to_le_bytes());
+    total
+}
+
+/// Appends one framed record: header, the payload given in `parts` (concatenated), CRC.
+pub(super) fn write_record(out: &mut Vec<u8>, record_type: RecordType, parts: &[&[u8]]) {
+    let length: usize = parts.iter().map(|p| p.len()).sum();
+    let start = out.len();
+    out.resize(start + length + FRAMING_BYTES, 0);
+    write_record_into(&mut out[start..], record_type, parts);
 }
 
 #[cfg(test)]

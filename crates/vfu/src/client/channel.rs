@@ -21,9 +21,6 @@ use crate::socket::Received;
 /// `max_msg_fds` the client advertises.
 pub const MAX_RECV_FDS: usize = 16;
 
-/// Bytes read from the socket per `recvmsg`.
-const RECV_CHUNK: usize = 64 * 1024;
-
 /// Why no message could be received.
 #[derive(Debug)]
 pub(crate) enum RecvError {
@@ -40,7 +37,6 @@ pub(crate) enum RecvError {
 pub(crate) struct Channel {
     stream: UnixStream,
     framer: Framer<OwnedFd>,
-    buf: Vec<u8>,
 }
 
 impl Channel {
@@ -49,7 +45,6 @@ impl Channel {
         Self {
             stream,
             framer: Framer::new(max_msg_size),
-            buf: vec![0; RECV_CHUNK],
         }
     }
 
@@ -73,13 +68,18 @@ impl Channel {
         socket::wait_readable(self.stream.as_fd(), timeout).map_err(RecvError::Io)
     }
 
-    /// One `recvmsg`: its bytes and descriptors go to the framer.
+    /// The pool large payloads are received into (their consumers give them back there).
+    pub(crate) fn pool(&self) -> &std::sync::Arc<crate::framing::PayloadPool> {
+        self.framer.pool()
+    }
+
+    /// One `recvmsg`, straight into the framer's room: its bytes and descriptors.
     fn read_once(&mut self) -> Result<(), RecvError> {
-        match socket::receive(self.stream.as_fd(), &mut self.buf, MAX_RECV_FDS)
+        match socket::receive(self.stream.as_fd(), self.framer.room(), MAX_RECV_FDS)
             .map_err(RecvError::Io)?
         {
             Received::Data { bytes, fds, .. } => {
-                self.framer.push(&self.buf[..bytes], fds);
+                self.framer.commit(bytes, fds);
                 Ok(())
             }
             Received::Nothing => Ok(()),

@@ -1,5 +1,5 @@
-//! `DEVICE_FEATURE` requests and the migration data stream: probe/get/set, typed migration
-//! helpers, `MIG_DATA_READ`/`MIG_DATA_WRITE` in negotiated chunks, and DMA logging.
+//! `DEVICE_FEATURE` requests: probe/get/set, typed migration helpers and DMA logging (the
+//! migration data stream itself is `mig_data.rs`'s).
 
 use vfio_migration::DeviceState;
 use vfio_migration::Errno;
@@ -19,10 +19,6 @@ use crate::feature::FeatureFlags;
 use crate::feature::FeatureMigration;
 use crate::feature::MigDataSize;
 use crate::feature::MigDeviceState;
-use crate::migration::MigDataHead;
-use crate::migration::MigDataReadReply;
-use crate::migration::MigDataWrite;
-use crate::migration::MigDataWriteReply;
 
 const C: Command = Command::DEVICE_FEATURE;
 
@@ -103,43 +99,6 @@ impl Client {
     pub fn mig_data_size(&mut self) -> Result<u64, ClientError> {
         let data = self.feature_get::<MigDataSize>(size_of::<MigDataSize>())?;
         Ok(data.stop_copy_length)
-    }
-
-    /// Reads up to `max` bytes of the migration stream with MIG_DATA_READ requests of at most
-    /// [`Client::max_data_xfer_size`] bytes each, stopping at the first short reply. Fewer than
-    /// `max` bytes returned means the stream has no more data: the end of the stream in
-    /// STOP_COPY, "nothing for now" in PRE_COPY.
-    pub fn mig_data_read(&mut self, max: usize) -> Result<Vec<u8>, ClientError> {
-        let chunk = self.max_data_xfer_size() as usize;
-        let mut out = Vec::new();
-        while out.len() < max {
-            let want = chunk.min(max - out.len());
-            // `want` is at most the u32 transfer size.
-            let want_u32 = u32::try_from(want).unwrap_or(u32::MAX);
-            let (reply, _) = self.call::<MigDataReadReply>(&MigDataHead::read(want_u32), &[])?;
-            if reply.data.len() > want {
-                return Err(ClientError::UnexpectedReply {
-                    command: Command::MIG_DATA_READ,
-                    reason: format!("asked for {want} bytes, got {}", reply.data.len()),
-                });
-            }
-            let short = reply.is_short(want_u32);
-            out.extend_from_slice(&reply.data);
-            if short {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Appends `data` to the resuming device's migration stream with MIG_DATA_WRITE requests of
-    /// at most [`Client::max_data_xfer_size`] bytes each (an empty `data` sends nothing).
-    pub fn mig_data_write(&mut self, data: &[u8]) -> Result<(), ClientError> {
-        let chunk = self.max_data_xfer_size() as usize;
-        for part in data.chunks(chunk) {
-            self.call::<MigDataWriteReply>(&MigDataWrite::new(part.to_vec()), &[])?;
-        }
-        Ok(())
     }
 
     /// Starts logging device writes to guest memory at `page_size` granularity for the

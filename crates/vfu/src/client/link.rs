@@ -38,6 +38,7 @@ use crate::dma::DmaAccess;
 use crate::dma::DmaReadReply;
 use crate::dma::DmaWriteReply;
 use crate::framing::Frame;
+use crate::framing::PayloadPool;
 use crate::framing::encode_error_reply;
 use crate::framing::encode_reply;
 use crate::limits::Limits;
@@ -65,8 +66,12 @@ struct Sender {
 
 impl Sender {
     fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        self.send_parts(&[bytes], fds)
+    }
+
+    fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let _one_at_a_time = lock(&self.sending);
-        socket::send_all(self.stream.as_fd(), bytes, fds)
+        socket::send_all_parts(self.stream.as_fd(), parts, fds)
     }
 }
 
@@ -134,6 +139,7 @@ pub(crate) struct Link {
     sender: Arc<Sender>,
     replies: mpsc::Receiver<Result<Frame<OwnedFd>, RecvError>>,
     served: Arc<ServedMemory>,
+    payloads: Arc<PayloadPool>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -147,8 +153,9 @@ impl Link {
         });
         let served = Arc::new(ServedMemory::default());
         let (replies_in, replies) = mpsc::sync_channel(REPLY_QUEUE);
+        let channel = Channel::new(stream, max_msg_size);
+        let payloads = Arc::clone(channel.pool());
         let reader = {
-            let channel = Channel::new(stream, max_msg_size);
             let (sender, served) = (Arc::clone(&sender), Arc::clone(&served));
             std::thread::Builder::new()
                 .name("vfio-user-client".into())
@@ -158,6 +165,7 @@ impl Link {
             sender,
             replies,
             served,
+            payloads,
             reader: Some(reader),
         })
     }
@@ -173,9 +181,10 @@ impl Link {
         Ok(())
     }
 
-    /// Sends one whole message with `fds` attached to its first bytes.
-    pub(crate) fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        self.sender.send(bytes, fds)
+    /// Sends one whole message, the concatenation of `parts`, with `fds` attached to its first
+    /// bytes.
+    pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        self.sender.send_parts(parts, fds)
     }
 
     /// The next reply from the server, waiting until `deadline`; `Ok(None)` when the deadline
@@ -188,6 +197,12 @@ impl Link {
             // The reader ended after passing on why; nothing more will come.
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(RecvError::Eof),
         }
+    }
+
+    /// Where the payloads of large replies go back once consumed, for the reader to receive
+    /// the next ones into.
+    pub(crate) fn payloads(&self) -> &Arc<PayloadPool> {
+        &self.payloads
     }
 
     /// The windows this client serves with DMA_READ/DMA_WRITE.

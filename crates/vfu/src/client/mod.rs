@@ -30,6 +30,7 @@ mod channel;
 mod error;
 mod feature;
 mod link;
+mod mig_data;
 mod reply;
 
 #[cfg(test)]
@@ -45,6 +46,8 @@ use std::time::Instant;
 
 pub use channel::MAX_RECV_FDS;
 pub use error::ClientError;
+pub use mig_data::MigDataChunk;
+pub use mig_data::PendingMigData;
 
 use vfio_migration::Errno;
 
@@ -390,6 +393,30 @@ impl Client {
         fds: &[BorrowedFd<'_>],
     ) -> Result<(R, Vec<OwnedFd>), ClientError> {
         let command = payload_command(body);
+        let bytes = encode_request(self.next_id, body, false);
+        let msg_id = self.send_message(command, &[&bytes], fds)?;
+        let frame = self.wait_reply(command, msg_id)?;
+        match frame.decode_reply(&self.limits) {
+            Ok(ReplyBody::Error(errno)) => Err(ClientError::Errno { command, errno }),
+            Ok(ReplyBody::Ok(reply)) => match R::from_reply(reply) {
+                Some(body) => Ok((body, frame.fds)),
+                None => Err(ClientError::UnexpectedReply {
+                    command,
+                    reason: "the reply body has the wrong type".to_owned(),
+                }),
+            },
+            Err(source) => Err(ClientError::BadReply { command, source }),
+        }
+    }
+
+    /// Sends one request message, the concatenation of `parts` (header first, with the msg_id
+    /// `self.next_id`), with `fds`, without waiting for the reply; returns its msg_id.
+    fn send_message(
+        &mut self,
+        command: Command,
+        parts: &[&[u8]],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<u16, ClientError> {
         if let Some(reason) = &self.closed {
             return Err(ClientError::Closed {
                 command,
@@ -397,11 +424,11 @@ impl Client {
             });
         }
         let msg_id = self.next_id;
-        let bytes = encode_request(msg_id, body, false);
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         Self::check_limit(
             command,
             "message size",
-            bytes.len() as u64,
+            len as u64,
             self.server_max_msg_size().into(),
         )?;
         Self::check_limit(
@@ -411,10 +438,17 @@ impl Client {
             self.server.capabilities.max_msg_fds.into(),
         )?;
         self.next_id = msg_id.wrapping_add(1);
-        if let Err(source) = self.link.send(&bytes, fds) {
+        if let Err(source) = self.link.send_parts(parts, fds) {
             self.close(format!("sending {command:?} failed: {source}"));
             return Err(ClientError::Send { command, source });
         }
+        Ok(msg_id)
+    }
+
+    /// Waits for the reply to the `command` request sent as `msg_id`. Replies to earlier
+    /// requests (that arrived after their timeout) are dropped, so requests sent without
+    /// waiting must be waited for in the order they were sent.
+    fn wait_reply(&mut self, command: Command, msg_id: u16) -> Result<Frame<OwnedFd>, ClientError> {
         let now = Instant::now();
         let deadline = now
             .checked_add(self.options.timeout)
@@ -436,17 +470,7 @@ impl Client {
                     reason: format!("the reply is for {:?}", frame.header.command),
                 });
             }
-            return match frame.decode_reply(&self.limits) {
-                Ok(ReplyBody::Error(errno)) => Err(ClientError::Errno { command, errno }),
-                Ok(ReplyBody::Ok(reply)) => match R::from_reply(reply) {
-                    Some(body) => Ok((body, frame.fds)),
-                    None => Err(ClientError::UnexpectedReply {
-                        command,
-                        reason: "the reply body has the wrong type".to_owned(),
-                    }),
-                },
-                Err(source) => Err(ClientError::BadReply { command, source }),
-            };
+            return Ok(frame);
         }
     }
 

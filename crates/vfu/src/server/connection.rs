@@ -33,6 +33,7 @@ use rustix::event::PollFlags;
 use rustix::net::SocketFlags;
 
 use crate::framing::Frame;
+use crate::framing::PayloadPool;
 
 use super::client_dma::ClientDma;
 use super::control::ControlPort;
@@ -169,6 +170,8 @@ struct Shared<'a> {
     queue: RequestQueue,
     dma: Arc<ClientDma>,
     outbox: Arc<Outbox>,
+    /// Where the dispatcher gives the reader's large payload buffers back.
+    payloads: Arc<PayloadPool>,
     stop: &'a AtomicBool,
     /// Set by whichever thread ends the connection first.
     over: AtomicBool,
@@ -199,6 +202,7 @@ pub(super) fn serve(
         queue: RequestQueue::default(),
         dma: ClientDma::new(Arc::clone(&outbox), timeouts.dma, MAX_DATA_XFER_SIZE),
         outbox,
+        payloads: inbox.pool(),
         stop,
         over: AtomicBool::new(false),
         timeouts,
@@ -225,12 +229,14 @@ pub(super) fn serve(
 /// The dispatcher: requests in order, replies out.
 fn dispatch(shared: &Shared<'_>, device: &dyn Device) -> Result<(), ConnectionError> {
     let mut session = Session::new(device, Arc::clone(&shared.dma));
+    session.payloads = Arc::clone(&shared.payloads);
     let connected = Instant::now();
     loop {
         match shared.queue.pop(POLL_INTERVAL) {
             Popped::Frame(frame) => {
                 if let Some(reply) = session.handle(frame) {
                     shared.outbox.send(&reply)?;
+                    session.recycle(reply);
                 }
             }
             Popped::Empty => {}

@@ -19,10 +19,10 @@ use crate::feature::MigDataSize;
 use crate::feature::MigDeviceState;
 use crate::framing::encode_reply;
 use crate::header::Header;
+use crate::migration::DATA_PREFIX_BYTES;
 use crate::migration::MigDataHead;
-use crate::migration::MigDataReadReply;
-use crate::migration::MigDataWrite;
 use crate::migration::MigDataWriteReply;
+use crate::migration::read_reply_prefix;
 
 use super::migratable::Migratable;
 use super::session::Handled;
@@ -115,40 +115,49 @@ impl Session<'_> {
     }
 
     /// `MIG_DATA_READ`: up to `size` bytes of the saving stream; a shorter reply means "no more
-    /// data now" (the end of the stream in STOP_COPY).
-    pub(super) fn mig_data_read(&self, header: &Header, read: &MigDataHead) -> Handled {
-        let migration = self.migration()?;
+    /// data now" (the end of the stream in STOP_COPY). The device reads straight into the
+    /// reply message, in the buffer of the previous reply.
+    pub(super) fn mig_data_read(&mut self, header: &Header, read: &MigDataHead) -> Handled {
+        let device = self.device;
+        let migration = device.migration().ok_or(Errno::ENOTTY)?;
         let state = migration.state();
         if !state.is_saving() {
             tracing::warn!(%state, "MIG_DATA_READ outside a saving state");
             return Err(Errno::EINVAL);
         }
-        let mut data = vec![0; read.size as usize];
-        let len = migration.read(&mut data)?;
-        if len > data.len() {
+        let mut bytes = std::mem::take(&mut self.spare_reply);
+        // Only bytes beyond the previous reply's length are zeroed: replies are mostly full.
+        bytes.resize(DATA_PREFIX_BYTES + read.size as usize, 0);
+        let len = match migration.read(&mut bytes[DATA_PREFIX_BYTES..]) {
+            Ok(len) => len,
+            Err(errno) => {
+                self.spare_reply = bytes;
+                return Err(errno);
+            }
+        };
+        if len > read.size as usize {
             tracing::error!(
                 len,
-                asked = data.len(),
+                asked = read.size,
                 "device returned more migration data than asked"
             );
+            self.spare_reply = bytes;
             return Err(Errno::EIO);
         }
-        data.truncate(len);
-        Ok(Outgoing::new(encode_reply(
-            header,
-            &MigDataReadReply { data },
-        )))
+        bytes.truncate(DATA_PREFIX_BYTES + len);
+        bytes[..DATA_PREFIX_BYTES].copy_from_slice(&read_reply_prefix(header, len));
+        Ok(Outgoing::new(bytes))
     }
 
-    /// `MIG_DATA_WRITE`: appends to the resuming stream (RESUMING only).
-    pub(super) fn mig_data_write(&self, header: &Header, write: &MigDataWrite) -> Handled {
+    /// `MIG_DATA_WRITE`: appends `data` to the resuming stream (RESUMING only).
+    pub(super) fn mig_data_write(&self, header: &Header, data: &[u8]) -> Handled {
         let migration = self.migration()?;
         let state = migration.state();
         if state != DeviceState::Resuming {
             tracing::warn!(%state, "MIG_DATA_WRITE outside RESUMING");
             return Err(Errno::EINVAL);
         }
-        migration.write(&write.data)?;
+        migration.write(data)?;
         Ok(Outgoing::new(encode_reply(header, &MigDataWriteReply)))
     }
 }

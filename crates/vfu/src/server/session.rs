@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use vfio_migration::Errno;
 
+use crate::command::Command;
 use crate::device::DeviceInfo;
 use crate::device::DeviceInfoFlags;
 use crate::device::DeviceReset;
 use crate::framing::Frame;
+use crate::framing::PayloadPool;
 use crate::framing::encode_reply;
 use crate::header::Header;
 use crate::limits::Limits;
@@ -55,6 +57,12 @@ pub(super) struct Session<'d> {
     pub regions: RegionTable,
     /// The client's DMA windows.
     pub windows: DmaWindows,
+    /// The buffer of the last `MIG_DATA_READ` reply, back from the socket: the next reply is
+    /// read into it (no allocation, and its pages already faulted in).
+    pub(super) spare_reply: Vec<u8>,
+    /// Where the payloads of large requests go back once handled, for the reader to receive
+    /// the next ones into.
+    pub payloads: Arc<PayloadPool>,
     negotiated: bool,
 }
 
@@ -70,6 +78,8 @@ impl<'d> Session<'d> {
             client_dma,
             regions: RegionTable::default(),
             windows: DmaWindows::default(),
+            spare_reply: Vec::new(),
+            payloads: Arc::default(),
             negotiated: false,
         }
     }
@@ -98,8 +108,28 @@ impl<'d> Session<'d> {
         (!header.flags.no_reply()).then_some(answer)
     }
 
+    /// Takes back a reply that has been sent: a `MIG_DATA_READ` reply's buffer is kept for
+    /// the next one.
+    pub fn recycle(&mut self, reply: Outgoing) {
+        if reply.bytes.capacity() > self.spare_reply.capacity() {
+            self.spare_reply = reply.bytes;
+        }
+    }
+
     fn dispatch(&mut self, frame: Frame<OwnedFd>) -> Handled {
         let header = frame.header;
+        if self.negotiated && header.command == Command::MIG_DATA_WRITE {
+            // The stream's data goes to the device from the received message.
+            let handled = match frame.decode_mig_data_write(&self.limits) {
+                Ok(data) => self.mig_data_write(&header, data),
+                Err(err) => {
+                    tracing::warn!(msg_id = header.msg_id, "malformed request: {err}");
+                    Err(err.errno())
+                }
+            };
+            self.payloads.give(frame.payload);
+            return handled;
+        }
         let request = frame.decode_request(&self.limits).map_err(|err| {
             tracing::warn!(msg_id = header.msg_id, "malformed request: {err}");
             err.errno()
@@ -188,7 +218,7 @@ impl<'d> Session<'d> {
             }
             Request::DeviceFeature(feature) => self.device_feature(header, &feature),
             Request::MigDataRead(read) => self.mig_data_read(header, &read),
-            Request::MigDataWrite(write) => self.mig_data_write(header, &write),
+            Request::MigDataWrite(write) => self.mig_data_write(header, &write.data),
             // Handled before negotiation is complete; a second one is rejected by `dispatch`.
             Request::Version(_) => Err(Errno::EINVAL),
         }

@@ -28,9 +28,6 @@ use crate::socket::Received;
 /// libvfio-user does). Descriptors beyond it are closed by the kernel (MSG_CTRUNC).
 pub(super) const MAX_MSG_FDS: usize = 8;
 
-/// Bytes read per `recvmsg`. Larger messages arrive over several reads.
-const READ_CHUNK: usize = 64 * 1024;
-
 /// How long a message may wait for the client to make room in the socket buffer before the
 /// connection is given up (QEMU's client gives up on a reply after 5 s, too).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,7 +71,6 @@ pub(super) enum ReadOutcome {
 pub(super) struct Inbox {
     socket: Arc<OwnedFd>,
     framer: Framer<OwnedFd>,
-    buf: Vec<u8>,
 }
 
 /// The writing half, shared by every thread that sends to the client.
@@ -99,7 +95,6 @@ pub(super) fn split(socket: OwnedFd, max_msg_size: u32) -> io::Result<(Inbox, Ar
     let inbox = Inbox {
         socket: Arc::clone(&socket),
         framer: Framer::new(max_msg_size),
-        buf: vec![0; READ_CHUNK],
     };
     let outbox = Arc::new(Outbox {
         socket,
@@ -120,15 +115,20 @@ impl Inbox {
         self.framer.next_frame()
     }
 
+    /// The pool large payloads are received into (the dispatcher gives them back there).
+    pub fn pool(&self) -> Arc<crate::framing::PayloadPool> {
+        Arc::clone(self.framer.pool())
+    }
+
     /// Bytes of a message that has started to arrive but is not complete.
     pub fn partial_bytes(&self) -> usize {
         self.framer.buffered()
     }
 
     /// Reads whatever is available without waiting, with the file descriptors that came with
-    /// it.
+    /// it, straight into the framer's room (a large message's own payload buffer).
     pub fn read(&mut self) -> io::Result<ReadOutcome> {
-        match socket::receive(self.socket.as_fd(), &mut self.buf, MAX_MSG_FDS)? {
+        match socket::receive(self.socket.as_fd(), self.framer.room(), MAX_MSG_FDS)? {
             Received::Data {
                 bytes,
                 fds,
@@ -140,7 +140,7 @@ impl Inbox {
                         "client sent more file descriptors than the server accepts; the excess was closed"
                     );
                 }
-                self.framer.push(&self.buf[..bytes], fds);
+                self.framer.commit(bytes, fds);
                 Ok(ReadOutcome::Bytes)
             }
             Received::Nothing => Ok(ReadOutcome::Nothing),

@@ -1,0 +1,309 @@
+//! `vfio-nvme bench --migration`: the migration data path against the machine's own limits,
+//! measured in one run — single-thread memcpy and a UNIX socketpair as peers, then a fully
+//! written RAM namespace migrated between two servers (stream MB/s, its ratio to memcpy,
+//! CPU-seconds per GiB over the servers and this process), then the migration of an empty
+//! namespace (what pre-copy costs when nothing is allocated). The numbers docs/BENCHMARKS.md
+//! records in "Migration data path".
+
+use std::io::Read as _;
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use nvme_host::memory::HostMemory;
+use nvme_host::orchestrator::MigrateOptions;
+use nvme_host::orchestrator::Orchestrator;
+use nvme_host::workload::Limit;
+use nvme_host::workload::Pattern;
+use nvme_host::workload::WorkloadConfig;
+use serde::Serialize;
+
+use crate::demo_cmd::Server;
+use crate::demo_cmd::spawn_server;
+use crate::workload_cmd;
+
+/// Guest memory of the migrating orchestrator (the bench's guest does no I/O while migrating).
+const GUEST_BYTES: u64 = 16 << 20;
+/// Where that memory sits in the device's IOVA space.
+const GUEST_IOVA: u64 = 0x1_0000_0000;
+/// Size of the buffers the memcpy peer copies between.
+const MEMCPY_BYTES: usize = 256 << 20;
+/// Bytes the socketpair peer moves, in writes of [`SOCKET_CHUNK`].
+const SOCKET_BYTES: usize = 1 << 30;
+/// Write size of the socketpair peer (the stream's chunk size).
+const SOCKET_CHUNK: usize = 1 << 20;
+/// Block size of the fill.
+const FILL_BLOCK: u64 = 128 << 10;
+/// /proc reports CPU time in clock ticks of USER_HZ, 100 on every Linux architecture.
+const USER_HZ: f64 = 100.0;
+
+/// What one `bench --migration` run measured (medians over the repetitions).
+#[derive(Debug, Serialize)]
+pub struct MigrationBench {
+    /// Load average (1 minute) when the run started: the machine is shared.
+    pub load_average: f64,
+    /// Repetitions each figure is the median of.
+    pub repeat: u32,
+    /// Size of the fully written namespace, bytes.
+    pub namespace_bytes: u64,
+    /// Single-thread memcpy, MB/s.
+    pub memcpy_mb_s: f64,
+    /// One UNIX socketpair, 1 MiB writes, MB/s.
+    pub socketpair_mb_s: f64,
+    /// Stream rate of the full namespace's migration, MB/s (stream bytes / migration time).
+    pub stream_mb_s: f64,
+    /// `stream_mb_s / memcpy_mb_s`.
+    pub stream_to_memcpy: f64,
+    /// CPU-seconds (user + system) of both servers and this process per GiB streamed.
+    pub cpu_s_per_gib: f64,
+    /// Bytes of one migration's stream.
+    pub stream_bytes: u64,
+    /// Device blackout of that migration, ms.
+    pub blackout_ms: f64,
+    /// Size of the empty namespace, bytes.
+    pub empty_bytes: u64,
+    /// Migration of the empty namespace, without its blackout, ms (the pre-copy work plus
+    /// connecting to the destination).
+    pub empty_precopy_ms: f64,
+    /// Stream bytes of the empty namespace's migration.
+    pub empty_stream_bytes: u64,
+}
+
+/// Runs the benchmark `repeat` times (median of each figure) with a `size`-byte full namespace
+/// and an `empty`-byte empty one.
+pub fn run(size: u64, empty: u64, repeat: u32, json: bool) -> anyhow::Result<String> {
+    let repeat = repeat.max(1);
+    let load_average = load_average();
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-bench-mig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = measure(&dir, size, empty, repeat);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (full, empties, memcpy, socketpair) = result?;
+    let stream_mb_s = median(full.iter().map(|r| r.mb_s));
+    let memcpy_mb_s = median(memcpy.iter().copied());
+    let bench = MigrationBench {
+        load_average,
+        repeat,
+        namespace_bytes: size,
+        memcpy_mb_s,
+        socketpair_mb_s: median(socketpair.iter().copied()),
+        stream_mb_s,
+        stream_to_memcpy: stream_mb_s / memcpy_mb_s,
+        cpu_s_per_gib: median(full.iter().map(|r| r.cpu_s_per_gib)),
+        stream_bytes: full.first().map_or(0, |r| r.stream_bytes),
+        blackout_ms: median(full.iter().map(|r| r.blackout_ms)),
+        empty_bytes: empty,
+        empty_precopy_ms: median(empties.iter().map(|r| r.precopy_ms)),
+        empty_stream_bytes: empties.first().map_or(0, |r| r.stream_bytes),
+    };
+    if json {
+        return serde_json::to_string(&bench).context("cannot render the results");
+    }
+    Ok(format!(
+        "load average {:.2} at the start; medians of {} run(s)\n\
+         memcpy (1 thread)       {:>9.0} MB/s\n\
+         UNIX socketpair         {:>9.0} MB/s\n\
+         migration stream        {:>9.0} MB/s  = {:.1} % of memcpy  ({} MiB namespace, {} stream bytes)\n\
+         CPU per GiB streamed    {:>9.2} s (both servers and this process)\n\
+         blackout                {:>9.1} ms\n\
+         empty {} MiB namespace  {:>9.1} ms of migration before the blackout ({} stream bytes)\n",
+        bench.load_average,
+        bench.repeat,
+        bench.memcpy_mb_s,
+        bench.socketpair_mb_s,
+        bench.stream_mb_s,
+        bench.stream_to_memcpy * 100.0,
+        size >> 20,
+        bench.stream_bytes,
+        bench.cpu_s_per_gib,
+        bench.blackout_ms,
+        empty >> 20,
+        bench.empty_precopy_ms,
+        bench.empty_stream_bytes,
+    ))
+}
+
+/// One measured migration.
+struct Measured {
+    mb_s: f64,
+    cpu_s_per_gib: f64,
+    stream_bytes: u64,
+    blackout_ms: f64,
+    precopy_ms: f64,
+}
+
+type Measurements = (Vec<Measured>, Vec<Measured>, Vec<f64>, Vec<f64>);
+
+fn measure(dir: &Path, size: u64, empty: u64, repeat: u32) -> anyhow::Result<Measurements> {
+    let mut memcpy = Vec::new();
+    let mut socketpair = Vec::new();
+    for _ in 0..repeat {
+        memcpy.push(memcpy_mb_s());
+        socketpair.push(socketpair_mb_s()?);
+    }
+    let full = {
+        let servers = pair(dir, "full", size)?;
+        fill(&servers[0].1, size)?;
+        migrations(&servers, repeat)?
+    };
+    let empties = {
+        let servers = pair(dir, "empty", empty)?;
+        migrations(&servers, repeat)?
+    };
+    Ok((full, empties, memcpy, socketpair))
+}
+
+/// Two servers with one `bytes`-byte RAM namespace each.
+fn pair(dir: &Path, name: &str, bytes: u64) -> anyhow::Result<[(Server, std::path::PathBuf); 2]> {
+    let spec = format!("ram:{}M,lba=4096", bytes >> 20);
+    let start = |side: &str| -> anyhow::Result<(Server, std::path::PathBuf)> {
+        let socket = dir.join(format!("{name}-{side}.sock"));
+        let server = spawn_server(&socket, &["--namespace", &spec])?;
+        Ok((server, socket))
+    };
+    Ok([start("a")?, start("b")?])
+}
+
+/// Writes every block of the namespace at `socket` with the workload's stamped (non-zero) data.
+fn fill(socket: &Path, size: u64) -> anyhow::Result<()> {
+    let config = WorkloadConfig {
+        rw: Pattern::Write,
+        block_size: FILL_BLOCK,
+        queue_depth: 8,
+        queues: 1,
+        limit: Limit::Ios(size / FILL_BLOCK),
+        // Verifying writes stamp every block: without it the data would be zeros, which the
+        // stream carries as deallocations.
+        verify: true,
+        ..WorkloadConfig::default()
+    };
+    workload_cmd::run(socket, &config, &[], None, None, &|_, _| {}, &|_, _| {})
+        .context("cannot fill the namespace")?;
+    Ok(())
+}
+
+/// Migrates the device `repeat` times, alternating between the two servers.
+fn migrations(
+    servers: &[(Server, std::path::PathBuf); 2],
+    repeat: u32,
+) -> anyhow::Result<Vec<Measured>> {
+    let memory =
+        HostMemory::new(GUEST_BYTES, GUEST_IOVA).context("cannot allocate guest memory")?;
+    let mut orch = Orchestrator::connect(&servers[0].1, memory)
+        .with_context(|| format!("cannot attach to {}", servers[0].1.display()))?;
+    let mut out = Vec::new();
+    for i in 0..repeat as usize {
+        let to = &servers[(i + 1) % 2].1;
+        let cpu_before = cpu_seconds(servers)?;
+        let started = Instant::now();
+        let report = orch
+            .migrate(to, &MigrateOptions::default())
+            .with_context(|| format!("migration to {} failed", to.display()))?;
+        let wall = started.elapsed();
+        let cpu = cpu_seconds(servers)? - cpu_before;
+        let gib = report.stream_bytes as f64 / f64::from(1u32 << 30);
+        out.push(Measured {
+            mb_s: report.stream_bytes as f64 / wall.as_secs_f64() / 1e6,
+            cpu_s_per_gib: cpu / gib,
+            stream_bytes: report.stream_bytes,
+            blackout_ms: ms(report.blackout),
+            precopy_ms: ms(report.total.saturating_sub(report.blackout)),
+        });
+    }
+    Ok(out)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// User + system CPU-seconds of both servers and this process so far.
+fn cpu_seconds(servers: &[(Server, std::path::PathBuf); 2]) -> anyhow::Result<f64> {
+    let mut total = process_cpu_seconds("self")?;
+    for (server, _) in servers {
+        total += process_cpu_seconds(&server.pid().to_string())?;
+    }
+    Ok(total)
+}
+
+/// utime + stime of `/proc/<pid>/stat` (all threads of the process), in seconds.
+fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name (field 2) is parenthesised and may hold spaces: count after its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("{path} has no command field"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the file are the 12th and 13th after the command.
+    let tick = |i: usize| -> anyhow::Result<f64> {
+        let v: u64 = fields
+            .get(i)
+            .with_context(|| format!("{path} is too short"))?
+            .parse()
+            .with_context(|| format!("{path}: field {} is not a number", i + 3))?;
+        Ok(v as f64 / USER_HZ)
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
+/// Single-thread memcpy between two touched buffers, best of three passes, MB/s.
+fn memcpy_mb_s() -> f64 {
+    let src = vec![0x5au8; MEMCPY_BYTES];
+    let mut dst = vec![0u8; MEMCPY_BYTES];
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        best = best.min(started.elapsed());
+        std::hint::black_box(&dst);
+    }
+    MEMCPY_BYTES as f64 / best.as_secs_f64() / 1e6
+}
+
+/// [`SOCKET_BYTES`] through a UNIX stream socketpair in 1 MiB writes, MB/s.
+fn socketpair_mb_s() -> anyhow::Result<f64> {
+    let (mut tx, mut rx) = UnixStream::pair().context("cannot create a socketpair")?;
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let chunk = vec![0x5au8; SOCKET_CHUNK];
+        for _ in 0..SOCKET_BYTES / SOCKET_CHUNK {
+            tx.write_all(&chunk)?;
+        }
+        Ok(())
+    });
+    let mut buf = vec![0u8; SOCKET_CHUNK];
+    let mut got = 0;
+    while got < SOCKET_BYTES {
+        let n = rx.read(&mut buf).context("socketpair read failed")?;
+        anyhow::ensure!(n > 0, "the socketpair closed early");
+        got += n;
+    }
+    let elapsed = started.elapsed();
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the socketpair writer panicked"))?
+        .context("socketpair write failed")?;
+    Ok(SOCKET_BYTES as f64 / elapsed.as_secs_f64() / 1e6)
+}
+
+/// The 1-minute load average, or NaN where /proc/loadavg cannot be read.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
