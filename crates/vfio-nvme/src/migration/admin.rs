@@ -58,6 +58,17 @@ pub enum LmError {
     /// The controller returned data that makes no sense.
     #[error("{0}")]
     Protocol(String),
+    /// The Secondary Controller List has no controller behind this virtual function.
+    #[error(
+        "the primary controller's Secondary Controller List has no controller for VF {vfn} \
+         (it lists VFs {listed:?}); enable the VF (sriov_numvfs) or name one it lists"
+    )]
+    NoSuchSecondary {
+        /// The virtual function number asked for (1-based).
+        vfn: u16,
+        /// The VFNs the list has.
+        listed: Vec<u16>,
+    },
 }
 
 impl LmError {
