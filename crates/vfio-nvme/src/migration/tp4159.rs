@@ -397,3 +397,118 @@ impl Udmq {
         admin.execute(&what, cmd, Transfer::None).map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    use nvme_driver::memory::HostMemory;
+    use nvme_spec::command::IdentifyCdw10;
+    use nvme_spec::lm::ControllerState;
+    use nvme_spec::lm::ControllerStateAttributes;
+    use zerocopy::FromZeros;
+    use zerocopy::IntoBytes;
+
+    use super::*;
+
+    const OURS: Uuid = Uuid([7; 16]);
+
+    #[test]
+    fn formats_are_v0_plus_ours_when_listed() {
+        let offered = |versions: &[u16], uuids: &[Uuid]| SupportedControllerStateFormats {
+            versions: versions.to_vec(),
+            uuids: uuids.to_vec(),
+        };
+        let other = Uuid([9; 16]);
+        let choose = |o| StateFormats::choose(&o, OURS);
+        assert_eq!(
+            choose(offered(&[0], &[])),
+            Some(StateFormats { csvi: 1, csuuidi: 0 })
+        );
+        assert_eq!(
+            choose(offered(&[3, 0], &[other, OURS])),
+            Some(StateFormats { csvi: 2, csuuidi: 2 })
+        );
+        // Another vendor's format alone is not used; without v0 there is nothing to migrate.
+        assert_eq!(
+            choose(offered(&[0], &[other])),
+            Some(StateFormats { csvi: 1, csuuidi: 0 })
+        );
+        assert_eq!(choose(offered(&[1], &[OURS])), None);
+    }
+
+    #[test]
+    fn a_set_names_the_parts_the_state_carries() {
+        let state = |nvmecs: usize, vendor: usize| {
+            ControllerState::new(
+                0,
+                ControllerStateAttributes::new(),
+                vec![0; nvmecs],
+                vec![0; vendor],
+            )
+            .unwrap()
+            .encode()
+        };
+        let both = StateFormats { csvi: 1, csuuidi: 2 };
+        let v0 = StateFormats { csvi: 1, csuuidi: 0 };
+        assert_eq!(both.carried_by(&state(8, 0)), Some(v0));
+        assert_eq!(both.carried_by(&state(8, 4)), Some(both));
+        assert_eq!(v0.carried_by(&state(8, 0)), Some(v0));
+        assert_eq!(v0.carried_by(&state(8, 4)), None, "vendor state not offered");
+        assert_eq!(v0.carried_by(&[0; 20]), None, "no header");
+    }
+
+    /// A PF answering only Identify Secondary Controller List, for `count` secondaries with
+    /// CNTLIDs from 10 and VFNs from 1, honouring CNTID; it records the CNTIDs asked for.
+    struct ListingPf {
+        count: u16,
+        asked: Mutex<Vec<u16>>,
+        mem: Arc<HostMemory>,
+    }
+
+    impl LmAdmin for ListingPf {
+        fn execute(&self, _: &str, cmd: Command, data: Transfer<'_>) -> Result<u32, LmError> {
+            let cdw10 = IdentifyCdw10::from(cmd.cdw10);
+            assert_eq!(cdw10.cns(), Cns::SECONDARY_CONTROLLER_LIST);
+            self.asked.lock().unwrap().push(cdw10.cntid());
+            let entries: Vec<SecondaryControllerEntry> = (0..self.count)
+                .map(|i| {
+                    let mut e = SecondaryControllerEntry::new_zeroed();
+                    (e.scid, e.vfn, e.scs) = (10 + i, 1 + i, 1);
+                    e
+                })
+                .filter(|e| e.scid >= cdw10.cntid())
+                .collect();
+            let Transfer::FromController(buf) = data else {
+                panic!("Identify reads data");
+            };
+            buf.copy_from_slice(SecondaryControllerList::from_entries(&entries).as_bytes());
+            Ok(0)
+        }
+
+        fn memory(&self) -> &Arc<HostMemory> {
+            &self.mem
+        }
+
+        fn max_transfer(&self) -> u64 {
+            4096
+        }
+    }
+
+    #[test]
+    fn the_secondary_list_is_read_page_by_page_and_names_the_cntlid() {
+        let pf = ListingPf {
+            count: 300,
+            asked: Mutex::new(Vec::new()),
+            mem: HostMemory::new(4096, 0x1000).unwrap(),
+        };
+        let all = secondary_controllers(&pf).unwrap();
+        assert_eq!(all.len(), 300);
+        assert_eq!(*pf.asked.lock().unwrap(), [0, 137, 264]);
+        assert_eq!(secondary_cntlid(&pf, 1).unwrap(), 10);
+        assert_eq!(secondary_cntlid(&pf, 200).unwrap(), 209);
+        let err = secondary_cntlid(&pf, 301).unwrap_err();
+        assert!(matches!(err, LmError::NoSuchSecondary { vfn: 301, .. }), "{err}");
+    }
+}
