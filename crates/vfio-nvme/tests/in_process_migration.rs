@@ -302,7 +302,10 @@ fn fired(fd: &std::os::fd::OwnedFd) -> u64 {
 fn fires(fd: &std::os::fd::OwnedFd) -> u64 {
     use rustix::event::{PollFd, PollFlags, poll};
     let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    let timeout = rustix::event::Timespec { tv_sec: 5, tv_nsec: 0 };
+    let timeout = rustix::event::Timespec {
+        tv_sec: 5,
+        tv_nsec: 0,
+    };
     poll(&mut fds, Some(&timeout)).unwrap();
     fired(fd)
 }
@@ -465,7 +468,11 @@ fn migrate_while_writing(
     qp.submit(Command::write(0, 1, 200, 0, buf.iova(), 0))
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(qp.poll(|_| {}), 0, "a suspended controller fetched a command");
+    assert_eq!(
+        qp.poll(|_| {}),
+        0,
+        "a suspended controller fetched a command"
+    );
     state(vf_a, DeviceState::StopCopy);
     pump(vf_a, vf_b);
     state(vf_b, DeviceState::Stop);

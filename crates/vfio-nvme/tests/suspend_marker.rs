@@ -57,7 +57,7 @@ impl LmAdmin for LateSuspend {
         Ok(0)
     }
 
-    fn memory(&self) -> &Arc<HostMemory> {
+    fn memory(&self) -> Option<&Arc<HostMemory>> {
         self.inner.memory()
     }
 
@@ -103,13 +103,21 @@ struct VfBar(Arc<std::sync::Mutex<Arc<VfDevice>>>);
 impl Bar for VfBar {
     fn read32(&self, offset: u64) -> std::io::Result<u32> {
         let mut b = [0u8; 4];
-        self.0.lock().unwrap().region_read(0, offset, &mut b).unwrap();
+        self.0
+            .lock()
+            .unwrap()
+            .region_read(0, offset, &mut b)
+            .unwrap();
         Ok(u32::from_le_bytes(b))
     }
 
     fn read64(&self, offset: u64) -> std::io::Result<u64> {
         let mut b = [0u8; 8];
-        self.0.lock().unwrap().region_read(0, offset, &mut b).unwrap();
+        self.0
+            .lock()
+            .unwrap()
+            .region_read(0, offset, &mut b)
+            .unwrap();
         Ok(u64::from_le_bytes(b))
     }
 
@@ -201,5 +209,8 @@ fn a_marker_that_never_comes_is_a_named_error() {
         ),
         "{failure}"
     );
-    assert!(failure.to_string().contains("no 'suspended' marker"), "{failure}");
+    assert!(
+        failure.to_string().contains("no 'suspended' marker"),
+        "{failure}"
+    );
 }

@@ -188,7 +188,8 @@ impl NvmeMigration {
     ) -> Result<Self, MigrationError> {
         identity.geometry.namespaces = user.namespaces();
         let formats = tp4159::state_formats(admin.as_ref(), nvme_device::lm::VENDOR_STATE_UUID)?;
-        let logging = tp4159::user_data_logging(admin.as_ref())?;
+        // Logging needs a queue the PF keeps writing to, in memory the driver provides.
+        let logging = tp4159::user_data_logging(admin.as_ref())? && admin.memory().is_some();
         if !logging {
             let private: Vec<u32> = identity
                 .geometry

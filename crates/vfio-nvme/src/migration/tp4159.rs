@@ -296,8 +296,13 @@ impl Udmq {
     /// logging controller `cntlid`.
     pub fn create(admin: &dyn LmAdmin, cntlid: u16, entries: u32) -> Result<Self, LmError> {
         let what = format!("Controller Data Queue (Create) for controller {cntlid}");
-        let ring = admin
-            .memory()
+        let memory = admin.memory().ok_or_else(|| {
+            LmError::Protocol(format!(
+                "{what}: the primary controller is reached without memory it can keep writing \
+                 to (e.g. through the Linux admin pass-through), so it cannot fill a queue"
+            ))
+        })?;
+        let ring = memory
             .alloc(u64::from(entries) * ENTRY_BYTES)
             .map_err(|source| LmError::Driver {
                 what: what.clone(),
@@ -424,16 +429,25 @@ mod tests {
         let choose = |o| StateFormats::choose(&o, OURS);
         assert_eq!(
             choose(offered(&[0], &[])),
-            Some(StateFormats { csvi: 1, csuuidi: 0 })
+            Some(StateFormats {
+                csvi: 1,
+                csuuidi: 0
+            })
         );
         assert_eq!(
             choose(offered(&[3, 0], &[other, OURS])),
-            Some(StateFormats { csvi: 2, csuuidi: 2 })
+            Some(StateFormats {
+                csvi: 2,
+                csuuidi: 2
+            })
         );
         // Another vendor's format alone is not used; without v0 there is nothing to migrate.
         assert_eq!(
             choose(offered(&[0], &[other])),
-            Some(StateFormats { csvi: 1, csuuidi: 0 })
+            Some(StateFormats {
+                csvi: 1,
+                csuuidi: 0
+            })
         );
         assert_eq!(choose(offered(&[1], &[OURS])), None);
     }
@@ -450,12 +464,22 @@ mod tests {
             .unwrap()
             .encode()
         };
-        let both = StateFormats { csvi: 1, csuuidi: 2 };
-        let v0 = StateFormats { csvi: 1, csuuidi: 0 };
+        let both = StateFormats {
+            csvi: 1,
+            csuuidi: 2,
+        };
+        let v0 = StateFormats {
+            csvi: 1,
+            csuuidi: 0,
+        };
         assert_eq!(both.carried_by(&state(8, 0)), Some(v0));
         assert_eq!(both.carried_by(&state(8, 4)), Some(both));
         assert_eq!(v0.carried_by(&state(8, 0)), Some(v0));
-        assert_eq!(v0.carried_by(&state(8, 4)), None, "vendor state not offered");
+        assert_eq!(
+            v0.carried_by(&state(8, 4)),
+            None,
+            "vendor state not offered"
+        );
         assert_eq!(v0.carried_by(&[0; 20]), None, "no header");
     }
 
@@ -487,8 +511,8 @@ mod tests {
             Ok(0)
         }
 
-        fn memory(&self) -> &Arc<HostMemory> {
-            &self.mem
+        fn memory(&self) -> Option<&Arc<HostMemory>> {
+            Some(&self.mem)
         }
 
         fn max_transfer(&self) -> u64 {
@@ -509,6 +533,9 @@ mod tests {
         assert_eq!(secondary_cntlid(&pf, 1).unwrap(), 10);
         assert_eq!(secondary_cntlid(&pf, 200).unwrap(), 209);
         let err = secondary_cntlid(&pf, 301).unwrap_err();
-        assert!(matches!(err, LmError::NoSuchSecondary { vfn: 301, .. }), "{err}");
+        assert!(
+            matches!(err, LmError::NoSuchSecondary { vfn: 301, .. }),
+            "{err}"
+        );
     }
 }
