@@ -4,7 +4,7 @@
 //! protocol or state-machine logic lives in a library crate. `demo` is the main job (a live
 //! migration A → B → A under a verifying workload); `serve` hosts NVMe virtual functions over
 //! vfio-user; `workload` drives and migrates them; `bench` measures; `state` decodes saved
-//! migration streams; `fsm` shows the VFIO migration v2 state machine of the `vfio-migration`
+//! migration streams; `pf` drives TP4159 on a kernel-owned PF; `fsm` shows the VFIO migration v2 state machine of the `vfio-migration`
 //! crate; `completions` and `man` generate shell completions and man pages.
 //!
 //! Conventions: results go to stdout (one line of JSON with the global `--json`; see the
@@ -23,6 +23,7 @@ mod fsm_cmd;
 mod limits;
 mod notify;
 mod output;
+mod pf_cmd;
 mod progress;
 mod serve_cmd;
 mod spec_args;
@@ -124,6 +125,7 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
         )?,
         Command::Workload(args) => workload_cmd::run_cli(args, cli.json)?,
         Command::Bench(args) => Output::passed(bench_cmd::run(args.time, cli.json)?),
+        Command::Pf(args) => pf_cmd::run(args, cli.json)?,
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,
         },
@@ -159,6 +161,10 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                 &args.sockets,
                 args.pf_socket.as_deref(),
                 secondary_start,
+                nvme_device::controller::MigrationOffer {
+                    vendor_state: args.vendor_state,
+                    user_data_logging: !args.no_user_data_logging,
+                },
                 &namespaces,
                 &name,
                 &socket,

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use anyhow::bail;
+use nvme_device::controller::MigrationOffer;
 use nvme_device::sriov::SecondaryStart;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
@@ -32,12 +33,13 @@ pub fn default_name() -> String {
 
 /// Serves until a signal arrives; returns a human summary of what was served: a VF on each of
 /// `sockets` and, with `pf_socket`, the PF there, the VFs' controllers starting as
-/// `secondary_start` says. The sockets get `socket`'s mode and group; under systemd, `READY=1`
+/// `secondary_start` says, the PF offering `migration`. The sockets get `socket`'s mode and group; under systemd, `READY=1`
 /// is sent once all listen.
 pub fn run(
     sockets: &[PathBuf],
     pf_socket: Option<&Path>,
     secondary_start: SecondaryStart,
+    migration: MigrationOffer,
     namespaces: &[NamespaceConfig],
     name: &str,
     socket: &SocketOptions,
@@ -62,6 +64,7 @@ pub fn run(
         namespaces: namespaces.to_vec(),
         serve_pf: pf_socket.is_some(),
         secondary_start,
+        migration,
     };
     let served = Served::new(&config).context("cannot build the NVM subsystem")?;
     // Each socket with the device it serves and what to call it.
