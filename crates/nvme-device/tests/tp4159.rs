@@ -936,7 +936,11 @@ fn one_suspended_marker_per_suspension() {
         ]
     );
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(reader.next(), None, "a second Suspend posted a second marker");
+    assert_eq!(
+        reader.next(),
+        None,
+        "a second Suspend posted a second marker"
+    );
     assert_eq!(resume(&pf, VF), Status::SUCCESS);
     assert_eq!(suspend(&pf, VF, false), Status::SUCCESS);
     assert_eq!(
