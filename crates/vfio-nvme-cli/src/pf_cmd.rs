@@ -88,6 +88,11 @@ pub enum PfCommand {
         /// The controller to move to.
         #[arg(long, value_name = "CONTROLLER", value_parser = parse_controller)]
         to: Controller,
+        /// Carry NVMe state v0 only (the I/O queues), even where the PF offers the vfio-nvme
+        /// vendor state: for controllers whose namespaces or identities differ. The host must
+        /// then have enabled TO (its own admin queue) before.
+        #[arg(long)]
+        nvme_state_only: bool,
     },
 }
 
@@ -197,8 +202,12 @@ pub fn run_on(admin: &dyn LmAdmin, command: &PfCommand, json: bool) -> anyhow::R
             )?;
             render(json, &Saved::new("loaded", id, file, state.len(), formats))?
         }
-        PfCommand::Migrate { from, to } => {
-            let report = migrate(admin, *from, *to)?;
+        PfCommand::Migrate {
+            from,
+            to,
+            nvme_state_only,
+        } => {
+            let report = migrate(admin, *from, *to, *nvme_state_only)?;
             render(json, &report)?
         }
     };
@@ -406,8 +415,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Suspend `from`, save, suspend `to`, load, resume `to`, timing each step.
-fn migrate(admin: &dyn LmAdmin, from: Controller, to: Controller) -> anyhow::Result<MigrateReport> {
+/// Suspend `from`, save, suspend `to`, load, resume `to`, timing each step; without the vendor
+/// state if `nvme_state_only`.
+fn migrate(
+    admin: &dyn LmAdmin,
+    from: Controller,
+    to: Controller,
+    nvme_state_only: bool,
+) -> anyhow::Result<MigrateReport> {
     let source = resolve(admin, "--from", from)?;
     let destination = resolve(admin, "--to", to)?;
     if source == destination {
@@ -417,7 +432,10 @@ fn migrate(admin: &dyn LmAdmin, from: Controller, to: Controller) -> anyhow::Res
             reason: "is the controller to move from; name another".to_owned(),
         }));
     }
-    let formats = formats(admin)?;
+    let mut formats = formats(admin)?;
+    if nvme_state_only {
+        formats.csuuidi = 0;
+    }
     let start = Instant::now();
     named("--from", from, tp4159::suspend(admin, source, false))?;
     let suspended = Instant::now();
@@ -564,6 +582,7 @@ mod tests {
         let migrate = PfCommand::Migrate {
             from: Controller::Vf(1),
             to: Controller::Cntlid(3),
+            nvme_state_only: false,
         };
         let report = json(&pf, migrate);
         assert_eq!(
@@ -662,6 +681,7 @@ mod tests {
         let same = PfCommand::Migrate {
             from: Controller::Cntlid(2),
             to: Controller::Vf(1),
+            nvme_state_only: false,
         };
         let err = run_on(&pf, &same, false).unwrap_err();
         assert_eq!(crate::exit::status(&err), crate::exit::USAGE, "{err:#}");
