@@ -70,6 +70,42 @@ pub enum OrchestratorError {
         /// The cause.
         source: io::Error,
     },
+    /// No server answers at a socket: it does not exist, or nobody listens on it.
+    #[error("no server on the {side} socket {socket}: {detail}; start `vfio-nvme serve --socket {socket}` there, or check the path", socket = socket.display())]
+    NoServer {
+        /// "source" or "destination".
+        side: &'static str,
+        /// The socket.
+        socket: PathBuf,
+        /// What is there instead.
+        detail: &'static str,
+    },
+    /// Another vfio-user client is attached to the server (EBUSY).
+    #[error("the {side} server ({socket}) is busy: another client is attached to its VF; detach that client (`vfio-nvme ctl {socket} status` shows the function) and try again", socket = socket.display())]
+    Busy {
+        /// "source" or "destination".
+        side: &'static str,
+        /// The socket.
+        socket: PathBuf,
+    },
+    /// The destination is the socket the device already lives on.
+    #[error("the destination {destination} is the source's own socket ({source_socket}): a device cannot migrate onto itself; give the socket of another server", destination = destination.display(), source_socket = source_socket.display())]
+    SameSocket {
+        /// The destination as given.
+        destination: PathBuf,
+        /// The source's socket.
+        source_socket: PathBuf,
+    },
+    /// A server refused a request with an errno and said why on its control endpoint.
+    #[error("{failure}; the {side} says: {reason}")]
+    Refused {
+        /// The failed step (an errno reply).
+        failure: Box<OrchestratorError>,
+        /// "source" or "destination".
+        side: &'static str,
+        /// The server's reason, in words.
+        reason: String,
+    },
     /// The migration failed and the source was resumed; the guest continues there.
     #[error("migration aborted, the device keeps running on the source: {0}")]
     Aborted(Box<OrchestratorError>),
@@ -208,8 +244,29 @@ impl Endpoint {
             socket: socket.to_owned(),
             source,
         };
-        let mut client =
-            Client::connect(socket).map_err(|e| step("connecting", TransportError::Client(e)))?;
+        let mut client = Client::connect(socket).map_err(|e| match e {
+            ClientError::Connect { source, .. }
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                OrchestratorError::NoServer {
+                    side,
+                    socket: socket.to_owned(),
+                    detail: if source.kind() == io::ErrorKind::NotFound {
+                        "the socket does not exist"
+                    } else {
+                        "nobody listens on the socket (a server that exited?)"
+                    },
+                }
+            }
+            ClientError::Busy => OrchestratorError::Busy {
+                side,
+                socket: socket.to_owned(),
+            },
+            e => step("connecting", TransportError::Client(e)),
+        })?;
         dma_map_host_memory(&mut client, memory).map_err(|e| step("mapping guest memory", e))?;
         let client = Arc::new(Mutex::new(client));
         let bar = Arc::new(VfioUserBar::new(client.clone()).map_err(|e| step("mapping BAR0", e))?);
@@ -341,6 +398,12 @@ impl Orchestrator {
         options: &MigrateOptions,
     ) -> Result<MigrationReport, OrchestratorError> {
         let started = Instant::now();
+        if same_socket(destination, &self.current.socket) {
+            return Err(OrchestratorError::SameSocket {
+                destination: destination.to_owned(),
+                source_socket: self.current.socket.clone(),
+            });
+        }
         let dest = Endpoint::connect(destination, &self.memory, "destination")?;
         let src = &self.current;
         let guest = (self.memory.iova(), self.memory.len());
@@ -487,6 +550,8 @@ impl Orchestrator {
 
     /// Puts the source back to RUNNING and the doorbells back on it.
     fn abort(&self, failure: OrchestratorError, dest: &Endpoint) -> OrchestratorError {
+        // Asked before the reset below, though the server keeps the reason across it.
+        let failure = explained(failure);
         // A destination stuck in RESUMING is returned to RUNNING by a reset.
         let _ = dest.call("resetting", "destination", |c| c.reset());
         let src = &self.current;
@@ -503,5 +568,50 @@ impl Orchestrator {
                 resume: Box::new(resume),
             },
         }
+    }
+}
+
+/// Whether `destination` is the socket file `source` names (the same file under another path
+/// too): connecting there would find the device's own server, busy with this orchestrator.
+fn same_socket(destination: &Path, source: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(destination), std::fs::metadata(source)) {
+        (Ok(d), Ok(s)) => (d.dev(), d.ino()) == (s.dev(), s.ino()),
+        _ => destination == source,
+    }
+}
+
+/// `failure` with the server's reason, when it is an errno reply to a migration request and
+/// the server's control endpoint (the same socket; docs/MIGRATION.md, "What a client is told
+/// when a step fails") reports a last failure with that errno. Anything else, including a
+/// server without the control protocol, leaves `failure` as it is.
+fn explained(failure: OrchestratorError) -> OrchestratorError {
+    let OrchestratorError::Step {
+        side,
+        socket,
+        source: TransportError::Client(ClientError::Errno { errno, .. }),
+        ..
+    } = &failure
+    else {
+        return failure;
+    };
+    let (side, errno) = (*side, *errno);
+    let request = serde_json::json!({ "command": "migration" });
+    let reason = vfu::control::request(socket, &request)
+        .ok()
+        .and_then(|result| {
+            let view = result.get("functions")?.get(0)?.get("migration")?.clone();
+            serde_json::from_value::<vfu::control::MigrationView>(view).ok()
+        })
+        .and_then(|view| view.last_failure)
+        .filter(|last| last.errno == errno.get())
+        .map(|last| last.reason);
+    match reason {
+        Some(reason) => OrchestratorError::Refused {
+            failure: Box::new(failure),
+            side,
+            reason,
+        },
+        None => failure,
     }
 }

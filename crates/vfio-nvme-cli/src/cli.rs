@@ -37,7 +37,7 @@ pub const EXIT_STATUS_HELP: &str = "Exit status: 0 success; 1 failure (a server,
 )]
 pub struct Cli {
     /// Print the result as one line of JSON on stdout instead of text (demo, workload,
-    /// bench, state, fsm, pf).
+    /// bench, state, fsm, ctl, pf); `serve` prints one JSON event per line.
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -101,8 +101,14 @@ pub enum Command {
     /// The sockets get --socket-mode (default 0600) and --socket-group, so a VMM running as
     /// another user (QEMU under libvirt) can connect. Under systemd (NOTIFY_SOCKET set) the
     /// server reports READY=1 once every socket listens; docs/vfio-nvme@.service is an
-    /// example unit. Runs until SIGINT, SIGTERM or SIGHUP, then removes its sockets. It prints
-    /// no JSON (its log goes to stderr).
+    /// example unit. Runs until SIGINT, SIGTERM or SIGHUP, then removes its sockets.
+    ///
+    /// Every socket also answers the control protocol (docs/CONTROL.md), so `vfio-nvme ctl
+    /// SOCKET status` looks inside while a client is attached, and a migration orchestrator
+    /// learns why a destination refused a stream; --control PATH adds a socket that answers
+    /// only that protocol, for the whole subsystem. What happens (sockets listening, clients
+    /// attached and detached, migration state changes and failures) is reported on stderr, or
+    /// with --json as one JSON event per line on stdout.
     Serve(ServeArgs),
     /// Drive TP4159 on a PF the kernel's nvme driver owns, through /dev/nvmeX.
     ///
@@ -117,6 +123,21 @@ pub enum Command {
     /// CAP_SYS_ADMIN. A controller the PF does not know is a usage error (exit 2).
     #[command(after_help = EXIT_STATUS_HELP)]
     Pf(crate::pf_cmd::PfArgs),
+    /// Look inside a running server: status, Identify data, secondary controllers, queues,
+    /// migration.
+    ///
+    /// Asks the server at SOCKET — a VF's or the PF's socket (answered beside an attached
+    /// client, which it does not disturb) or the --control socket — over the control protocol
+    /// (docs/CONTROL.md) and prints the answer: text (nvme-cli's layout for id-ctrl, id-ns and
+    /// list-secondary), or the result object on one line with --json. On a VF socket,
+    /// commands about one controller mean that VF's unless --cntlid says otherwise; on the
+    /// control socket they mean the primary controller (id-ctrl, id-ns) or every controller
+    /// (queues, migration).
+    ///
+    /// A missing socket, a socket nobody listens on and a server without the control protocol
+    /// are told apart; each exits 1.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Ctl(CtlArgs),
     /// Explore the VFIO migration v2 state machine (the kernel's next-state walk).
     ///
     /// Shows the walk the kernel's vfio_mig_get_next_state() takes between two device
@@ -327,6 +348,62 @@ pub struct ServeArgs {
     /// Group to give the sockets, by name or number (this user must belong to it).
     #[arg(long, value_name = "GROUP", value_parser = crate::spec_args::parse_group)]
     pub socket_group: Option<u32>,
+
+    /// Also listen on this socket for the control protocol only (the whole subsystem, for
+    /// `vfio-nvme ctl`); it gets the --socket-mode and --socket-group of the others.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<std::path::PathBuf>,
+}
+
+/// `vfio-nvme ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The server's socket: a VF's, the PF's or the --control one.
+    #[arg(value_name = "SOCKET")]
+    pub socket: std::path::PathBuf,
+
+    /// What to ask.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// What `ctl` asks.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The subsystem, every controller (CNTLID, function, online, CC/CSTS, queues, migration
+    /// state, suspended, client attached, namespaces, socket) and every namespace.
+    Status,
+    /// Identify Controller, as nvme-cli's `id-ctrl` prints it.
+    IdCtrl {
+        /// The controller (default: the socket's; the primary on the control socket).
+        #[arg(long)]
+        cntlid: Option<u16>,
+    },
+    /// Identify Namespace, as nvme-cli's `id-ns` prints it.
+    IdNs {
+        /// The namespace.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        nsid: u32,
+        /// The controller it is seen through (default as for id-ctrl).
+        #[arg(long)]
+        cntlid: Option<u16>,
+    },
+    /// The primary controller's Secondary Controller List, as nvme-cli's `list-secondary`.
+    ListSecondary,
+    /// Every queue pair: size, head and tail of both queues, vector, commands completed and
+    /// errors since the queue was created on this server.
+    Queues {
+        /// The controller (default: the socket's; every controller on the control socket).
+        #[arg(long)]
+        cntlid: Option<u16>,
+    },
+    /// The migration: state, data session and its bytes, DMA logging, and the last failed
+    /// migration request with its reason.
+    Migration {
+        /// The controller (default as for queues).
+        #[arg(long)]
+        cntlid: Option<u16>,
+    },
 }
 
 /// `vfio-nvme completions`.

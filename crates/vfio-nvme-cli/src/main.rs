@@ -4,8 +4,10 @@
 //! protocol or state-machine logic lives in a library crate. `demo` is the main job (a live
 //! migration A → B → A under a verifying workload); `serve` hosts NVMe virtual functions over
 //! vfio-user; `workload` drives and migrates them; `bench` measures; `state` decodes saved
-//! migration streams; `pf` drives TP4159 on a kernel-owned PF; `fsm` shows the VFIO migration v2 state machine of the `vfio-migration`
-//! crate; `completions` and `man` generate shell completions and man pages.
+//! migration streams; `fsm` shows the VFIO migration v2 state machine of the `vfio-migration`
+//! crate; `ctl` looks inside a running server over its control protocol; `pf` drives TP4159
+//! on a kernel-owned PF through the admin pass-through; `completions` and `man` generate
+//! shell completions and man pages.
 //!
 //! Conventions: results go to stdout (one line of JSON with the global `--json`; see the
 //! `output` module), logs to stderr under `RUST_LOG` (default `warn`), errors to stderr as
@@ -15,6 +17,8 @@
 
 mod bench_cmd;
 mod cli;
+mod control;
+mod ctl_cmd;
 mod demo_cmd;
 mod docs_cmd;
 mod exit;
@@ -26,6 +30,7 @@ mod output;
 mod pf_cmd;
 mod progress;
 mod serve_cmd;
+mod serve_events;
 mod spec_args;
 mod state_cmd;
 mod timeline_svg;
@@ -129,14 +134,14 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,
         },
-        Command::Serve(_) | Command::Completions(_) | Command::Man(_) if cli.json => {
+        Command::Completions(_) | Command::Man(_) if cli.json => {
             let name = match &cli.command {
-                Command::Serve(_) => "serve",
                 Command::Completions(_) => "completions",
                 _ => "man",
             };
             return Err(no_json(name));
         }
+        Command::Ctl(args) => Output::passed(ctl_cmd::run(&args.socket, &args.command, cli.json)?),
         Command::Serve(args) => {
             let namespaces = if args.namespaces.is_empty() {
                 vec![vfio_nvme::served::NamespaceConfig {
@@ -158,16 +163,20 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                 nvme_device::sriov::SecondaryStart::Online
             };
             Output::passed(serve_cmd::run(
-                &args.sockets,
-                args.pf_socket.as_deref(),
-                secondary_start,
-                nvme_device::controller::MigrationOffer {
-                    vendor_state: args.vendor_state,
-                    user_data_logging: !args.no_user_data_logging,
+                &serve_cmd::ServeOptions {
+                    sockets: &args.sockets,
+                    pf_socket: args.pf_socket.as_deref(),
+                    control: args.control.as_deref(),
+                    secondary_start,
+                    migration: nvme_device::controller::MigrationOffer {
+                        vendor_state: args.vendor_state,
+                        user_data_logging: !args.no_user_data_logging,
+                    },
+                    namespaces: &namespaces,
+                    name: &name,
+                    socket: &socket,
                 },
-                &namespaces,
-                &name,
-                &socket,
+                cli.json,
             )?)
         }
         Command::Completions(args) => Output::passed(docs_cmd::completions(args.shell)?),

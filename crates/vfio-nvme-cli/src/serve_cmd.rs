@@ -15,6 +15,12 @@ use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
 use vfio_nvme::served::Served;
 use vfu::server::Device;
+
+use crate::control::inspect::Functions;
+use crate::control::inspect::Inspector;
+use crate::serve_events::Event;
+use crate::serve_events::Events;
+use crate::serve_events::Observed;
 use vfu::server::Server;
 use vfu::server::SocketOptions;
 
@@ -31,23 +37,43 @@ pub fn default_name() -> String {
     format!("{:012x}", mixed & 0xffff_ffff_ffff)
 }
 
-/// Serves until a signal arrives; returns a human summary of what was served: a VF on each of
-/// `sockets` and, with `pf_socket`, the PF there, the VFs' controllers starting as
-/// `secondary_start` says, the PF offering `migration`. The sockets get `socket`'s mode and group; under systemd, `READY=1`
-/// is sent once all listen.
-pub fn run(
-    sockets: &[PathBuf],
-    pf_socket: Option<&Path>,
-    secondary_start: SecondaryStart,
-    migration: MigrationOffer,
-    namespaces: &[NamespaceConfig],
-    name: &str,
-    socket: &SocketOptions,
-) -> anyhow::Result<String> {
+/// What `serve` serves, and how.
+#[derive(Debug)]
+pub struct ServeOptions<'a> {
+    /// A VF on each of these sockets.
+    pub sockets: &'a [PathBuf],
+    /// The PF on this socket, if given.
+    pub pf_socket: Option<&'a Path>,
+    /// A control-only socket for the whole subsystem, if given.
+    pub control: Option<&'a Path>,
+    /// The state the VFs' controllers start in.
+    pub secondary_start: SecondaryStart,
+    /// What the PF offers for migration (`--state-formats`, `--no-user-data-logging`).
+    pub migration: MigrationOffer,
+    /// The namespaces.
+    pub namespaces: &'a [NamespaceConfig],
+    /// The subsystem name.
+    pub name: &'a str,
+    /// Mode and group of every socket.
+    pub socket: &'a SocketOptions,
+}
+
+/// Serves until a signal arrives; returns what was served (text, or a JSON result line with
+/// `json`): a VF on each socket and, with a PF socket, the PF there, each also answering the
+/// control protocol, plus the standalone control socket if asked. Events go to stdout as JSON
+/// lines (`json`) or to stderr as sentences ([`crate::serve_events`]). Under systemd,
+/// `READY=1` is sent once every socket listens.
+pub fn run(options: &ServeOptions<'_>, json: bool) -> anyhow::Result<String> {
+    let sockets = options.sockets;
     if sockets.is_empty() {
         bail!("give at least one --socket PATH");
     }
-    for path in sockets.iter().map(PathBuf::as_path).chain(pf_socket) {
+    for path in sockets
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(options.pf_socket)
+        .chain(options.control)
+    {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
@@ -59,35 +85,54 @@ pub fn run(
         }
     }
     let config = ServeConfig {
-        name: name.to_owned(),
+        name: options.name.to_owned(),
         vfs: sockets.len() as u16,
-        namespaces: namespaces.to_vec(),
-        serve_pf: pf_socket.is_some(),
-        secondary_start,
-        migration,
+        namespaces: options.namespaces.to_vec(),
+        serve_pf: options.pf_socket.is_some(),
+        secondary_start: options.secondary_start,
+        migration: options.migration,
     };
-    let served = Served::new(&config).context("cannot build the NVM subsystem")?;
-    // Each socket with the device it serves and what to call it.
-    let mut devices: Vec<(&Path, Arc<dyn Device>, String)> = sockets
+    let served = Arc::new(Served::new(&config).context("cannot build the NVM subsystem")?);
+    let events = Arc::new(Events::new(json));
+    let functions = Arc::new(Functions::new(
+        sockets,
+        options.pf_socket.map(Path::to_path_buf),
+    ));
+    // Each socket with the device it serves, what to call it and its controller.
+    let mut devices: Vec<(&Path, Arc<dyn Device>, String, u16)> = sockets
         .iter()
         .zip(served.functions())
         .enumerate()
         .map(|(i, (path, vf))| {
             let device: Arc<dyn Device> = vf.clone();
-            (path.as_path(), device, format!("VF {}", i + 1))
+            (
+                path.as_path(),
+                device,
+                format!("VF {}", i + 1),
+                vf.controller().cntlid(),
+            )
         })
         .collect();
-    if let (Some(path), Some(pf)) = (pf_socket, served.primary_function()) {
+    if let (Some(path), Some(pf)) = (options.pf_socket, served.primary_function()) {
         let device: Arc<dyn Device> = pf.clone();
-        devices.push((path, device, "the PF".to_owned()));
+        devices.push((path, device, "PF".to_owned(), pf.controller().cntlid()));
     }
     let mut servers = Vec::new();
-    for (path, _, _) in &devices {
+    for (path, _, _, cntlid) in &devices {
+        let inspector = Inspector::new(served.clone(), functions.clone(), Some(*cntlid));
         servers.push(
-            Server::bind_with(path, socket)
-                .with_context(|| format!("cannot serve on {}", path.display()))?,
+            Server::bind_with(path, options.socket)
+                .with_context(|| format!("cannot serve on {}", path.display()))?
+                .with_control(Arc::new(inspector)),
         );
     }
+    let control = options
+        .control
+        .map(|path| {
+            Server::bind_with(path, options.socket)
+                .with_context(|| format!("cannot serve the control socket on {}", path.display()))
+        })
+        .transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
     // SIGHUP too (a closed terminal, a session ending): without a handler it would kill the
     // process before the sockets are removed.
@@ -99,26 +144,56 @@ pub fn run(
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install the signal handler")?;
     }
-    let nqn = &served.subsystem().identity().nqn;
-    for (server, (_, _, what)) in servers.iter().zip(&devices) {
-        eprintln!("serving {what} of {nqn} on {}", server.path().display());
+    let nqn = served.subsystem().identity().nqn.clone();
+    let devices: Vec<(Arc<dyn Device>, &Server)> = devices
+        .into_iter()
+        .zip(&servers)
+        .map(|((path, device, what, cntlid), server)| {
+            events.emit(&Event::Listening {
+                function: &what,
+                socket: server.path(),
+                nqn: &nqn,
+            });
+            let index = cntlid - nvme_device::subsystem::PRIMARY_CNTLID;
+            let observed: Arc<dyn Device> = Arc::new(Observed::new(
+                device,
+                index,
+                what,
+                path.to_path_buf(),
+                events.clone(),
+                functions.clone(),
+            ));
+            (observed, server)
+        })
+        .collect();
+    if let Some(control) = &control {
+        events.emit(&Event::Listening {
+            function: "control",
+            socket: control.path(),
+            nqn: &nqn,
+        });
     }
-    let what = describe(sockets.len(), pf_socket.is_some());
+    events.emit(&Event::Ready { nqn: &nqn });
+    let what = describe(sockets.len(), options.pf_socket.is_some());
     // A notify socket that cannot be reached is systemd's problem to time out on, not a
     // reason to stop serving (sd_notify's callers ignore its errors too).
     if let Err(err) = crate::notify::ready(&format!("serving {what} of {nqn}")) {
         tracing::warn!("{err:#}");
     }
     let result = std::thread::scope(|scope| {
-        let handles: Vec<_> = servers
+        let mut handles: Vec<_> = devices
             .iter()
-            .zip(&devices)
-            .map(|(server, (_, device, _))| {
+            .map(|(device, server)| {
                 let device = device.clone();
                 let stop = &stop;
                 scope.spawn(move || server.serve(device, stop))
             })
             .collect();
+        if let Some(control) = &control {
+            let inspector = Arc::new(Inspector::new(served.clone(), functions.clone(), None));
+            let stop = &stop;
+            handles.push(scope.spawn(move || control.serve_control(inspector, stop)));
+        }
         let mut first_error = None;
         for handle in handles {
             let outcome = handle.join();
@@ -136,8 +211,24 @@ pub fn run(
         }
         first_error.map_or(Ok(()), Err)
     });
+    drop(devices);
     drop(servers);
+    drop(control);
+    if let Err(err) = &result {
+        events.emit(&Event::Error {
+            message: format!("{err:#}"),
+        });
+    }
     result?;
+    if json {
+        return Ok(serde_json::json!({
+            "passed": true,
+            "served": what,
+            "nqn": nqn,
+            "sockets_removed": true,
+        })
+        .to_string());
+    }
     Ok(format!("served {what} of {nqn}; sockets removed\n"))
 }
 

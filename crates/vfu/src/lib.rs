@@ -21,6 +21,9 @@
 //! * [`server`] — a server hosting any [`server::Device`], with the generic migration adapter
 //!   [`server::DeviceMigration`] that turns any [`vfio_migration::MigrationDriver`] into the
 //!   device's one migration handle ([`server::Migratable`]); [`client`] — a generic client;
+//! * [`control`] — the control protocol beside vfio-user (a hello no vfio-user header can be,
+//!   one JSON request, one JSON reply), answered on the same socket for tools that are not
+//!   vfio-user clients, with its client and the JSON view of a device's migration;
 //! * `fake` (feature `test-utils`) — a configurable fake device for other crates' tests.
 //!
 //! Data is host-endian on the wire; the structures use native integers. Decoders never panic
@@ -31,6 +34,7 @@
 pub mod access;
 pub mod client;
 pub mod command;
+pub mod control;
 pub mod device;
 pub mod dma;
 pub mod error;

@@ -133,3 +133,21 @@ pub(crate) fn wait_readable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Re
         Err(e) => Err(e.into()),
     }
 }
+
+/// Waits up to `timeout` for `socket` to have room to write; `false` on timeout or an
+/// interrupted wait.
+pub(crate) fn wait_writable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let timeout = rustix::event::Timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &socket,
+        rustix::event::PollFlags::OUT,
+    )];
+    match rustix::event::poll(&mut fds, Some(&timeout)) {
+        Ok(ready) => Ok(ready > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -54,6 +54,7 @@ mod queue_management;
 mod registers;
 mod secondary;
 pub mod snapshot;
+mod status;
 mod transfer;
 
 use std::sync::Arc;
@@ -88,6 +89,9 @@ use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 pub(crate) use secondary::LockedSecondary;
 pub(crate) use secondary::Secondary;
+pub use status::ControllerStatus;
+pub use status::QueueCounters;
+pub use status::QueueStatus;
 
 /// Limits and identity of one controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,6 +247,9 @@ struct State {
     errors: log::ErrorLog,
     /// SMART counters.
     counters: Counters,
+    /// Per submission queue (indexed by queue identifier), what it completed since it was
+    /// created; operator figures, not saved.
+    queue_counters: Vec<status::QueueCounters>,
     /// Vectors to signal at the end of the current pass.
     irq_pending: Vec<bool>,
     /// Per doorbell (index `2 * qid + is_cq`), the invalid value last reported to the host, so
@@ -512,6 +519,7 @@ impl Controller {
                 aer: aer::AerState::default(),
                 errors: log::ErrorLog::default(),
                 counters: Counters::powered_on(),
+                queue_counters: vec![status::QueueCounters::default(); queue_count],
                 irq_pending: vec![false; usize::from(config.msix_vectors)],
                 bad_doorbells: vec![None; 2 * queue_count],
                 lba_log: lba_log::LbaLog::default(),

@@ -191,9 +191,14 @@ pub(super) fn complete(
     status: Status,
     dw0: u32,
 ) {
-    if !status.is_success() && status != Status::COMMAND_ABORT_REQUESTED {
+    let failed = !status.is_success() && status != Status::COMMAND_ABORT_REQUESTED;
+    if failed {
         state.errors.record(sqid, cmd, status);
         state.counters.error_count += 1;
+    }
+    if let Some(counters) = state.queue_counters.get_mut(usize::from(sqid)) {
+        counters.completed += 1;
+        counters.errors += u64::from(failed);
     }
     let sqhd = state
         .sqs

@@ -97,6 +97,9 @@ pub(super) fn create_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Resu
     }
     let base = queue_base(cmd.prp1)?;
     inner.doorbells.set_sq_tail(cdw10.qid(), 0);
+    if let Some(counters) = state.queue_counters.get_mut(index) {
+        *counters = super::status::QueueCounters::default();
+    }
     state.sqs[index] = Some(SubmissionQueue {
         qid: cdw10.qid(),
         cqid,

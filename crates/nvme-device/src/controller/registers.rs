@@ -166,6 +166,7 @@ fn enable(inner: &Inner, cc: Cc) {
     }
     {
         let mut state = inner.lock_state();
+        state.queue_counters[0] = super::status::QueueCounters::default();
         state.sqs[0] = Some(SubmissionQueue {
             qid: 0,
             cqid: 0,

@@ -53,13 +53,24 @@ impl ServeProcess {
         Self::spawn(socket, args, Stdio::from(file))
     }
 
+    /// Like [`start`](Self::start), with the server's stdout (e.g. its `--json` events) going
+    /// to `out`.
+    pub fn start_output(socket: &Path, args: &[&str], out: &Path) -> Self {
+        let file = std::fs::File::create(out).expect("create the server's output file");
+        Self::spawn_with(socket, args, Stdio::from(file), Stdio::inherit())
+    }
+
     fn spawn(socket: &Path, args: &[&str], stderr: Stdio) -> Self {
+        Self::spawn_with(socket, args, Stdio::null(), stderr)
+    }
+
+    fn spawn_with(socket: &Path, args: &[&str], stdout: Stdio, stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vfio-nvme"))
             .arg("serve")
             .arg("--socket")
             .arg(socket)
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("start vfio-nvme serve");

@@ -35,6 +35,7 @@ use rustix::net::SocketFlags;
 use crate::framing::Frame;
 
 use super::client_dma::ClientDma;
+use super::control::ControlPort;
 use super::device::Device;
 use super::refusal::Refusals;
 use super::session::MAX_DATA_XFER_SIZE;
@@ -183,13 +184,15 @@ impl Shared<'_> {
 }
 
 /// Serves the client on `socket` until it disconnects, the connection fails, or `stop` is set.
-/// Connections arriving on `listener` meanwhile are refused with EBUSY.
+/// Connections arriving on `listener` meanwhile are refused with EBUSY, but for control
+/// connections, which go to `control`.
 pub(super) fn serve(
     device: &dyn Device,
     socket: OwnedFd,
     listener: BorrowedFd<'_>,
     stop: &AtomicBool,
     timeouts: ServerTimeouts,
+    control: Option<&ControlPort>,
 ) -> Result<(), ConnectionError> {
     let (mut inbox, outbox) = transport::split(socket, Session::server_limits().max_msg_size())?;
     let shared = Shared {
@@ -204,7 +207,7 @@ pub(super) fn serve(
         let reader = std::thread::Builder::new()
             .name("vfio-user-reader".into())
             .spawn_scoped(scope, || {
-                let ended = read(&shared, &mut inbox, listener);
+                let ended = read(&shared, &mut inbox, listener, control);
                 shared.over.store(true, Ordering::Release);
                 shared.queue.close();
                 shared.dma.close();
@@ -251,8 +254,9 @@ fn read(
     shared: &Shared<'_>,
     inbox: &mut Inbox,
     listener: BorrowedFd<'_>,
+    control: Option<&ControlPort>,
 ) -> Result<(), ConnectionError> {
-    let mut refusals = Refusals::default();
+    let mut refusals = Refusals::new(control.cloned());
     let mut last_bytes = Instant::now();
     // When the listener first had a connection waiting that was not yet refused.
     let mut newcomer_since: Option<Instant> = None;

@@ -116,4 +116,15 @@ pub trait Device: Send + Sync {
     fn migration(&self) -> Option<&dyn Migratable> {
         None
     }
+
+    /// A vfio-user client was accepted and is about to be served (for observers, e.g. an event
+    /// log; the default does nothing).
+    fn client_attached(&self) {}
+
+    /// The attached client's connection ended, after [`Device::disconnected`] and
+    /// [`Migratable::disconnected`]: `error` says why when the server dropped it rather than
+    /// the client closing it (for observers; the default does nothing).
+    fn client_detached(&self, error: Option<&dyn std::error::Error>) {
+        let _ = error;
+    }
 }

@@ -20,6 +20,12 @@
 //!   maps DEVICE_FEATURE and MIG_DATA_READ/WRITE onto it with typed states, and a device
 //!   without one answers ENOTTY. Its [`Migratable::status`] lets tools that are not vfio-user
 //!   clients look at a migration.
+//! * A server given a [`crate::control::ControlHandler`] ([`Server::with_control`]) also answers
+//!   the control protocol on its socket: a connection starting with the control hello goes to
+//!   the handler on a thread of its own (at most 8 at once), whether a client is attached or
+//!   not; [`Server::serve_control`] serves a socket that speaks only that protocol. vfio-user
+//!   clients see no difference. [`Device::client_attached`] and [`Device::client_detached`]
+//!   let a device's owner observe clients come and go.
 //! * When a client leaves, [`Device::disconnected`] drops its DMA windows and interrupt fds,
 //!   then [`Migratable::disconnected`] ends its data session and walks the device back to
 //!   RUNNING (the seed's open/close semantics; docs/MIGRATION.md, "Open and close").
@@ -64,6 +70,7 @@
 
 mod client_dma;
 mod connection;
+mod control;
 mod device;
 mod dma;
 mod error;

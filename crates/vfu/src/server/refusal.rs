@@ -4,6 +4,9 @@
 //! the backlog for half a second first: if the attached client was only just hanging up, the
 //! newcomer is the next client, not a second one.)
 //!
+//! A connection whose first bytes are the control protocol's hello ([`crate::control`]) is not
+//! refused: it goes to the server's control port, when it has one.
+//!
 //! The refused connections are served by the attached connection's reader thread between its own
 //! reads, never blocking it: every socket is non-blocking, a refusal waits at most
 //! [`REFUSAL_WAIT`] for the first header, and at most [`MAX_REFUSALS`] wait at once (further
@@ -20,6 +23,10 @@ use rustix::net::SendFlags;
 use vfio_migration::Errno;
 use zerocopy::FromBytes;
 
+use super::control::ControlPort;
+use super::control::MAX_CONTROL_BYTES;
+use crate::control::FirstBytes;
+use crate::control::classify;
 use crate::framing::encode_error_reply;
 use crate::header::HEADER_SIZE;
 use crate::header::Header;
@@ -33,17 +40,27 @@ pub(super) const MAX_REFUSALS: usize = 16;
 /// One refused connection waiting for its first request.
 struct Refusal {
     socket: OwnedFd,
-    header: Vec<u8>,
+    /// What it sent so far: at most a header's worth, or a control hello and request.
+    first: Vec<u8>,
     deadline: Instant,
 }
 
 /// The refused connections of one attached connection.
-#[derive(Default)]
 pub(super) struct Refusals {
     waiting: Vec<Refusal>,
+    /// Where control connections go instead of being refused, if anywhere.
+    control: Option<ControlPort>,
 }
 
 impl Refusals {
+    /// No connection refused yet; control connections (if `control`) are handed to it.
+    pub fn new(control: Option<ControlPort>) -> Self {
+        Self {
+            waiting: Vec::new(),
+            control,
+        }
+    }
+
     /// Takes a connection accepted while a client is attached (a non-blocking socket).
     pub fn add(&mut self, socket: OwnedFd) {
         if self.waiting.len() >= MAX_REFUSALS {
@@ -53,10 +70,9 @@ impl Refusals {
             );
             return;
         }
-        tracing::info!("refusing a vfio-user client: another client is attached (EBUSY)");
         self.waiting.push(Refusal {
             socket,
-            header: Vec::with_capacity(HEADER_SIZE),
+            first: Vec::with_capacity(HEADER_SIZE),
             deadline: Instant::now() + REFUSAL_WAIT,
         });
     }
@@ -67,40 +83,81 @@ impl Refusals {
     }
 
     /// Reads what the refused connections sent; answers those whose first header is in and
-    /// closes them, and closes those that hung up or waited too long.
+    /// closes them, hands control connections to the control port, and closes those that hung
+    /// up or waited too long.
     pub fn serve(&mut self, now: Instant) {
-        self.waiting.retain_mut(|refusal| refusal.progress(now));
+        let mut i = 0;
+        while i < self.waiting.len() {
+            match self.waiting[i].progress(now, self.control.is_some()) {
+                Next::Wait => i += 1,
+                Next::Close => {
+                    self.waiting.swap_remove(i);
+                }
+                Next::Control => {
+                    let refusal = self.waiting.swap_remove(i);
+                    if let Some(port) = &self.control {
+                        port.hand_off(refusal.socket, refusal.first);
+                    }
+                }
+            }
+        }
     }
 }
 
+/// What becomes of a waiting connection.
+enum Next {
+    /// It still waits for its first bytes.
+    Wait,
+    /// It was answered (or hung up, or waited too long): close it.
+    Close,
+    /// It is a control connection.
+    Control,
+}
+
 impl Refusal {
-    /// Returns whether the connection still waits for its header.
-    fn progress(&mut self, now: Instant) -> bool {
+    /// Reads what arrived; `control` says whether control connections are taken.
+    fn progress(&mut self, now: Instant, control: bool) -> Next {
         let mut buf = [0u8; 4096];
+        // A control connection may send its request with its hello: keep all of it.
+        let keep = if control {
+            MAX_CONTROL_BYTES
+        } else {
+            HEADER_SIZE
+        };
         loop {
             match rustix::net::recv(&self.socket, &mut buf, RecvFlags::DONTWAIT) {
-                Ok((0, _)) => return false,
+                Ok((0, _)) => return Next::Close,
                 Ok((n, _)) => {
-                    let want = HEADER_SIZE.saturating_sub(self.header.len()).min(n);
-                    self.header.extend_from_slice(&buf[..want]);
+                    let want = keep.saturating_sub(self.first.len()).min(n);
+                    self.first.extend_from_slice(&buf[..want]);
                 }
                 Err(rustix::io::Errno::INTR) => {}
                 Err(rustix::io::Errno::AGAIN) => break,
-                Err(_) => return false,
+                Err(_) => return Next::Close,
             }
         }
-        match refusal(&self.header) {
-            Refused::Waiting => now < self.deadline,
+        if control {
+            match classify(&self.first) {
+                FirstBytes::Control => return Next::Control,
+                FirstBytes::Undecided if now < self.deadline => return Next::Wait,
+                FirstBytes::Undecided => return Next::Close,
+                FirstBytes::VfioUser => {}
+            }
+        }
+        match refusal(&self.first[..self.first.len().min(HEADER_SIZE)]) {
+            Refused::Waiting if now < self.deadline => Next::Wait,
+            Refused::Waiting => Next::Close,
             Refused::Answer(reply) => {
+                tracing::info!("refusing a vfio-user client: another client is attached (EBUSY)");
                 // An error reply is 16 bytes into an empty socket buffer: it cannot block.
                 let _ = rustix::net::send(
                     &self.socket,
                     &reply,
                     SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
                 );
-                false
+                Next::Close
             }
-            Refused::Silently => false,
+            Refused::Silently => Next::Close,
         }
     }
 }

@@ -21,8 +21,11 @@ use rustix::net::SocketFlags;
 use rustix::net::SocketType;
 
 use super::connection;
+use super::control::ControlPort;
 use super::device::Device;
 use super::error::ServerError;
+use crate::control::ControlHandler;
+use crate::control::FirstBytes;
 use crate::socket::wait_readable;
 
 /// How often a waiting server looks at its `stop` flag.
@@ -100,6 +103,8 @@ pub struct Server {
     identity: (u64, u64),
     serving: Mutex<()>,
     timeouts: ServerTimeouts,
+    /// Where control connections on this socket go, if anywhere ([`Server::with_control`]).
+    control: Option<ControlPort>,
 }
 
 impl Server {
@@ -159,6 +164,7 @@ impl Server {
             identity,
             serving: Mutex::new(()),
             timeouts: ServerTimeouts::default(),
+            control: None,
         };
         if let Some(gid) = options.group {
             rustix::fs::chownat(
@@ -186,6 +192,20 @@ impl Server {
     pub fn with_timeouts(mut self, timeouts: ServerTimeouts) -> Self {
         self.timeouts = timeouts;
         self
+    }
+
+    /// The server that also answers the control protocol ([`crate::control`]) on its socket:
+    /// a connection whose first bytes are the control hello goes to `handler` (on a thread of
+    /// its own, also while a vfio-user client is attached); vfio-user clients see no change.
+    pub fn with_control(mut self, handler: Arc<dyn ControlHandler>) -> Self {
+        self.control = Some(ControlPort::new(handler));
+        self
+    }
+
+    /// The device and inode of the socket file, to recognise the same socket under another
+    /// path.
+    pub fn identity(&self) -> (u64, u64) {
+        self.identity
     }
 
     /// The socket path.
@@ -223,13 +243,21 @@ impl Server {
                 ) => continue,
                 Err(e) => return Err(accept_error(e.into())),
             };
+            if let Some(port) = &self.control
+                && super::control::classify_new(&socket) == FirstBytes::Control
+            {
+                port.hand_off(socket, Vec::new());
+                continue;
+            }
             tracing::info!("vfio-user client connected");
+            device.client_attached();
             let end = connection::serve(
                 device.as_ref(),
                 socket,
                 self.listener.as_fd(),
                 stop,
                 self.timeouts,
+                self.control.as_ref(),
             );
             // The client's memory goes first: a controller resumed by the walk back to RUNNING
             // must find nothing of the old client's to fetch from or write to.
@@ -237,9 +265,45 @@ impl Server {
             if let Some(migration) = device.migration() {
                 migration.disconnected();
             }
-            match end {
+            match &end {
                 Ok(()) => tracing::info!("vfio-user client disconnected"),
                 Err(err) => tracing::warn!("vfio-user client dropped: {err}"),
+            }
+            device.client_detached(end.as_ref().err().map(|e| e as &dyn std::error::Error));
+        }
+        Ok(())
+    }
+
+    /// Serves only the control protocol on this socket (a standalone control socket), with
+    /// `handler`, until `stop` is set; every connection is answered on a thread of its own.
+    pub fn serve_control(
+        &self,
+        handler: Arc<dyn ControlHandler>,
+        stop: &AtomicBool,
+    ) -> Result<(), ServerError> {
+        let _serving = self
+            .serving
+            .try_lock()
+            .map_err(|_| ServerError::AlreadyServing {
+                path: self.path.clone(),
+            })?;
+        let port = ControlPort::new(handler);
+        let accept_error = |source| ServerError::Accept {
+            path: self.path.clone(),
+            source,
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if !wait_readable(self.listener.as_fd(), POLL_INTERVAL).map_err(accept_error)? {
+                continue;
+            }
+            match rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) {
+                Ok(socket) => port.hand_off(socket, Vec::new()),
+                Err(
+                    rustix::io::Errno::AGAIN
+                    | rustix::io::Errno::INTR
+                    | rustix::io::Errno::CONNABORTED,
+                ) => {}
+                Err(e) => return Err(accept_error(e.into())),
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! server, and interop with the rust-vmm `vfio_user` client.
 
 mod client;
+mod control;
 mod device;
 mod fuzz;
 mod interop;
@@ -50,8 +51,13 @@ impl TestServer {
 
     /// Binds a fresh socket and starts serving `device`.
     pub fn start_with(name: &str, device: TestDevice) -> Self {
+        Self::serve(name, device, |server| server)
+    }
+
+    /// Binds a fresh socket, lets `setup` adjust the server and starts serving `device`.
+    pub fn serve(name: &str, device: TestDevice, setup: impl FnOnce(Server) -> Server) -> Self {
         let path = socket_path(name);
-        let server = Server::bind(&path).expect("bind the test socket");
+        let server = setup(Server::bind(&path).expect("bind the test socket"));
         let device = Arc::new(device);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
