@@ -196,3 +196,45 @@ vfio_user_device() {
     [ -n "${2:-}" ] && addr=",\"addr\":\"$2\""
     printf -- '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"%s"}%s}' "$1" "$addr"
 }
+
+# Builds the host side of the PF test's handover (crates/nvme-host/examples/handover.rs) with
+# profile $2 in repository $1; prints its path.
+handover_binary() {
+    local repo=$1 profile=$2
+    local build=(cargo build -q -p nvme-host --example handover)
+    [ "$profile" = release ] && build+=(--release)
+    (cd "$repo" && "${build[@]}") >&2 || die "cannot build the handover example"
+    local target
+    target=$(cd "$repo" && cargo metadata -q --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    printf '%s\n' "$target/$profile/examples/handover"
+}
+
+# Writes initramfs $3: $1 (the PF test's) with binary $2 appended as /usr/sbin/vfio-nvme, plus
+# the libraries it needs that $1 lacks (a second cpio archive; the kernel unpacks both). The
+# C library and loader are trixie's, already in $1 for nvme-cli; libm comes from the same
+# trixie libc6, libgcc_s from this host (it needs only libc).
+with_vfio_nvme() {
+    local base=$1 bin=$2 out=$3
+    local stage lib name
+    stage=$(mktemp -d "${TMPDIR:-/tmp}/vfio-nvme-initramfs.XXXXXX")
+    mkdir -p "$stage/usr/sbin" "$stage/lib/x86_64-linux-gnu"
+    cp -L "$bin" "$stage/usr/sbin/vfio-nvme"
+    for lib in $(ldd "$bin" | awk '$2 == "=>" { print $3 }'); do
+        name=$(basename "$lib")
+        case "$name" in
+        libc.so.6) continue ;;
+        libm.so.6)
+            local m
+            m=$(find "$NVME_CLI_ROOT" -name libm.so.6 | head -n 1)
+            [ -n "$m" ] || die "no trixie libm.so.6 in $NVME_CLI_ROOT"
+            cp -L "$m" "$stage/lib/x86_64-linux-gnu/$name"
+            ;;
+        *) cp -L "$lib" "$stage/lib/x86_64-linux-gnu/$name" ;;
+        esac
+    done
+    cp "$base" "$out"
+    (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
+        "$BUSYBOX_ROOT/bin/busybox" cpio -o -H newc 2>/dev/null) | gzip -1 >>"$out"
+    rm -rf "$stage"
+}

@@ -17,6 +17,7 @@ use nvme_device::testing::Function;
 use nvme_device::testing::TestHost;
 use nvme_device::testing::lm::get_state;
 use nvme_device::testing::lm::get_state_cmd;
+use nvme_device::testing::lm::resume;
 use nvme_device::testing::lm::send;
 use nvme_device::testing::lm::set_chunk;
 use nvme_device::testing::lm::set_state;
@@ -826,4 +827,124 @@ fn deallocations_are_logged_with_dlba_and_reads_are_not_logged() {
         .collect();
     // The Read is not logged; the empty DSM range neither; NLB is 0's based.
     assert_eq!(logged, [(20, 3, true), (30, 1, true)]);
+}
+
+/// A PF configured like a third-party TP4159 device that offers NVMe state v0 only and no LBA
+/// change logging: Identify says so, and the vendor format and User Data Migration Queues are
+/// refused, while a v0-only Get/Set round trip still works.
+#[test]
+fn a_pf_can_offer_state_v0_only_and_no_logging() {
+    use nvme_device::controller::MigrationOffer;
+    use nvme_spec::identify::Cns;
+    use nvme_spec::lm::GetControllerState;
+    use nvme_spec::lm::SupportedControllerStateFormats;
+
+    let storage = backend();
+    let mut config = SubsystemConfig::new("v0-only", 1);
+    config.limits.migration = MigrationOffer {
+        vendor_state: false,
+        user_data_logging: false,
+    };
+    let host = TestHost::new(
+        config,
+        vec![NamespaceSpec {
+            backend: storage,
+            block_size: BlockSize::B4096,
+            attachment: Attachment::Shared,
+        }],
+    );
+    let _guest = guest(&host, &[]);
+    let pf = pf_driver(&host, 0x2000_0000);
+    let page = pf
+        .admin_read(
+            Command::identify(0, Cns::SUPPORTED_CONTROLLER_STATE_FORMATS, 0, 0, 0),
+            4096,
+        )
+        .unwrap();
+    let formats = SupportedControllerStateFormats::decode(&page).unwrap();
+    assert_eq!(formats.versions, [0]);
+    assert!(formats.uuids.is_empty(), "{formats:?}");
+    let id = pf.identify_controller().unwrap();
+    assert!(!id.trattr.tudcs());
+    assert_eq!((id.mcudmq, id.mnsudmq), (0, 0));
+    let buf = pf.memory().alloc(4096).unwrap();
+    let create = CreateCdq::user_data_migration_queue(VF, buf.iova(), 1024)
+        .encode()
+        .unwrap();
+    assert_eq!(
+        testing::status(pf.admin(create)),
+        Status::INVALID_FIELD_IN_COMMAND
+    );
+
+    assert_eq!(suspend(&pf, VF, false), Status::SUCCESS);
+    let get = |csuuidi: u8, len: u64| GetControllerState {
+        csvi: 1,
+        cntlid: VF,
+        csuuidi,
+        csuidxp: 0,
+        offset: 0,
+        uidx: 0,
+        numd: GetControllerState::numd_for_len(len).unwrap(),
+    };
+    let vendor = get(1, 48).encode().unwrap();
+    assert_eq!(
+        testing::status(pf.admin_read_completion(vendor, 48).map(|(c, _)| c)),
+        Status::INVALID_FIELD_IN_COMMAND
+    );
+    let state = pf.admin_read(get(0, 4096).encode().unwrap(), 4096).unwrap();
+    let cs = ControllerState::decode(&state[..48 + 8 + 48]).unwrap();
+    assert_eq!(cs.header().vss, 0, "no vendor state");
+    assert_eq!(cs.nvmecs().len(), 8 + 2 * 24, "one SQ and one CQ");
+    let status = SetControllerState {
+        seqind: SequenceIndicator::ONLY,
+        cntlid: VF,
+        csvi: 1,
+        csuuidi: 0,
+        offset: 0,
+        uidx: 0,
+        numd: SetControllerState::numd_for_len(104).unwrap(),
+    }
+    .encode()
+    .map(|cmd| testing::status(pf.admin_write(cmd, &state[..104])))
+    .unwrap();
+    assert_eq!(status, Status::SUCCESS);
+    assert_eq!(resume(&pf, VF), Status::SUCCESS);
+}
+
+/// The "suspended" marker is posted once per suspension: a repeated Suspend (a driver going
+/// RUNNING_P2P → STOP) posts none, and the next suspension after a Resume posts one again.
+#[test]
+fn one_suspended_marker_per_suspension() {
+    let storage = backend();
+    let a = side("marker", &storage);
+    let mut guest = guest(&a, &[]);
+    let pf = pf_driver(&a, 0x2000_0000);
+    let (cdqid, mut reader) = create_udmq(&pf, VF, 128);
+    assert_eq!(track(&pf, cdqid, LoggingAction::START), Status::SUCCESS);
+    guest.write(1, 1);
+    assert_eq!(suspend(&pf, VF, false), Status::SUCCESS);
+    assert_eq!(suspend(&pf, VF, false), Status::SUCCESS);
+    let esa = |entries: Vec<nvme_spec::lm::LbaMigrationQueueEntry>| -> Vec<EntrySequence> {
+        entries.iter().map(|e| e.attr.esa()).collect()
+    };
+    assert_eq!(
+        esa(reader.drain_until(EntrySequence::LAST_SUSPENDED)),
+        [
+            EntrySequence::FIRST,
+            EntrySequence::MIDDLE,
+            EntrySequence::LAST_SUSPENDED
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        reader.next(),
+        None,
+        "a second Suspend posted a second marker"
+    );
+    assert_eq!(resume(&pf, VF), Status::SUCCESS);
+    assert_eq!(suspend(&pf, VF, false), Status::SUCCESS);
+    assert_eq!(
+        esa(reader.drain_until(EntrySequence::LAST_SUSPENDED)),
+        [EntrySequence::FIRST, EntrySequence::LAST_SUSPENDED]
+    );
 }

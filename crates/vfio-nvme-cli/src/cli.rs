@@ -37,7 +37,7 @@ pub const EXIT_STATUS_HELP: &str = "Exit status: 0 success; 1 failure (a server,
 )]
 pub struct Cli {
     /// Print the result as one line of JSON on stdout instead of text (demo, workload,
-    /// bench, state, fsm, ctl); `serve` prints one JSON event per line.
+    /// bench, state, fsm, ctl, pf); `serve` prints one JSON event per line.
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -118,6 +118,19 @@ pub enum Command {
     /// attached and detached, migration state changes and failures) is reported on stderr, or
     /// with --json as one JSON event per line on stdout.
     Serve(ServeArgs),
+    /// Drive TP4159 on a PF the kernel's nvme driver owns, through /dev/nvmeX.
+    ///
+    /// The seed's architecture by hand: every command goes through the Linux NVMe admin
+    /// pass-through (NVME_IOCTL_ADMIN64_CMD) to the PF's admin queue and names a secondary
+    /// controller (a VF) by CNTLID — `3`, or `vf2` to look it up in the Secondary Controller
+    /// List. `list-secondary` shows the VFs' controllers; `suspend` and `resume` stop and
+    /// restart one; `save-state` and `load-state` move a state through a file; `migrate`
+    /// does suspend, save, load and resume from one controller to another in one step and
+    /// reports each step's time. Works with any TP4159 PF: the state formats come from
+    /// Identify CNS 20h (NVMe state v0, plus the vfio-nvme vendor state where listed). Needs
+    /// CAP_SYS_ADMIN. A controller the PF does not know is a usage error (exit 2).
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Pf(crate::pf_cmd::PfArgs),
     /// Look inside a running server: status, Identify data, secondary controllers, queues,
     /// migration.
     ///
@@ -374,6 +387,20 @@ pub struct ServeArgs {
     /// pairs and 65 vectors, so the VFs work at once.
     #[arg(long, requires = "pf_socket")]
     pub offline_vfs: bool,
+
+    /// The controller state formats the primary controller offers for migration (Identify
+    /// CNS 20h): `v0,vendor` (NVMe state v0 and the vfio-nvme vendor state, which carries
+    /// registers, admin queue, features and identity too) or `v0` (NVMe state v0 only, the I/O
+    /// queues, as a third-party TP4159 PF such as QEMU's model offers). With `v0` the
+    /// destination's host enables the controller itself before the state is set.
+    #[arg(long = "state-formats", value_name = "LIST", default_value = "v0,vendor", value_parser = crate::spec_args::parse_state_formats)]
+    pub vendor_state: bool,
+
+    /// The primary controller does not log user data changes (no User Data Migration
+    /// Queues), like a TP4159 PF without TRATTR.TUDCS: only VFs whose namespaces are all
+    /// `,shared` can then migrate.
+    #[arg(long)]
+    pub no_user_data_logging: bool,
 
     /// A namespace: ram:SIZE | file:PATH | null:SIZE, then options ,lba=512|4096 (block size,
     /// default 512), ,shared (one namespace for the PF and every VF, on storage both ends of a

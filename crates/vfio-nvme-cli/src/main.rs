@@ -5,8 +5,9 @@
 //! migration A → B → A under a verifying workload); `serve` hosts NVMe virtual functions over
 //! vfio-user; `workload` drives and migrates them; `bench` measures; `state` decodes saved
 //! migration streams; `fsm` shows the VFIO migration v2 state machine of the `vfio-migration`
-//! crate; `ctl` looks inside a running server over its control protocol; `completions` and
-//! `man` generate shell completions and man pages.
+//! crate; `ctl` looks inside a running server over its control protocol; `pf` drives TP4159
+//! on a kernel-owned PF through the admin pass-through; `completions` and `man` generate
+//! shell completions and man pages.
 //!
 //! Conventions: results go to stdout (one line of JSON with the global `--json`; see the
 //! `output` module), logs to stderr under `RUST_LOG` (default `warn`), errors to stderr as
@@ -27,6 +28,7 @@ mod fsm_cmd;
 mod limits;
 mod notify;
 mod output;
+mod pf_cmd;
 mod progress;
 mod serve_cmd;
 mod serve_events;
@@ -136,6 +138,7 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
             cli.json,
         )?),
         Command::Bench(args) => Output::passed(bench_cmd::run(args.time, cli.json)?),
+        Command::Pf(args) => pf_cmd::run(args, cli.json)?,
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,
         },
@@ -173,6 +176,10 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                     pf_socket: args.pf_socket.as_deref(),
                     control: args.control.as_deref(),
                     secondary_start,
+                    migration: nvme_device::controller::MigrationOffer {
+                        vendor_state: args.vendor_state,
+                        user_data_logging: !args.no_user_data_logging,
+                    },
                     namespaces: &namespaces,
                     name: &name,
                     socket: &socket,

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use anyhow::bail;
+use nvme_device::controller::MigrationOffer;
 use nvme_device::sriov::SecondaryStart;
 use vfio_nvme::served::NamespaceConfig;
 use vfio_nvme::served::ServeConfig;
@@ -47,6 +48,8 @@ pub struct ServeOptions<'a> {
     pub control: Option<&'a Path>,
     /// The state the VFs' controllers start in.
     pub secondary_start: SecondaryStart,
+    /// What the PF offers for migration (`--state-formats`, `--no-user-data-logging`).
+    pub migration: MigrationOffer,
     /// The namespaces.
     pub namespaces: &'a [NamespaceConfig],
     /// The subsystem name.
@@ -87,6 +90,7 @@ pub fn run(options: &ServeOptions<'_>, json: bool) -> anyhow::Result<String> {
         namespaces: options.namespaces.to_vec(),
         serve_pf: options.pf_socket.is_some(),
         secondary_start: options.secondary_start,
+        migration: options.migration,
     };
     let served = Arc::new(Served::new(&config).context("cannot build the NVM subsystem")?);
     let events = Arc::new(Events::new(json));

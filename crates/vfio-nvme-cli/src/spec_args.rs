@@ -195,9 +195,42 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     })
 }
 
+/// Parses `serve --state-formats`: `v0` or `v0,vendor` (in any order and case); returns
+/// whether the vendor state is offered. NVMe state v0 is always needed: it holds the I/O
+/// queues.
+pub fn parse_state_formats(text: &str) -> Result<bool, String> {
+    let mut v0 = false;
+    let mut vendor = false;
+    for part in text.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+        match part.as_str() {
+            "v0" => v0 = true,
+            "vendor" => vendor = true,
+            other => return Err(format!("unknown state format '{other}': use v0 or vendor")),
+        }
+    }
+    if !v0 {
+        return Err(
+            "NVMe state v0 is required (it holds the I/O queues): use v0 or v0,vendor".to_owned(),
+        );
+    }
+    Ok(vendor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_formats_need_v0() {
+        assert_eq!(parse_state_formats("v0"), Ok(false));
+        assert_eq!(parse_state_formats("Vendor,v0"), Ok(true));
+        assert!(
+            parse_state_formats("vendor")
+                .unwrap_err()
+                .contains("v0 is required")
+        );
+        assert!(parse_state_formats("v1").unwrap_err().contains("unknown"));
+    }
 
     #[test]
     fn sizes() {

@@ -10,6 +10,7 @@ use nvme_device::backend::FileBackend;
 use nvme_device::backend::NullBackend;
 use nvme_device::backend::RamBackend;
 use nvme_device::controller::ControllerConfig;
+use nvme_device::controller::MigrationOffer;
 use nvme_device::memory::DmaMemory;
 use nvme_device::namespace::BlockSize;
 use nvme_device::namespace::Namespace;
@@ -19,13 +20,13 @@ use nvme_device::subsystem::NamespaceSpec;
 use nvme_device::subsystem::PRIMARY_CNTLID;
 use nvme_device::subsystem::Subsystem;
 use nvme_device::subsystem::SubsystemConfig;
-use nvme_device::subsystem::secondary_cntlid;
 use shmem::AddressSpace;
 use vfu::server::DeviceMigration;
 
 use crate::migration::admin::InProcessPrimary;
 use crate::migration::admin::LmAdmin;
 use crate::migration::driver::NvmeMigration;
+use crate::migration::tp4159;
 use crate::migration::user_data::InProcessUserData;
 use crate::pf::PfDevice;
 use crate::stream::DeviceGeometry;
@@ -77,6 +78,9 @@ pub struct ServeConfig {
     /// The state the secondary controllers start in (online with all their resources unless
     /// the PF's host is to bring them up).
     pub secondary_start: SecondaryStart,
+    /// What the primary controller offers for migration (by default everything; less to stand
+    /// in for a third-party TP4159 PF, e.g. NVMe state v0 only).
+    pub migration: MigrationOffer,
 }
 
 /// A configuration that cannot be served.
@@ -110,7 +114,8 @@ pub enum ServeError {
 }
 
 /// VF `vfn` of `subsystem` (whose controllers have `limits`) as a migratable PCI function: its
-/// migration driver carries out the arcs through `primary` and moves the data of `namespaces`
+/// migration driver carries out the arcs through `primary` on the secondary controller the
+/// PF's Secondary Controller List names for `vfn`, and moves the data of `namespaces`
 /// (those attached to the VF) and the function's PCI face; the function reaches guest memory,
 /// and DMA logging watches it, through `space`.
 pub fn migratable_function(
@@ -134,10 +139,12 @@ pub fn migratable_function(
     };
     let device = VfDevice::new(subsystem.clone(), vfn, space.clone())
         .ok_or_else(|| ServeError::Migration(format!("VF {vfn} does not exist")))?;
+    let cntlid = tp4159::secondary_cntlid(primary.as_ref(), vfn)
+        .map_err(|e| ServeError::Migration(e.to_string()))?;
     let driver = NvmeMigration::new(
         primary.clone(),
         Arc::new(InProcessUserData::new(namespaces)),
-        secondary_cntlid(vfn),
+        cntlid,
         header,
     )
     .map_err(|e| ServeError::Migration(e.to_string()))?
@@ -205,6 +212,7 @@ impl Served {
             .collect();
         let mut subsystem_config = SubsystemConfig::new(&config.name, config.vfs);
         subsystem_config.secondary_start = config.secondary_start;
+        subsystem_config.limits.migration = config.migration;
         let limits = subsystem_config.limits.clone();
         let subsystem = Arc::new(Subsystem::new(subsystem_config, specs, |cntlid| {
             let index = usize::from(cntlid - PRIMARY_CNTLID);

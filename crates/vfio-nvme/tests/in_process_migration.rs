@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use nvme_device::controller::MigrationOffer;
 use nvme_device::namespace::BlockSize;
 use nvme_driver::driver::Bar;
 use nvme_driver::driver::Driver;
@@ -419,4 +420,156 @@ fn msix_masks_and_pending_interrupts_travel() {
     write_blocks(&mut qp, &buf, &[2], 1);
     assert!(fires(&irq_b) > 0, "vector 1 fires on the destination");
     assert_eq!(fired(&irq_a), 0, "and never on the source");
+}
+
+/// A subsystem whose PF offers `migration` (a stand-in for a third-party TP4159 PF), with `vfs`
+/// VFs and one 64 MiB namespace, `shared` or private to each VF.
+fn served_with(name: &str, vfs: u16, shared: bool, migration: MigrationOffer) -> Served {
+    Served::new(&ServeConfig {
+        name: name.to_owned(),
+        vfs,
+        namespaces: vec![NamespaceConfig {
+            backend: BackendConfig::Ram(64 << 20),
+            block_size: BlockSize::B4096,
+            shared,
+        }],
+        migration,
+        ..ServeConfig::default()
+    })
+    .unwrap()
+}
+
+/// Moves the VF the host uses from `vf_a` to `vf_b` with the full pre-copy sequence while the
+/// host writes: data before, during pre-copy, and a write queued while A is suspended, which
+/// must complete on B exactly once. `enable_b` runs before B stops to receive the state (a PF
+/// without the vendor state carries no registers or admin queue: the destination's host
+/// enables B's controller itself).
+/// Returns the queue pair, now on B, and what every block must hold.
+fn migrate_while_writing(
+    bar: &SwitchableBar,
+    qp: &mut QueuePair,
+    buf: &DmaBuffer,
+    vf_a: &Arc<VfDevice>,
+    vf_b: &Arc<VfDevice>,
+    enable_b: impl FnOnce(),
+) -> Vec<(u64, u64)> {
+    let early: Vec<u64> = (0..32).collect();
+    write_blocks(qp, buf, &early, 1);
+    let state = |vf: &VfDevice, s| vf.migration().unwrap().set_state(s).unwrap();
+    // B's controller is stopped (suspended) from here until it runs the migrated state.
+    enable_b();
+    state(vf_a, DeviceState::PreCopy);
+    state(vf_b, DeviceState::Resuming);
+    pump(vf_a, vf_b);
+    write_blocks(qp, buf, &[3, 7, 100, 101], 2);
+    pump(vf_a, vf_b);
+    state(vf_a, DeviceState::PreCopyP2p);
+    buf.write(0, &pattern(200, 3));
+    qp.submit(Command::write(0, 1, 200, 0, buf.iova(), 0))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        qp.poll(|_| {}),
+        0,
+        "a suspended controller fetched a command"
+    );
+    state(vf_a, DeviceState::StopCopy);
+    pump(vf_a, vf_b);
+    state(vf_b, DeviceState::Stop);
+    *bar.0.lock().unwrap() = vf_b.clone();
+    state(vf_b, DeviceState::Running);
+    state(vf_a, DeviceState::Stop);
+    let done = wait(qp, 1);
+    assert!(done[0].status.status().is_success());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(qp.poll(|_| {}), 0, "a command completed twice");
+    let mut expect: Vec<(u64, u64)> = early
+        .iter()
+        .map(|&l| (l, if l == 3 || l == 7 { 2 } else { 1 }))
+        .collect();
+    expect.extend([(100, 2), (101, 2), (200, 3)]);
+    expect
+}
+
+/// Item 1 of issue 15: the driver migrates through a PF that lists NVMe state v0 only (no
+/// vfio-nvme vendor UUID in Identify CNS 20h): the controller state is the PF's opaque v0 bytes,
+/// the private namespace's data travels through the User Data Migration Queue, and the I/O
+/// queue the host uses continues on the destination with every write verifying.
+#[test]
+fn a_vf_migrates_through_a_pf_offering_nvme_state_v0_only() {
+    let v0_only = MigrationOffer {
+        vendor_state: false,
+        user_data_logging: true,
+    };
+    let a = served_with("v0-a", 1, false, v0_only);
+    let b = served_with("v0-b", 1, false, v0_only);
+    let vf_a = a.function(1).unwrap().clone();
+    let vf_b = b.function(1).unwrap().clone();
+    let mem = HostMemory::new(32 << 20, IOVA).unwrap();
+    map_host_memory(&mem, &vf_a);
+    map_host_memory(&mem, &vf_b);
+    let bar = Arc::new(SwitchableBar(Mutex::new(vf_a.clone())));
+    let driver = Driver::new(bar.clone(), mem.clone()).unwrap();
+    let id_a = driver.identify_controller().unwrap();
+    driver.set_queue_count(2).unwrap();
+    let mut qp = driver.create_queue_pair(1, 64, None).unwrap();
+    let buf = mem.alloc(BLOCK).unwrap();
+    // NVMe state v0 carries the I/O queues only: the destination's host brings up B's
+    // controller (registers, an admin queue of its own) before B takes the state.
+    let driver_b = Mutex::new(None);
+    let expect = migrate_while_writing(&bar, &mut qp, &buf, &vf_a, &vf_b, || {
+        let bar_b = Arc::new(SwitchableBar(Mutex::new(vf_b.clone())));
+        *driver_b.lock().unwrap() = Some(Driver::new(bar_b, mem.clone()).unwrap());
+    });
+    check_blocks(&mut qp, &buf, &expect);
+    write_blocks(&mut qp, &buf, &[5], 4);
+    check_blocks(&mut qp, &buf, &[(5, 4)]);
+    // B's own admin queue works beside the migrated I/O queue, and B keeps its own identity
+    // (v0 carries none).
+    let driver_b = driver_b.into_inner().unwrap().unwrap();
+    assert_ne!(driver_b.identify_controller().unwrap().sn, id_a.sn);
+}
+
+/// A PF without LBA change logging: a VF with a shared namespace migrates (VF1 → VF2 of one
+/// subsystem, the seed's one-device case) with the write queued during the move completing on
+/// VF2 once, and a private namespace is refused with an error that says why.
+#[test]
+fn a_pf_without_logging_migrates_shared_namespaces_only() {
+    let no_logging = MigrationOffer {
+        vendor_state: true,
+        user_data_logging: false,
+    };
+    let err = Served::new(&ServeConfig {
+        name: "no-log-private".to_owned(),
+        vfs: 1,
+        namespaces: vec![NamespaceConfig {
+            backend: BackendConfig::Ram(1 << 20),
+            block_size: BlockSize::B4096,
+            shared: false,
+        }],
+        migration: no_logging,
+        ..ServeConfig::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("does not log user data changes") && err.contains("shared storage"),
+        "{err}"
+    );
+
+    let served = served_with("no-log", 2, true, no_logging);
+    let vf1 = served.function(1).unwrap().clone();
+    let vf2 = served.function(2).unwrap().clone();
+    let mem = HostMemory::new(32 << 20, IOVA).unwrap();
+    map_host_memory(&mem, &vf1);
+    map_host_memory(&mem, &vf2);
+    let bar = Arc::new(SwitchableBar(Mutex::new(vf1.clone())));
+    let driver = Driver::new(bar.clone(), mem.clone()).unwrap();
+    driver.set_queue_count(2).unwrap();
+    let mut qp = driver.create_queue_pair(1, 64, None).unwrap();
+    let buf = mem.alloc(BLOCK).unwrap();
+    let expect = migrate_while_writing(&bar, &mut qp, &buf, &vf1, &vf2, || {});
+    check_blocks(&mut qp, &buf, &expect);
+    write_blocks(&mut qp, &buf, &[6], 5);
+    check_blocks(&mut qp, &buf, &[(6, 5)]);
 }

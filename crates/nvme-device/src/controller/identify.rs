@@ -66,7 +66,7 @@ pub(super) fn identify(inner: &Inner, cmd: &Command) -> Result<u32, Status> {
                 .to_vec()
         }
         Cns::SUPPORTED_CONTROLLER_STATE_FORMATS if inner.config.role == Role::Primary => {
-            crate::lm::supported_formats()
+            crate::lm::supported_formats(inner)
         }
         _ => return Err(Status::INVALID_FIELD_IN_COMMAND),
     };

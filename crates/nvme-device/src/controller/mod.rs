@@ -108,6 +108,33 @@ pub struct ControllerConfig {
     pub mdts: u8,
     /// Number of MSI-X vectors (interrupt vectors a completion queue may name).
     pub msix_vectors: u16,
+    /// What a primary controller offers for TP4159 host-managed live migration.
+    pub migration: MigrationOffer,
+}
+
+/// What a primary controller offers for TP4159 host-managed live migration, so the project's
+/// device can also stand in for a third-party PF that offers less (the migration driver must
+/// work with any TP4159 PF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MigrationOffer {
+    /// List this project's vendor-specific controller state format
+    /// ([`crate::lm::VENDOR_STATE_UUID`]) in Identify CNS 20h beside NVMe state version 0, and
+    /// accept it in Get/Set Controller State. Without it the PF offers NVMe state v0 only.
+    pub vendor_state: bool,
+    /// Support User Data Migration Queues and LBA change logging (Identify Controller
+    /// TRATTR.TUDCS, MCUDMQ, MNSUDMQ; Controller Data Queue Create). Without it a migration can
+    /// only move controllers whose namespaces are on shared storage.
+    pub user_data_logging: bool,
+}
+
+impl Default for MigrationOffer {
+    /// Everything: NVMe state v0, the vendor format, LBA change logging.
+    fn default() -> Self {
+        Self {
+            vendor_state: true,
+            user_data_logging: true,
+        }
+    }
 }
 
 /// The role of a controller in the subsystem.
@@ -133,6 +160,7 @@ impl ControllerConfig {
             max_queue_entries: 1024,
             mdts: 6,
             msix_vectors: 65,
+            migration: MigrationOffer::default(),
         }
     }
 
@@ -381,15 +409,16 @@ impl Inner {
 
     /// Suspends or resumes fetching (TP4159), stopping or restarting the controller's clock.
     /// Suspending only stops new fetches; the caller then takes `state` to wait for the pass in
-    /// progress.
-    fn set_suspended(&self, suspended: bool) {
+    /// progress. Returns whether it was suspended before.
+    fn set_suspended(&self, suspended: bool) -> bool {
         let mut uptime = self.lock_uptime();
-        self.suspended.store(suspended, Ordering::Release);
+        let was = self.suspended.swap(suspended, Ordering::AcqRel);
         if suspended {
             uptime.stop();
         } else {
             uptime.start();
         }
+        was
     }
 
     fn lock_uptime(&self) -> MutexGuard<'_, clock::Uptime> {

@@ -61,12 +61,13 @@ impl Secondary {
 
     /// TP4159 Suspend, the handshake of `DESIGN.md`: stops fetching, then waits for the pass in
     /// progress, in which every fetched command ran to completion and posted its completion.
-    /// Returns the controller with its state held; nothing of it changes until Resume.
-    pub(crate) fn suspend(&self) -> LockedSecondary<'_> {
-        self.0.set_suspended(true);
+    /// Returns the controller with its state held (nothing of it changes until Resume) and
+    /// whether this call suspended it (false when it was suspended already).
+    pub(crate) fn suspend(&self) -> (LockedSecondary<'_>, bool) {
+        let newly = !self.0.set_suspended(true);
         let mut locked = self.lock();
         locked.state.features.clock_stopped();
-        locked
+        (locked, newly)
     }
 
     /// Holds its queue state, between two passes of its poller: nothing of it moves until the

@@ -165,7 +165,9 @@ pub(crate) fn controller_data_queue(
 
 fn create(inner: &Inner, lm: &mut PrimaryLm, cmd: &Command) -> Result<u32, Status> {
     let op = decode::<CreateCdq>(cmd)?;
-    if op.qt != QueueType::USER_DATA_MIGRATION_QUEUE
+    // A controller without LBA change logging has no User Data Migration Queues.
+    if !inner.config.migration.user_data_logging
+        || op.qt != QueueType::USER_DATA_MIGRATION_QUEUE
         || !op.pc
         || op.cdqsize < MIN_CDQ_DWORDS
         || !op.cdqsize.is_multiple_of(MIN_CDQ_DWORDS)

@@ -48,10 +48,12 @@ pub(crate) struct Incoming {
     data: Vec<u8>,
 }
 
-/// Which parts of the controller state a CSVI/CSUUIDI pair selects: (NVMECS v0, vendor).
-fn parts(csvi: u8, csuuidi: u8) -> Result<(bool, bool), Status> {
+/// Which parts of the controller state a CSVI/CSUUIDI pair selects: (NVMECS v0, vendor). The
+/// vendor format is CSUUIDI 1 only where the controller lists it in Identify CNS 20h.
+fn parts(inner: &Inner, csvi: u8, csuuidi: u8) -> Result<(bool, bool), Status> {
+    let vendor_max = u8::from(inner.config.migration.vendor_state);
     match (csvi, csuuidi) {
-        (0 | 1, 0 | 1) => Ok((csvi == 1, csuuidi == 1)),
+        (0 | 1, i) if i <= vendor_max => Ok((csvi == 1, csuuidi == 1)),
         _ => Err(Status::INVALID_FIELD_IN_COMMAND),
     }
 }
@@ -72,10 +74,14 @@ fn suspend(inner: &Inner, lm: &mut PrimaryLm, op: Suspend) -> Result<u32, Status
         SuspendType::SUSPEND => {}
         _ => return Err(Status::INVALID_FIELD_IN_COMMAND),
     }
+    // One "suspended" marker per suspension: a Suspend of a controller that is suspended
+    // already (a driver repeating it, e.g. RUNNING_P2P → STOP) changes nothing and posts none.
     // Returns once every command the target fetched has completed.
-    let mut vf = vf.suspend();
-    vf.lba_log().flush();
-    vf.lba_log().marker(EntrySequence::LAST_SUSPENDED);
+    let (mut vf, newly) = vf.suspend();
+    if newly {
+        vf.lba_log().flush();
+        vf.lba_log().marker(EntrySequence::LAST_SUSPENDED);
+    }
     if op.dudmq {
         cdq::delete_udmq_of(lm, &mut vf);
     }
@@ -106,7 +112,7 @@ fn set_state(
     cmd: &Command,
     op: SetControllerState,
 ) -> Result<u32, Status> {
-    let (nvme, vendor) = parts(op.csvi, op.csuuidi)?;
+    let (nvme, vendor) = parts(inner, op.csvi, op.csuuidi)?;
     if !(nvme || vendor) || op.uidx != 0 {
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }
@@ -174,7 +180,7 @@ fn set_state(
         return Ok(0);
     }
     let (_, complete) = incoming.remove(index);
-    let (nvmecs, vendor_state) = parse(&complete)?;
+    let (nvmecs, vendor_state) = parse(inner, &complete)?;
     let mut vf = vf.lock();
     // Locked, the target cannot be reset; it must still be the controller the transfer began
     // for, and still suspended.
@@ -189,11 +195,12 @@ fn set_state(
 /// Parses a complete controller state: the header sizes must match the bytes, and the parts
 /// present must be exactly those the CSVI/CSUUIDI of the transfer selected.
 fn parse(
+    inner: &Inner,
     incoming: &Incoming,
 ) -> Result<(Option<NvmeControllerStateV0>, Option<VendorState>), Status> {
     let bad = Status::INVALID_FIELD_IN_COMMAND;
     let cs = ControllerState::decode(&incoming.data).map_err(|_| bad)?;
-    let (want_nvme, want_vendor) = parts(incoming.csvi, incoming.csuuidi)?;
+    let (want_nvme, want_vendor) = parts(inner, incoming.csvi, incoming.csuuidi)?;
     if cs.header().ver != 0
         || (cs.header().nvmecss != 0) != want_nvme
         || (cs.header().vss != 0) != want_vendor
@@ -214,7 +221,7 @@ fn parse(
 /// Migration Receive (42h), SEL 0: Get Controller State.
 pub(crate) fn receive(inner: &Inner, cmd: &Command) -> Result<u32, Status> {
     let op = decode::<GetControllerState>(cmd)?;
-    let (nvme, vendor) = parts(op.csvi, op.csuuidi)?;
+    let (nvme, vendor) = parts(inner, op.csvi, op.csuuidi)?;
     if op.uidx != 0 {
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }

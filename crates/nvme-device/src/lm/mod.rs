@@ -53,21 +53,28 @@ pub const VENDOR_STATE_UUID: Uuid = Uuid([
 /// The NVMe controller state format versions supported (CSVI 1 selects version 0).
 pub const NVME_STATE_VERSIONS: [u16; 1] = [0];
 
-/// Identify CNS 20h: NVMe state version 0 and our vendor UUID.
-pub(crate) fn supported_formats() -> Vec<u8> {
+/// Identify CNS 20h: NVMe state version 0, and our vendor UUID when the controller offers it.
+pub(crate) fn supported_formats(inner: &Inner) -> Vec<u8> {
+    let vendor = inner.config.migration.vendor_state;
     SupportedControllerStateFormats {
         versions: NVME_STATE_VERSIONS.to_vec(),
-        uuids: vec![VENDOR_STATE_UUID],
+        uuids: vendor.then_some(VENDOR_STATE_UUID).into_iter().collect(),
     }
     .encode()
     .unwrap_or_else(|_| vec![0; nvme_spec::identify::IDENTIFY_DATA_SIZE])
 }
 
-/// Fills the TP4159 fields of the primary controller's Identify Controller data.
+/// Fills the TP4159 fields of the primary controller's Identify Controller data: LBA change
+/// logging only when the controller offers it.
 pub(crate) fn advertise(id: &mut IdentifyController, inner: &Inner) {
-    id.trattr = Trattr::new().with_tudcs(true);
-    id.mcudmq = 1;
-    id.mnsudmq = inner.secondary_count().max(1);
+    let logging = inner.config.migration.user_data_logging;
+    id.trattr = Trattr::new().with_tudcs(logging);
+    id.mcudmq = u16::from(logging);
+    id.mnsudmq = if logging {
+        inner.secondary_count().max(1)
+    } else {
+        0
+    };
     id.mcmr = 1;
     id.nmcmr = inner.secondary_count().max(1);
 }

@@ -5,8 +5,8 @@
 //! in-process implementation ([`InProcessPrimary`]) drives this project's primary controller
 //! through the user-space NVMe driver, on a private admin port of its own (its own registers,
 //! admin queue and DMA memory), so it works while a client of the PF's PCI function owns that
-//! function's admin queue; on a real SR-IOV device the Linux NVMe admin pass-through ioctl on
-//! the PF can implement the same trait.
+//! function's admin queue; on a real SR-IOV device the Linux NVMe admin pass-through on the PF
+//! implements the same trait ([`super::passthrough::PassthroughPrimary`]).
 
 use std::io;
 use std::sync::Arc;
@@ -58,6 +58,28 @@ pub enum LmError {
     /// The controller returned data that makes no sense.
     #[error("{0}")]
     Protocol(String),
+    /// A system call to reach the primary controller failed (the Linux admin pass-through).
+    #[error("{what} on {device}: {source}")]
+    Os {
+        /// The operation.
+        what: String,
+        /// The device node, e.g. `/dev/nvme0`.
+        device: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Secondary Controller List has no controller behind this virtual function.
+    #[error(
+        "the primary controller's Secondary Controller List has no controller for VF {vfn} \
+         (it lists VFs {listed:?}); enable the VF (sriov_numvfs) or name one it lists"
+    )]
+    NoSuchSecondary {
+        /// The virtual function number asked for (1-based).
+        vfn: u16,
+        /// The VFNs the list has.
+        listed: Vec<u16>,
+    },
 }
 
 impl LmError {
@@ -75,8 +97,11 @@ pub trait LmAdmin: Send + Sync {
     /// Submits `cmd` with the data phase `data` and waits for its completion; returns
     /// completion dword 0. `what` names the operation for error messages.
     fn execute(&self, what: &str, cmd: Command, data: Transfer<'_>) -> Result<u32, LmError>;
-    /// Memory the primary controller can reach by DMA (for Controller Data Queues).
-    fn memory(&self) -> &Arc<HostMemory>;
+    /// Memory the primary controller can reach by DMA and keep writing after a command
+    /// completed (for Controller Data Queues); `None` when there is none, as through the Linux
+    /// admin pass-through, which unmaps a command's buffer when it completes (so a PF reached
+    /// that way cannot log user data changes for the driver).
+    fn memory(&self) -> Option<&Arc<HostMemory>>;
     /// The primary controller's maximum data transfer size in bytes.
     fn max_transfer(&self) -> u64;
 }
@@ -177,8 +202,8 @@ impl LmAdmin for InProcessPrimary {
         })
     }
 
-    fn memory(&self) -> &Arc<HostMemory> {
-        self.driver.memory()
+    fn memory(&self) -> Option<&Arc<HostMemory>> {
+        Some(self.driver.memory())
     }
 
     fn max_transfer(&self) -> u64 {

@@ -47,6 +47,10 @@ use crate::stream::StreamHeader;
 /// fill up anyway, the controller stops logging until the host catches up, and the driver then
 /// treats every allocated range as changed.
 const UDMQ_ENTRIES: u32 = 65536;
+/// How long the driver waits, after Suspend completed, for the "suspended" marker (ESA 3) in
+/// the User Data Migration Queue: a real device may post it later, and changes it logs before
+/// the marker must make the last round.
+const SUSPEND_MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// State shared by the driver's arcs and its open session.
 pub(crate) struct Core {
@@ -57,8 +61,12 @@ pub(crate) struct Core {
     pub identity: StreamHeader,
     pub cntlid: u16,
     pub formats: StateFormats,
+    /// Whether the primary controller logs user data changes (User Data Migration Queues).
+    pub logging: bool,
     /// The User Data Migration Queue while logging.
     pub udmq: Option<Udmq>,
+    /// Whether the queue's "suspended" marker (ESA 3) of the current suspension was drained.
+    pub suspend_marker: bool,
     /// The saving session's progress.
     pub saver: Option<Saver>,
     /// The resuming session's progress.
@@ -77,6 +85,10 @@ impl Core {
         let mut overflowed = false;
         for entry in entries {
             suspended |= entry.attr.esa() == EntrySequence::LAST_SUSPENDED;
+            // A Resume starts a new logging pass: an older marker no longer counts.
+            if entry.attr.esa() == EntrySequence::FIRST {
+                self.suspend_marker = false;
+            }
             overflowed |= entry.attr.esa() == EntrySequence::LAST_FULL;
             if let Some(saver) = self.saver.as_mut() {
                 saver.note_change(&entry, self.user.as_ref());
@@ -87,7 +99,31 @@ impl Core {
             tracing::warn!("the User Data Migration Queue overflowed; re-copying all user data");
             saver.mark_all_dirty(self.user.as_ref())?;
         }
+        self.suspend_marker |= suspended;
         Ok(suspended)
+    }
+
+    /// Drains the User Data Migration Queue up to the "suspended" marker of the current
+    /// suspension, waiting up to [`SUSPEND_MARKER_WAIT`] for it: every change the controller
+    /// logged before it suspended is then in the saving session's dirty ranges.
+    pub fn drain_to_suspend_marker(&mut self) -> Result<(), MigrationError> {
+        if self.udmq.is_none() {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + SUSPEND_MARKER_WAIT;
+        loop {
+            self.drain_changes()?;
+            if self.suspend_marker {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(MigrationError::NoSuspendMarker {
+                    cntlid: self.cntlid,
+                    waited: SUSPEND_MARKER_WAIT,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
@@ -134,10 +170,16 @@ impl std::fmt::Debug for NvmeMigration {
 }
 
 impl NvmeMigration {
-    /// The driver of secondary controller `cntlid`, whose namespaces `user` reaches, managed
-    /// through `admin` (its primary controller). `identity` is the stream header this device
-    /// writes (its namespace table is filled from `user`). Reads Identify CNS 20h to find NVMe
-    /// state version 0 and the vendor-specific state format.
+    /// The driver of secondary controller `cntlid` (see [`tp4159::secondary_cntlid`]), whose
+    /// namespaces `user` reaches, managed through `admin` (its primary controller, any TP4159
+    /// PF). `identity` is the stream header this device writes (its namespace table is filled
+    /// from `user`).
+    ///
+    /// Reads Identify CNS 20h and migrates with NVMe state version 0 plus this project's vendor
+    /// state when the PF lists it ([`StateFormats::choose`]); the controller state travels as
+    /// the opaque bytes the PF returns. Reads Identify Controller for LBA change logging: a PF
+    /// without it can only migrate namespaces on shared storage, and a private namespace is
+    /// refused here ([`MigrationError::NoUserDataLogging`]).
     pub fn new(
         admin: Arc<dyn LmAdmin>,
         user: Arc<dyn UserData>,
@@ -146,11 +188,32 @@ impl NvmeMigration {
     ) -> Result<Self, MigrationError> {
         identity.geometry.namespaces = user.namespaces();
         let formats = tp4159::state_formats(admin.as_ref(), nvme_device::lm::VENDOR_STATE_UUID)?;
-        if formats.csvi == 0 || formats.csuuidi == 0 {
-            return Err(MigrationError::Unsupported(format!(
-                "the primary controller offers state formats {formats:?}; migration needs NVMe \
-                 state version 0 and the vfio-nvme vendor state"
-            )));
+        // Logging needs a queue the PF keeps writing to, in memory the driver provides.
+        let logging = tp4159::user_data_logging(admin.as_ref())? && admin.memory().is_some();
+        if !logging {
+            let private: Vec<u32> = identity
+                .geometry
+                .namespaces
+                .iter()
+                .filter(|ns| !ns.shared)
+                .map(|ns| ns.nsid)
+                .collect();
+            if !private.is_empty() {
+                return Err(MigrationError::NoUserDataLogging { cntlid, private });
+            }
+            tracing::info!(
+                cntlid,
+                "the primary controller does not log user data changes: controller {cntlid} \
+                 migrates its shared namespaces only (their data stays on shared storage)"
+            );
+        }
+        if formats.csuuidi == 0 {
+            tracing::info!(
+                cntlid,
+                "the primary controller offers NVMe controller state v0 without the vfio-nvme \
+                 vendor state: registers, admin queue and features do not travel, and the \
+                 destination's host must enable its controller before the state is set"
+            );
         }
         Ok(Self {
             core: Arc::new(Mutex::new(Core {
@@ -159,6 +222,8 @@ impl NvmeMigration {
                 identity,
                 cntlid,
                 formats,
+                logging,
+                suspend_marker: false,
                 udmq: None,
                 saver: None,
                 loader: None,
@@ -179,6 +244,17 @@ impl NvmeMigration {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state formats this driver migrates with (from Identify CNS 20h).
+    pub fn formats(&self) -> StateFormats {
+        self.core().formats
+    }
+
+    /// Whether the primary controller logs user data changes; without it only shared
+    /// namespaces migrate.
+    pub fn user_data_logging(&self) -> bool {
+        self.core().logging
+    }
+
     fn suspend(&mut self) -> Result<(), MigrationError> {
         let core = self.core();
         tp4159::suspend(core.admin.as_ref(), core.cntlid, false)?;
@@ -188,7 +264,9 @@ impl NvmeMigration {
     }
 
     fn resume(&mut self) -> Result<(), MigrationError> {
-        let core = self.core();
+        let mut core = self.core();
+        // The next suspension posts a marker of its own.
+        core.suspend_marker = false;
         match tp4159::resume(core.admin.as_ref(), core.cntlid) {
             Ok(()) => {}
             // Never suspended (e.g. a fresh destination): nothing to resume.
@@ -201,15 +279,19 @@ impl NvmeMigration {
         Ok(())
     }
 
-    /// RUNNING → PRE_COPY: log changes, open the session with all allocated data pending.
+    /// RUNNING → PRE_COPY: log changes (where the PF can), open the session with all allocated
+    /// data pending.
     fn start_pre_copy(&mut self) -> Result<NewSession, MigrationError> {
         let mut core = self.core();
-        let udmq = Udmq::create(core.admin.as_ref(), core.cntlid, UDMQ_ENTRIES)?;
-        if let Err(err) = udmq.track(core.admin.as_ref(), true) {
-            let _ = udmq.delete(core.admin.as_ref());
-            return Err(err.into());
+        if core.logging {
+            let udmq = Udmq::create(core.admin.as_ref(), core.cntlid, UDMQ_ENTRIES)?;
+            if let Err(err) = udmq.track(core.admin.as_ref(), true) {
+                let _ = udmq.delete(core.admin.as_ref());
+                return Err(err.into());
+            }
+            core.udmq = Some(udmq);
+            core.suspend_marker = false;
         }
-        core.udmq = Some(udmq);
         core.saver = Some(Saver::new(&core.identity, core.user.as_ref())?);
         Ok(NewSession::Saving(Box::new(super::saver::Source(
             self.core.clone(),
@@ -225,7 +307,7 @@ impl NvmeMigration {
         if !from_pre_copy {
             core.saver = Some(Saver::new(&core.identity, core.user.as_ref())?);
         }
-        core.drain_changes()?;
+        core.drain_to_suspend_marker()?;
         let state = tp4159::get_state(core.admin.as_ref(), core.cntlid, core.formats)?;
         let face = self.pci_face.as_ref().map(|f| f.capture());
         if let Some(saver) = core.saver.as_mut() {
@@ -270,6 +352,11 @@ impl NvmeMigration {
         }
         let (admin, cntlid, formats) = (core.admin.clone(), core.cntlid, core.formats);
         drop(core);
+        // Name exactly the parts the state carries; one this PF does not offer is refused
+        // before the controller is touched.
+        let formats = formats
+            .carried_by(&state)
+            .ok_or(Refusal::StateFormat(formats))?;
         if !self.suspended {
             tp4159::suspend(admin.as_ref(), cntlid, false)?;
             self.suspended = true;

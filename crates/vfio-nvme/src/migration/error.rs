@@ -12,6 +12,7 @@ use vfio_migration::Errno;
 use vfio_migration::ToErrno;
 
 use super::admin::LmError;
+use super::tp4159::StateFormats;
 use crate::pci::face::PciFaceMismatch;
 use crate::stream::StreamError;
 
@@ -36,6 +37,32 @@ pub enum MigrationError {
     /// The device cannot do what was asked.
     #[error("{0}")]
     Unsupported(String),
+    /// The primary controller does not log user data changes, and the controller has
+    /// namespaces whose data would have to be copied.
+    #[error(
+        "the primary controller does not log user data changes (Identify Controller TRATTR.TUDCS \
+         is 0), so controller {cntlid} can only migrate namespaces on shared storage; namespaces \
+         {private:?} are private: put them on shared storage or use a PF that logs changes"
+    )]
+    NoUserDataLogging {
+        /// The secondary controller.
+        cntlid: u16,
+        /// Its private namespaces.
+        private: Vec<u32>,
+    },
+    /// The User Data Migration Queue's "suspended" marker never came, so changes the
+    /// controller made before it suspended may be missing from the stream.
+    #[error(
+        "the primary controller posted no 'suspended' marker (ESA 3) for controller {cntlid} in \
+         its User Data Migration Queue within {waited:?} of Suspend; the last changes are not \
+         known, so the state is not saved (retry, or check the PF's firmware)"
+    )]
+    NoSuspendMarker {
+        /// The secondary controller.
+        cntlid: u16,
+        /// How long the driver waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// Why the destination refused an incoming stream. The first refusal sticks: every later write
@@ -72,6 +99,13 @@ pub enum Refusal {
     /// The stream's PCI face is another kind of function's.
     #[error("incompatible source function: {0}")]
     PciFace(#[source] PciFaceMismatch),
+    /// The controller state carries a part (e.g. the vfio-nvme vendor state) this primary
+    /// controller does not offer, or no valid header.
+    #[error(
+        "the source's controller state carries a format this primary controller does not offer \
+         (it offers {0:?}); migrate between PFs that list the same state formats"
+    )]
+    StateFormat(StateFormats),
 }
 
 impl ToErrno for Refusal {
@@ -81,7 +115,8 @@ impl ToErrno for Refusal {
             Self::Stream(_)
             | Self::Incompatible(_)
             | Self::NoControllerState
-            | Self::PciFace(_) => Errno::EINVAL,
+            | Self::PciFace(_)
+            | Self::StateFormat(_) => Errno::EINVAL,
         }
     }
 }
@@ -92,7 +127,8 @@ impl ToErrno for MigrationError {
             Self::Lm(_) | Self::Io(_) | Self::Encode(_) => Errno::EIO,
             Self::Refused(refusal) => refusal.errno(),
             Self::NoSession => Errno::EINVAL,
-            Self::Unsupported(_) => Errno::EOPNOTSUPP,
+            Self::Unsupported(_) | Self::NoUserDataLogging { .. } => Errno::EOPNOTSUPP,
+            Self::NoSuspendMarker { .. } => Errno::EIO,
         }
     }
 }

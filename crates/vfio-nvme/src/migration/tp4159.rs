@@ -6,6 +6,9 @@ use nvme_spec::command::SetFeaturesCdw10;
 use nvme_spec::features::FeatureId;
 use nvme_spec::identify::Cns;
 use nvme_spec::identify::IDENTIFY_DATA_SIZE;
+use nvme_spec::identify::IdentifyController;
+use nvme_spec::identify::SecondaryControllerEntry;
+use nvme_spec::identify::SecondaryControllerList;
 use nvme_spec::lm::ControllerStateHeader;
 use nvme_spec::lm::CreateCdq;
 use nvme_spec::lm::DeleteCdq;
@@ -23,6 +26,7 @@ use nvme_spec::lm::SupportedControllerStateFormats;
 use nvme_spec::lm::Suspend;
 use nvme_spec::lm::SuspendType;
 use nvme_spec::lm::Uuid;
+use zerocopy::FromBytes;
 
 use super::admin::LmAdmin;
 use super::admin::LmError;
@@ -50,20 +54,111 @@ pub struct StateFormats {
     pub csuuidi: u8,
 }
 
-/// Reads Identify CNS 20h and finds NVMe state version 0 and the vendor format `vendor`.
-pub fn state_formats(admin: &dyn LmAdmin, vendor: Uuid) -> Result<StateFormats, LmError> {
+impl StateFormats {
+    /// The formats the driver uses with a PF that offers `offered`: NVMe state version 0
+    /// (required: it holds the I/O queues) and, when listed, the vendor format `vendor`. Other
+    /// vendors' formats are not used: the stream does not name the format, so both ends must
+    /// agree on it through its UUID, and only ours is known to be the same on both ends.
+    pub fn choose(offered: &SupportedControllerStateFormats, vendor: Uuid) -> Option<Self> {
+        let index = |pos: Option<usize>| pos.and_then(|p| u8::try_from(p + 1).ok());
+        Some(Self {
+            csvi: index(offered.versions.iter().position(|&v| v == 0))?,
+            csuuidi: index(offered.uuids.iter().position(|u| *u == vendor)).unwrap_or(0),
+        })
+    }
+
+    /// The formats a Set Controller State of `state` (a Controller State data structure) names:
+    /// those of the parts its header says it carries. `None` if it carries a part this PF does
+    /// not offer, or is not a controller state.
+    pub fn carried_by(self, state: &[u8]) -> Option<Self> {
+        let header = ControllerStateHeader::decode(state.get(..HEADER_BYTES)?).ok()?;
+        let csvi = if header.nvmecss != 0 { self.csvi } else { 0 };
+        let csuuidi = if header.vss != 0 { self.csuuidi } else { 0 };
+        let offered = (header.nvmecss == 0 || csvi != 0) && (header.vss == 0 || csuuidi != 0);
+        offered.then_some(Self { csvi, csuuidi })
+    }
+}
+
+/// Reads Identify CNS 20h, the Supported Controller State Formats of the primary controller.
+pub fn supported_formats(admin: &dyn LmAdmin) -> Result<SupportedControllerStateFormats, LmError> {
     let mut page = vec![0u8; IDENTIFY_DATA_SIZE];
     admin.execute(
         "Identify Supported Controller State Formats",
         Command::identify(0, Cns::SUPPORTED_CONTROLLER_STATE_FORMATS, 0, 0, 0),
         Transfer::FromController(&mut page),
     )?;
-    let formats = SupportedControllerStateFormats::decode(&page)
-        .map_err(|e| LmError::Protocol(format!("bad Supported Controller State Formats: {e}")))?;
-    let index = |pos: Option<usize>| pos.map_or(0, |p| (p + 1) as u8);
-    Ok(StateFormats {
-        csvi: index(formats.versions.iter().position(|&v| v == 0)),
-        csuuidi: index(formats.uuids.iter().position(|u| *u == vendor)),
+    SupportedControllerStateFormats::decode(&page)
+        .map_err(|e| LmError::Protocol(format!("bad Supported Controller State Formats: {e}")))
+}
+
+/// Whether the primary controller logs user data changes into User Data Migration Queues
+/// (Identify Controller TRATTR.TUDCS with at least one queue, MCUDMQ).
+pub fn user_data_logging(admin: &dyn LmAdmin) -> Result<bool, LmError> {
+    let mut page = vec![0u8; IDENTIFY_DATA_SIZE];
+    admin.execute(
+        "Identify Controller",
+        Command::identify(0, Cns::CONTROLLER, 0, 0, 0),
+        Transfer::FromController(&mut page),
+    )?;
+    let id = IdentifyController::read_from_bytes(&page)
+        .map_err(|_| LmError::Protocol("short Identify Controller data".to_owned()))?;
+    Ok(id.trattr.tudcs() && id.mcudmq > 0)
+}
+
+/// Reads the whole Secondary Controller List (Identify CNS 15h), asking again from the next
+/// CNTLID while a page comes back full (127 entries).
+pub fn secondary_controllers(
+    admin: &dyn LmAdmin,
+) -> Result<Vec<SecondaryControllerEntry>, LmError> {
+    let mut all: Vec<SecondaryControllerEntry> = Vec::new();
+    let mut first = 0u16;
+    loop {
+        let mut page = vec![0u8; IDENTIFY_DATA_SIZE];
+        admin.execute(
+            &format!("Identify Secondary Controller List from CNTLID {first}"),
+            Command::identify(0, Cns::SECONDARY_CONTROLLER_LIST, 0, first, 0),
+            Transfer::FromController(&mut page),
+        )?;
+        let list = SecondaryControllerList::read_from_bytes(&page)
+            .map_err(|_| LmError::Protocol("short Secondary Controller List".to_owned()))?;
+        let entries = list.valid_entries();
+        // Entries at or after `first` only: a device that ignores CNTID cannot make this loop.
+        all.extend(entries.iter().filter(|e| e.scid >= first));
+        let full = entries.len() == SecondaryControllerList::MAX_ENTRIES;
+        match entries.iter().map(|e| e.scid).max() {
+            Some(last) if full && last >= first && last < u16::MAX => first = last + 1,
+            _ => break,
+        }
+    }
+    all.sort_by_key(|e| e.scid);
+    all.dedup_by_key(|e| e.scid);
+    Ok(all)
+}
+
+/// The CNTLID of the secondary controller behind virtual function `vfn` (1-based), from the
+/// Secondary Controller List.
+pub fn secondary_cntlid(admin: &dyn LmAdmin, vfn: u16) -> Result<u16, LmError> {
+    let list = secondary_controllers(admin)?;
+    list.iter()
+        .find(|e| e.vfn == vfn)
+        .map(|e| e.scid)
+        .ok_or_else(|| LmError::NoSuchSecondary {
+            vfn,
+            listed: list.iter().map(|e| e.vfn).collect(),
+        })
+}
+
+/// Reads Identify CNS 20h and chooses the formats to migrate with (see
+/// [`StateFormats::choose`]); a PF without NVMe state version 0 cannot migrate.
+pub fn state_formats(admin: &dyn LmAdmin, vendor: Uuid) -> Result<StateFormats, LmError> {
+    let offered = supported_formats(admin)?;
+    StateFormats::choose(&offered, vendor).ok_or_else(|| {
+        LmError::Protocol(format!(
+            "the primary controller does not offer NVMe controller state version 0 (Identify \
+             CNS 20h lists versions {:?} and {} vendor formats); this driver needs it",
+            offered.versions,
+            offered.uuids.len()
+        ))
     })
 }
 
@@ -201,8 +296,13 @@ impl Udmq {
     /// logging controller `cntlid`.
     pub fn create(admin: &dyn LmAdmin, cntlid: u16, entries: u32) -> Result<Self, LmError> {
         let what = format!("Controller Data Queue (Create) for controller {cntlid}");
-        let ring = admin
-            .memory()
+        let memory = admin.memory().ok_or_else(|| {
+            LmError::Protocol(format!(
+                "{what}: the primary controller is reached without memory it can keep writing \
+                 to (e.g. through the Linux admin pass-through), so it cannot fill a queue"
+            ))
+        })?;
+        let ring = memory
             .alloc(u64::from(entries) * ENTRY_BYTES)
             .map_err(|source| LmError::Driver {
                 what: what.clone(),
@@ -300,5 +400,142 @@ impl Udmq {
         let what = format!("Controller Data Queue (Delete) of queue {}", self.cdqid);
         let cmd = encode(&what, DeleteCdq { cdqid: self.cdqid }.encode())?;
         admin.execute(&what, cmd, Transfer::None).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    use nvme_driver::memory::HostMemory;
+    use nvme_spec::command::IdentifyCdw10;
+    use nvme_spec::lm::ControllerState;
+    use nvme_spec::lm::ControllerStateAttributes;
+    use zerocopy::FromZeros;
+    use zerocopy::IntoBytes;
+
+    use super::*;
+
+    const OURS: Uuid = Uuid([7; 16]);
+
+    #[test]
+    fn formats_are_v0_plus_ours_when_listed() {
+        let offered = |versions: &[u16], uuids: &[Uuid]| SupportedControllerStateFormats {
+            versions: versions.to_vec(),
+            uuids: uuids.to_vec(),
+        };
+        let other = Uuid([9; 16]);
+        let choose = |o| StateFormats::choose(&o, OURS);
+        assert_eq!(
+            choose(offered(&[0], &[])),
+            Some(StateFormats {
+                csvi: 1,
+                csuuidi: 0
+            })
+        );
+        assert_eq!(
+            choose(offered(&[3, 0], &[other, OURS])),
+            Some(StateFormats {
+                csvi: 2,
+                csuuidi: 2
+            })
+        );
+        // Another vendor's format alone is not used; without v0 there is nothing to migrate.
+        assert_eq!(
+            choose(offered(&[0], &[other])),
+            Some(StateFormats {
+                csvi: 1,
+                csuuidi: 0
+            })
+        );
+        assert_eq!(choose(offered(&[1], &[OURS])), None);
+    }
+
+    #[test]
+    fn a_set_names_the_parts_the_state_carries() {
+        let state = |nvmecs: usize, vendor: usize| {
+            ControllerState::new(
+                0,
+                ControllerStateAttributes::new(),
+                vec![0; nvmecs],
+                vec![0; vendor],
+            )
+            .unwrap()
+            .encode()
+        };
+        let both = StateFormats {
+            csvi: 1,
+            csuuidi: 2,
+        };
+        let v0 = StateFormats {
+            csvi: 1,
+            csuuidi: 0,
+        };
+        assert_eq!(both.carried_by(&state(8, 0)), Some(v0));
+        assert_eq!(both.carried_by(&state(8, 4)), Some(both));
+        assert_eq!(v0.carried_by(&state(8, 0)), Some(v0));
+        assert_eq!(
+            v0.carried_by(&state(8, 4)),
+            None,
+            "vendor state not offered"
+        );
+        assert_eq!(v0.carried_by(&[0; 20]), None, "no header");
+    }
+
+    /// A PF answering only Identify Secondary Controller List, for `count` secondaries with
+    /// CNTLIDs from 10 and VFNs from 1, honouring CNTID; it records the CNTIDs asked for.
+    struct ListingPf {
+        count: u16,
+        asked: Mutex<Vec<u16>>,
+        mem: Arc<HostMemory>,
+    }
+
+    impl LmAdmin for ListingPf {
+        fn execute(&self, _: &str, cmd: Command, data: Transfer<'_>) -> Result<u32, LmError> {
+            let cdw10 = IdentifyCdw10::from(cmd.cdw10);
+            assert_eq!(cdw10.cns(), Cns::SECONDARY_CONTROLLER_LIST);
+            self.asked.lock().unwrap().push(cdw10.cntid());
+            let entries: Vec<SecondaryControllerEntry> = (0..self.count)
+                .map(|i| {
+                    let mut e = SecondaryControllerEntry::new_zeroed();
+                    (e.scid, e.vfn, e.scs) = (10 + i, 1 + i, 1);
+                    e
+                })
+                .filter(|e| e.scid >= cdw10.cntid())
+                .collect();
+            let Transfer::FromController(buf) = data else {
+                panic!("Identify reads data");
+            };
+            buf.copy_from_slice(SecondaryControllerList::from_entries(&entries).as_bytes());
+            Ok(0)
+        }
+
+        fn memory(&self) -> Option<&Arc<HostMemory>> {
+            Some(&self.mem)
+        }
+
+        fn max_transfer(&self) -> u64 {
+            4096
+        }
+    }
+
+    #[test]
+    fn the_secondary_list_is_read_page_by_page_and_names_the_cntlid() {
+        let pf = ListingPf {
+            count: 300,
+            asked: Mutex::new(Vec::new()),
+            mem: HostMemory::new(4096, 0x1000).unwrap(),
+        };
+        let all = secondary_controllers(&pf).unwrap();
+        assert_eq!(all.len(), 300);
+        assert_eq!(*pf.asked.lock().unwrap(), [0, 137, 264]);
+        assert_eq!(secondary_cntlid(&pf, 1).unwrap(), 10);
+        assert_eq!(secondary_cntlid(&pf, 200).unwrap(), 209);
+        let err = secondary_cntlid(&pf, 301).unwrap_err();
+        assert!(
+            matches!(err, LmError::NoSuchSecondary { vfn: 301, .. }),
+            "{err}"
+        );
     }
 }
