@@ -191,9 +191,12 @@ impl Converge {
     pub fn round_end(&mut self, now: Sample) -> Decision {
         self.measure(now);
         let start = std::mem::replace(&mut self.round, now);
-        let fits = self
-            .expected_downtime(now.remaining)
-            .is_some_and(|d| d <= self.limits.downtime_limit);
+        // A device with (almost) nothing to send moves nothing in pre-copy, so no stream rate
+        // is ever measured for it: what is left then fits if it is settled.
+        let fits = match self.expected_downtime(now.remaining) {
+            Some(expected) => expected <= self.limits.downtime_limit,
+            None => now.remaining <= SETTLED_BYTES,
+        };
         let timed_out = now.elapsed >= self.limits.timeout;
         if !fits {
             return if timed_out {
@@ -392,6 +395,29 @@ mod tests {
         assert!(
             (expected.as_secs_f64() - 80.0 / 280.0).abs() < 1e-6,
             "{expected:?}"
+        );
+    }
+
+    /// An empty namespace: pre-copy moves nothing, so no rate is measured, and what is left
+    /// (the controller state, sent in STOP_COPY) is settled at the first round's end.
+    #[test]
+    fn a_device_with_nothing_to_send_switches_over_without_a_measured_rate() {
+        let mut policy = Converge::new(
+            limits(300, 60),
+            Sample {
+                remaining: 2_508,
+                ..Sample::default()
+            },
+        );
+        let first = Sample {
+            elapsed: Duration::from_millis(1),
+            sent: 0,
+            remaining: 2_508,
+            commands: 0,
+        };
+        assert_eq!(
+            policy.round_end(first),
+            Decision::SwitchOver(SwitchReason::Settled)
         );
     }
 
