@@ -432,3 +432,28 @@ fn pipelined_relay_carries_the_stream_and_skips_what_was_never_written() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A VF with nothing written has nothing to send in pre-copy (so no stream rate is ever
+/// measured): it still switches over at once, settled, rather than waiting for a rate until the
+/// migration's timeout.
+#[test]
+fn an_empty_namespace_switches_over_at_once() {
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-orch-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_path, _a) = serve(&dir, "a");
+    let (b_path, _b) = serve(&dir, "b");
+    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
+    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
+    let options = MigrateOptions {
+        timeout: Duration::from_secs(20),
+        ..MigrateOptions::default()
+    };
+    let report = orch.migrate(&b_path, &options).unwrap();
+    assert_eq!(
+        report.switch_reason,
+        Some(nvme_host::orchestrator::SwitchReason::Settled),
+        "{report:?}"
+    );
+    assert_eq!(report.precopy_rounds, 1, "{report:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
