@@ -118,7 +118,7 @@ if [ ! -e "$WORK/host-ready" ]; then
     die "the host's handover client did not get ready"
 fi
 (
-    until tr -d '\r' <"$SERIAL" 2>/dev/null | grep -aq '^GUEST-LM-MIGRATED'; do sleep 0.2; done
+    until [ -e "$SERIAL" ] && tr -d '\r' <"$SERIAL" | grep -aq '^GUEST-LM-MIGRATED'; do sleep 0.2; done
     touch "$WORK/migrated"
 ) &
 WATCH_PID=$!
