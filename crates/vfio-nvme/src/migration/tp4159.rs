@@ -94,15 +94,20 @@ pub fn supported_formats(admin: &dyn LmAdmin) -> Result<SupportedControllerState
 /// Whether the primary controller logs user data changes into User Data Migration Queues
 /// (Identify Controller TRATTR.TUDCS with at least one queue, MCUDMQ).
 pub fn user_data_logging(admin: &dyn LmAdmin) -> Result<bool, LmError> {
+    let id = identify_controller(admin)?;
+    Ok(id.trattr.tudcs() && id.mcudmq > 0)
+}
+
+/// The primary controller's Identify Controller data (CNS 01h).
+pub fn identify_controller(admin: &dyn LmAdmin) -> Result<IdentifyController, LmError> {
     let mut page = vec![0u8; IDENTIFY_DATA_SIZE];
     admin.execute(
         "Identify Controller",
         Command::identify(0, Cns::CONTROLLER, 0, 0, 0),
         Transfer::FromController(&mut page),
     )?;
-    let id = IdentifyController::read_from_bytes(&page)
-        .map_err(|_| LmError::Protocol("short Identify Controller data".to_owned()))?;
-    Ok(id.trattr.tudcs() && id.mcudmq > 0)
+    IdentifyController::read_from_bytes(&page)
+        .map_err(|_| LmError::Protocol("short Identify Controller data".to_owned()))
 }
 
 /// Reads the whole Secondary Controller List (Identify CNS 15h), asking again from the next

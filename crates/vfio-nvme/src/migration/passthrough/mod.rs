@@ -24,11 +24,7 @@ use std::sync::Arc;
 
 use nvme_driver::memory::HostMemory;
 use nvme_spec::command::Command;
-use nvme_spec::identify::Cns;
-use nvme_spec::identify::IDENTIFY_DATA_SIZE;
-use nvme_spec::identify::IdentifyController;
 use nvme_spec::status::Status;
-use zerocopy::FromBytes;
 
 use super::admin::LmAdmin;
 use super::admin::LmError;
@@ -64,14 +60,7 @@ impl PassthroughPrimary {
             file,
             max_transfer: 4096,
         };
-        let mut page = vec![0u8; IDENTIFY_DATA_SIZE];
-        primary.execute(
-            "Identify Controller",
-            Command::identify(0, Cns::CONTROLLER, 0, 0, 0),
-            Transfer::FromController(&mut page),
-        )?;
-        let id = IdentifyController::read_from_bytes(&page)
-            .map_err(|_| LmError::Protocol("short Identify Controller data".to_owned()))?;
+        let id = super::tp4159::identify_controller(&primary)?;
         // MDTS is in units of the minimum page size, which the kernel does not let us read;
         // 4 KiB is what every controller the nvme driver accepts supports.
         primary.max_transfer = id
@@ -120,6 +109,9 @@ impl LmAdmin for PassthroughPrimary {
 
 #[cfg(test)]
 mod tests {
+    use nvme_spec::identify::Cns;
+    use nvme_spec::identify::IDENTIFY_DATA_SIZE;
+
     use super::*;
 
     #[test]
