@@ -106,6 +106,8 @@ const READ_ROOM: usize = 64 * 1024;
 
 /// Large-payload buffers kept for reuse.
 const POOL_BUFFERS: usize = 16;
+/// Buffers above this are not kept (a little over the 1 MiB `max_data_xfer_size` chunks).
+const MAX_POOLED: usize = 2 << 20;
 
 /// Buffers for the payloads of large messages (migration data, large region and DMA
 /// transfers), handed back by whoever consumed the message ([`PayloadPool::give`]) so that the
@@ -119,7 +121,9 @@ pub struct PayloadPool {
 impl PayloadPool {
     /// Gives back the payload of a consumed message (small ones are simply dropped).
     pub fn give(&self, payload: Vec<u8>) {
-        if payload.capacity() < LARGE_PAYLOAD {
+        // Only buffers the size of a migration chunk are worth keeping: a peer's rare 16 MiB
+        // messages must not leave sixteen of them allocated per connection.
+        if payload.capacity() < LARGE_PAYLOAD || payload.capacity() > MAX_POOLED {
             return;
         }
         let mut free = self
@@ -232,7 +236,11 @@ impl<F> Framer<F> {
         if self.buf.len() - self.end < READ_ROOM {
             self.buf.resize(self.end + READ_ROOM, 0);
         }
-        &mut self.buf[self.end..]
+        // At most READ_ROOM per read, however large the buffer once grew: a large message can
+        // then never arrive whole in one read, so its body always goes into a pooled buffer
+        // (`start_body`) rather than being copied out of this one.
+        let cap = (self.end + READ_ROOM).min(self.buf.len());
+        &mut self.buf[self.end..cap]
     }
 
     /// Takes the `n` bytes a read put into [`Self::room`], with the fds that came with them.

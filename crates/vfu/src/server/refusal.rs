@@ -130,6 +130,11 @@ impl Refusal {
                 Ok((n, _)) => {
                     let want = keep.saturating_sub(self.first.len()).min(n);
                     self.first.extend_from_slice(&buf[..want]);
+                    // Nothing past `keep` is used: stop reading, so a newcomer that writes
+                    // without pause cannot hold this (the attached client's) reader thread.
+                    if self.first.len() >= keep {
+                        break;
+                    }
                 }
                 Err(rustix::io::Errno::INTR) => {}
                 Err(rustix::io::Errno::AGAIN) => break,

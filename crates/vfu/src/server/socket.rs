@@ -202,12 +202,6 @@ impl Server {
         self
     }
 
-    /// The device and inode of the socket file, to recognise the same socket under another
-    /// path.
-    pub fn identity(&self) -> (u64, u64) {
-        self.identity
-    }
-
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
