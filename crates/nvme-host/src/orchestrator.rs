@@ -470,6 +470,12 @@ impl Orchestrator {
                 source_socket: self.current.socket.clone(),
             });
         }
+        // Everything that can fail without undoing anything comes before DMA logging starts.
+        let mut copy = options
+            .save_stream
+            .as_deref()
+            .map(StreamCopy::create)
+            .transpose()?;
         let dest = Endpoint::connect(destination, &self.memory, "destination")?;
         let src = &self.current;
         let guest = (self.memory.iova(), self.memory.len());
@@ -483,11 +489,6 @@ impl Orchestrator {
             ..MigrationReport::default()
         };
         let mut blackout_start = None;
-        let mut copy = options
-            .save_stream
-            .as_deref()
-            .map(StreamCopy::create)
-            .transpose()?;
         let result = Self::transfer(
             src,
             &dest,

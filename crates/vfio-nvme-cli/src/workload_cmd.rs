@@ -426,10 +426,11 @@ pub fn run(
         .map_err(where_saved)?;
     let (migrations, failure) = migrations;
     // An aborted migration leaves the device running where it was: the read-back below checks
-    // there that nothing acknowledged was lost. Only a source that could not be resumed
-    // leaves nothing to read.
+    // there that nothing acknowledged was lost. A source that could not be resumed, or a
+    // migration whose outcome is unknown (neither side resumed, the doorbells held), leaves
+    // nothing to read.
     let migration_error = match failure {
-        Some(e @ OrchestratorError::Stranded { .. }) => {
+        Some(e @ (OrchestratorError::Stranded { .. } | OrchestratorError::Undecided(_))) => {
             return Err(where_saved(
                 anyhow::Error::new(e).context("live migration failed"),
             ));

@@ -17,7 +17,6 @@ use nvme_spec::lm::LbaMigrationQueueEntry;
 use nvme_spec::lm::LmCommand;
 use nvme_spec::lm::LogUserDataChanges;
 use nvme_spec::lm::LoggingAction;
-use nvme_spec::lm::MAX_CONTROLLER_STATE_LEN;
 use nvme_spec::lm::Resume;
 use nvme_spec::lm::SequenceIndicator;
 use nvme_spec::lm::SetCdqFeature;
@@ -220,11 +219,6 @@ pub fn get_state(
     let total = ControllerStateHeader::decode(&header)
         .and_then(|h| h.total_len())
         .map_err(|e| LmError::Protocol(format!("{what}: bad state header: {e}")))?;
-    if total > MAX_CONTROLLER_STATE_LEN {
-        return Err(LmError::Protocol(format!(
-            "{what}: state of {total} bytes exceeds the {MAX_CONTROLLER_STATE_LEN}-byte limit"
-        )));
-    }
     let chunk = (admin.max_transfer() as usize).max(4096) & !3;
     let mut state = vec![0u8; total];
     state[..HEADER_BYTES].copy_from_slice(&header);
