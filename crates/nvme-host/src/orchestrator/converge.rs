@@ -191,9 +191,12 @@ impl Converge {
     pub fn round_end(&mut self, now: Sample) -> Decision {
         self.measure(now);
         let start = std::mem::replace(&mut self.round, now);
-        // A device with (almost) nothing to send moves nothing in pre-copy, so no stream rate
-        // is ever measured for it: what is left then fits if it is settled.
+        // A round that moved nothing found nothing more to pre-copy: what is left is stop-copy
+        // data (the controller state), and a rate measured from a few header bytes says
+        // nothing about it. Settled data then fits whatever the rate.
+        let idle = now.sent == start.sent;
         let fits = match self.expected_downtime(now.remaining) {
+            _ if idle && now.remaining <= SETTLED_BYTES => true,
             Some(expected) => expected <= self.limits.downtime_limit,
             None => now.remaining <= SETTLED_BYTES,
         };
@@ -417,6 +420,34 @@ mod tests {
         };
         assert_eq!(
             policy.round_end(first),
+            Decision::SwitchOver(SwitchReason::Settled)
+        );
+    }
+
+    /// The first round moved the stream header (86 bytes in 0.4 ms, a "rate" of 200 kB/s at
+    /// which 64 KiB would take 320 ms); the next moves nothing: what is left is settled.
+    #[test]
+    fn a_round_that_finds_nothing_to_pre_copy_settles_whatever_rate_a_header_gave() {
+        let mut policy = Converge::new(
+            limits(300, 60),
+            Sample {
+                remaining: 65_536,
+                ..Sample::default()
+            },
+        );
+        let header = Sample {
+            elapsed: Duration::from_micros(423),
+            sent: 86,
+            remaining: 65_536,
+            commands: 0,
+        };
+        assert_eq!(policy.round_end(header), Decision::Continue);
+        let idle = Sample {
+            elapsed: Duration::from_micros(800),
+            ..header
+        };
+        assert_eq!(
+            policy.round_end(idle),
             Decision::SwitchOver(SwitchReason::Settled)
         );
     }
