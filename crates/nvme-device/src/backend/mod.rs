@@ -10,6 +10,7 @@
 //! * [`NullBackend`] — reads return zeros and writes are dropped: measures protocol overhead.
 
 mod file;
+mod io_queue;
 mod null;
 mod ram;
 
@@ -18,8 +19,14 @@ use std::io;
 use std::ops::Range;
 
 pub use file::FileBackend;
+pub use io_queue::IoKind;
+pub use io_queue::IoQueue;
+pub use io_queue::IoRequest;
+pub use io_queue::QueueFull;
 pub use null::NullBackend;
 pub use ram::RamBackend;
+
+use std::sync::Arc;
 
 use crate::memory::DmaError;
 use crate::memory::DmaMemory;
@@ -73,4 +80,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Byte ranges that may hold non-zero data; everything else reads as zeros. Conservative:
     /// a backend that cannot tell reports the whole size.
     fn allocated(&self) -> io::Result<Vec<Range<u64>>>;
+    /// Opens an asynchronous submission context for one I/O worker of a controller whose guest
+    /// memory is `mem`, taking up to `depth` requests at once (see [`IoQueue`]). `None`: the
+    /// backend's operations are quick memory copies and run synchronously in the worker's pass.
+    fn io_queue(
+        &self,
+        mem: Arc<dyn DmaMemory>,
+        depth: u32,
+    ) -> io::Result<Option<Box<dyn IoQueue>>> {
+        let _ = (mem, depth);
+        Ok(None)
+    }
 }
