@@ -73,6 +73,13 @@ impl Segments {
     }
 }
 
+impl Default for Segments {
+    /// No segments (an empty buffer).
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Resolves the data buffer of `len` bytes described by `prp1`/`prp2`. `len` must already be
 /// checked against the maximum data transfer size (at most `MAX_SEGMENTS - 1` pages).
 pub fn walk(

@@ -5,8 +5,9 @@
 //!
 //! * [`RamBackend`] — sparse anonymous memory: pages cost RAM only once written, deallocation
 //!   returns them, and the allocated ranges are known (the bulk phase of user-data pre-copy).
-//! * [`FileBackend`] — a regular file or block device with `pread`/`pwrite`, optionally
-//!   `O_DIRECT`; holes are reported through `SEEK_DATA`/`SEEK_HOLE`.
+//! * [`FileBackend`] — a regular file or block device, optionally `O_DIRECT`; guest I/O runs
+//!   asynchronously on io_uring (or I/O threads, see [`FileAio`]); holes are reported through
+//!   `SEEK_DATA`/`SEEK_HOLE`.
 //! * [`NullBackend`] — reads return zeros and writes are dropped: measures protocol overhead.
 
 mod file;
@@ -18,6 +19,7 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 
+pub use file::FileAio;
 pub use file::FileBackend;
 pub use io_queue::IoKind;
 pub use io_queue::IoQueue;

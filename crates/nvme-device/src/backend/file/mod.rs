@@ -1,4 +1,21 @@
-//! The file backend: a regular file or block device accessed with `pread`/`pwrite`.
+//! The file backend: a regular file or block device.
+//!
+//! Host-side accesses (migration copies, Write Zeroes, deallocation) and the `sync` engine use
+//! `pread`/`pwrite` through a per-thread bounce buffer. Guest Reads, Writes and Flushes go
+//! through an asynchronous [`IoQueue`] per I/O worker, chosen by [`FileAio`]:
+//!
+//! * [`uring`]: an io_uring per queue (the default);
+//! * [`threads`]: a few threads per queue, used where io_uring cannot be set up (with one
+//!   warning naming why) or when asked for;
+//! * `sync`: no queue, the worker runs `pread`/`pwrite` itself.
+//!
+//! Both asynchronous engines move data through the bounce [`slots`] of their queue, 4096-aligned
+//! so that `O_DIRECT` works, and signal completions on an eventfd ([`notifier`]).
+
+mod notifier;
+mod slots;
+mod threads;
+mod uring;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -12,10 +29,58 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::OnceLock;
 
 use super::Backend;
 use super::BackendError;
+use super::IoKind;
+use super::IoQueue;
 use crate::memory::DmaMemory;
+
+/// How a file namespace carries out guest Reads, Writes and Flushes (`aio=` of a namespace
+/// specification).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileAio {
+    /// An io_uring per I/O worker, falling back to [`Threads`](Self::Threads) when the kernel
+    /// or a sandbox refuses io_uring.
+    #[default]
+    Uring,
+    /// A few `pread`/`pwrite` threads per I/O worker.
+    Threads,
+    /// `pread`/`pwrite` inside the worker's pass (blocks its queues while the file works).
+    Sync,
+}
+
+impl FileAio {
+    /// The name used in namespace specifications (`uring`, `threads`, `sync`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uring => "uring",
+            Self::Threads => "threads",
+            Self::Sync => "sync",
+        }
+    }
+
+    /// The engine named `name` (see [`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Uring, Self::Threads, Self::Sync]
+            .into_iter()
+            .find(|aio| aio.name() == name)
+    }
+}
+
+/// The error of a transfer that stopped early: end of file on a read (the file is shorter than
+/// the namespace: truncated behind our back), nothing written on a write.
+fn short_transfer(kind: IoKind) -> io::Error {
+    match kind {
+        IoKind::Read => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "end of file inside the namespace: the file was truncated",
+        ),
+        _ => io::Error::new(io::ErrorKind::WriteZero, "the file accepted no more bytes"),
+    }
+}
 
 /// Size of the per-thread bounce buffer between guest memory and the file; larger transfers are
 /// carried out in pieces of this size.
@@ -47,6 +112,9 @@ pub struct FileBackend {
     path: PathBuf,
     size: u64,
     direct: bool,
+    aio: FileAio,
+    /// Why io_uring could not be set up, once it failed (later queues use threads at once).
+    uring_refused: OnceLock<String>,
 }
 
 impl FileBackend {
@@ -97,7 +165,53 @@ impl FileBackend {
             path: path.to_owned(),
             size,
             direct,
+            aio: FileAio::default(),
+            uring_refused: OnceLock::new(),
         })
+    }
+
+    /// Uses `aio` for guest I/O (see [`FileAio`]; io_uring by default).
+    pub fn with_aio(mut self, aio: FileAio) -> Self {
+        self.aio = aio;
+        self
+    }
+
+    /// The engine asked for (with [`FileAio::Uring`], queues may still use threads: see
+    /// [`uring_refused`](Self::uring_refused)).
+    pub fn aio(&self) -> FileAio {
+        self.aio
+    }
+
+    /// Why io_uring could not be set up for this backend, once a queue found out.
+    pub fn uring_refused(&self) -> Option<&str> {
+        self.uring_refused.get().map(String::as_str)
+    }
+
+    /// An io_uring queue from `ring`, or when `ring` failed the thread engine, warning once.
+    fn uring_or_threads(
+        &self,
+        ring: io::Result<io_uring::IoUring>,
+        mem: Arc<dyn DmaMemory>,
+        depth: usize,
+    ) -> io::Result<Box<dyn IoQueue>> {
+        let error = match ring {
+            Ok(ring) => {
+                return Ok(Box::new(uring::UringQueue::new(
+                    ring, &self.file, mem, depth,
+                )?));
+            }
+            Err(e) => e,
+        };
+        if self.uring_refused.set(error.to_string()).is_ok() {
+            tracing::warn!(
+                path = %self.path.display(),
+                "io_uring is not available ({error}; a kernel without it, a seccomp filter or \
+                 kernel.io_uring_disabled): namespace file {} uses I/O threads instead; give \
+                 aio=threads to choose them and silence this warning",
+                self.path.display()
+            );
+        }
+        Ok(Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?))
     }
 
     /// Extends `file` to `size` if it is smaller and returns the namespace size: `size`, or the
@@ -277,6 +391,23 @@ impl Backend for FileBackend {
 
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn io_queue(
+        &self,
+        mem: Arc<dyn DmaMemory>,
+        depth: u32,
+    ) -> io::Result<Option<Box<dyn IoQueue>>> {
+        let depth = depth as usize;
+        let queue = match self.aio {
+            FileAio::Sync => return Ok(None),
+            FileAio::Threads => Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?),
+            FileAio::Uring if self.uring_refused.get().is_some() => {
+                Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?)
+            }
+            FileAio::Uring => self.uring_or_threads(uring::ring(depth), mem, depth)?,
+        };
+        Ok(Some(queue))
     }
 
     fn allocated(&self) -> io::Result<Vec<Range<u64>>> {

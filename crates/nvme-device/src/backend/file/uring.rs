@@ -1,0 +1,231 @@
+//! The io_uring engine of the file backend: one ring per queue, an eventfd registered with it as
+//! the queue's notifier, and the bounce [`Slots`] as the buffers of its reads and writes.
+//!
+//! Every submit enters the kernel once (`io_uring_enter`), so a request is under way when
+//! `submit` returns and a worker that then sleeps on the notifier is woken by its completion.
+//! Reap drains the eventfd first and the completion ring after, so a completion posted in
+//! between signals the eventfd again and is never missed. Short transfers are continued from
+//! where they stopped, `-EAGAIN`/`-EINTR` are retried, and end of file is an error (the file
+//! was truncated under the namespace).
+//!
+//! Buffers: a slot is given to the kernel by one submission queue entry at a time and not
+//! touched again until that entry's completion is reaped ([`Slots::finish`]). Dropping the
+//! queue waits for every entry the kernel still holds before the slots are unmapped; if the
+//! kernel cannot be asked, the slots are leaked rather than freed.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use io_uring::IoUring;
+use io_uring::opcode;
+use io_uring::types;
+
+use super::super::BackendError;
+use super::super::IoKind;
+use super::super::IoQueue;
+use super::super::IoRequest;
+use super::super::QueueFull;
+use super::notifier::Notifier;
+use super::slots::Admitted;
+use super::slots::Slots;
+use crate::memory::DmaMemory;
+
+/// Makes the ring of a queue of `depth`; failing here (no io_uring in this kernel, seccomp,
+/// `kernel.io_uring_disabled`) is what makes the backend fall back to the thread engine.
+pub(super) fn ring(depth: usize) -> io::Result<IoUring> {
+    let entries = depth.clamp(1, super::slots::MAX_DEPTH).next_power_of_two();
+    IoUring::builder().build(entries as u32)
+}
+
+/// An io_uring submission context (see the module documentation).
+pub(super) struct UringQueue {
+    ring: IoUring,
+    /// The backend's file, duplicated so the queue keeps it open while entries are in flight.
+    file: File,
+    notifier: Notifier,
+    slots: Slots,
+    mem: Arc<dyn DmaMemory>,
+    /// Entries handed to the kernel (pushed to the ring) whose completion is not reaped yet.
+    in_kernel: usize,
+    /// Completions taken from the ring, then handled (a scratch list, never reallocated).
+    completions: Vec<(u64, i32)>,
+}
+
+impl std::fmt::Debug for UringQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringQueue")
+            .field("depth", &self.slots.depth())
+            .field("in_flight", &self.slots.in_flight())
+            .field("in_kernel", &self.in_kernel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UringQueue {
+    /// A queue of `depth` slots on `ring` for `file`, moving data through `mem`.
+    pub(super) fn new(
+        ring: IoUring,
+        file: &File,
+        mem: Arc<dyn DmaMemory>,
+        depth: usize,
+    ) -> io::Result<Self> {
+        let notifier = Notifier::new()?;
+        ring.submitter()
+            .register_eventfd(notifier.as_fd().as_raw_fd())?;
+        let slots = Slots::new(depth)?;
+        let completions = Vec::with_capacity(ring.params().cq_entries() as usize);
+        Ok(Self {
+            ring,
+            file: file.try_clone()?,
+            notifier,
+            slots,
+            mem,
+            in_kernel: 0,
+            completions,
+        })
+    }
+
+    /// Pushes the (rest of the) operation of `slot` to the submission ring.
+    fn push(&mut self, slot: usize) {
+        let request = self.slots.request(slot);
+        let fd = types::Fd(self.file.as_raw_fd());
+        let (buf, left) = self.slots.remaining(slot);
+        let at = request.offset + request.done as u64;
+        // A slot holds at most 256 KiB, so `left` fits.
+        let left = left as u32;
+        let entry = match request.kind {
+            IoKind::Read => opcode::Read::new(fd, buf.as_ptr(), left).offset(at).build(),
+            IoKind::Write { fua } => opcode::Write::new(fd, buf.as_ptr(), left)
+                .offset(at)
+                .rw_flags(if fua { libc::RWF_DSYNC } else { 0 })
+                .build(),
+            IoKind::Flush => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        }
+        .user_data(slot as u64);
+        // SAFETY: the entry's buffer is the slot's, which stays mapped and untouched until the
+        // entry's completion is reaped (Slots' protocol; Drop waits for every entry the kernel
+        // holds); the file descriptor is owned by this queue and outlives the entry likewise.
+        // The ring has at least `depth` entries and a slot has one entry at a time, so it has
+        // room.
+        let pushed = unsafe { self.ring.submission().push(&entry) };
+        if pushed.is_ok() {
+            self.in_kernel += 1;
+        } else {
+            let full = io::Error::other("the io_uring submission ring is unexpectedly full");
+            // SAFETY: the entry was not pushed, so the kernel never saw the buffer.
+            unsafe { self.slots.finish(slot, self.mem.as_ref(), Err(full)) };
+        }
+    }
+
+    /// Hands what was pushed to the kernel. A refusal that may pass (`EAGAIN`, `EBUSY`) leaves
+    /// the entries in the ring for the next reap and signals the notifier so there is one.
+    fn enter(&mut self) {
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.notifier.signal();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles the completion `res` of `slot`'s operation: done, continued, or failed.
+    fn complete(&mut self, slot: usize, res: i32) {
+        self.in_kernel -= 1;
+        let kind = self.slots.request(slot).kind;
+        let outcome = if res < 0 {
+            let errno = -res;
+            if errno == libc::EAGAIN || errno == libc::EINTR {
+                self.push(slot);
+                return;
+            }
+            Err(io::Error::from_raw_os_error(errno))
+        } else if kind == IoKind::Flush {
+            Ok(())
+        } else if res == 0 {
+            Err(super::short_transfer(kind))
+        } else if self.slots.advance(slot, res as usize) {
+            Ok(())
+        } else {
+            self.push(slot);
+            return;
+        };
+        // SAFETY: this was the slot's only entry and its completion has just been reaped.
+        unsafe { self.slots.finish(slot, self.mem.as_ref(), outcome) };
+    }
+}
+
+impl IoQueue for UringQueue {
+    fn submit(&mut self, request: &IoRequest) -> Result<(), QueueFull> {
+        match self.slots.admit(request, self.mem.as_ref())? {
+            Admitted::Go(slot) => {
+                self.push(slot);
+                self.enter();
+            }
+            Admitted::Finished => self.notifier.signal(),
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, done: &mut Vec<(u64, Result<(), BackendError>)>) {
+        self.notifier.drain();
+        if !self.ring.submission().is_empty() {
+            self.enter();
+        }
+        loop {
+            let mut completions = std::mem::take(&mut self.completions);
+            completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            let empty = completions.is_empty();
+            for &(slot, res) in &completions {
+                self.complete(slot as usize, res);
+            }
+            completions.clear();
+            self.completions = completions;
+            if empty {
+                break;
+            }
+            if !self.ring.submission().is_empty() {
+                // Some were continued: send them off, and look again (a buffered transfer
+                // often completes within the enter).
+                self.enter();
+            }
+        }
+        self.slots.drain_ready(done);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.in_flight()
+    }
+
+    fn notifier(&self) -> BorrowedFd<'_> {
+        self.notifier.as_fd()
+    }
+}
+
+impl Drop for UringQueue {
+    fn drop(&mut self) {
+        // The kernel may still read or write the slots of entries in flight (regular file I/O
+        // cannot be cancelled once started): wait for each before the slots are unmapped.
+        while self.in_kernel > 0 {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.slots.leak();
+                    return;
+                }
+            }
+            let reaped = self.ring.completion().count();
+            self.in_kernel = self.in_kernel.saturating_sub(reaped);
+        }
+    }
+}
