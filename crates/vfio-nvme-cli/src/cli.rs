@@ -405,8 +405,11 @@ pub struct ServeArgs {
     /// A namespace: ram:SIZE | file:PATH | null:SIZE, then options ,lba=512|4096 (block size,
     /// default 512), ,shared (one namespace for the PF and every VF, on storage both ends of a
     /// migration reach: not copied during migration), ,direct and ,size=SIZE (file only:
-    /// O_DIRECT, and create or extend the file). Repeatable. Default: one private 1 GiB RAM
-    /// namespace per VF.
+    /// O_DIRECT, and create or extend the file), ,aio=uring|threads|sync (file only: how guest
+    /// I/O reaches the file: io_uring, the default, falling back to threads with a warning
+    /// where io_uring is refused; a few I/O threads per worker; or pread/pwrite inside the
+    /// poller, which stalls its queues while the file works). Repeatable. Default: one private
+    /// 1 GiB RAM namespace per VF.
     #[arg(long = "namespace", value_name = "SPEC", value_parser = crate::spec_args::parse_namespace)]
     pub namespaces: Vec<vfio_nvme::served::NamespaceConfig>,
 

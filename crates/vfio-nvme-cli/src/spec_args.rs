@@ -1,10 +1,12 @@
 //! Parsers for sizes (`1G`, `512M`, `4k`), namespace specifications
-//! (`ram:SIZE|file:PATH|null:SIZE[,lba=512|4096][,shared][,direct][,size=SIZE]`), and the
+//! (`ram:SIZE|file:PATH|null:SIZE[,lba=512|4096][,shared][,direct][,size=SIZE][,aio=ENGINE]`),
+//! and the
 //! serve options (subsystem name, socket mode, socket group). Each is plugged into clap with
 //! `value_parser`, so a bad value is a usage error (exit 2) naming the option.
 
 use std::path::PathBuf;
 
+use nvme_device::backend::FileAio;
 use nvme_device::namespace::BlockSize;
 use vfio_nvme::served::BackendConfig;
 use vfio_nvme::served::NamespaceConfig;
@@ -148,6 +150,7 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     let mut shared = false;
     let mut direct = false;
     let mut size = None;
+    let mut aio = None;
     for option in parts {
         match option.split_once('=') {
             Some(("lba", "512")) => block_size = BlockSize::B512,
@@ -158,11 +161,20 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
                 ));
             }
             Some(("size", s)) => size = Some(parse_size(s)?),
+            Some(("aio", name)) => {
+                aio = Some(FileAio::from_name(name).ok_or_else(|| {
+                    format!(
+                        "`{text}`: aio={name} is not an I/O engine (use uring, the default; \
+                         threads, where io_uring is not allowed; or sync, inline in the poller)"
+                    )
+                })?);
+            }
             None if option == "shared" => shared = true,
             None if option == "direct" => direct = true,
             _ => {
                 return Err(format!(
-                    "`{text}`: unknown option `{option}` (lba=512|4096, shared, direct, size=SIZE)"
+                    "`{text}`: unknown option `{option}` (lba=512|4096, shared, direct, size=SIZE, \
+                     aio=uring|threads|sync)"
                 ));
             }
         }
@@ -174,6 +186,7 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
             path: PathBuf::from(value),
             size,
             direct,
+            aio: aio.unwrap_or_default(),
         },
         "file" => return Err(format!("`{text}`: file: needs a path")),
         other => {
@@ -187,6 +200,9 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     }
     if size.is_some() && !matches!(backend, BackendConfig::File { .. }) {
         return Err(format!("`{text}`: size= applies to file namespaces only"));
+    }
+    if aio.is_some() && !matches!(backend, BackendConfig::File { .. }) {
+        return Err(format!("`{text}`: aio= applies to file namespaces only"));
     }
     Ok(NamespaceConfig {
         backend,
@@ -323,9 +339,27 @@ mod tests {
             BackendConfig::File {
                 path: "/tmp/x.img".into(),
                 size: Some(64 << 20),
-                direct: true
+                direct: true,
+                aio: FileAio::Uring,
             }
         );
+        for (spec, aio) in [
+            ("file:/x,aio=uring", FileAio::Uring),
+            ("file:/x,aio=threads,direct", FileAio::Threads),
+            ("file:/x,aio=sync", FileAio::Sync),
+        ] {
+            match parse_namespace(spec).unwrap().backend {
+                BackendConfig::File { aio: parsed, .. } => assert_eq!(parsed, aio, "{spec}"),
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
+        let bad = parse_namespace("file:/x,aio=posix").unwrap_err();
+        assert!(
+            bad.contains("aio=posix") && bad.contains("threads"),
+            "{bad}"
+        );
+        let bad = parse_namespace("ram:1G,aio=threads").unwrap_err();
+        assert!(bad.contains("file namespaces only"), "{bad}");
         assert_eq!(ns.block_size, BlockSize::B512);
         assert_eq!(
             parse_namespace("null:8G").unwrap().backend,

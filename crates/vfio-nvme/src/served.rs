@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nvme_device::backend::Backend;
+use nvme_device::backend::FileAio;
 use nvme_device::backend::FileBackend;
 use nvme_device::backend::NullBackend;
 use nvme_device::backend::RamBackend;
@@ -46,6 +47,8 @@ pub enum BackendConfig {
         size: Option<u64>,
         /// Bypass the page cache (`O_DIRECT`).
         direct: bool,
+        /// How guest I/O reaches the file (io_uring, I/O threads, or inline in the pass).
+        aio: FileAio,
     },
     /// Reads zeros, drops writes; this many bytes.
     Null(u64),
@@ -166,9 +169,16 @@ fn backend(index: usize, config: &BackendConfig) -> Result<Arc<dyn Backend>, Ser
     let wrap = |source| ServeError::Backend { index, source };
     Ok(match config {
         BackendConfig::Ram(size) => Arc::new(RamBackend::new(*size).map_err(wrap)?),
-        BackendConfig::File { path, size, direct } => {
-            Arc::new(FileBackend::open(path, *size, *direct).map_err(wrap)?)
-        }
+        BackendConfig::File {
+            path,
+            size,
+            direct,
+            aio,
+        } => Arc::new(
+            FileBackend::open(path, *size, *direct)
+                .map_err(wrap)?
+                .with_aio(*aio),
+        ),
         BackendConfig::Null(size) => Arc::new(NullBackend::new(*size)),
     })
 }

@@ -434,3 +434,108 @@ impl Backend for FileBackend {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::IoRequest;
+    use shmem::AddressSpace;
+    use shmem::Mapping;
+
+    fn backend(name: &str) -> (FileBackend, PathBuf) {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        (
+            FileBackend::open(&path, Some(1 << 20), false).unwrap(),
+            path,
+        )
+    }
+
+    fn guest() -> Arc<AddressSpace> {
+        let space = AddressSpace::new();
+        space
+            .map(0, Mapping::memfd("guest", 1 << 20).unwrap())
+            .unwrap();
+        Arc::new(space)
+    }
+
+    /// Writes a page through `queue` and reads it back into other guest memory.
+    fn works(queue: &mut dyn IoQueue, mem: &AddressSpace) {
+        mem.write(0x1000, &[0x5A; 4096]).unwrap();
+        let page = |gpa| crate::prp::walk(mem, nvme_spec::prp::PageSize::SIZE_4K, gpa, 0, 4096);
+        let write = IoRequest {
+            tag: 1,
+            kind: IoKind::Write { fua: false },
+            offset: 8192,
+            len: 4096,
+            segments: page(0x1000).unwrap(),
+        };
+        let read = IoRequest {
+            tag: 2,
+            kind: IoKind::Read,
+            segments: page(0x3000).unwrap(),
+            ..write.clone()
+        };
+        for request in [write, read] {
+            queue.submit(&request).unwrap();
+            let mut done = Vec::new();
+            while done.is_empty() {
+                queue.reap(&mut done);
+                std::thread::yield_now();
+            }
+            assert!(done[0].1.is_ok(), "{:?}", done[0]);
+        }
+        let mut back = [0; 4096];
+        mem.read(0x3000, &mut back).unwrap();
+        assert_eq!(back, [0x5A; 4096]);
+    }
+
+    #[test]
+    fn refused_uring_falls_back_to_threads() {
+        let (file, path) = backend("uring-refused");
+        let mem = guest();
+        let refused = io::Error::from_raw_os_error(libc::EPERM);
+        let mut queue = file.uring_or_threads(Err(refused), mem.clone(), 4).unwrap();
+        assert!(format!("{queue:?}").starts_with("ThreadQueue"), "{queue:?}");
+        works(queue.as_mut(), &mem);
+        let why = file.uring_refused().expect("the refusal is kept");
+        assert!(why.contains("not permitted"), "{why}");
+        // Later queues do not try again.
+        let again = file.io_queue(mem.clone(), 4).unwrap().unwrap();
+        assert!(format!("{again:?}").starts_with("ThreadQueue"), "{again:?}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn engines_are_chosen_by_aio() {
+        let (file, path) = backend("aio-choice");
+        let mem = guest();
+        let file = file.with_aio(FileAio::Threads);
+        let queue = file.io_queue(mem.clone(), 4).unwrap().unwrap();
+        assert!(format!("{queue:?}").starts_with("ThreadQueue"), "{queue:?}");
+        let file = file.with_aio(FileAio::Uring);
+        match uring::ring(4) {
+            Ok(_) => {
+                let mut queue = file.io_queue(mem.clone(), 4).unwrap().unwrap();
+                assert!(format!("{queue:?}").starts_with("UringQueue"), "{queue:?}");
+                works(queue.as_mut(), &mem);
+            }
+            Err(e) => println!("io_uring unavailable here ({e}): only the fallback is tested"),
+        }
+        assert!(
+            file.with_aio(FileAio::Sync)
+                .io_queue(mem, 4)
+                .unwrap()
+                .is_none()
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn aio_names_round_trip() {
+        for aio in [FileAio::Uring, FileAio::Threads, FileAio::Sync] {
+            assert_eq!(FileAio::from_name(aio.name()), Some(aio));
+        }
+        assert_eq!(FileAio::from_name("aio"), None);
+    }
+}

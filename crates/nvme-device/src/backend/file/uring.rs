@@ -34,6 +34,9 @@ use super::slots::Admitted;
 use super::slots::Slots;
 use crate::memory::DmaMemory;
 
+/// Passes over the completion ring per reap (see [`UringQueue::reap`]).
+const REAP_PASSES: usize = 4;
+
 /// Makes the ring of a queue of `depth`; failing here (no io_uring in this kernel, seccomp,
 /// `kernel.io_uring_disabled`) is what makes the backend fall back to the thread engine.
 pub(super) fn ring(depth: usize) -> io::Result<IoUring> {
@@ -181,7 +184,9 @@ impl IoQueue for UringQueue {
         if !self.ring.submission().is_empty() {
             self.enter();
         }
-        loop {
+        // Continued transfers can complete within the enter that sends them; a few passes take
+        // those too, and a file that keeps answering EAGAIN is left for the next reap.
+        for _ in 0..REAP_PASSES {
             let mut completions = std::mem::take(&mut self.completions);
             completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             let empty = completions.is_empty();
@@ -194,10 +199,11 @@ impl IoQueue for UringQueue {
                 break;
             }
             if !self.ring.submission().is_empty() {
-                // Some were continued: send them off, and look again (a buffered transfer
-                // often completes within the enter).
                 self.enter();
             }
+        }
+        if !self.ring.completion().is_empty() {
+            self.notifier.signal();
         }
         self.slots.drain_ready(done);
     }
