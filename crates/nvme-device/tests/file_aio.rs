@@ -572,3 +572,103 @@ fn drop_with_requests_in_flight() {
         }
     }
 }
+
+/// One step of a hostile (or merely careless) worker.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A request with guest-chosen PRPs (anything the walk accepts) at a block of the file.
+    Submit {
+        kind: u8,
+        block: u16,
+        prp1: u64,
+        prp2: u64,
+        len: u32,
+    },
+    Reap,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (
+            0u8..4,
+            any::<u16>(),
+            prop_oneof![0u64..GUEST + (1 << 20), Just(UNMAPPED)],
+            prop_oneof![
+                8 => (0u64..GUEST / PAGE).prop_map(|page| page * PAGE),
+                1 => Just(UNMAPPED),
+                1 => any::<u64>(),
+            ],
+            prop_oneof![1u32..16384, 1u32..(300 << 10)]
+        )
+            .prop_map(|(kind, block, prp1, prp2, len)| Step::Submit {
+                kind,
+                block,
+                prp1: prp1 & !3,
+                prp2,
+                len,
+            }),
+        Just(Step::Reap),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Whatever the PRPs, lengths and kinds, neither engine panics, `QueueFull` comes only at
+    /// depth, every request submitted comes back exactly once, and dropping a queue with
+    /// requests in flight is safe.
+    #[test]
+    fn any_requests_come_back_once(
+        steps in proptest::collection::vec(step(), 1..40),
+        threads in proptest::bool::ANY,
+        finish in proptest::bool::ANY,
+    ) {
+        let aio = if threads { FileAio::Threads } else { FileAio::Uring };
+        let file = TestFile::new("any", aio, false).unwrap();
+        let mem = guest();
+        let mut queue = file.queue(&mem, 8);
+        let mut submitted = std::collections::BTreeSet::new();
+        let mut returned = std::collections::BTreeSet::new();
+        let mut done = Vec::new();
+        for (tag, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::Submit { kind, block, prp1, prp2, len } => {
+                    let len = u64::from(len.div_ceil(512) * 512);
+                    let Ok(segments) = prp::walk(mem.as_ref(), PageSize::SIZE_4K, prp1, prp2, len)
+                    else {
+                        continue;
+                    };
+                    let kind = match kind {
+                        0 => IoKind::Read,
+                        1 => IoKind::Write { fua: false },
+                        2 => IoKind::Write { fua: true },
+                        _ => IoKind::Flush,
+                    };
+                    let offset = (u64::from(block) * 512).min(SIZE - len);
+                    let request = IoRequest { tag: tag as u64, kind, offset, len, segments };
+                    let before = queue.in_flight();
+                    match queue.submit(&request) {
+                        Ok(()) => {
+                            submitted.insert(tag as u64);
+                            proptest::prop_assert_eq!(queue.in_flight(), before + 1);
+                        }
+                        Err(QueueFull) => proptest::prop_assert_eq!(before, 8),
+                    }
+                }
+                Step::Reap => queue.reap(&mut done),
+            }
+            for (tag, _) in done.drain(..) {
+                proptest::prop_assert!(returned.insert(tag), "tag {} returned twice", tag);
+            }
+        }
+        if finish {
+            let left = queue.in_flight();
+            for (tag, _) in wait_for(queue.as_mut(), left) {
+                proptest::prop_assert!(returned.insert(tag), "tag {} returned twice", tag);
+            }
+            proptest::prop_assert_eq!(&returned, &submitted);
+        }
+        // Otherwise the queue is dropped with whatever is still in flight.
+    }
+}
