@@ -1,8 +1,8 @@
 //! The file backend's engines for guest I/O: synchronous `pread`/`pwrite` in the caller
 //! (`aio=sync`) against the io_uring and thread-pool queues (`aio=uring`, `aio=threads`) at
 //! queue depth 32, for 4 KiB and 1 MiB transfers (a 1 MiB guest I/O is four 256 KiB commands
-//! at the controller's MDTS), reads and writes, buffered, on a 256 MiB file in the target
-//! directory. Run with `cargo bench -p nvme-device --bench file_aio`.
+//! at the controller's MDTS), reads and writes, buffered and `O_DIRECT`, on a 256 MiB file in
+//! the target directory. Run with `cargo bench -p nvme-device --bench file_aio`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -85,8 +85,8 @@ fn prepare() {
     }
 }
 
-fn backend(aio: FileAio) -> FileBackend {
-    FileBackend::open(&path(), None, false)
+fn backend(aio: FileAio, direct: bool) -> FileBackend {
+    FileBackend::open(&path(), None, direct)
         .unwrap()
         .with_aio(aio)
 }
@@ -156,12 +156,15 @@ fn engines(c: &mut Criterion) {
             .sample_size(10)
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
-        for (op, kind) in [
-            ("read", IoKind::Read),
-            ("write", IoKind::Write { fua: false }),
-        ] {
+        let cases = [
+            ("read", IoKind::Read, false),
+            ("write", IoKind::Write { fua: false }, false),
+            ("read-direct", IoKind::Read, true),
+            ("write-direct", IoKind::Write { fua: false }, true),
+        ];
+        for (op, kind, direct) in cases {
             for aio in [FileAio::Sync, FileAio::Uring, FileAio::Threads] {
-                let backend = backend(aio);
+                let backend = backend(aio, direct);
                 let mut queue = backend.io_queue(guest.mem.clone(), QD as u32).unwrap();
                 group.bench_function(BenchmarkId::new(op, aio.name()), |b| {
                     b.iter_custom(|iters| {
