@@ -31,6 +31,13 @@ pub struct Segments {
     count: usize,
 }
 
+impl Default for Segments {
+    /// No pieces (a request without data, e.g. a Flush).
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Segments {
     fn new() -> Self {
         Self {
@@ -70,13 +77,6 @@ impl Segments {
     /// True when the buffer is empty.
     pub fn is_empty(&self) -> bool {
         self.count == 0
-    }
-}
-
-impl Default for Segments {
-    /// No segments (an empty buffer).
-    fn default() -> Self {
-        Self::new()
     }
 }
 
