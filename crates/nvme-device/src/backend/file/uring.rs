@@ -123,6 +123,7 @@ impl UringQueue {
             let full = io::Error::other("the io_uring submission ring is unexpectedly full");
             // SAFETY: the entry was not pushed, so the kernel never saw the buffer.
             unsafe { self.slots.finish(slot, self.mem.as_ref(), Err(full)) };
+            self.notifier.signal();
         }
     }
 
