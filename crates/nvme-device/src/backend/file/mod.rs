@@ -170,10 +170,30 @@ impl FileBackend {
         })
     }
 
-    /// Uses `aio` for guest I/O (see [`FileAio`]; io_uring by default).
+    /// Uses `aio` for guest I/O (see [`FileAio`]; io_uring by default). For io_uring, a small
+    /// ring is made at once, so a kernel or sandbox that refuses it is reported (one warning)
+    /// when the namespace is set up rather than at its first I/O.
     pub fn with_aio(mut self, aio: FileAio) -> Self {
         self.aio = aio;
+        if aio == FileAio::Uring
+            && let Err(e) = uring::ring(1)
+        {
+            self.refuse_uring(&e);
+        }
         self
+    }
+
+    /// Records why io_uring cannot be used (the first reason only) and warns once.
+    fn refuse_uring(&self, error: &io::Error) {
+        if self.uring_refused.set(error.to_string()).is_ok() {
+            tracing::warn!(
+                path = %self.path.display(),
+                "io_uring is not available ({error}; a kernel without it, a seccomp filter or \
+                 kernel.io_uring_disabled): namespace file {} uses I/O threads instead; give \
+                 aio=threads to choose them and silence this warning",
+                self.path.display()
+            );
+        }
     }
 
     /// The engine asked for (with [`FileAio::Uring`], queues may still use threads: see
@@ -194,24 +214,15 @@ impl FileBackend {
         mem: Arc<dyn DmaMemory>,
         depth: usize,
     ) -> io::Result<Box<dyn IoQueue>> {
-        let error = match ring {
-            Ok(ring) => {
-                return Ok(Box::new(uring::UringQueue::new(
-                    ring, &self.file, mem, depth,
-                )?));
+        match ring {
+            Ok(ring) => Ok(Box::new(uring::UringQueue::new(
+                ring, &self.file, mem, depth,
+            )?)),
+            Err(e) => {
+                self.refuse_uring(&e);
+                Ok(Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?))
             }
-            Err(e) => e,
-        };
-        if self.uring_refused.set(error.to_string()).is_ok() {
-            tracing::warn!(
-                path = %self.path.display(),
-                "io_uring is not available ({error}; a kernel without it, a seccomp filter or \
-                 kernel.io_uring_disabled): namespace file {} uses I/O threads instead; give \
-                 aio=threads to choose them and silence this warning",
-                self.path.display()
-            );
         }
-        Ok(Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?))
     }
 
     /// Extends `file` to `size` if it is smaller and returns the namespace size: `size`, or the
