@@ -672,3 +672,89 @@ proptest::proptest! {
         // Otherwise the queue is dropped with whatever is still in flight.
     }
 }
+
+/// Runs `f` on a thread where `io_uring_setup` fails with `ENOSYS`, as under a seccomp filter
+/// that does not know io_uring (container runtimes' default profiles refuse it).
+fn without_io_uring<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::spawn(move || {
+        let op = |code: u32| code as u16;
+        let filter = [
+            // Load the system call number (offset 0 of struct seccomp_data).
+            libc::sock_filter {
+                code: op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS),
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K),
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_io_uring_setup as u32,
+            },
+            libc::sock_filter {
+                code: op(libc::BPF_RET | libc::BPF_K),
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+            },
+            libc::sock_filter {
+                code: op(libc::BPF_RET | libc::BPF_K),
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+        ];
+        let program = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes no memory; PR_SET_SECCOMP reads the
+        // program, which lives on this stack for the call. Both apply to this thread (and the
+        // threads it starts) only.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &raw const program
+                ),
+                0,
+                "cannot install the seccomp filter: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Where io_uring is refused, `aio=uring` (the default) falls back to the thread engine, which
+/// then carries the I/O; the reason is kept.
+#[test]
+fn refused_io_uring_falls_back_to_threads() {
+    without_io_uring(|| {
+        let file = TestFile::new("refused", FileAio::Uring, false).unwrap();
+        let why = file
+            .backend
+            .uring_refused()
+            .expect("the probe found io_uring refused");
+        assert!(why.contains("not implemented"), "{why}");
+        let mem = guest();
+        let mut queue = file.queue(&mem, 8);
+        assert!(format!("{queue:?}").starts_with("ThreadQueue"), "{queue:?}");
+        let buf = GuestBuffer::new(&mem, 0x10000, 0x11000, 0, 16384);
+        let data = random_bytes(3, 16384);
+        buf.fill(&mem, &data);
+        queue
+            .submit(&buf.request(1, IoKind::Write { fua: true }, 8192))
+            .unwrap();
+        all_ok(&wait_for(queue.as_mut(), 1));
+        buf.fill(&mem, &[0; 16384]);
+        queue.submit(&buf.request(2, IoKind::Read, 8192)).unwrap();
+        all_ok(&wait_for(queue.as_mut(), 1));
+        assert!(buf.contents(&mem) == data, "the fallback's read differs");
+    });
+}
