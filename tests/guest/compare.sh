@@ -193,7 +193,7 @@ for row in ["read-4k", "write-4k", "read-1m", "write-1m"]:
                  "qemu_runs": got.get("qemu", []), "ours_runs": got.get("ours", [])})
 summary = {"rows": rows, "repeat": int(repeat), "guest_s": int(boot_s),
            "serve_cpu_s": float(serve_cpu_s), "load_average": float(load), "fs": fs,
-           "host_cache": cache, "qemu_aio": qemu_aio, "ours_namespace": spec.split(",", 1)[1],
+           "host_cache": cache, "qemu_aio": qemu_aio, "ours_namespace_options": spec.split(",", 1)[1],
            "lba": int(lba), "profile": profile, "serve_args": serve_args}
 print(json.dumps(summary))
 EOF
@@ -203,7 +203,7 @@ import json, sys
 s = json.loads(sys.argv[1])
 fmt = lambda v, spec: format(v, spec) if v is not None else "-"
 print(f"one boot, {s['guest_s']} s of guest run; medians of {s['repeat']}; host cache "
-      f"{s['host_cache']} on {s['fs']} (QEMU aio={s['qemu_aio']}, ours {s['ours_namespace']}"
+      f"{s['host_cache']} on {s['fs']} (QEMU aio={s['qemu_aio']}, ours file:…,{s['ours_namespace_options']}"
       f"{' ' + ' '.join(s['serve_args']) if s['serve_args'] else ''}); load average "
       f"{s['load_average']} at the start; serve used {s['serve_cpu_s']} CPU-s")
 print(f"{'row':<10} {'QEMU MB/s':>10} {'ours MB/s':>10} {'ratio':>6}")
