@@ -21,7 +21,7 @@
 #   --size MIB       namespace size of both (default 256)
 #   --small-mib N    MiB each 4 KiB row moves (default 16)
 #   --large-mib N    MiB each 1 MiB row moves (default 64, at most 96)
-#   --repeat N       repetitions, medians reported (default 3)
+#   --repeat N       repetitions, medians reported (default 5)
 #   --lba N          logical block size of both namespaces (default 512)
 #   --dir DIR        where the two namespace files go (default ${TMPDIR:-/tmp}; the output
 #                    names its filesystem)
@@ -43,7 +43,7 @@ QEMU_AIO=threads
 SIZE_MIB=256
 SMALL_MIB=16
 LARGE_MIB=64
-REPEAT=3
+REPEAT=5
 LBA=512
 DIR=${TMPDIR:-/tmp}
 TIMEOUT=1200
@@ -188,9 +188,11 @@ rows = []
 for row in ["read-4k", "write-4k", "read-1m", "write-1m"]:
     got = rates.get(row, {})
     q, o = (statistics.median(got[d]) if got.get(d) else None for d in ("qemu", "ours"))
-    rows.append({"row": row, "qemu_mb_s": q, "ours_mb_s": o,
-                 "ratio": (o / q) if q and o else None,
-                 "qemu_runs": got.get("qemu", []), "ours_runs": got.get("ours", [])})
+    r1 = lambda v: round(v, 1) if v is not None else None
+    rows.append({"row": row, "qemu_mb_s": r1(q), "ours_mb_s": r1(o),
+                 "ratio": round(o / q, 3) if q and o else None,
+                 "qemu_runs": [r1(v) for v in got.get("qemu", [])],
+                 "ours_runs": [r1(v) for v in got.get("ours", [])]})
 summary = {"rows": rows, "repeat": int(repeat), "guest_s": int(boot_s),
            "serve_cpu_s": float(serve_cpu_s), "load_average": float(load), "fs": fs,
            "host_cache": cache, "qemu_aio": qemu_aio, "ours_namespace_options": spec.split(",", 1)[1],
