@@ -265,7 +265,7 @@ fn render(report: &BenchReport) -> String {
     if let Some(dir) = &report.file_dir {
         out.push_str(&format!(
             "file backend: {} MiB file in {} ({})\n",
-            RANGE_LBAS * BLOCK >> 20,
+            (RANGE_LBAS * BLOCK) >> 20,
             dir.display(),
             report.file_fs.as_deref().unwrap_or("filesystem unknown")
         ));
