@@ -348,13 +348,36 @@ fn measure(
         args.extend(options.serve_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let socket = sockets.join(format!("{}.sock", row.name));
-        let server = spawn_server(&socket, &args)
-            .with_context(|| format!("cannot start the server of row {}", row.name))?;
-        let result = run_row(row, &server, &socket, options.time)
-            .with_context(|| format!("benchmark row {} failed", row.name))?;
+        // The logs live in a directory removed at the end: a failure carries the log's tail.
+        let server = spawn_server(&socket, &args).map_err(|e| {
+            with_log_tail(e, &socket).context(format!(
+                "cannot start the server of row {} (vfio-nvme serve {})",
+                row.name,
+                args.join(" ")
+            ))
+        })?;
+        let result = run_row(row, &server, &socket, options.time);
+        drop(server);
+        let result = result.map_err(|e| {
+            with_log_tail(e, &socket).context(format!("benchmark row {} failed", row.name))
+        })?;
         results.push(result);
     }
     Ok((results, skipped))
+}
+
+/// Lines of a server's log a failure shows.
+const LOG_TAIL_LINES: usize = 10;
+
+/// `err` with the last lines of the log of the server at `socket` (`SOCKET.log`) appended.
+fn with_log_tail(err: anyhow::Error, socket: &Path) -> anyhow::Error {
+    let log = std::fs::read_to_string(socket.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    if lines.is_empty() {
+        return err;
+    }
+    let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+    err.context(format!("the server's log ends with:\n{tail}"))
 }
 
 /// Runs one row against its server and measures both processes' CPU over it.
