@@ -8,7 +8,7 @@
 # machine-readable summary as its last line (COMPARE-JSON {...}). Not part of the test suite.
 #
 # Usage: tests/guest/compare.sh [--release] [--serve-arg ARG]... [--host-cache buffered|direct]
-#            [--ns-opts OPTS] [--size MIB] [--small-mib N] [--large-mib N] [--repeat N]
+#            [--ns-opts OPTS] [--qemu-aio MODE] [--size MIB] [--small-mib N] [--large-mib N] [--repeat N]
 #            [--lba 512|4096] [--dir DIR] [--timeout SECS] [--keep] [--json]
 #   --release        build and run the release binary (default: debug; measure with --release)
 #   --serve-arg ARG  pass ARG to `vfio-nvme serve` (repeatable), e.g. --serve-arg=--io-workers
@@ -18,9 +18,10 @@
 #                    ours file:...,direct)
 #   --ns-opts OPTS   more options for our namespace spec, e.g. aio=uring
 #   --qemu-aio MODE  QEMU's -drive aio= (threads, the default, native or io_uring)
-#   --size MIB       namespace size of both (default 256)
-#   --small-mib N    MiB each 4 KiB row moves (default 16)
-#   --large-mib N    MiB each 1 MiB row moves (default 64, at most 96)
+#   --size MIB       namespace size of both (default 1024)
+#   --small-mib N    MiB each 4 KiB row moves (default 32)
+#   --large-mib N    MiB each 1 MiB row moves (default 256, at most 256; a dd's time includes
+#                    about 15 ms of process start-up under TCG, so keep the rows long)
 #   --repeat N       repetitions, medians reported (default 5)
 #   --lba N          logical block size of both namespaces (default 512)
 #   --dir DIR        where the two namespace files go (default ${TMPDIR:-/tmp}; the output
@@ -40,9 +41,9 @@ SERVE_ARGS=()
 HOST_CACHE=buffered
 NS_OPTS=""
 QEMU_AIO=threads
-SIZE_MIB=256
-SMALL_MIB=16
-LARGE_MIB=64
+SIZE_MIB=1024
+SMALL_MIB=32
+LARGE_MIB=256
 REPEAT=5
 LBA=512
 DIR=${TMPDIR:-/tmp}
@@ -86,7 +87,7 @@ case "$LBA" in 512 | 4096) ;; *) die "--lba must be 512 or 4096, not '$LBA'" ;; 
 for n in SIZE_MIB SMALL_MIB LARGE_MIB REPEAT TIMEOUT; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "${n,,} must be a positive integer, not '${!n}'"
 done
-[ "$LARGE_MIB" -le 96 ] || die "--large-mib is at most 96 (the guest keeps the pattern in tmpfs)"
+[ "$LARGE_MIB" -le 256 ] || die "--large-mib is at most 256 (the guest keeps the pattern in tmpfs)"
 if [ $((SIZE_MIB / 2)) -lt "$LARGE_MIB" ] || [ $((SIZE_MIB / 2)) -lt "$SMALL_MIB" ]; then
     die "--size $SIZE_MIB MiB cannot hold a read region and a write region of --large-mib $LARGE_MIB and --small-mib $SMALL_MIB MiB"
 fi
@@ -165,6 +166,8 @@ stop_server
 
 grep '^GUEST-DEVICE' <<<"$GUEST_LINES" || true
 DD_LINES=$(grep '^GUEST-DD' <<<"$GUEST_LINES" || true)
+CLOCK_US=$(awk '$1 == "GUEST-CLOCK" { print $2 }' <<<"$GUEST_LINES")
+[[ $CLOCK_US =~ ^[0-9]+$ ]] || host_check timings FAIL "the guest printed no GUEST-CLOCK line"
 [ -n "$DD_LINES" ] || host_check timings FAIL "the guest printed no GUEST-DD line"
 
 if [ "${#FAILURES[@]}" -ne 0 ]; then
@@ -176,14 +179,15 @@ fi
 # The table and the summary: medians of MB/s (10^6 bytes per second) per row and device.
 SUMMARY=$(
     DD_LINES=$DD_LINES python3 - "$BOOT_SECS" "$SERVE_CPU_S" "$LOAD_BEFORE" "$FS" "$HOST_CACHE" \
-        "$QEMU_AIO" "$OUR_SPEC" "$PROFILE" "$REPEAT" "$LBA" "${SERVE_ARGS[@]}" <<'EOF'
+        "$QEMU_AIO" "$OUR_SPEC" "$PROFILE" "$REPEAT" "$LBA" "$CLOCK_US" "${SERVE_ARGS[@]}" <<'EOF'
 import json, os, statistics, sys
-boot_s, serve_cpu_s, load, fs, cache, qemu_aio, spec, profile, repeat, lba = sys.argv[1:11]
-serve_args = sys.argv[11:]
+boot_s, serve_cpu_s, load, fs, cache, qemu_aio, spec, profile, repeat, lba, clock_us = sys.argv[1:12]
+serve_args = sys.argv[12:]
 rates = {}
 for line in os.environ["DD_LINES"].splitlines():
     _, row, dev, _rep, nbytes, usecs = line.split()
-    rates.setdefault(row, {}).setdefault(dev, []).append(int(nbytes) / int(usecs))
+    usecs = max(int(usecs) - int(clock_us), 1)
+    rates.setdefault(row, {}).setdefault(dev, []).append(int(nbytes) / usecs)
 rows = []
 for row in ["read-4k", "write-4k", "read-1m", "write-1m"]:
     got = rates.get(row, {})
@@ -193,7 +197,7 @@ for row in ["read-4k", "write-4k", "read-1m", "write-1m"]:
                  "ratio": round(o / q, 3) if q and o else None,
                  "qemu_runs": [r1(v) for v in got.get("qemu", [])],
                  "ours_runs": [r1(v) for v in got.get("ours", [])]})
-summary = {"rows": rows, "repeat": int(repeat), "guest_s": int(boot_s),
+summary = {"rows": rows, "repeat": int(repeat), "guest_s": int(boot_s), "clock_us": int(clock_us),
            "serve_cpu_s": float(serve_cpu_s), "load_average": float(load), "fs": fs,
            "host_cache": cache, "qemu_aio": qemu_aio, "ours_namespace_options": spec.split(",", 1)[1],
            "lba": int(lba), "profile": profile, "serve_args": serve_args}
@@ -207,7 +211,8 @@ fmt = lambda v, spec: format(v, spec) if v is not None else "-"
 print(f"one boot, {s['guest_s']} s of guest run; medians of {s['repeat']}; host cache "
       f"{s['host_cache']} on {s['fs']} (QEMU aio={s['qemu_aio']}, ours file:…,{s['ours_namespace_options']}"
       f"{' ' + ' '.join(s['serve_args']) if s['serve_args'] else ''}); load average "
-      f"{s['load_average']} at the start; serve used {s['serve_cpu_s']} CPU-s")
+      f"{s['load_average']} at the start; serve used {s['serve_cpu_s']} CPU-s; "
+      f"{s['clock_us']} µs of clock reading subtracted per dd")
 print(f"{'row':<10} {'QEMU MB/s':>10} {'ours MB/s':>10} {'ratio':>6}")
 for r in s["rows"]:
     print(f"{r['row']:<10} {fmt(r['qemu_mb_s'], '10.1f')} {fmt(r['ours_mb_s'], '10.1f')} "
