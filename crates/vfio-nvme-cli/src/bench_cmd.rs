@@ -314,18 +314,15 @@ fn measure(
         Some(dir) => Some(NamespaceFile::create(dir)?),
         None => None,
     };
-    let direct = match &file {
-        Some(f) => f.direct_refused(),
-        None => None,
-    };
+    let direct_refused = file.as_ref().and_then(NamespaceFile::direct_refused);
     for row in rows {
         let spec = match (row.backend, &file) {
             (Backend::Null, _) => "null:4G,lba=4096".to_owned(),
             (Backend::Ram, _) => "ram:1G,lba=4096".to_owned(),
-            (Backend::File { direct: true }, _) if direct.is_some() => {
+            (Backend::File { direct: true }, _) if direct_refused.is_some() => {
                 skipped.push(Skipped {
                     row: row.name.to_owned(),
-                    reason: direct.clone().unwrap_or_default(),
+                    reason: direct_refused.clone().unwrap_or_default(),
                 });
                 continue;
             }
