@@ -426,4 +426,17 @@ fn bench_rows_report_serve_and_client_cpu_in_json() {
     // The namespace file is removed afterwards.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // On a terminal: the table with the CPU columns, and no file line without a file row.
+    let output = vfio_nvme(&["bench", "--time", "100ms", "--only", "idle"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("load average "), "{text}");
+    assert!(
+        lines[1].contains("serve%") && lines[1].contains("client%"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("idle "), "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
 }
