@@ -178,6 +178,11 @@ pub struct BenchResult {
     pub client_cpu_pct: f64,
     /// Wall time the CPU figures are over, seconds.
     pub wall_s: f64,
+    /// Commands completed.
+    pub ios: u64,
+    /// Microseconds of `serve` CPU per command: the efficiency figure, steadier than IOPS when
+    /// the server does not get a whole core (0 without commands).
+    pub serve_us_per_io: f64,
 }
 
 /// What a row that could not run says instead of figures.
@@ -271,7 +276,7 @@ fn render(report: &BenchReport) -> String {
         ));
     }
     out.push_str(
-        "row            backend     queues depth   bs pattern             IOPS     MB/s   p50 µs   p99 µs serve% client%\n",
+        "row            backend     queues depth   bs pattern             IOPS     MB/s   p50 µs   p99 µs serve% client% serve µs/IO\n",
     );
     for r in &report.rows {
         let pattern = match r.rate {
@@ -279,7 +284,7 @@ fn render(report: &BenchReport) -> String {
             None => r.pattern.clone(),
         };
         out.push_str(&format!(
-            "{:<14} {:<11} {:>6} {:>5} {:>4} {:<15} {:>9.0} {:>8.1} {:>8.1} {:>8.1} {:>6.1} {:>7.1}\n",
+            "{:<14} {:<11} {:>6} {:>5} {:>4} {:<15} {:>9.0} {:>8.1} {:>8.1} {:>8.1} {:>6.1} {:>7.1} {:>11.2}\n",
             r.row,
             r.backend,
             r.queues,
@@ -292,6 +297,7 @@ fn render(report: &BenchReport) -> String {
             r.p99_us,
             r.serve_cpu_pct,
             r.client_cpu_pct,
+            r.serve_us_per_io,
         ));
     }
     for s in &report.skipped {
@@ -410,6 +416,8 @@ fn run_row(
         serve_cpu_pct: 0.0,
         client_cpu_pct: 0.0,
         wall_s: 0.0,
+        ios: 0,
+        serve_us_per_io: 0.0,
     };
     let (rw, queue_depth, rate) = match row.client {
         Client::Idle => {
@@ -437,13 +445,18 @@ fn run_row(
         result.pattern = w.pattern.clone();
         result.rate = rate;
         result.iops = w.iops;
+        result.ios = w.ios;
         result.mb_per_s = w.mb_per_s;
         result.p50_us = w.latency.p50_us;
         result.p99_us = w.latency.p99_us;
     }
     let wall = started.elapsed().as_secs_f64();
     result.wall_s = wall;
-    result.serve_cpu_pct = (process_cpu_seconds(&serve_pid)? - serve_before) / wall * 100.0;
+    let serve_cpu = process_cpu_seconds(&serve_pid)? - serve_before;
+    result.serve_cpu_pct = serve_cpu / wall * 100.0;
+    if result.ios > 0 {
+        result.serve_us_per_io = serve_cpu * 1e6 / result.ios as f64;
+    }
     result.client_cpu_pct = (process_cpu_seconds("self")? - client_before) / wall * 100.0;
     Ok(result)
 }

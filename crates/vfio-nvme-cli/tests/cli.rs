@@ -399,6 +399,7 @@ fn bench_rows_report_serve_and_client_cpu_in_json() {
             "iops",
             "p50_us",
             "p99_us",
+            "serve_us_per_io",
         ] {
             assert!(
                 row[field].as_f64().is_some_and(|v| v >= 0.0),
@@ -416,12 +417,16 @@ fn bench_rows_report_serve_and_client_cpu_in_json() {
     assert_eq!(trickle["queue_depth"], 1);
     assert_eq!(trickle["rate"], 1000);
     assert_eq!(trickle["pattern"], "randread");
+    assert!(trickle["ios"].as_u64().unwrap() > 0, "{trickle}");
     assert!(trickle["iops"].as_f64().unwrap() > 0.0, "{trickle}");
     assert_eq!(
         (idle["pattern"].as_str(), idle["queues"].as_u64()),
         (Some("idle"), Some(4))
     );
-    assert_eq!(idle["iops"], 0.0);
+    assert_eq!(
+        (idle["iops"].as_f64(), idle["ios"].as_u64()),
+        (Some(0.0), Some(0))
+    );
     assert!(value["skipped"].as_array().unwrap().is_empty(), "{value}");
     // The namespace file is removed afterwards.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
