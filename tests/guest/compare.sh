@@ -197,7 +197,10 @@ for row in ["read-4k", "write-4k", "read-1m", "write-1m"]:
                  "ratio": round(o / q, 3) if q and o else None,
                  "qemu_runs": [r1(v) for v in got.get("qemu", [])],
                  "ours_runs": [r1(v) for v in got.get("ours", [])]})
-summary = {"rows": rows, "repeat": int(repeat), "guest_s": int(boot_s), "clock_us": int(clock_us),
+ratios = [(r["ratio"], r["row"]) for r in rows if r["ratio"] is not None]
+lowest = min(ratios) if ratios else (None, None)
+summary = {"rows": rows, "lowest_ratio": lowest[0], "lowest_row": lowest[1],
+           "repeat": int(repeat), "guest_s": int(boot_s), "clock_us": int(clock_us),
            "serve_cpu_s": float(serve_cpu_s), "load_average": float(load), "fs": fs,
            "host_cache": cache, "qemu_aio": qemu_aio, "ours_namespace_options": spec.split(",", 1)[1],
            "lba": int(lba), "profile": profile, "serve_args": serve_args}
@@ -207,7 +210,7 @@ EOF
 python3 - "$SUMMARY" <<'EOF'
 import json, sys
 s = json.loads(sys.argv[1])
-fmt = lambda v, spec: format(v, spec) if v is not None else "-"
+fmt = lambda v, spec: format(v, spec) if v is not None else format("-", ">" + spec.split(".")[0])
 print(f"one boot, {s['guest_s']} s of guest run; medians of {s['repeat']}; host cache "
       f"{s['host_cache']} on {s['fs']} (QEMU aio={s['qemu_aio']}, ours file:…,{s['ours_namespace_options']}"
       f"{' ' + ' '.join(s['serve_args']) if s['serve_args'] else ''}); load average "
@@ -217,6 +220,9 @@ print(f"{'row':<10} {'QEMU MB/s':>10} {'ours MB/s':>10} {'ratio':>6}")
 for r in s["rows"]:
     print(f"{r['row']:<10} {fmt(r['qemu_mb_s'], '10.1f')} {fmt(r['ours_mb_s'], '10.1f')} "
           f"{fmt(r['ratio'], '6.2f')}")
+if s["lowest_ratio"] is not None:
+    verdict = "every row at least 1.0x" if s["lowest_ratio"] >= 1.0 else "below 1.0x"
+    print(f"lowest ratio {s['lowest_ratio']:.2f} ({s['lowest_row']}): {verdict}")
 EOF
 if [ "$JSON" -eq 1 ]; then
     printf '%s\n' "$SUMMARY" >&3
