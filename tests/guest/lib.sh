@@ -11,6 +11,7 @@
 #   $GUEST_CACHE/nvme-cli/root/    trixie's nvme-cli 2.13 and its library closure, extracted
 #   $GUEST_CACHE/initramfs.cpio.gz the guest's initramfs (busybox, nvme modules, our /init)
 #   $GUEST_CACHE/initramfs-pf.cpio.gz  the PF test's (the same, nvme-cli, init-pf as /init)
+#   $GUEST_CACHE/initramfs-compare.cpio.gz  compare.sh's (busybox, nvme modules, init-compare)
 
 GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GUEST_CACHE=${VFIO_NVME_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfio-nvme-guest}
@@ -20,6 +21,7 @@ BUSYBOX_ROOT=$GUEST_CACHE/busybox/root
 NVME_CLI_ROOT=$GUEST_CACHE/nvme-cli/root
 INITRAMFS=$GUEST_CACHE/initramfs.cpio.gz
 INITRAMFS_PF=$GUEST_CACHE/initramfs-pf.cpio.gz
+INITRAMFS_COMPARE=$GUEST_CACHE/initramfs-compare.cpio.gz
 # The QEMU release the test was written against (trixie-backports); setup.sh refuses others.
 QEMU_WANT_VERSION=${VFIO_NVME_GUEST_QEMU_VERSION:-11.1.3}
 # The nvme-cli release the PF test was written against (trixie); setup.sh refuses others.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Prepares everything the guest tests need, idempotently, in a cache outside the checkout
 # (see lib.sh): QEMU 11.1.3 from trixie-backports in a private root, the bookworm guest kernel
-# and its nvme modules, busybox-static, trixie's nvme-cli 2.13 with its library closure, and two
-# initramfs images: tests/guest/init as /init, and the PF test's with nvme-cli and
-# tests/guest/init-pf as /init.
+# and its nvme modules, busybox-static, trixie's nvme-cli 2.13 with its library closure, and three
+# initramfs images: tests/guest/init as /init, the PF test's with nvme-cli and
+# tests/guest/init-pf as /init, and compare.sh's with tests/guest/init-compare as /init.
 #
 # Nothing is installed on the host: apt-get runs with its own state, cache and sources list
 # (built here from the host's own apt entries, so the same mirror is used) and only downloads;
@@ -369,6 +369,7 @@ main() {
     setup_nvme_cli
     build_initramfs "$INITRAMFS" "$GUEST_DIR/init"
     build_initramfs "$INITRAMFS_PF" "$GUEST_DIR/init-pf" nvme-cli
+    build_initramfs "$INITRAMFS_COMPARE" "$GUEST_DIR/init-compare"
     log "setup done in $((SECONDS - start)) s (cache: $GUEST_CACHE)"
 }
 

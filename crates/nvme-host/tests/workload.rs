@@ -551,6 +551,40 @@ fn stop_flag_ends_an_unverified_run() {
 }
 
 #[test]
+fn a_rate_cap_never_issues_more_than_its_bucket_holds() {
+    let h = host(BlockSize::B4096);
+    // 10 IOPS: a bucket of one token, refilled every 100 ms. In a 250 ms run tokens exist at
+    // 0, 100 and 200 ms only, however many slots the two queues have free.
+    let config = WorkloadConfig {
+        rw: Pattern::RandRw { read_percent: 50 },
+        queues: 2,
+        queue_depth: 16,
+        rate: Some(10),
+        limit: Limit::Duration(Duration::from_millis(250)),
+        lba_range: Some(0..256),
+        ..WorkloadConfig::default()
+    };
+    let report = run(&h.driver, &config, &no_stop(), |_| {}).unwrap();
+    assert!((1..=3).contains(&report.ios), "{report}");
+    assert!(report.verified, "{report}");
+    assert_eq!(report.rate, Some(10));
+    assert!(report.to_string().contains("capped at 10 IOPS"), "{report}");
+    assert_eq!(serde_json::to_value(&report).unwrap()["rate"], 10);
+
+    // A count limit is reached exactly under a cap, one queue at depth 1 (the trickle case).
+    let config = WorkloadConfig {
+        queues: 1,
+        queue_depth: 1,
+        rate: Some(2000),
+        limit: Limit::Ios(50),
+        ..config
+    };
+    let report = run(&h.driver, &config, &no_stop(), |_| {}).unwrap();
+    assert_eq!(report.ios, 50, "{report}");
+    assert!(report.verified, "{report}");
+}
+
+#[test]
 fn bad_configurations_are_refused_naming_the_field() {
     let h = host(BlockSize::B4096);
     let bad = |config: WorkloadConfig, field: &str| {
@@ -610,5 +644,12 @@ fn bad_configurations_are_refused_naming_the_field() {
             ..WorkloadConfig::default()
         },
         "nsid",
+    );
+    bad(
+        WorkloadConfig {
+            rate: Some(0),
+            ..WorkloadConfig::default()
+        },
+        "rate",
     );
 }

@@ -23,6 +23,8 @@ use serde::Serialize;
 
 use crate::demo_cmd::Server;
 use crate::demo_cmd::spawn_server;
+use crate::proc_stat::load_average;
+use crate::proc_stat::process_cpu_seconds;
 use crate::workload_cmd;
 
 /// Guest memory of the migrating orchestrator (the bench's guest does no I/O while migrating).
@@ -37,8 +39,6 @@ const SOCKET_BYTES: usize = 1 << 30;
 const SOCKET_CHUNK: usize = 1 << 20;
 /// Block size of the fill.
 const FILL_BLOCK: u64 = 128 << 10;
-/// /proc reports CPU time in clock ticks of USER_HZ, 100 on every Linux architecture.
-const USER_HZ: f64 = 100.0;
 
 /// What one `bench --migration` run measured (medians over the repetitions).
 #[derive(Debug, Serialize)]
@@ -229,28 +229,6 @@ fn cpu_seconds(servers: &[(Server, std::path::PathBuf); 2]) -> anyhow::Result<f6
     Ok(total)
 }
 
-/// utime + stime of `/proc/<pid>/stat` (all threads of the process), in seconds.
-fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    // The command name (field 2) is parenthesised and may hold spaces: count after its ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("{path} has no command field"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of the file are the 12th and 13th after the command.
-    let tick = |i: usize| -> anyhow::Result<f64> {
-        let v: u64 = fields
-            .get(i)
-            .with_context(|| format!("{path} is too short"))?
-            .parse()
-            .with_context(|| format!("{path}: field {} is not a number", i + 3))?;
-        Ok(v as f64 / USER_HZ)
-    };
-    Ok(tick(11)? + tick(12)?)
-}
-
 /// Single-thread memcpy between two touched buffers, best of three passes, MB/s.
 fn memcpy_mb_s() -> f64 {
     let src = vec![0x5au8; MEMCPY_BYTES];
@@ -289,14 +267,6 @@ fn socketpair_mb_s() -> anyhow::Result<f64> {
         .map_err(|_| anyhow::anyhow!("the socketpair writer panicked"))?
         .context("socketpair write failed")?;
     Ok(SOCKET_BYTES as f64 / elapsed.as_secs_f64() / 1e6)
-}
-
-/// The 1-minute load average, or NaN where /proc/loadavg cannot be read.
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {

@@ -81,8 +81,14 @@ pub enum Command {
     Workload(WorkloadArgs),
     /// Measure IOPS over vfio-user, or with --migration the migration data path.
     ///
-    /// Without --migration: starts a server per configuration and runs 4 KiB random
-    /// read/write at queue depth 32 on 1 and 4 queues, without verification.
+    /// Without --migration: starts a server per row and runs 4 KiB random read/write at queue
+    /// depth 32 on 1 and 4 queues, without verification, on the null, RAM and file backends
+    /// (the file through the page cache and with O_DIRECT; see --dir). Two more rows measure
+    /// cost, not speed: `trickle`, QD1 4 KiB random reads capped at 1,000 IOPS (latency
+    /// p50/p99), and `idle`, a client that enables the controller, creates 4 queues and then
+    /// does nothing. Every row reports the CPU of the `serve` process and of this client
+    /// (user + system from /proc/PID/stat over the row, % of one core; 10 ms resolution).
+    /// --only picks rows, --serve-arg passes options to every server (I/O path policies).
     ///
     /// With --migration: measures, in one run, single-thread memcpy and a UNIX socketpair
     /// (the machine's own limits), then starts two servers, fills a RAM namespace
@@ -290,6 +296,16 @@ pub struct WorkloadArgs {
     /// Run this many I/Os instead of a duration.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub ios: Option<u64>,
+    /// Cap submissions at this many I/Os per second over all queues together (default: as
+    /// fast as the queues go).
+    ///
+    /// A token bucket holding 10 ms of tokens (at least one) paces every queue; a queue that
+    /// finds it empty sleeps until the next token instead of spinning, so `--qd 1 --rate 1000`
+    /// is a trickle that costs this process little CPU: what measuring the server's cost at a
+    /// low load needs (`vfio-nvme bench` does that in its trickle row). The report's `rate`
+    /// field says which cap was used.
+    #[arg(long, value_name = "IOPS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: Option<u32>,
     /// Stamp every written block and check every read (and read everything back at the end).
     #[arg(long)]
     pub verify: bool,
@@ -320,7 +336,7 @@ pub struct WorkloadArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["verify", "save_layout", "migrate_to", "ios", "time", "nsid", "rw", "bs"]
+        conflicts_with_all = ["verify", "save_layout", "migrate_to", "ios", "time", "nsid", "rw", "bs", "rate"]
     )]
     pub verify_layout: Option<std::path::PathBuf>,
 }
@@ -334,6 +350,28 @@ pub struct BenchArgs {
     /// Measure the migration data path instead of I/O (see the command's help).
     #[arg(long)]
     pub migration: bool,
+    /// Run only these rows, comma-separated: row names (null-1q, null-4q, ram-1q, ram-4q,
+    /// file-1q, file-4q, file-direct-1q, file-direct-4q, trickle, idle) or groups (null, ram,
+    /// file, file-direct: both queue counts). Default: every row.
+    #[arg(long, value_name = "ROWS", value_delimiter = ',', value_parser = crate::bench_cmd::parse_row_selector, conflicts_with = "migration")]
+    pub only: Vec<String>,
+    /// Pass ARG to every `vfio-nvme serve` the benchmark starts; repeat for several, e.g.
+    /// `--serve-arg=--io-workers --serve-arg=2` to compare I/O path policies.
+    #[arg(
+        long = "serve-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        conflicts_with = "migration"
+    )]
+    pub serve_args: Vec<String>,
+    /// Directory of the file rows' 256 MiB namespace file (default: the first of $TMPDIR,
+    /// /var/tmp and the current directory that is not tmpfs; the output names it and its
+    /// filesystem). The file-direct rows are skipped where it refuses O_DIRECT.
+    #[arg(long, value_name = "DIR", conflicts_with = "migration")]
+    pub dir: Option<std::path::PathBuf>,
+    /// Options appended to the file rows' namespace specification, e.g. `aio=uring`.
+    #[arg(long, value_name = "OPTS", conflicts_with = "migration")]
+    pub file_opts: Option<String>,
     /// Size of the fully written namespace migrated (--migration), e.g. 1G or 256M.
     #[arg(long, default_value = "1G", value_parser = crate::spec_args::parse_size, requires = "migration")]
     pub size: u64,

@@ -29,6 +29,7 @@ mod limits;
 mod notify;
 mod output;
 mod pf_cmd;
+mod proc_stat;
 mod progress;
 mod serve_cmd;
 mod serve_events;
@@ -137,7 +138,16 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
             args.repeat,
             cli.json,
         )?),
-        Command::Bench(args) => Output::passed(bench_cmd::run(args.time, cli.json)?),
+        Command::Bench(args) => Output::passed(bench_cmd::run(
+            &bench_cmd::BenchOptions {
+                time: args.time,
+                only: args.only.clone(),
+                serve_args: args.serve_args.clone(),
+                dir: args.dir.clone(),
+                file_opts: args.file_opts.clone(),
+            },
+            cli.json,
+        )?),
         Command::Pf(args) => pf_cmd::run(args, cli.json)?,
         Command::State(args) => match &args.command {
             cli::StateCommand::Decode { file } => state_cmd::decode(file, cli.json)?,

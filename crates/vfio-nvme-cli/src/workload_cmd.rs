@@ -728,6 +728,7 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<Ou
         queue_depth: args.qd,
         queues: args.queues,
         limit: args.ios.map_or(Limit::Duration(args.time), Limit::Ios),
+        rate: args.rate,
         verify: args.verify,
         nsid: args.nsid.unwrap_or(AUTO_NSID),
         ..WorkloadConfig::default()

@@ -202,6 +202,8 @@ fn every_subcommand_shows_its_long_help() {
         (&["fsm", "--help"], "PRE_COPY_P2P"),
         (&["workload", "--help"], "--verify-layout FILE"),
         (&["bench", "--help"], "queue depth 32"),
+        (&["bench", "--help"], "--serve-arg"),
+        (&["workload", "--help"], "--rate <IOPS>"),
         (&["state", "--help"], "--save-stream"),
         (&["state", "decode", "--help"], "first problem"),
         (&["completions", "--help"], "bash_completion"),
@@ -228,6 +230,8 @@ fn bad_option_values_are_usage_errors_naming_the_option() {
         (&["workload", "--socket", "x", "--bs", "1000"], "--bs"),
         (&["workload", "--socket", "x", "--rw", "sideways"], "--rw"),
         (&["workload", "--socket", "x", "--ios", "0"], "--ios"),
+        (&["workload", "--socket", "x", "--rate", "0"], "--rate"),
+        (&["bench", "--only", "null,sideways"], "--only"),
         (&["demo", "--qd", "2000"], "--qd"),
         (&["demo", "--queues", "65"], "--queues"),
         (
@@ -355,4 +359,89 @@ fn state_decode_refuses_what_is_not_a_stream_without_reading_it_all() {
     let message = stderr(&output);
     assert!(message.contains("/dev/zero"), "{message}");
     assert!(message.contains("magic"), "the reason is given: {message}");
+}
+
+#[test]
+fn bench_rows_report_serve_and_client_cpu_in_json() {
+    // A short run of the new rows: the buffered file row (its file in a scratch directory, so
+    // the output must name that directory), the trickle and the idle client; --serve-arg
+    // reaches every server (a name the servers accept).
+    let dir = scratch("bench");
+    let dir_text = dir.to_str().unwrap();
+    let output = vfio_nvme(&[
+        "--json",
+        "bench",
+        "--time",
+        "300ms",
+        "--only",
+        "file-1q,trickle,idle",
+        "--dir",
+        dir_text,
+        "--serve-arg=--name",
+        "--serve-arg=bench-test",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("valid JSON");
+    assert_eq!(value["file_dir"], dir_text);
+    assert!(value["file_fs"].is_string(), "{value}");
+    assert_eq!(
+        value["serve_args"],
+        serde_json::json!(["--name", "bench-test"])
+    );
+    let rows = value["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().map(|r| r["row"].as_str().unwrap()).collect();
+    assert_eq!(names, ["file-1q", "trickle", "idle"]);
+    for row in rows {
+        for field in [
+            "serve_cpu_pct",
+            "client_cpu_pct",
+            "wall_s",
+            "iops",
+            "p50_us",
+            "p99_us",
+            "serve_us_per_io",
+        ] {
+            assert!(
+                row[field].as_f64().is_some_and(|v| v >= 0.0),
+                "{field}: {row}"
+            );
+        }
+        assert!(row["wall_s"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let (file, trickle, idle) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(
+        (file["backend"].as_str(), file["queues"].as_u64()),
+        (Some("file"), Some(1))
+    );
+    assert!(file["iops"].as_f64().unwrap() > 0.0, "{file}");
+    assert_eq!(trickle["queue_depth"], 1);
+    assert_eq!(trickle["rate"], 1000);
+    assert_eq!(trickle["pattern"], "randread");
+    assert!(trickle["ios"].as_u64().unwrap() > 0, "{trickle}");
+    assert!(trickle["iops"].as_f64().unwrap() > 0.0, "{trickle}");
+    assert_eq!(
+        (idle["pattern"].as_str(), idle["queues"].as_u64()),
+        (Some("idle"), Some(4))
+    );
+    assert_eq!(
+        (idle["iops"].as_f64(), idle["ios"].as_u64()),
+        (Some(0.0), Some(0))
+    );
+    assert!(value["skipped"].as_array().unwrap().is_empty(), "{value}");
+    // The namespace file is removed afterwards.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // On a terminal: the table with the CPU columns, and no file line without a file row.
+    let output = vfio_nvme(&["bench", "--time", "100ms", "--only", "idle"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("load average "), "{text}");
+    assert!(
+        lines[1].contains("serve%") && lines[1].contains("client%"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("idle "), "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
 }

@@ -113,6 +113,11 @@ pub struct WorkloadConfig {
     pub first_qid: u16,
     /// When to stop.
     pub limit: Limit,
+    /// Cap on submissions per second over all queues together (`None`: as fast as the queues
+    /// go). A worker that finds no token sleeps until the next one: a capped run at queue
+    /// depth 1 costs the client little CPU, which is what measuring a server's cost under a
+    /// trickle of I/O needs. The bucket holds 10 ms of tokens (at least one) and starts full.
+    pub rate: Option<u32>,
     /// Stamp every written block and check every read one (see the `check` module).
     pub verify: bool,
     /// What the units the run never writes hold: earlier content (the default; not judged)
@@ -145,6 +150,7 @@ impl Default for WorkloadConfig {
             queues: 1,
             first_qid: 1,
             limit: Limit::Duration(Duration::from_secs(1)),
+            rate: None,
             verify: true,
             baseline: Baseline::default(),
             stop_on_failure: false,
@@ -291,6 +297,13 @@ impl WorkloadConfig {
                 "queue_depth",
                 self.queue_depth,
                 format!("must be 1..={MAX_QUEUE_DEPTH} (and below the controller's CAP.MQES + 1)"),
+            ));
+        }
+        if self.rate == Some(0) {
+            return Err(WorkloadError::config(
+                "rate",
+                0,
+                "a rate cap must be at least 1 I/O per second (leave it unset for no cap)",
             ));
         }
         if self.timeout.is_zero() {

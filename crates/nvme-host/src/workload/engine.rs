@@ -15,6 +15,7 @@ use nvme_spec::features::NumberOfQueuesAllocated;
 use super::check::FailureLog;
 use super::error::WorkloadError;
 use super::ledger::Ledger;
+use super::rate::Pacer;
 use super::report::Report;
 use super::report::Snapshot;
 use super::stats::Collector;
@@ -40,6 +41,8 @@ pub(crate) struct Job<'a> {
     pub duration: Option<Duration>,
     /// ...or after this many commands.
     pub max_ios: Option<u64>,
+    /// Total submissions per second over all queues, when capped.
+    pub rate: Option<u32>,
     pub verify: bool,
     pub stop_on_failure: bool,
     pub max_failures: usize,
@@ -154,12 +157,14 @@ pub(crate) fn execute(
     let live = Live::new(workers.len(), start);
     let log = FailureLog::new(job.max_failures);
     let budget = Budget::new(job.duration.map(|d| start + d), job.max_ios);
+    let pacer = job.rate.map(|rate| Pacer::new(start, rate));
     let abort = AtomicBool::new(false);
     let shared = Shared {
         ledger,
         live: &live,
         log: &log,
         budget: &budget,
+        pacer: pacer.as_ref(),
         stop,
         abort: &abort,
         nsid: job.nsid,
@@ -222,6 +227,7 @@ pub(crate) fn execute(
         block_size: unit_bytes,
         queues,
         queue_depth: job.queue_depth,
+        rate: job.rate,
         elapsed_s: totals.elapsed.as_secs_f64(),
         ios,
         reads: totals.reads,

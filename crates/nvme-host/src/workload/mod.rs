@@ -31,6 +31,7 @@ mod engine;
 mod error;
 pub mod layout;
 mod ledger;
+mod rate;
 mod report;
 mod rng;
 mod stats;
@@ -187,6 +188,7 @@ fn start(
             queue_depth: config.queue_depth,
             duration,
             max_ios,
+            rate: config.rate,
             verify: config.verify,
             stop_on_failure: config.stop_on_failure,
             max_failures: config.max_failures,
@@ -289,6 +291,7 @@ pub fn verify_all(
             queue_depth: options.queue_depth,
             duration: None,
             max_ios: None,
+            rate: None,
             verify: true,
             stop_on_failure: options.stop_on_failure,
             max_failures: options.max_failures,

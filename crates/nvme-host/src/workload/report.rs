@@ -105,6 +105,8 @@ pub struct Report {
     pub queues: u16,
     /// Commands in flight per queue.
     pub queue_depth: u32,
+    /// The cap on submissions per second over all queues (`WorkloadConfig::rate`), if any.
+    pub rate: Option<u32>,
     /// Wall time from the first submission to the last completion, in seconds.
     pub elapsed_s: f64,
     /// Completed commands (reads + writes, including failed ones).
@@ -150,12 +152,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} {} B x {} queue(s) x depth {}: {} I/Os in {:.2} s, {:.0} IOPS, {:.1} MB/s \
+            "{} {} B x {} queue(s) x depth {}{}: {} I/Os in {:.2} s, {:.0} IOPS, {:.1} MB/s \
              ({} reads, {} writes, {} errors)",
             self.pattern,
             self.block_size,
             self.queues,
             self.queue_depth,
+            self.rate
+                .map(|r| format!(" capped at {r} IOPS"))
+                .unwrap_or_default(),
             self.ios,
             self.elapsed_s,
             self.iops,

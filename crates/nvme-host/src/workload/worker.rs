@@ -26,6 +26,7 @@ use super::config::Op;
 use super::error::WorkloadError;
 use super::ledger::Expected;
 use super::ledger::Ledger;
+use super::rate::Pacer;
 use super::rng::SplitMix64;
 use super::stats::Live;
 
@@ -34,6 +35,9 @@ use super::stats::Live;
 const SPIN_POLLS: u32 = 64;
 /// Sleep between idle polls.
 const IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// The longest a worker with nothing in flight sleeps waiting for a rate token before it looks
+/// at the stop flag again.
+const TOKEN_SLEEP_MAX: Duration = Duration::from_millis(10);
 /// Random picks tried before a worker waits for a completion to free a unit.
 const PICK_TRIES: u32 = 8;
 
@@ -155,6 +159,8 @@ pub(crate) struct Shared<'a> {
     pub live: &'a Live,
     pub log: &'a FailureLog,
     pub budget: &'a Budget,
+    /// The rate cap's bucket, when the run has one.
+    pub pacer: Option<&'a Pacer>,
     pub stop: &'a AtomicBool,
     pub abort: &'a AtomicBool,
     pub nsid: u32,
@@ -228,6 +234,8 @@ pub(crate) struct Worker {
     reaped: Vec<Completion>,
     staging: Vec<u8>,
     seq: u64,
+    /// When the rate cap's next token arrives, after a submission found the bucket empty.
+    token_at: Option<Instant>,
 }
 
 impl Worker {
@@ -255,6 +263,7 @@ impl Worker {
             reaped: Vec::with_capacity(cids),
             staging: vec![0; unit_bytes as usize],
             seq: 0,
+            token_at: None,
         }
     }
 
@@ -300,6 +309,10 @@ impl Worker {
                 self.complete(shared)?;
             } else if draining && self.qp.outstanding() == 0 {
                 return Ok(());
+            } else if let Some(at) = self.token_at.filter(|_| self.qp.outstanding() == 0) {
+                // Nothing to poll for: sleep until the rate cap's next token.
+                let now = Instant::now();
+                std::thread::sleep(at.saturating_duration_since(now).min(TOKEN_SLEEP_MAX));
             } else {
                 idle += 1;
                 if idle > SPIN_POLLS {
@@ -316,6 +329,7 @@ impl Worker {
     fn submit(&mut self, shared: &Shared<'_>) -> Result<bool, WorkloadError> {
         let ledger = shared.ledger;
         let mut spent = false;
+        self.token_at = None;
         while let Some(&slot) = self.free.last() {
             let (unit, op) = match self.plan.next(&mut self.rng, ledger) {
                 Next::Io(unit, op) => (unit, op),
@@ -325,7 +339,13 @@ impl Worker {
                     break;
                 }
             };
-            if !shared.budget.take(Instant::now()) {
+            let now = Instant::now();
+            if let Some(Err(at)) = shared.pacer.map(|p| p.try_take(now)) {
+                ledger.release(unit);
+                self.token_at = Some(at);
+                break;
+            }
+            if !shared.budget.take(now) {
                 ledger.release(unit);
                 spent = true;
                 break;
