@@ -598,8 +598,14 @@ impl Orchestrator {
                 let decision = policy.tick(now);
                 Self::apply_throttle(bar, &policy, &mut throttled_since, run.report);
                 run.tell(MigrationPhase::PreCopy, &policy, now);
-                if decision == Decision::GiveUp {
-                    return Err(Self::gave_up(options, &policy, now, run.report));
+                match decision {
+                    Decision::Continue => {}
+                    // Timed out with what is left fitting the limit: the round ends here and
+                    // its end switches over.
+                    Decision::SwitchOver(_) => break now,
+                    Decision::GiveUp => {
+                        return Err(Self::gave_up(options, &policy, now, run.report));
+                    }
                 }
             };
             let decision = policy.round_end(end);

@@ -176,14 +176,26 @@ impl Converge {
         (gain > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / gain))
     }
 
-    /// An observation inside a round: measures, perhaps raises the throttle, gives up at the
-    /// timeout.
+    /// An observation inside a round: measures, perhaps raises the throttle. At the timeout it
+    /// switches over if what is left fits the downtime limit at the measured rate and gives up
+    /// only if it does not.
     pub fn tick(&mut self, now: Sample) -> Decision {
         self.measure(now);
-        if now.elapsed >= self.limits.timeout {
-            Decision::GiveUp
-        } else {
+        if now.elapsed < self.limits.timeout {
             Decision::Continue
+        } else if self.fits(now.remaining) {
+            Decision::SwitchOver(SwitchReason::Timeout)
+        } else {
+            Decision::GiveUp
+        }
+    }
+
+    /// Whether `remaining` bytes stream within the downtime limit at the measured rate (before
+    /// a rate is measured: whether they are no more than settled data).
+    fn fits(&self, remaining: u64) -> bool {
+        match self.expected_downtime(remaining) {
+            Some(expected) => expected <= self.limits.downtime_limit,
+            None => remaining <= SETTLED_BYTES,
         }
     }
 
@@ -195,11 +207,7 @@ impl Converge {
         // data (the controller state), and a rate measured from a few header bytes says
         // nothing about it. Settled data then fits whatever the rate.
         let idle = now.sent == start.sent;
-        let fits = match self.expected_downtime(now.remaining) {
-            _ if idle && now.remaining <= SETTLED_BYTES => true,
-            Some(expected) => expected <= self.limits.downtime_limit,
-            None => now.remaining <= SETTLED_BYTES,
-        };
+        let fits = (idle && now.remaining <= SETTLED_BYTES) || self.fits(now.remaining);
         let timed_out = now.elapsed >= self.limits.timeout;
         if !fits {
             return if timed_out {
@@ -345,8 +353,9 @@ mod tests {
                     if budget <= 0.0 {
                         break;
                     }
-                    if let d @ Decision::GiveUp = self.policy.tick(self.sample()) {
-                        return d;
+                    match self.policy.tick(self.sample()) {
+                        Decision::Continue => {}
+                        d => return d,
                     }
                 }
                 match self.policy.round_end(self.sample()) {
@@ -573,6 +582,32 @@ mod tests {
             model.elapsed < Duration::from_secs(6),
             "{:?}",
             model.elapsed
+        );
+    }
+
+    #[test]
+    fn a_timeout_inside_a_round_switches_over_when_what_is_left_fits() {
+        let mut policy = Converge::new(limits(300, 5), Sample::default());
+        // 100 MB/s measured; at the timeout 3 MiB are left (about 31 ms) in a round that is
+        // still going: what is left fits, so the migration switches over rather than abort.
+        let sample = |secs, sent, remaining| Sample {
+            elapsed: Duration::from_secs(secs),
+            sent,
+            remaining,
+            commands: 1000,
+        };
+        assert_eq!(
+            policy.tick(sample(4, 400_000_000, 3 << 20)),
+            Decision::Continue
+        );
+        assert_eq!(
+            policy.tick(sample(5, 500_000_000, 3 << 20)),
+            Decision::SwitchOver(SwitchReason::Timeout)
+        );
+        // A remainder that would take longer than the limit still gives up.
+        assert_eq!(
+            policy.tick(sample(6, 600_000_000, 1 << 30)),
+            Decision::GiveUp
         );
     }
 
