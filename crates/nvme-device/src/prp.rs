@@ -31,6 +31,13 @@ pub struct Segments {
     count: usize,
 }
 
+impl Default for Segments {
+    /// No pieces (a request without data, e.g. a Flush).
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Segments {
     fn new() -> Self {
         Self {

@@ -8,7 +8,10 @@
 //! * [`FileBackend`] — a regular file or block device with `pread`/`pwrite`, optionally
 //!   `O_DIRECT`; holes are reported through `SEEK_DATA`/`SEEK_HOLE`.
 //! * [`NullBackend`] — reads return zeros and writes are dropped: measures protocol overhead.
+//! * [`DelayBackend`] — another backend behind an asynchronous queue whose requests a test can
+//!   hold ([`DelayGate`]), to show what a slow command does and does not stop.
 
+mod delay;
 mod file;
 mod io_queue;
 mod null;
@@ -18,6 +21,8 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 
+pub use delay::DelayBackend;
+pub use delay::DelayGate;
 pub use file::FileBackend;
 pub use io_queue::IoKind;
 pub use io_queue::IoQueue;

@@ -221,7 +221,7 @@ pub(crate) fn track_send(inner: &Inner, lm: &mut PrimaryLm, cmd: &Command) -> Re
         return Err(Status::CONTROLLER_SUSPENDED);
     }
     let mut vf = vf.lock();
-    let log = vf.lba_log();
+    let mut log = vf.lba_log();
     if log.active() != start {
         log.flush();
         log.set_active(start);
