@@ -95,3 +95,9 @@ pub fn settle(controller: &Controller) {
 pub fn between_passes<T>(controller: &Controller, f: impl FnOnce() -> T) -> T {
     controller.between_passes(f)
 }
+
+/// Commands of `controller` in flight on asynchronous backends (taken between passes), so a
+/// test can show that a control operation left none behind.
+pub fn in_flight(controller: &Controller) -> usize {
+    controller.in_flight()
+}
