@@ -306,11 +306,14 @@ fn a_reset_waits_for_a_held_command_and_discards_its_completion() {
     let (cid, _buffers) = g.submit_held(1, &gate);
     let vf = host.controller(Function::Vf(1));
     let cq_tail_before = vf.queues()[2].cq_tail;
+    let resets = testing::resets(vf);
     std::thread::scope(|s| {
         let resetting = s.spawn(|| vf.reset());
-        testing::eventually("the reset waits", || {
-            (!resetting.is_finished()).then_some(())
+        // Once the reset counts, it holds every lock: no worker can post the completion.
+        testing::eventually("the reset holds the controller", || {
+            (testing::resets(vf) > resets).then_some(())
         });
+        assert!(!resetting.is_finished(), "the reset did not wait");
         gate.release();
         resetting.join().unwrap();
     });

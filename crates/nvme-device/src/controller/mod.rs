@@ -770,6 +770,13 @@ impl Controller {
         f()
     }
 
+    /// Controller resets so far; a reset counts once it holds every lock, before it waits for
+    /// commands in flight (for tests).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn resets(&self) -> u64 {
+        self.inner.resets()
+    }
+
     /// Commands in flight on asynchronous backends, over every worker (for tests).
     #[cfg(feature = "test-utils")]
     pub(crate) fn in_flight(&self) -> usize {

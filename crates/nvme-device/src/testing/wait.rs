@@ -101,3 +101,10 @@ pub fn between_passes<T>(controller: &Controller, f: impl FnOnce() -> T) -> T {
 pub fn in_flight(controller: &Controller) -> usize {
     controller.in_flight()
 }
+
+/// Controller resets of `controller` so far; one counts as soon as the reset holds the
+/// controller's locks, before it waits for commands in flight, so a test can release a held
+/// command knowing that the reset, not a worker, sees it finish.
+pub fn resets(controller: &Controller) -> u64 {
+    controller.resets()
+}
