@@ -755,9 +755,11 @@ impl Controller {
     pub(crate) fn run_until_idle(&self, limit: u32) -> bool {
         let workers = self.inner.workers.len();
         (0..limit).any(|_| {
-            !(0..workers).fold(false, |any, i| {
-                worker::pass(&self.inner, i).progressed || any
-            })
+            // Every worker runs its pass (no short circuit); the round progressed if any did.
+            let progressed: Vec<bool> = (0..workers)
+                .map(|i| worker::pass(&self.inner, i).progressed)
+                .collect();
+            !progressed.contains(&true)
         })
     }
 

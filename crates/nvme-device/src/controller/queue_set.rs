@@ -119,7 +119,6 @@ impl QueueSet {
 
     /// Posts a completion for `cmd`, fetched from `sqid`, to completion queue `cqid`; a failure
     /// goes to the Error Information log (a leaf lock: failures are not the hot path).
-    #[allow(clippy::too_many_arguments)]
     pub fn complete(
         &mut self,
         inner: &Inner,
