@@ -504,8 +504,8 @@ impl Inner {
     }
 
     /// Suspends or resumes fetching (TP4159), stopping or restarting the controller's clock.
-    /// Suspending only stops new fetches; the caller then takes `state` to wait for the pass in
-    /// progress. Returns whether it was suspended before.
+    /// Suspending only stops new fetches; the caller then takes the locks to wait for the passes
+    /// in progress and drains what is in flight. Returns whether it was suspended before.
     fn set_suspended(&self, suspended: bool) -> bool {
         let mut uptime = self.lock_uptime();
         let was = self.suspended.swap(suspended, Ordering::AcqRel);

@@ -71,7 +71,7 @@ pub struct ControllerStatus {
 
 impl Controller {
     /// The controller at a glance; reads registers and atomics only, so it never waits for the
-    /// poller.
+    /// workers.
     pub fn status(&self) -> ControllerStatus {
         let inner = &self.inner;
         ControllerStatus {
