@@ -1,10 +1,17 @@
 //! Adaptive polling: how an I/O worker waits between passes.
 //!
 //! The doorbells live in memory shared with the guest, so a doorbell write cannot wake a
-//! worker: it must look. A worker keeps looking (spinning) for [`PollPolicy::spin`] after the
-//! last pass that found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling
-//! up to [`PollPolicy::sleep_max`] while nothing arrives. Spinning buys latency with CPU; the
-//! longest sleep bounds the latency of the first command after a quiet period. A worker with
+//! worker: it must look. A worker keeps looking (spinning) for a while after the last pass that
+//! found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling up to
+//! [`PollPolicy::sleep_max`] while nothing arrives. Spinning buys latency with CPU; the longest
+//! sleep bounds the latency of the first command after a quiet period.
+//!
+//! The spin adapts to the load: it starts at [`PollPolicy::spin`], doubles (up to
+//! [`SPIN_GROWTH`] times that) whenever the first sleep after a spin already finds work — the
+//! guest is busy but its submissions come a little further apart than the spin, e.g. because
+//! its vCPU was descheduled — and falls back to [`PollPolicy::spin`] once the worker has slept
+//! up to the longest sleep. A trickle of commands, each after a quiet period, so costs a short
+//! spin per command, while a busy guest keeps a spinning worker. A worker with
 //! backend requests in flight sleeps on their queues' notifiers, so a backend completion wakes
 //! it at once, and a controller that cannot run (disabled, failed, offline, suspended) with
 //! nothing in flight parks until it is kicked (a register write, resume, an event, drop).
@@ -13,10 +20,14 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 use std::time::Instant;
 
+/// The most a worker's spin grows, as a multiple of [`PollPolicy::spin`].
+pub const SPIN_GROWTH: u32 = 8;
+
 /// How an I/O worker trades CPU for latency between passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PollPolicy {
-    /// How long a worker keeps polling without sleeping after the last pass that found work.
+    /// How long a worker keeps polling without sleeping after the last pass that found work, at
+    /// least (it grows while work keeps arriving, see the module docs).
     pub spin: Duration,
     /// The first sleep after spinning; sleeps double from here while the worker stays idle.
     pub sleep_min: Duration,
@@ -43,6 +54,10 @@ pub(super) struct Backoff {
     policy: PollPolicy,
     last_work: Instant,
     sleep: Duration,
+    /// The spin now, between `policy.spin` and `SPIN_GROWTH` times it.
+    spin: Duration,
+    /// Sleeps since the last pass that found work.
+    sleeps: u32,
 }
 
 /// What a worker should do after a pass.
@@ -61,27 +76,42 @@ impl Backoff {
             policy,
             last_work: Instant::now(),
             sleep: policy.sleep_min,
+            spin: policy.spin,
+            sleeps: 0,
         }
     }
 
     /// What to do after a pass that found work (`progressed`) or not.
     pub(super) fn next(&mut self, progressed: bool) -> Wait {
+        let longest = self.policy.sleep_max.max(self.policy.sleep_min);
         if progressed {
+            if self.sleeps == 1 {
+                // Work came right after the spin ended: spin longer.
+                self.spin = (self.spin * 2).min(self.policy.spin * SPIN_GROWTH);
+            }
             self.last_work = Instant::now();
             self.sleep = self.policy.sleep_min;
+            self.sleeps = 0;
             return Wait::Spin;
         }
-        if self.last_work.elapsed() < self.policy.spin {
+        if self.last_work.elapsed() < self.spin {
             return Wait::Spin;
         }
         let sleep = self.sleep;
-        self.sleep = (self.sleep * 2).min(self.policy.sleep_max.max(self.policy.sleep_min));
+        if sleep >= longest {
+            // A quiet period: the next burst starts from the shortest spin.
+            self.spin = self.policy.spin;
+        }
+        self.sleeps = self.sleeps.saturating_add(1);
+        self.sleep = (self.sleep * 2).min(longest);
         Wait::Sleep(sleep)
     }
 
-    /// The controller cannot run: the next time it can, start from the shortest sleep.
+    /// The controller cannot run: the next time it can, start from the shortest sleep and spin.
     pub(super) fn reset(&mut self) {
         self.sleep = self.policy.sleep_min;
+        self.spin = self.policy.spin;
+        self.sleeps = 0;
     }
 }
 
@@ -120,6 +150,30 @@ pub(super) fn wait_readable(fds: &[RawFd], timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spin_grows_while_work_follows_the_first_sleep_and_resets_after_a_quiet_period() {
+        // A nanosecond of spin: every look without work sleeps; the spin is what the test reads.
+        let policy = PollPolicy {
+            spin: Duration::from_nanos(1),
+            sleep_min: Duration::from_micros(10),
+            sleep_max: Duration::from_micros(40),
+        };
+        let us = |n| Wait::Sleep(Duration::from_micros(n));
+        let mut b = Backoff::new(policy);
+        for expected in [2, 4, 8, 8] {
+            assert_eq!(b.next(false), us(10));
+            assert_eq!(b.next(true), Wait::Spin, "work right after the first sleep");
+            assert_eq!(b.spin, policy.spin * expected);
+        }
+        // Sleeping up to the longest sleep without work resets it.
+        std::thread::sleep(Duration::from_micros(1));
+        assert_eq!(b.next(false), us(10));
+        assert_eq!(b.next(false), us(20));
+        assert_eq!(b.spin, policy.spin * 8);
+        assert_eq!(b.next(false), us(40));
+        assert_eq!(b.spin, policy.spin);
+    }
 
     #[test]
     fn backoff_spins_after_work_then_doubles_up_to_the_longest_sleep() {
