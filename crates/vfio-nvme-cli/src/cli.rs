@@ -438,7 +438,7 @@ pub struct ServeArgs {
     /// How long a worker keeps polling the doorbells after the last command it found, before
     /// it starts to sleep (e.g. 20us, 0, 1ms), at least: while commands keep arriving just
     /// after it fell asleep the spin doubles, up to 8 times this, and it comes back to this
-    /// after a quiet period. The guest's doorbell writes land in shared memory and cannot wake
+    /// when they come further apart. The guest's doorbell writes land in shared memory and cannot wake
     /// a sleeping worker, so spinning longer lowers the latency of a steady stream of commands
     /// at the price of CPU (each command of a trickle costs one spin). Default: 20us.
     #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]

@@ -60,7 +60,9 @@ impl DelayBackend {
     }
 }
 
-/// Holds back the requests that overlap a byte range until released.
+/// Holds back the requests that overlap a byte range until released. A request held forever
+/// is a backend that never finishes: resets, Suspend and dropping the controller wait for it,
+/// so a test releases what it held.
 #[derive(Debug, Default)]
 pub struct DelayGate {
     state: Mutex<GateState>,

@@ -9,8 +9,8 @@
 //! The spin adapts to the load: it starts at [`PollPolicy::spin`], doubles (up to
 //! [`SPIN_GROWTH`] times that) whenever the first sleep after a spin already finds work — the
 //! guest is busy but its submissions come a little further apart than the spin, e.g. because
-//! its vCPU was descheduled — and falls back to [`PollPolicy::spin`] once the worker has slept
-//! up to the longest sleep. A trickle of commands, each after a quiet period, so costs a short
+//! its vCPU was descheduled — and falls back to [`PollPolicy::spin`] when work comes only after
+//! two sleeps or more (or never). A trickle of commands, each after a quiet period, so costs a short
 //! spin per command, while a busy guest keeps a spinning worker. A worker with
 //! backend requests in flight sleeps on their queues' notifiers, so a backend completion wakes
 //! it at once, and a controller that cannot run (disabled, failed, offline, suspended) with
@@ -85,9 +85,12 @@ impl Backoff {
     pub(super) fn next(&mut self, progressed: bool) -> Wait {
         let longest = self.policy.sleep_max.max(self.policy.sleep_min);
         if progressed {
-            if self.sleeps == 1 {
+            match self.sleeps {
+                0 => {}
                 // Work came right after the spin ended: spin longer.
-                self.spin = (self.spin * 2).min(self.policy.spin * SPIN_GROWTH);
+                1 => self.spin = (self.spin * 2).min(self.policy.spin * SPIN_GROWTH),
+                // Work after a real gap (a trickle): back to the shortest spin.
+                _ => self.spin = self.policy.spin,
             }
             self.last_work = Instant::now();
             self.sleep = self.policy.sleep_min;
@@ -166,12 +169,15 @@ mod tests {
             assert_eq!(b.next(true), Wait::Spin, "work right after the first sleep");
             assert_eq!(b.spin, policy.spin * expected);
         }
-        // Sleeping up to the longest sleep without work resets it.
-        std::thread::sleep(Duration::from_micros(1));
+        // Work after two sleeps resets it, and so does sleeping up to the longest sleep.
         assert_eq!(b.next(false), us(10));
         assert_eq!(b.next(false), us(20));
         assert_eq!(b.spin, policy.spin * 8);
-        assert_eq!(b.next(false), us(40));
+        b.next(true);
+        assert_eq!(b.spin, policy.spin);
+        b.spin = policy.spin * 4;
+        let sleeps: Vec<_> = (0..3).map(|_| b.next(false)).collect();
+        assert_eq!(sleeps, [us(10), us(20), us(40)]);
         assert_eq!(b.spin, policy.spin);
     }
 
