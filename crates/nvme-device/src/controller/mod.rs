@@ -793,7 +793,10 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
-        self.inner.kick();
+        // Through the handles: if starting a worker failed, `Inner::threads` was never set.
+        for thread in &self.threads {
+            thread.thread().unpark();
+        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
