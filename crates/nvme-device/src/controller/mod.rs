@@ -759,7 +759,10 @@ impl Controller {
             let progressed: Vec<bool> = (0..workers)
                 .map(|i| worker::pass(&self.inner, i).progressed)
                 .collect();
-            !progressed.contains(&true)
+            // A worker thread's pass may have raised an event (an invalid doorbell) after this
+            // round's admin step looked: it is delivered in the next round.
+            let events = self.inner.events_pending.load(Ordering::Acquire) && self.inner.running();
+            !progressed.contains(&true) && !events
         })
     }
 
