@@ -417,3 +417,32 @@ fn verified_io_on_four_queues_over_two_workers_survives_a_migration() {
         .collect();
     assert_eq!(workers, [0, 0, 1, 0, 1]);
 }
+
+#[test]
+fn asynchronous_commands_report_errors_and_flush_like_synchronous_ones() {
+    let storage = storage();
+    let (host, _gate) = host("errors", 1, 2, &storage);
+    let mut g = guest(&host, 1, 2, &[]);
+    let status = |g: &mut Guest, cmd| testing::io(&mut g.qps[1], cmd).status.status();
+    assert_eq!(status(&mut g, Command::flush(0, NSID)), Status::SUCCESS);
+    let blocks = storage.size() / BLOCK;
+    assert_eq!(
+        status(&mut g, Command::read(0, NSID, blocks, 0, GUEST_IOVA, 0)),
+        Status::LBA_OUT_OF_RANGE,
+        "checked before the backend sees it"
+    );
+    // The backend's copy into guest memory fails: an unmapped data buffer.
+    assert_eq!(
+        status(&mut g, Command::read(0, NSID, 0, 0, 0x7000_0000, 0)),
+        Status::DATA_TRANSFER_ERROR
+    );
+    assert_eq!(
+        status(&mut g, Command::write(0, NSID, 0, 0, 0x7000_0000, 0)),
+        Status::DATA_TRANSFER_ERROR
+    );
+    let q = host.controller(Function::Vf(1)).queues()[2];
+    assert_eq!(
+        (q.worker, q.counters.completed, q.counters.errors),
+        (1, 4, 3)
+    );
+}
