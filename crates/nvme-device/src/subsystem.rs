@@ -225,7 +225,7 @@ impl Subsystem {
     }
 
     /// Opens a private admin port of the primary controller whose DMA reaches `mem`: a
-    /// controller of its own (registers, admin queue, poller) that is the primary controller
+    /// controller of its own (registers, admin queue, workers) that is the primary controller
     /// to every command it runs, for a host inside the server (its migration driver) that must
     /// not share the PCI function's admin queue with the PF's client. It holds no VQ or VI
     /// resources of the pool and offers the primary's configuration; what it creates (CDQs,

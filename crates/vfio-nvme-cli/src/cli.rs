@@ -469,6 +469,45 @@ pub struct ServeArgs {
     /// `vfio-nvme ctl`); it gets the --socket-mode and --socket-group of the others.
     #[arg(long, value_name = "PATH")]
     pub control: Option<std::path::PathBuf>,
+
+    /// I/O worker threads per controller. I/O completion queue N (with the submission queues
+    /// bound to it) is served by worker (N-1) mod WORKERS, so a guest with several queues gets
+    /// several cores; more workers than cores, or than the guest's queues, only cost threads.
+    #[arg(long, value_name = "WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::limits::served().io_queue_pairs)))]
+    pub io_workers: u16,
+
+    /// How long a worker keeps polling the doorbells after the last command it found, before
+    /// it starts to sleep (e.g. 20us, 0, 1ms), at least: while commands keep arriving just
+    /// after it fell asleep the spin doubles, up to 8 times this, and it comes back to this
+    /// when they come further apart. The guest's doorbell writes land in shared memory and cannot wake
+    /// a sleeping worker, so spinning longer lowers the latency of a steady stream of commands
+    /// at the price of CPU (each command of a trickle costs one spin). Default: 20us.
+    #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]
+    pub poll_spin: Option<std::time::Duration>,
+
+    /// A worker's first sleep after spinning; sleeps double while nothing arrives, up to
+    /// --poll-sleep-max. Default: 50us.
+    #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]
+    pub poll_sleep_min: Option<std::time::Duration>,
+
+    /// A worker's longest sleep: the most latency a command arriving after a quiet period
+    /// waits for, and how often an idle enabled controller looks at its doorbells (a disabled,
+    /// offline or suspended one does not poll at all). Lower it for latency, raise it for idle
+    /// CPU. Default: 1ms.
+    #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]
+    pub poll_sleep_max: Option<std::time::Duration>,
+}
+
+impl ServeArgs {
+    /// The polling policy the --poll-* options give, the default where one is not given.
+    pub fn poll_policy(&self) -> nvme_device::controller::PollPolicy {
+        let default = nvme_device::controller::PollPolicy::default();
+        nvme_device::controller::PollPolicy {
+            spin: self.poll_spin.unwrap_or(default.spin),
+            sleep_min: self.poll_sleep_min.unwrap_or(default.sleep_min),
+            sleep_max: self.poll_sleep_max.unwrap_or(default.sleep_max),
+        }
+    }
 }
 
 /// `vfio-nvme ctl`.

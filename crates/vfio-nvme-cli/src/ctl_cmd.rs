@@ -231,7 +231,7 @@ fn queues_text(result: &Value) -> String {
         }
         let _ = writeln!(
             out,
-            "  {:<4} {:<4} {:<7} {:<7} {:<7} {:<7} {:<7} {:<7} {:<6} {:<12} ERRORS",
+            "  {:<4} {:<4} {:<7} {:<7} {:<7} {:<7} {:<7} {:<7} {:<6} {:<6} {:<12} ERRORS",
             "QID",
             "CQID",
             "SQSIZE",
@@ -241,6 +241,7 @@ fn queues_text(result: &Value) -> String {
             "CQHEAD",
             "CQTAIL",
             "VECTOR",
+            "WORKER",
             "COMPLETED"
         );
         for q in queues {
@@ -249,7 +250,7 @@ fn queues_text(result: &Value) -> String {
                 .map_or_else(|| "-".to_owned(), |v| v.to_string());
             let _ = writeln!(
                 out,
-                "  {:<4} {:<4} {:<7} {:<7} {:<7} {:<7} {:<7} {:<7} {:<6} {:<12} {}",
+                "  {:<4} {:<4} {:<7} {:<7} {:<7} {:<7} {:<7} {:<7} {:<6} {:<6} {:<12} {}",
                 cell(&q["qid"]),
                 cell(&q["cqid"]),
                 cell(&q["sq_size"]),
@@ -259,6 +260,7 @@ fn queues_text(result: &Value) -> String {
                 cell(&q["cq_head"]),
                 cell(&q["cq_tail"]),
                 vector,
+                cell(&q["worker"]),
                 cell(&q["completed"]),
                 cell(&q["errors"]),
             );

@@ -193,6 +193,8 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                     namespaces: &namespaces,
                     name: &name,
                     socket: &socket,
+                    io_workers: args.io_workers,
+                    poll: args.poll_policy(),
                 },
                 cli.json,
             )?)

@@ -56,6 +56,10 @@ pub struct ServeOptions<'a> {
     pub name: &'a str,
     /// Mode and group of every socket.
     pub socket: &'a SocketOptions,
+    /// I/O worker threads per controller.
+    pub io_workers: u16,
+    /// How the I/O workers wait between passes.
+    pub poll: nvme_device::controller::PollPolicy,
 }
 
 /// Serves until a signal arrives; returns what was served (text, or a JSON result line with
@@ -91,6 +95,8 @@ pub fn run(options: &ServeOptions<'_>, json: bool) -> anyhow::Result<String> {
         serve_pf: options.pf_socket.is_some(),
         secondary_start: options.secondary_start,
         migration: options.migration,
+        io_workers: options.io_workers,
+        poll: options.poll,
     };
     let served = Arc::new(Served::new(&config).context("cannot build the NVM subsystem")?);
     let events = Arc::new(Events::new(json));

@@ -139,6 +139,33 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
+/// Parses a polling interval: 0, or a number with `us`, `ms` or `s`, at most one second.
+pub fn parse_poll_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 0, 20us, 1ms"))?;
+    let micros = match unit {
+        "" if value == 0 => 0,
+        "us" => value,
+        "ms" => value.saturating_mul(1000),
+        "s" => value.saturating_mul(1_000_000),
+        _ => {
+            return Err(format!(
+                "`{text}`: give a unit (us, ms or s), e.g. 20us or 1ms"
+            ));
+        }
+    };
+    if micros > 1_000_000 {
+        return Err(format!(
+            "`{text}` is longer than 1s: a worker would answer too late"
+        ));
+    }
+    Ok(std::time::Duration::from_micros(micros))
+}
+
 /// Parses one `--namespace` specification.
 pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     let mut parts = text.split(',');
@@ -323,6 +350,18 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_poll_duration("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            parse_poll_duration("20us"),
+            Ok(std::time::Duration::from_micros(20))
+        );
+        assert_eq!(
+            parse_poll_duration("2ms"),
+            Ok(std::time::Duration::from_millis(2))
+        );
+        assert!(parse_poll_duration("20").unwrap_err().contains("unit"));
+        assert!(parse_poll_duration("2s").unwrap_err().contains("1s"));
+        assert!(parse_poll_duration("fast").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("1y").unwrap_err().contains("unit"));
     }

@@ -12,6 +12,7 @@ use nvme_device::backend::NullBackend;
 use nvme_device::backend::RamBackend;
 use nvme_device::controller::ControllerConfig;
 use nvme_device::controller::MigrationOffer;
+use nvme_device::controller::PollPolicy;
 use nvme_device::memory::DmaMemory;
 use nvme_device::namespace::BlockSize;
 use nvme_device::namespace::Namespace;
@@ -84,6 +85,10 @@ pub struct ServeConfig {
     /// What the primary controller offers for migration (by default everything; less to stand
     /// in for a third-party TP4159 PF, e.g. NVMe state v0 only).
     pub migration: MigrationOffer,
+    /// I/O worker threads per controller (0 is taken as 1).
+    pub io_workers: u16,
+    /// How the I/O workers wait between passes.
+    pub poll: PollPolicy,
 }
 
 /// A configuration that cannot be served.
@@ -223,6 +228,8 @@ impl Served {
         let mut subsystem_config = SubsystemConfig::new(&config.name, config.vfs);
         subsystem_config.secondary_start = config.secondary_start;
         subsystem_config.limits.migration = config.migration;
+        subsystem_config.limits.io_workers = config.io_workers.max(1);
+        subsystem_config.limits.poll = config.poll;
         let limits = subsystem_config.limits.clone();
         let subsystem = Arc::new(Subsystem::new(subsystem_config, specs, |cntlid| {
             let index = usize::from(cntlid - PRIMARY_CNTLID);

@@ -9,7 +9,10 @@
 //!   asynchronously on io_uring (or I/O threads, see [`FileAio`]); holes are reported through
 //!   `SEEK_DATA`/`SEEK_HOLE`.
 //! * [`NullBackend`] — reads return zeros and writes are dropped: measures protocol overhead.
+//! * [`DelayBackend`] — another backend behind an asynchronous queue whose requests a test can
+//!   hold ([`DelayGate`]), to show what a slow command does and does not stop.
 
+mod delay;
 mod file;
 mod io_queue;
 mod null;
@@ -19,6 +22,8 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 
+pub use delay::DelayBackend;
+pub use delay::DelayGate;
 pub use file::FileAio;
 pub use file::FileBackend;
 pub use io_queue::IoKind;

@@ -4,7 +4,7 @@
 //! An event is reported by completing one outstanding request. After an event that names a log
 //! page, further events of the same type stay queued until the host reads that log page without
 //! Retain Asynchronous Event set, as the specification requires. Other threads post events into a
-//! leaf-locked list that the poller collects before each pass.
+//! leaf-locked list that worker 0 collects before each admin step.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -23,8 +23,7 @@ use nvme_spec::status::Status;
 
 use super::Inner;
 use super::State;
-use super::poller;
-use super::poller::Outcome;
+use super::admin_queue::Outcome;
 
 /// Most Asynchronous Event Request commands outstanding at once (AERL + 1).
 pub(crate) const MAX_OUTSTANDING: usize = 4;
@@ -133,7 +132,7 @@ impl AerState {
     }
 }
 
-/// Queues `event` from any thread; the poller delivers it.
+/// Queues `event` from any thread; worker 0 delivers it.
 pub(crate) fn post(inner: &Inner, event: AsyncEvent) {
     inner
         .events
@@ -170,22 +169,16 @@ pub(super) fn abort(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u
         state.aer.outstanding.remove(pos);
         let mut aborted = Command::default();
         aborted.cdw0 = aborted.cdw0.with_cid(cdw10.cid());
-        poller::complete(
-            inner,
-            state,
-            0,
-            0,
-            &aborted,
-            Status::COMMAND_ABORT_REQUESTED,
-            0,
-        );
+        state
+            .q
+            .complete(inner, 0, 0, &aborted, Status::COMMAND_ABORT_REQUESTED, 0);
         return Ok(0);
     }
     Ok(1)
 }
 
 /// Moves the events other threads posted since the last call into the delivery queue, with
-/// `state` held (the poller before each pass; a state capture, for which they are part of the
+/// `state` held (worker 0 before each admin step; a state capture, for which they are part of the
 /// state). One atomic swap when nothing was posted.
 pub(super) fn collect_posted(inner: &Inner, state: &mut State) {
     if inner.events_pending.swap(false, Ordering::AcqRel) {
@@ -230,7 +223,7 @@ pub(super) fn deliver(inner: &Inner, state: &mut State) -> bool {
         else {
             break;
         };
-        let room = match state.cqs[0].as_mut() {
+        let room = match state.q.cqs[0].as_mut() {
             Some(cq) => {
                 if cq.update_head(inner.doorbells.cq_head(0)).is_err() {
                     break;
@@ -251,10 +244,9 @@ pub(super) fn deliver(inner: &Inner, state: &mut State) -> bool {
         if event.log_page != LogPageId(0) {
             state.aer.masked |= 1 << (event.event_type.0 & 7);
         }
-        let sqhd = state.sqs[0].as_ref().map_or(0, |q| q.head as u16);
-        poller::post(
+        let sqhd = state.q.sqs[0].as_ref().map_or(0, |q| q.head as u16);
+        state.q.post(
             inner,
-            state,
             0,
             Completion {
                 dw0: event.dw0(),

@@ -313,8 +313,9 @@ pub(super) fn set(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
             }
             // Only before any I/O queue exists: afterwards the allocation may no longer change
             // (whether or not the host set it before creating its queues).
-            let io_queues_exist = state.sqs.iter().skip(1).any(Option::is_some)
-                || state.cqs.iter().skip(1).any(Option::is_some);
+            let io_queues_exist = inner.lock_workers().iter().any(|w| {
+                w.q.sqs.iter().any(Option::is_some) || w.q.cqs.iter().any(Option::is_some)
+            });
             if io_queues_exist {
                 return Err(Status::COMMAND_SEQUENCE_ERROR);
             }

@@ -16,7 +16,9 @@ use super::Inner;
 use super::lba_log::LbaLog;
 use super::transfer;
 use crate::backend::BackendError;
+use crate::backend::IoKind;
 use crate::namespace::Namespace;
+use crate::prp::Segments;
 
 /// NSID that addresses every attached namespace (Flush).
 const ALL_NAMESPACES: u32 = 0xFFFF_FFFF;
@@ -74,12 +76,35 @@ fn namespace(inner: &Inner, nsid: u32) -> Result<&Namespace, Status> {
         .ok_or(Status::INVALID_NAMESPACE_OR_FORMAT)
 }
 
-fn storage_error(err: BackendError, write: bool) -> Status {
+/// The status of a failed storage operation.
+pub(super) fn storage_error(err: BackendError, write: bool) -> Status {
     match err {
         BackendError::Dma(_) => Status::DATA_TRANSFER_ERROR,
         BackendError::Io(_) if write => Status::WRITE_FAULT,
         BackendError::Io(_) => Status::UNRECOVERED_READ_ERROR,
     }
+}
+
+/// The request an asynchronous backend queue runs for Read, Write or Flush `cmd` of one
+/// namespace, checked as the synchronous path checks it: kind, byte offset, length and the
+/// data buffer's guest-memory pieces.
+pub(super) fn request(
+    inner: &Inner,
+    cmd: &Command,
+) -> Result<(IoKind, u64, u64, Segments), Status> {
+    let ns = namespace(inner, cmd.nsid)?;
+    let kind = match NvmOpcode(cmd.cdw0.opcode()) {
+        NvmOpcode::READ => IoKind::Read,
+        NvmOpcode::WRITE => IoKind::Write {
+            fua: ReadWriteCdw12::from(cmd.cdw12).fua(),
+        },
+        NvmOpcode::FLUSH => return Ok((IoKind::Flush, 0, 0, Segments::default())),
+        _ => return Err(Status::INVALID_COMMAND_OPCODE),
+    };
+    let blocks = u64::from(ReadWriteCdw12::from(cmd.cdw12).nlb()) + 1;
+    let (offset, len) = ns.byte_range(slba(cmd.cdw10, cmd.cdw11), blocks)?;
+    let segments = transfer::segments(inner, cmd, len)?;
+    Ok((kind, offset, len, segments))
 }
 
 fn read_write(

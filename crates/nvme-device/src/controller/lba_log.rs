@@ -7,9 +7,12 @@
 //! TP4159 code; this side sees it only as a [`ChangeQueue`].
 
 use std::sync::Arc;
+use std::sync::MutexGuard;
 
 use nvme_spec::lm::EntrySequence;
 use nvme_spec::lm::LbaMigrationQueueEntry;
+
+use super::worker::Worker;
 
 /// Where a secondary controller's LBA changes go: a User Data Migration Queue of its primary
 /// controller.
@@ -20,7 +23,7 @@ pub(crate) trait ChangeQueue: Send + Sync + std::fmt::Debug {
     fn append(&self, entries: &[LbaMigrationQueueEntry]);
 }
 
-/// A secondary controller's LBA change log, kept in its queue state: the queue it logs to,
+/// One I/O worker's side of a secondary controller's LBA change log: the queue it logs to,
 /// whether logging is on, and the entries collected during the current pass.
 #[derive(Debug, Default)]
 pub(crate) struct LbaLog {
@@ -102,5 +105,57 @@ impl LbaLog {
             self.udmq = None;
             self.active = false;
         }
+    }
+}
+
+/// A secondary controller's LBA change log as its primary controller's TP4159 code sees it:
+/// one log per I/O worker (each collects what its passes change), all with the same queue and
+/// the same on/off state, held between passes.
+pub(crate) struct LbaLogs<'s, 'a>(pub(super) &'s mut [MutexGuard<'a, Worker>]);
+
+impl LbaLogs<'_, '_> {
+    /// Appends what every worker collected to the queue.
+    pub fn flush(&mut self) {
+        self.0.iter_mut().for_each(|w| w.lba.flush());
+    }
+
+    /// The CDQID of the queue this controller logs to.
+    pub fn udmq_id(&self) -> Option<u16> {
+        self.0.first().and_then(|w| w.lba.udmq_id())
+    }
+
+    /// Makes `udmq` the queue this controller logs to, with logging off; false, and nothing
+    /// changed, if it already has one.
+    pub fn attach(&mut self, udmq: Arc<dyn ChangeQueue>) -> bool {
+        if self.udmq_id().is_some() {
+            return false;
+        }
+        self.0.iter_mut().for_each(|w| {
+            w.lba.attach(udmq.clone());
+        });
+        true
+    }
+
+    /// Whether logging is on.
+    pub fn active(&self) -> bool {
+        self.0.first().is_some_and(|w| w.lba.active())
+    }
+
+    /// Turns logging on or off (the caller flushes and posts the markers the change calls for).
+    pub fn set_active(&mut self, active: bool) {
+        self.0.iter_mut().for_each(|w| w.lba.set_active(active));
+    }
+
+    /// Posts a marker entry with sequence attribute `esa` to the queue, if there is one.
+    pub fn marker(&self, esa: EntrySequence) {
+        if let Some(w) = self.0.first() {
+            w.lba.marker(esa);
+        }
+    }
+
+    /// Detaches the queue `cdqid` (deleted): what was collected goes to it first, then logging
+    /// stops.
+    pub fn detach(&mut self, cdqid: u16) {
+        self.0.iter_mut().for_each(|w| w.lba.detach(cdqid));
     }
 }

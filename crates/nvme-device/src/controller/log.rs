@@ -72,7 +72,7 @@ fn smart(inner: &Inner, state: &State) -> SmartHealth {
     log.set_composite_temperature(TEMPERATURE);
     log.available_spare = 100;
     log.available_spare_threshold = 10;
-    let c = &state.counters;
+    let c = &super::total_counters(state, &inner.lock_workers());
     log.data_units_read = data_units(c.bytes_read);
     log.data_units_written = data_units(c.bytes_written);
     log.host_read_commands = u128::from(c.read_commands);
@@ -123,8 +123,8 @@ pub(super) fn get(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32
     }
     let lid = cdw10.lid();
     let page: Vec<u8> = match lid {
-        LogPageId::ERROR_INFORMATION => state
-            .errors
+        LogPageId::ERROR_INFORMATION => inner
+            .lock_errors()
             .entries
             .iter()
             .flat_map(|e| e.as_bytes().iter().copied())

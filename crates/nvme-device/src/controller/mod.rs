@@ -4,7 +4,10 @@
 //! * `registers` is the register file in BAR0 and its side effects (enable, reset, shutdown);
 //! * `clock` is the controller's running time (Power On Hours, Timestamp), stopped while
 //!   suspended;
-//! * `poller` is the I/O thread: doorbells, fetch, completions, interrupts;
+//! * `worker` is an I/O worker thread, owning a group of I/O queue pairs: doorbells, fetch,
+//!   asynchronous backend requests (`inflight`), completions, interrupts; `poll` is how it
+//!   waits between passes ([`PollPolicy`]); `queue_set` is what a pass over some queues touches;
+//! * `admin_queue` is worker 0's admin step: events and the admin queue;
 //! * `admin` holds [`ADMIN_COMMANDS`], the one table of admin commands, and dispatches through
 //!   it to `queue_management`, `identify`, `log`, `features`, `aer` and, on a primary
 //!   controller, to [`crate::lm`];
@@ -17,24 +20,36 @@
 //!
 //! What a controller offers its host (queue pairs, vectors) and whether it is offline is kept
 //! with it as atomics, set by [`crate::sriov`]; an offline secondary controller's registers read
-//! as failed and ignore writes, so its poller never sees it enabled.
+//! as failed and ignore writes, so its workers never see it enabled.
 //!
 //! # Threads and locks
 //!
-//! Each controller has one poller thread. It owns the controller's queues through
-//! `Inner::state`, a mutex it holds for one pass over all submission queues and releases
-//! between passes; within a pass no lock is taken per command. Everyone else who must change
-//! queue state — a register write that enables or resets the controller, or the primary
-//! controller suspending this one (through `Secondary`) — takes the same mutex between two
-//! passes, which is also the moment when no command is in flight: commands run to completion
-//! inside a pass. The queue state is private to this module: `lm` holds a secondary's only as a
+//! Each controller has [`ControllerConfig::io_workers`] I/O worker threads. Worker `i` owns the
+//! I/O queue pairs of its group (completion queue `cqid` with `(cqid − 1) mod workers = i` and
+//! the submission queues bound to it) through its own mutex, `Inner::workers[i]`, which it
+//! holds for one pass over those queues and releases between passes; within a pass no lock is
+//! taken per command. What is controller-wide — the admin queue pair, features, asynchronous
+//! events, TP4159 state — is in `Inner::state`, which worker 0 takes for the admin step of its
+//! passes. A worker's mutex also holds its share of the SMART counters (the controller's are
+//! the sum of `state`'s and every worker's), its commands in flight on asynchronous backends
+//! and its side of LBA change logging.
+//!
+//! Everyone else who must change queue state — an admin command creating or deleting an I/O
+//! queue, a register write that enables or resets the controller, the primary controller
+//! suspending this one (through `Secondary`), a status copy — takes the locks it needs between
+//! two passes. Commands of synchronous backends run to completion inside a pass; commands in
+//! flight on asynchronous ones are drained by the control path that needs them gone, as
+//! `worker` documents (Suspend posts them, Delete SQ posts that queue's, a reset discards them).
+//! The queue state is private to this module: `lm` holds a secondary's only as a
 //! `LockedSecondary`.
 //!
 //! Lock order, to rule out deadlock: a primary controller's `state`, then the subsystem's SR-IOV
-//! state ([`crate::sriov`]), then a secondary controller's `state`, then the leaf locks
-//! (`events`, `uptime`, a User Data Migration Queue's ring). A poller never takes another
-//! controller's `state`: the LBA changes it logs go to the queue's ring (a leaf lock), and the
-//! events the ring raises to the primary's `events` (a leaf lock). Nothing takes a primary's
+//! state ([`crate::sriov`]), then a secondary controller's `state`, then a controller's worker
+//! locks in ascending index (taken under its own `state`, or alone by the worker), then the leaf
+//! locks (`events`, `errors`, `uptime`, a User Data Migration Queue's ring). A controller's
+//! worker locks are never held while taking another controller's locks. A worker never takes
+//! another controller's locks: the LBA changes it logs go to the queue's ring (a leaf lock), and
+//! the events the ring raises to the primary's `events` (a leaf lock). Nothing takes a primary's
 //! `state` while holding a secondary's: a Set Controller State transfer that a reset of its target
 //! voids is recognised by the target's reset count, not by the target reaching back into its
 //! primary.
@@ -42,20 +57,24 @@
 //! Registers are atomics, readable without any lock.
 
 mod admin;
+mod admin_queue;
 mod aer;
 mod clock;
 mod features;
 mod identify;
+mod inflight;
 mod io;
 mod lba_log;
 mod log;
-mod poller;
+mod poll;
 mod queue_management;
+mod queue_set;
 mod registers;
 mod secondary;
 pub mod snapshot;
 mod status;
 mod transfer;
+mod worker;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -78,6 +97,7 @@ pub use aer::AsyncEvent;
 pub(crate) use lba_log::ChangeQueue;
 use nvme_spec::registers::Cc;
 use nvme_spec::registers::Csts;
+pub use poll::PollPolicy;
 
 use crate::doorbell::Doorbells;
 use crate::interrupt::CountingInterrupt;
@@ -85,8 +105,6 @@ use crate::interrupt::Interrupt;
 use crate::memory::DmaMemory;
 use crate::namespace::Namespace;
 use crate::namespace::NamespaceIdentity;
-use crate::queue::CompletionQueue;
-use crate::queue::SubmissionQueue;
 pub(crate) use secondary::LockedSecondary;
 pub(crate) use secondary::Secondary;
 pub use status::ControllerStatus;
@@ -110,6 +128,12 @@ pub struct ControllerConfig {
     pub msix_vectors: u16,
     /// What a primary controller offers for TP4159 host-managed live migration.
     pub migration: MigrationOffer,
+    /// I/O worker threads (at least 1, at most one per I/O queue pair): each owns the I/O
+    /// queue pairs of its group, so more workers serve more queues at once where there are
+    /// cores.
+    pub io_workers: u16,
+    /// How the workers wait between passes (CPU against latency).
+    pub poll: PollPolicy,
 }
 
 /// What a primary controller offers for TP4159 host-managed live migration, so the project's
@@ -151,7 +175,7 @@ pub enum Role {
 
 impl ControllerConfig {
     /// The default limits for controller `cntlid`: 64 I/O queue pairs of up to 1024 entries,
-    /// 256 KiB transfers, 65 MSI-X vectors.
+    /// 256 KiB transfers, 65 MSI-X vectors, one I/O worker with the default polling policy.
     pub fn new(cntlid: u16, role: Role) -> Self {
         Self {
             cntlid,
@@ -161,7 +185,15 @@ impl ControllerConfig {
             mdts: 6,
             msix_vectors: 65,
             migration: MigrationOffer::default(),
+            io_workers: 1,
+            poll: PollPolicy::default(),
         }
+    }
+
+    /// Worker threads a controller of this configuration runs: `io_workers` within 1 and the
+    /// number of I/O queue pairs.
+    pub fn workers(&self) -> usize {
+        usize::from(self.io_workers.clamp(1, self.io_queue_pairs.max(1)))
     }
 
     /// The largest data transfer a command may request, in bytes.
@@ -183,7 +215,7 @@ pub struct SubsystemIdentity {
     pub firmware: String,
 }
 
-/// The controller registers, kept as atomics so reads never wait for the poller.
+/// The controller registers, kept as atomics so reads never wait for a worker.
 #[derive(Debug, Default)]
 struct Registers {
     cc: AtomicU32,
@@ -222,6 +254,19 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds `other` field by field (the controller's counters are the sum of their shares).
+    pub fn add(&mut self, other: &Counters) {
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.read_commands += other.read_commands;
+        self.write_commands += other.write_commands;
+        self.media_errors += other.media_errors;
+        self.error_count += other.error_count;
+        self.power_cycles += other.power_cycles;
+        self.unsafe_shutdowns += other.unsafe_shutdowns;
+        self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
+    }
+
     /// The counters of a controller that was just powered on.
     pub fn powered_on() -> Self {
         Self {
@@ -231,34 +276,29 @@ impl Counters {
     }
 }
 
-/// Queue and command state, owned by the poller between passes. Private to this module and its
-/// children: the primary controller's TP4159 code reaches a secondary's through [`Secondary`].
+/// Controller-wide state, taken by worker 0's admin step and by control paths. Private to this
+/// module and its children: the primary controller's TP4159 code reaches a secondary's through
+/// [`Secondary`].
 #[derive(Debug)]
 struct State {
-    /// Submission queues indexed by queue identifier (0 = admin).
-    sqs: Vec<Option<SubmissionQueue>>,
-    /// Completion queues indexed by queue identifier (0 = admin).
-    cqs: Vec<Option<CompletionQueue>>,
+    /// The admin queue pair (index 0), and the controller-wide share of the SMART counters
+    /// (power cycles, unsafe shutdowns, admin command errors).
+    q: queue_set::QueueSet,
     /// Current feature values.
     features: features::Features,
     /// Asynchronous events: outstanding requests and undelivered events.
     aer: aer::AerState,
-    /// The Error Information log, newest first.
-    errors: log::ErrorLog,
-    /// SMART counters.
-    counters: Counters,
-    /// Per submission queue (indexed by queue identifier), what it completed since it was
-    /// created; operator figures, not saved.
-    queue_counters: Vec<status::QueueCounters>,
-    /// Vectors to signal at the end of the current pass.
-    irq_pending: Vec<bool>,
-    /// Per doorbell (index `2 * qid + is_cq`), the invalid value last reported to the host, so
-    /// one bad write raises one event rather than one per pass while the value stays there.
-    bad_doorbells: Vec<Option<u32>>,
-    /// TP4159 LBA change logging of this controller (a secondary one) into a UDMQ.
-    lba_log: lba_log::LbaLog,
     /// TP4159 state of a primary controller: its CDQs and Set Controller State transfers.
     lm: crate::lm::PrimaryLm,
+}
+
+/// The controller's SMART counters: the controller-wide share plus every worker's.
+fn total_counters(state: &State, workers: &[MutexGuard<'_, worker::Worker>]) -> Counters {
+    let mut total = state.q.counters;
+    for w in workers {
+        total.add(&w.q.counters);
+    }
+    total
 }
 
 /// The shared core of a controller.
@@ -279,11 +319,16 @@ pub(crate) struct Inner {
     doorbells: Doorbells,
     regs: Registers,
     state: Mutex<State>,
-    /// Set while a non-poller thread waits for `state`, so the poller yields between passes.
+    /// The I/O workers' own state (see the module docs), indexed by worker.
+    workers: Vec<Mutex<worker::Worker>>,
+    /// The Error Information log, newest first (a leaf lock: failures are not the hot path).
+    errors: Mutex<log::ErrorLog>,
+    /// Set while a control path waits for `state` or a worker lock, so workers yield between
+    /// passes.
     control_waiting: AtomicUsize,
-    /// Events raised by other threads, picked up by the poller (a leaf lock).
+    /// Events raised by other threads, picked up by worker 0 (a leaf lock).
     events: Mutex<Vec<AsyncEvent>>,
-    /// Set when `events` is non-empty, so the poller checks it without locking.
+    /// Set when `events` is non-empty, so worker 0 checks it without locking.
     events_pending: AtomicBool,
     /// TP4159 suspended: no command is fetched from any submission queue.
     suspended: AtomicBool,
@@ -300,9 +345,10 @@ pub(crate) struct Inner {
     offered: crate::sriov::Offered,
     /// Controller resets so far (a Set Controller State transfer must not span one).
     resets: AtomicU64,
-    /// Tells the poller thread to exit.
+    /// Tells the worker threads to exit.
     stop: AtomicBool,
-    poller: Mutex<Option<std::thread::Thread>>,
+    /// The worker threads, to wake them; set once they are started.
+    threads: OnceLock<Vec<std::thread::Thread>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -315,28 +361,78 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
-    /// Takes the queue state from outside the poller: asks the poller to step aside between
-    /// passes, then waits for the lock.
-    fn lock_state(&self) -> MutexGuard<'_, State> {
+    /// Takes `mutex` from a control path: asks the workers to step aside between passes, then
+    /// waits for the lock.
+    fn lock_control<'a, T>(&self, mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
         self.control_waiting.fetch_add(1, Ordering::AcqRel);
-        let guard = self
-            .state
+        let guard = mutex
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.control_waiting.fetch_sub(1, Ordering::AcqRel);
         guard
     }
 
-    /// Wakes the poller if it is sleeping, e.g. after a doorbell write through the control path.
-    fn kick(&self) {
-        if let Some(thread) = self
-            .poller
+    /// Takes the controller-wide state from a control path (see the lock order).
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.lock_control(&self.state)
+    }
+
+    /// Takes the controller-wide state for worker 0's admin step.
+    fn lock_state_from_worker(&self) -> MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-        {
+    }
+
+    /// Takes worker `index`'s state from a control path, between two of its passes.
+    fn lock_worker(&self, index: usize) -> MutexGuard<'_, worker::Worker> {
+        self.lock_control(&self.workers[index])
+    }
+
+    /// Takes worker `index`'s state for its own pass.
+    fn lock_worker_from_worker(&self, index: usize) -> MutexGuard<'_, worker::Worker> {
+        self.workers[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes every worker's state from a control path, in ascending order.
+    fn lock_workers(&self) -> Vec<MutexGuard<'_, worker::Worker>> {
+        (0..self.workers.len())
+            .map(|i| self.lock_worker(i))
+            .collect()
+    }
+
+    /// The worker that owns completion queue `cqid` (and the submission queues bound to it);
+    /// worker 0 for the admin queue.
+    fn owner(&self, cqid: u16) -> usize {
+        usize::from(cqid.saturating_sub(1)) % self.workers.len()
+    }
+
+    /// The Error Information log (a leaf lock).
+    fn lock_errors(&self) -> MutexGuard<'_, log::ErrorLog> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes every worker that sleeps or is parked, e.g. after a doorbell write through the
+    /// control path, an enable, a resume or an event.
+    fn kick(&self) {
+        for thread in self.threads.get().into_iter().flatten() {
             thread.unpark();
         }
+    }
+
+    /// Whether the controller fetches commands: ready, not failed, not suspended.
+    fn running(&self) -> bool {
+        let csts = self.csts();
+        csts.rdy() && !csts.cfs() && !self.suspended.load(Ordering::Acquire)
+    }
+
+    /// Marks the controller fatally failed (CSTS.CFS): the host must reset it.
+    fn fatal(&self) {
+        self.set_csts(self.csts().with_cfs(true));
     }
 
     fn cc(&self) -> Cc {
@@ -408,8 +504,8 @@ impl Inner {
     }
 
     /// Suspends or resumes fetching (TP4159), stopping or restarting the controller's clock.
-    /// Suspending only stops new fetches; the caller then takes `state` to wait for the pass in
-    /// progress. Returns whether it was suspended before.
+    /// Suspending only stops new fetches; the caller then takes the locks to wait for the passes
+    /// in progress and drains what is in flight. Returns whether it was suspended before.
     fn set_suspended(&self, suspended: bool) -> bool {
         let mut uptime = self.lock_uptime();
         let was = self.suspended.swap(suspended, Ordering::AcqRel);
@@ -481,16 +577,16 @@ impl Inner {
     }
 }
 
-/// A handle to one controller. Dropping the last handle stops its poller thread.
+/// A handle to one controller. Dropping the last handle stops its worker threads.
 #[derive(Debug)]
 pub struct Controller {
     inner: Arc<Inner>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Controller {
     /// Creates a controller over guest memory `mem` with the namespaces in `namespaces` attached
-    /// (indexed by NSID − 1), and starts its poller thread. The controller starts disabled
+    /// (indexed by NSID − 1), and starts its worker threads. The controller starts disabled
     /// (CC.EN = 0), as after a power-on reset.
     pub fn new(
         config: ControllerConfig,
@@ -502,6 +598,7 @@ impl Controller {
         let doorbells = Doorbells::new(config.io_queue_pairs + 1, 0)?;
         let namespace_count = namespaces.len();
         let offered = crate::sriov::Offered::new(&config);
+        let vectors = usize::from(config.msix_vectors);
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             identity: RwLock::new(identity),
@@ -513,18 +610,15 @@ impl Controller {
             doorbells,
             regs: Registers::default(),
             state: Mutex::new(State {
-                sqs: vec![None; queue_count],
-                cqs: vec![None; queue_count],
+                q: queue_set::QueueSet::new(queue_count, vectors, Counters::powered_on()),
                 features: features::Features::new(&config, config.io_queue_pairs),
                 aer: aer::AerState::default(),
-                errors: log::ErrorLog::default(),
-                counters: Counters::powered_on(),
-                queue_counters: vec![status::QueueCounters::default(); queue_count],
-                irq_pending: vec![false; usize::from(config.msix_vectors)],
-                bad_doorbells: vec![None; 2 * queue_count],
-                lba_log: lba_log::LbaLog::default(),
                 lm: crate::lm::PrimaryLm::default(),
             }),
+            workers: (0..config.workers())
+                .map(|_| Mutex::new(worker::Worker::new(queue_count, vectors, namespace_count)))
+                .collect(),
+            errors: Mutex::new(log::ErrorLog::default()),
             config,
             control_waiting: AtomicUsize::new(0),
             events: Mutex::new(Vec::new()),
@@ -536,20 +630,27 @@ impl Controller {
             offered,
             resets: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            poller: Mutex::new(None),
+            threads: OnceLock::new(),
         });
-        let runner = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("nvme-ctrl-{}", inner.config.cntlid))
-            .spawn(move || poller::run(&runner))?;
-        *inner
-            .poller
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(thread.thread().clone());
-        Ok(Self {
-            inner,
-            thread: Some(thread),
-        })
+        let mut controller = Self {
+            inner: inner.clone(),
+            threads: Vec::new(),
+        };
+        for index in 0..inner.workers.len() {
+            let runner = inner.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("nvme-{}-w{index}", inner.config.cntlid))
+                .spawn(move || worker::run(&runner, index))?;
+            controller.threads.push(thread);
+        }
+        let _ = inner.threads.set(
+            controller
+                .threads
+                .iter()
+                .map(|t| t.thread().clone())
+                .collect(),
+        );
+        Ok(controller)
     }
 
     /// The controller identifier.
@@ -648,27 +749,58 @@ impl Controller {
         aer::post(&self.inner, event);
     }
 
-    /// Runs poller passes on the calling thread until one makes no progress, at most `limit`;
-    /// returns whether it got there (for the test host's `settle`).
+    /// Runs passes of every worker on the calling thread until a round makes no progress, at
+    /// most `limit` rounds; returns whether it got there (for the test host's `settle`).
     #[cfg(feature = "test-utils")]
     pub(crate) fn run_until_idle(&self, limit: u32) -> bool {
-        (0..limit).any(|_| !poller::pass(&self.inner, &mut self.inner.lock_state()))
+        let workers = self.inner.workers.len();
+        (0..limit).any(|_| {
+            // Every worker runs its pass (no short circuit); the round progressed if any did.
+            let progressed: Vec<bool> = (0..workers)
+                .map(|i| worker::pass(&self.inner, i).progressed)
+                .collect();
+            // A worker thread's pass may have raised an event (an invalid doorbell) after this
+            // round's admin step looked: it is delivered in the next round.
+            let events = self.inner.events_pending.load(Ordering::Acquire) && self.inner.running();
+            !progressed.contains(&true) && !events
+        })
     }
 
-    /// Runs `f` with the queue state held, so no poller pass is under way while it runs (for
-    /// the test host's `between_passes`).
+    /// Runs `f` with the controller-wide state and every worker's held, so no pass is under
+    /// way while it runs (for the test host's `between_passes`).
     #[cfg(feature = "test-utils")]
     pub(crate) fn between_passes<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _held = self.inner.lock_state();
+        let _state = self.inner.lock_state();
+        let _workers = self.inner.lock_workers();
         f()
+    }
+
+    /// Controller resets so far; a reset counts once it holds every lock, before it waits for
+    /// commands in flight (for tests).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn resets(&self) -> u64 {
+        self.inner.resets()
+    }
+
+    /// Commands in flight on asynchronous backends, over every worker (for tests).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inner
+            .lock_workers()
+            .iter()
+            .map(|w| w.in_flight())
+            .sum()
     }
 }
 
 impl Drop for Controller {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
-        self.inner.kick();
-        if let Some(thread) = self.thread.take() {
+        // Through the handles: if starting a worker failed, `Inner::threads` was never set.
+        for thread in &self.threads {
+            thread.thread().unpark();
+        }
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }

@@ -10,6 +10,8 @@ use nvme_spec::status::Status;
 
 use super::Inner;
 use super::State;
+use super::worker;
+use super::worker::Drain;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
@@ -61,18 +63,20 @@ fn new_queue<T>(
     Ok((index, size))
 }
 
-/// Create I/O Completion Queue (05h).
+/// Create I/O Completion Queue (05h), into the worker that owns its identifier; the workers are
+/// kicked so a parked one starts polling it.
 pub(super) fn create_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
     let cdw11 = CreateIoCqCdw11::from(cmd.cdw11);
     let allocated = state.features.queues.1;
-    let (index, size) = new_queue(inner, &state.cqs, allocated, cdw10, cdw11.pc())?;
+    let mut w = inner.lock_worker(inner.owner(cdw10.qid()));
+    let (index, size) = new_queue(inner, &w.q.cqs, allocated, cdw10, cdw11.pc())?;
     if cdw11.iv() >= inner.offered_vectors() {
         return Err(Status::INVALID_INTERRUPT_VECTOR);
     }
     let base = queue_base(cmd.prp1)?;
     inner.doorbells.set_cq_head(cdw10.qid(), 0);
-    state.cqs[index] = Some(CompletionQueue {
+    w.q.cqs[index] = Some(CompletionQueue {
         qid: cdw10.qid(),
         base,
         size,
@@ -82,6 +86,8 @@ pub(super) fn create_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Resu
         vector: cdw11.iv(),
         interrupts: cdw11.ien(),
     });
+    drop(w);
+    inner.kick();
     Ok(0)
 }
 
@@ -90,17 +96,27 @@ pub(super) fn create_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Resu
     let cdw10 = CreateQueueCdw10::from(cmd.cdw10);
     let cdw11 = CreateIoSqCdw11::from(cmd.cdw11);
     let allocated = state.features.queues.0;
-    let (index, size) = new_queue(inner, &state.sqs, allocated, cdw10, cdw11.pc())?;
+    // The identifier must be free in every worker; the queue goes to its completion queue's.
+    let mut workers = inner.lock_workers();
+    let taken = workers.iter().any(|w| {
+        w.q.sqs
+            .get(usize::from(cdw10.qid()))
+            .is_some_and(Option::is_some)
+    });
+    // A taken identifier is checked against no table at all: it is refused as invalid.
+    let free: &[Option<SubmissionQueue>] = if taken { &[] } else { &workers[0].q.sqs };
+    let (index, size) = new_queue(inner, free, allocated, cdw10, cdw11.pc())?;
     let cqid = cdw11.cqid();
-    if cqid == 0 || state.cqs.get(usize::from(cqid)).is_none_or(Option::is_none) {
+    let w = &mut workers[inner.owner(cqid)];
+    if cqid == 0 || w.q.cqs.get(usize::from(cqid)).is_none_or(Option::is_none) {
         return Err(Status::COMPLETION_QUEUE_INVALID);
     }
     let base = queue_base(cmd.prp1)?;
     inner.doorbells.set_sq_tail(cdw10.qid(), 0);
-    if let Some(counters) = state.queue_counters.get_mut(index) {
+    if let Some(counters) = w.q.queue_counters.get_mut(index) {
         *counters = super::status::QueueCounters::default();
     }
-    state.sqs[index] = Some(SubmissionQueue {
+    w.q.sqs[index] = Some(SubmissionQueue {
         qid: cdw10.qid(),
         cqid,
         base,
@@ -108,6 +124,8 @@ pub(super) fn create_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Resu
         head: 0,
         priority: cdw11.qprio(),
     });
+    drop(workers);
+    inner.kick();
     Ok(0)
 }
 
@@ -120,25 +138,35 @@ fn existing_qid<T>(queues: &[Option<T>], qid: u16) -> Result<usize, Status> {
     Ok(index)
 }
 
-/// Delete I/O Submission Queue (00h).
-pub(super) fn delete_sq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+/// Delete I/O Submission Queue (00h). Its commands in flight on an asynchronous backend are
+/// waited for and complete first, while the queue still exists (see `worker`); entries the host
+/// submitted but the controller never fetched are simply dropped.
+pub(super) fn delete_sq(inner: &Inner, _state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
-    let index = existing_qid(&state.sqs, qid)?;
-    // Commands are run to completion within a pass, so nothing of this queue is in flight;
-    // entries the host submitted but the controller never fetched are simply dropped.
-    state.sqs[index] = None;
+    let mut workers = inner.lock_workers();
+    let Some(w) = workers
+        .iter_mut()
+        .find(|w| w.q.sqs.get(usize::from(qid)).is_some_and(Option::is_some))
+    else {
+        return Err(Status::INVALID_QUEUE_IDENTIFIER);
+    };
+    let index = existing_qid(&w.q.sqs, qid)?;
+    worker::drain(inner, w, Drain::Sq(qid));
+    w.q.sqs[index] = None;
     inner.doorbells.set_sq_tail(qid, 0);
     Ok(0)
 }
 
-/// Delete I/O Completion Queue (04h): refused while a submission queue still uses it.
-pub(super) fn delete_cq(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
+/// Delete I/O Completion Queue (04h): refused while a submission queue still uses it (those
+/// are all in the same worker).
+pub(super) fn delete_cq(inner: &Inner, _state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let qid = DeleteQueueCdw10::from(cmd.cdw10).qid();
-    let index = existing_qid(&state.cqs, qid)?;
-    if state.sqs.iter().flatten().any(|sq| sq.cqid == qid) {
+    let mut w = inner.lock_worker(inner.owner(qid));
+    let index = existing_qid(&w.q.cqs, qid)?;
+    if w.q.sqs.iter().flatten().any(|sq| sq.cqid == qid) {
         return Err(Status::INVALID_QUEUE_DELETION);
     }
-    state.cqs[index] = None;
+    w.q.cqs[index] = None;
     inner.doorbells.set_cq_head(qid, 0);
     Ok(0)
 }

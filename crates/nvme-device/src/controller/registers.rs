@@ -1,5 +1,6 @@
 //! The register file in BAR0: reads, writes and their side effects (enable, reset, shutdown).
 
+use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use nvme_spec::registers::Aqa;
@@ -15,6 +16,9 @@ use nvme_spec::registers::Vs;
 use super::Inner;
 use super::Role;
 use super::State;
+use super::worker;
+use super::worker::Drain;
+use super::worker::Worker;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
@@ -140,7 +144,11 @@ fn write_cc(inner: &Inner, new: Cc) {
         enable(inner, new);
     }
     if new.shn() != ShutdownNotification::NONE && old.shn() == ShutdownNotification::NONE {
-        // Make every completed write durable, then report the shutdown complete.
+        // Complete what is in flight, make every completed write durable, then report the
+        // shutdown complete.
+        for mut w in inner.lock_workers() {
+            worker::drain(inner, &mut w, Drain::Post);
+        }
         for ns in inner.attached() {
             let _ = ns.backend().flush();
         }
@@ -166,8 +174,8 @@ fn enable(inner: &Inner, cc: Cc) {
     }
     {
         let mut state = inner.lock_state();
-        state.queue_counters[0] = super::status::QueueCounters::default();
-        state.sqs[0] = Some(SubmissionQueue {
+        state.q.queue_counters[0] = super::status::QueueCounters::default();
+        state.q.sqs[0] = Some(SubmissionQueue {
             qid: 0,
             cqid: 0,
             base: asq,
@@ -175,7 +183,7 @@ fn enable(inner: &Inner, cc: Cc) {
             head: 0,
             priority: 0,
         });
-        state.cqs[0] = Some(CompletionQueue {
+        state.q.cqs[0] = Some(CompletionQueue {
             qid: 0,
             base: acq,
             size: u32::from(aqa.cq_entries()),
@@ -192,14 +200,21 @@ fn enable(inner: &Inner, cc: Cc) {
     inner.kick();
 }
 
-/// Clears everything a controller reset clears, with `state` held.
-pub(super) fn clear_queues(inner: &Inner, state: &mut State) {
-    state.sqs.iter_mut().for_each(|q| *q = None);
-    state.cqs.iter_mut().for_each(|q| *q = None);
+/// Clears everything a controller reset clears, with `state` and every worker held: commands
+/// in flight are waited for and their completions discarded (see `worker`), then every queue
+/// goes.
+pub(super) fn clear_queues(
+    inner: &Inner,
+    state: &mut State,
+    workers: &mut [MutexGuard<'_, Worker>],
+) {
+    for w in workers.iter_mut() {
+        worker::drain(inner, w, Drain::Discard);
+        w.q.clear();
+    }
+    state.q.clear();
     state.features = super::features::Features::new(&inner.config, inner.offered_queue_pairs());
     state.aer.clear();
-    state.irq_pending.iter_mut().for_each(|p| *p = false);
-    state.bad_doorbells.iter_mut().for_each(|d| *d = None);
     inner.doorbells.clear();
 }
 
@@ -220,8 +235,10 @@ pub(super) fn controller_reset(inner: &Inner) {
     }
     {
         let mut state = inner.lock_state();
+        let mut workers = inner.lock_workers();
         inner.resets.fetch_add(1, Ordering::AcqRel);
-        clear_queues(inner, &mut state);
+        clear_queues(inner, &mut state, &mut workers);
+        drop(workers);
         if inner.config.role == Role::Primary {
             state.lm.reset(inner);
         }
@@ -236,7 +253,7 @@ pub(super) fn function_reset(inner: &Inner) {
     let unsafe_shutdown = inner.cc().en() && inner.csts().shst() != ShutdownStatus::COMPLETE;
     controller_reset(inner);
     {
-        let counters = &mut inner.lock_state().counters;
+        let counters = &mut inner.lock_state().q.counters;
         counters.power_cycles += 1;
         counters.unsafe_shutdowns += u64::from(unsafe_shutdown);
     }

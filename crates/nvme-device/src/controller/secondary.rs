@@ -14,11 +14,14 @@ use nvme_spec::lm::NvmeControllerStateV0;
 
 use super::Inner;
 use super::State;
-use super::lba_log::LbaLog;
+use super::lba_log::LbaLogs;
 use super::registers;
 use super::snapshot;
 use super::snapshot::SnapshotError;
 use super::snapshot::vendor::VendorState;
+use super::worker;
+use super::worker::Drain;
+use super::worker::Worker;
 
 /// A secondary controller, as its primary controller's TP4159 commands reach it.
 #[derive(Debug)]
@@ -59,34 +62,41 @@ impl Secondary {
         registers::function_reset(&self.0);
     }
 
-    /// TP4159 Suspend, the handshake of `DESIGN.md`: stops fetching, then waits for the pass in
-    /// progress, in which every fetched command ran to completion and posted its completion.
-    /// Returns the controller with its state held (nothing of it changes until Resume) and
-    /// whether this call suspended it (false when it was suspended already).
+    /// TP4159 Suspend, the handshake of `DESIGN.md`: stops fetching, waits for the passes in
+    /// progress, then for every command in flight on an asynchronous backend, posting its
+    /// completion (see `worker`); only this controller waits, bounded by its backends. Returns
+    /// the controller with its state held, nothing in flight (nothing of it changes until
+    /// Resume), and whether this call suspended it (false when it was suspended already).
     pub(crate) fn suspend(&self) -> (LockedSecondary<'_>, bool) {
         let newly = !self.0.set_suspended(true);
         let mut locked = self.lock();
+        for w in &mut locked.workers {
+            worker::drain(&self.0, w, Drain::Post);
+        }
         locked.state.features.clock_stopped();
         (locked, newly)
     }
 
-    /// Holds its queue state, between two passes of its poller: nothing of it moves until the
+    /// Holds its queue state, between two passes of its workers: nothing of it moves until the
     /// guard is dropped.
     pub(crate) fn lock(&self) -> LockedSecondary<'_> {
         LockedSecondary {
             inner: &self.0,
             state: self.0.lock_state(),
+            workers: self.0.lock_workers(),
         }
     }
 }
 
-/// A secondary controller with its queue state held.
+/// A secondary controller with its queue state held: the controller-wide state and every
+/// worker's.
 pub(crate) struct LockedSecondary<'a> {
     inner: &'a Inner,
     state: MutexGuard<'a, State>,
+    workers: Vec<MutexGuard<'a, Worker>>,
 }
 
-impl LockedSecondary<'_> {
+impl<'a> LockedSecondary<'a> {
     /// Its CNTLID.
     pub(crate) fn cntlid(&self) -> u16 {
         self.inner.config.cntlid
@@ -102,10 +112,15 @@ impl LockedSecondary<'_> {
         self.inner.resets()
     }
 
-    /// TP4159 Resume: lifts the suspension, releases the state and wakes the poller.
+    /// TP4159 Resume: lifts the suspension, releases the state and wakes the workers.
     pub(crate) fn resume(self) {
-        let Self { inner, state } = self;
+        let Self {
+            inner,
+            state,
+            workers,
+        } = self;
         inner.set_suspended(false);
+        drop(workers);
         drop(state);
         inner.kick();
     }
@@ -113,7 +128,7 @@ impl LockedSecondary<'_> {
     /// Its state as NVMECS v0 (I/O queues) and our vendor state; the same state gives the same
     /// bytes.
     pub(crate) fn capture(&mut self) -> (NvmeControllerStateV0, VendorState) {
-        snapshot::capture(self.inner, &mut self.state)
+        snapshot::capture(self.inner, &mut self.state, &mut self.workers)
     }
 
     /// Makes it take a saved state: everything is checked first, and on a refusal nothing has
@@ -124,12 +139,19 @@ impl LockedSecondary<'_> {
         vendor: Option<&VendorState>,
     ) -> Result<(), SnapshotError> {
         snapshot::validate(self.inner, nvmecs, vendor)?;
-        snapshot::apply(self.inner, &mut self.state, nvmecs, vendor);
+        snapshot::apply(
+            self.inner,
+            &mut self.state,
+            &mut self.workers,
+            nvmecs,
+            vendor,
+        );
+        self.inner.kick();
         Ok(())
     }
 
-    /// Its LBA change log.
-    pub(crate) fn lba_log(&mut self) -> &mut LbaLog {
-        &mut self.state.lba_log
+    /// Its LBA change log (every worker's side of it).
+    pub(crate) fn lba_log(&mut self) -> LbaLogs<'_, 'a> {
+        LbaLogs(&mut self.workers)
     }
 }

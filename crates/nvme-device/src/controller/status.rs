@@ -3,8 +3,8 @@
 //! only the device knows (suspension, queue heads and tails, per-queue counters).
 //!
 //! Nothing here changes the controller. Register values are atomics, read without waiting; the
-//! queue view takes the queue state between two poller passes (as a register write from the
-//! transport does), copies it and lets go, so a snapshot costs the poller at most one pass of
+//! queue view takes the queue state between two worker passes (as a register write from the
+//! transport does), copies it and lets go, so a snapshot costs a worker at most one pass of
 //! delay and never holds anything across a host's command.
 
 use nvme_spec::identify::IdentifyController;
@@ -46,6 +46,8 @@ pub struct QueueStatus {
     pub vector: Option<u16>,
     /// What the queue has done.
     pub counters: QueueCounters,
+    /// The I/O worker that serves the queue (0 for the admin queue).
+    pub worker: u16,
 }
 
 /// The controller at a glance, from [`Controller::status`].
@@ -69,7 +71,7 @@ pub struct ControllerStatus {
 
 impl Controller {
     /// The controller at a glance; reads registers and atomics only, so it never waits for the
-    /// poller.
+    /// workers.
     pub fn status(&self) -> ControllerStatus {
         let inner = &self.inner;
         ControllerStatus {
@@ -83,17 +85,17 @@ impl Controller {
         }
     }
 
-    /// Every existing queue pair with its positions and counters, copied between two poller
-    /// passes (see the module docs).
+    /// Every existing queue pair with its positions and counters, copied between two worker
+    /// passes (see the module docs), in queue identifier order.
     pub fn queues(&self) -> Vec<QueueStatus> {
         let inner = &self.inner;
         let state = inner.lock_state();
-        state
-            .sqs
-            .iter()
-            .flatten()
-            .map(|sq| {
-                let cq = state.cqs.get(usize::from(sq.cqid)).and_then(Option::as_ref);
+        let workers = inner.lock_workers();
+        let sets = std::iter::once((0, &state.q)).chain((0u16..).zip(workers.iter().map(|w| &w.q)));
+        let mut queues: Vec<QueueStatus> = sets
+            .flat_map(|(worker, set)| set.sqs.iter().flatten().map(move |sq| (worker, set, sq)))
+            .map(|(worker, set, sq)| {
+                let cq = set.cqs.get(usize::from(sq.cqid)).and_then(Option::as_ref);
                 QueueStatus {
                     qid: sq.qid,
                     cqid: sq.cqid,
@@ -104,14 +106,17 @@ impl Controller {
                     cq_tail: cq.map_or(0, |cq| cq.tail),
                     cq_head: cq.map_or(0, |cq| cq.head),
                     vector: cq.filter(|cq| cq.interrupts).map(|cq| cq.vector),
-                    counters: state
+                    counters: set
                         .queue_counters
                         .get(usize::from(sq.qid))
                         .copied()
                         .unwrap_or_default(),
+                    worker,
                 }
             })
-            .collect()
+            .collect();
+        queues.sort_by_key(|q| q.qid);
+        queues
     }
 
     /// The Identify Controller data structure (CNS 01h) the controller's host would read.

@@ -4,7 +4,7 @@
 //!
 //! A [`Cdq`] is shared by the primary controller (which lists it in its [`PrimaryLm`]) and the
 //! secondary controller it logs (whose LBA change log holds it as a [`ChangeQueue`]). The ring
-//! sits behind the CDQ's own lock, a leaf lock: the secondary's poller appends the entries it
+//! sits behind the CDQ's own lock, a leaf lock: the secondary's workers append the entries it
 //! collected during a pass once at the end of the pass, without touching the primary's `state`;
 //! events the ring raises (full, tail pointer trigger) go to the primary through its event list,
 //! also a leaf lock.
@@ -221,7 +221,7 @@ pub(crate) fn track_send(inner: &Inner, lm: &mut PrimaryLm, cmd: &Command) -> Re
         return Err(Status::CONTROLLER_SUSPENDED);
     }
     let mut vf = vf.lock();
-    let log = vf.lba_log();
+    let mut log = vf.lba_log();
     if log.active() != start {
         log.flush();
         log.set_active(start);

@@ -16,7 +16,9 @@
 //! * [`lm`] issues TP4159 Migration Send and Receive on a primary controller;
 //! * [`settle`] runs a controller until it has nothing left to do, so a test sees every effect
 //!   of what it did, and [`between_passes`] makes a guest's writes reach it all at once;
-//! * [`eventually`], [`wait_for`], [`io`] and [`status`] wait and unwrap with generous timeouts.
+//! * [`eventually`], [`wait_for`], [`io`] and [`status`] wait and unwrap with generous timeouts;
+//!   [`in_flight`] counts a controller's commands on asynchronous backends, [`resets`] its
+//!   resets.
 //!
 //! Tests that need the feature enable it through a dev-dependency: this crate's own integration
 //! tests name `nvme-device` itself with `features = ["test-utils"]`, which Cargo unifies into
@@ -51,7 +53,9 @@ use shmem::AddressSpace;
 pub use wait::PATIENCE;
 pub use wait::between_passes;
 pub use wait::eventually;
+pub use wait::in_flight;
 pub use wait::io;
+pub use wait::resets;
 pub use wait::settle;
 pub use wait::status;
 pub use wait::wait_for;

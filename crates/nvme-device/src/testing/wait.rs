@@ -74,10 +74,12 @@ pub fn status(result: Result<Completion, DriverError>) -> Status {
     }
 }
 
-/// Runs `controller`'s poller passes on this thread until one finds nothing to do: every
-/// command a doorbell made fetchable has run and posted its completion, every deliverable
-/// event went out. The poller thread may run passes meanwhile; a pass is the same whoever runs
-/// it, so what the test sees next does not depend on timing.
+/// Runs `controller`'s worker passes on this thread until a round of them finds nothing to
+/// do: every command a doorbell made fetchable has run (or, on an asynchronous backend, been
+/// submitted) and every completion ready has been posted, every deliverable event went out.
+/// The worker threads may run passes meanwhile; a pass is the same whoever runs it, so what
+/// the test sees next does not depend on timing (commands still in flight on an asynchronous
+/// backend are the test's to wait for).
 ///
 /// # Panics
 ///
@@ -89,9 +91,22 @@ pub fn settle(controller: &Controller) {
     );
 }
 
-/// Runs `f` while no poller pass of `controller` is under way, so the next pass sees all of
+/// Runs `f` while no worker pass of `controller` is under way, so the next pass sees all of
 /// what `f` did (doorbells and guest memory written together) or none of it. `f` must not
 /// write a controller register other than a doorbell: CC writes wait for the same lock.
 pub fn between_passes<T>(controller: &Controller, f: impl FnOnce() -> T) -> T {
     controller.between_passes(f)
+}
+
+/// Commands of `controller` in flight on asynchronous backends (taken between passes), so a
+/// test can show that a control operation left none behind.
+pub fn in_flight(controller: &Controller) -> usize {
+    controller.in_flight()
+}
+
+/// Controller resets of `controller` so far; one counts as soon as the reset holds the
+/// controller's locks, before it waits for commands in flight, so a test can release a held
+/// command knowing that the reset, not a worker, sees it finish.
+pub fn resets(controller: &Controller) -> u64 {
+    controller.resets()
 }

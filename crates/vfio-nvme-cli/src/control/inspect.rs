@@ -196,6 +196,7 @@ impl Inspector {
                             "vector": q.vector,
                             "completed": q.counters.completed,
                             "errors": q.counters.errors,
+                            "worker": q.worker,
                         })
                     })
                     .collect();

@@ -1,6 +1,7 @@
 //! Making a controller take a saved state that validation accepted; it cannot fail.
 
 use std::sync::Arc;
+use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::controller::Inner;
 use crate::controller::State;
 use crate::controller::aer;
 use crate::controller::features::Features;
+use crate::controller::worker::Worker;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
@@ -20,15 +22,16 @@ use crate::queue::SubmissionQueue;
 pub(crate) fn apply(
     inner: &Inner,
     state: &mut State,
+    workers: &mut [MutexGuard<'_, Worker>],
     nvmecs: Option<&NvmeControllerStateV0>,
     vendor: Option<&VendorState>,
 ) {
     if let Some(nvmecs) = nvmecs {
         let db = &inner.doorbells;
-        state.sqs.iter_mut().skip(1).for_each(|q| *q = None);
-        state.cqs.iter_mut().skip(1).for_each(|q| *q = None);
+        // Suspended, so nothing is in flight: only the queues go.
+        workers.iter_mut().for_each(|w| w.q.clear());
         for cq in nvmecs.cqs() {
-            state.cqs[usize::from(cq.qid)] = Some(CompletionQueue {
+            workers[inner.owner(cq.qid)].q.cqs[usize::from(cq.qid)] = Some(CompletionQueue {
                 qid: cq.qid,
                 base: cq.prp1,
                 size: u32::from(cq.qsize) + 1,
@@ -41,7 +44,7 @@ pub(crate) fn apply(
             db.set_cq_head(cq.qid, cq.hp.into());
         }
         for sq in nvmecs.sqs() {
-            state.sqs[usize::from(sq.qid)] = Some(SubmissionQueue {
+            workers[inner.owner(sq.cqid)].q.sqs[usize::from(sq.qid)] = Some(SubmissionQueue {
                 qid: sq.qid,
                 cqid: sq.cqid,
                 base: sq.prp1,
@@ -52,14 +55,23 @@ pub(crate) fn apply(
             db.set_sq_tail(sq.qid, sq.tp.into());
         }
     }
-    state.irq_pending.iter_mut().for_each(|p| *p = false);
-    state.bad_doorbells.iter_mut().for_each(|d| *d = None);
+    state.q.irq_pending.iter_mut().for_each(|p| *p = false);
+    state.q.bad_doorbells.iter_mut().for_each(|d| *d = None);
+    for w in workers.iter_mut() {
+        w.q.irq_pending.iter_mut().for_each(|p| *p = false);
+        w.q.bad_doorbells.iter_mut().for_each(|d| *d = None);
+    }
     if let Some(v) = vendor {
-        apply_vendor(inner, state, v);
+        apply_vendor(inner, state, workers, v);
     }
 }
 
-fn apply_vendor(inner: &Inner, state: &mut State, v: &VendorState) {
+fn apply_vendor(
+    inner: &Inner,
+    state: &mut State,
+    workers: &mut [MutexGuard<'_, Worker>],
+    v: &VendorState,
+) {
     *inner
         .identity
         .write()
@@ -84,15 +96,31 @@ fn apply_vendor(inner: &Inner, state: &mut State, v: &VendorState) {
     regs.asq.store(r.asq, Ordering::Release);
     regs.acq.store(r.acq, Ordering::Release);
     regs.intms.store(r.intms, Ordering::Release);
-    state.sqs[0] = v.admin_sq.clone();
-    state.cqs[0] = v.admin_cq.clone();
+    state.q.sqs[0] = v.admin_sq.clone();
+    state.q.cqs[0] = v.admin_cq.clone();
     inner.doorbells.clear();
     for (qid, &(sq_tail, cq_head)) in v.doorbells.iter().enumerate() {
         inner.doorbells.set_sq_tail(qid as u16, sq_tail);
         inner.doorbells.set_cq_head(qid as u16, cq_head);
     }
+    // A reported doorbell value goes to whoever polls its queue: the worker owning an I/O
+    // queue, else the controller-wide set (the admin queue, or no queue at all).
     for d in &v.reported_doorbells {
-        state.bad_doorbells[usize::from(d.doorbell)] = Some(d.value);
+        let (qid, cq) = (usize::from(d.doorbell / 2), d.doorbell % 2 == 1);
+        let holder = workers.iter().position(|w| {
+            if cq {
+                w.q.cqs.get(qid).is_some_and(Option::is_some)
+            } else {
+                w.q.sqs.get(qid).is_some_and(Option::is_some)
+            }
+        });
+        let q = match holder {
+            Some(i) if qid > 0 => &mut workers[i].q,
+            _ => &mut state.q,
+        };
+        if let Some(slot) = q.bad_doorbells.get_mut(usize::from(d.doorbell)) {
+            *slot = Some(d.value);
+        }
     }
     inner.set_uptime(Duration::from_millis(v.power_on_ms));
     state.features = Features::from_values(&v.features, &inner.config, inner.uptime());
@@ -101,7 +129,14 @@ fn apply_vendor(inner: &Inner, state: &mut State, v: &VendorState) {
     state.aer.outstanding = v.events.outstanding.iter().copied().collect();
     state.aer.queued = v.events.queued.iter().copied().collect();
     state.aer.masked = v.events.masked;
-    state.errors.count = v.error_log.0;
-    state.errors.entries = v.error_log.1.iter().copied().collect();
-    state.counters = v.counters;
+    {
+        let mut errors = inner.lock_errors();
+        errors.count = v.error_log.0;
+        errors.entries = v.error_log.1.iter().copied().collect();
+    }
+    // The saved counters become the controller-wide share; the workers' start again from zero.
+    state.q.counters = v.counters;
+    for w in workers.iter_mut() {
+        w.q.counters = crate::controller::Counters::default();
+    }
 }

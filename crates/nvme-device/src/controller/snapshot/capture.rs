@@ -6,6 +6,7 @@
 //! the queue leaves the last valid head in force), and the vendor state the values as written,
 //! with the invalid ones already reported, so the destination acts exactly as the source.
 
+use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use nvme_spec::lm::IoCqAttributes;
@@ -23,20 +24,38 @@ use super::vendor::VendorState;
 use crate::controller::Inner;
 use crate::controller::State;
 use crate::controller::aer;
+use crate::controller::worker::Worker;
 use crate::queue::CompletionQueue;
 use crate::queue::SubmissionQueue;
 
-/// The state of `inner`, with its `state` held: NVMECS v0 (I/O queues) and our vendor state.
-pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV0, VendorState) {
+/// The state of `inner`, with its `state` and every worker held: NVMECS v0 (I/O queues, from
+/// whichever worker owns each) and our vendor state.
+pub(crate) fn capture(
+    inner: &Inner,
+    state: &mut State,
+    workers: &mut [MutexGuard<'_, Worker>],
+) -> (NvmeControllerStateV0, VendorState) {
     // Events raised while suspended wait in `events`; they are part of the state.
     aer::collect_posted(inner, state);
     let db = &inner.doorbells;
-    let sqs = io_queues(&state.sqs)
+    let queue_count = state.q.sqs.len();
+    let sqs = (1..queue_count)
+        .filter_map(|qid| workers.iter().find_map(|w| w.q.sqs[qid].as_ref()))
         .map(|sq| sq_state(sq, db.sq_tail(sq.qid)))
         .collect();
-    let cqs = io_queues(&state.cqs)
+    let cqs = (1..queue_count)
+        .filter_map(|qid| workers.iter().find_map(|w| w.q.cqs[qid].as_ref()))
         .map(|cq| cq_state(cq, db.cq_head(cq.qid)))
         .collect();
+    // A doorbell value reported as invalid is noted by whoever polls its queue.
+    let reported = |doorbell: usize| {
+        workers
+            .iter()
+            .map(|w| &w.q)
+            .chain([&state.q])
+            .find_map(|q| q.bad_doorbells[doorbell])
+    };
+    let errors = inner.lock_errors();
     // At most 64 queues of each kind: always within NIOSQ/NIOCQ.
     let nvmecs = NvmeControllerStateV0::new(sqs, cqs).unwrap_or_default();
     let config = &inner.config;
@@ -59,17 +78,16 @@ pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV
             acq: regs.acq.load(Ordering::Acquire),
             intms: regs.intms.load(Ordering::Acquire),
         },
-        admin_sq: state.sqs[0].clone(),
-        admin_cq: state.cqs[0].clone(),
+        admin_sq: state.q.sqs[0].clone(),
+        admin_cq: state.q.cqs[0].clone(),
         doorbells: (0..=config.io_queue_pairs)
             .map(|qid| (db.sq_tail(qid), db.cq_head(qid)))
             .collect(),
-        reported_doorbells: (0u16..)
-            .zip(&state.bad_doorbells)
-            .filter_map(|(doorbell, value)| {
+        reported_doorbells: (0..state.q.bad_doorbells.len())
+            .filter_map(|doorbell| {
                 Some(ReportedDoorbell {
-                    doorbell,
-                    value: (*value)?,
+                    doorbell: doorbell as u16,
+                    value: reported(doorbell)?,
                 })
             })
             .collect(),
@@ -79,11 +97,8 @@ pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV
             queued: state.aer.queued.iter().copied().collect(),
             masked: state.aer.masked,
         },
-        error_log: (
-            state.errors.count,
-            state.errors.entries.iter().copied().collect(),
-        ),
-        counters: state.counters,
+        error_log: (errors.count, errors.entries.iter().copied().collect()),
+        counters: crate::controller::total_counters(state, workers),
         power_on_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
         namespaces: inner
             .attached()
@@ -96,11 +111,6 @@ pub(crate) fn capture(inner: &Inner, state: &mut State) -> (NvmeControllerStateV
             .collect(),
     };
     (nvmecs, vendor)
-}
-
-/// The I/O queues of a queue table (index 0 is the admin queue), in identifier order.
-fn io_queues<T>(queues: &[Option<T>]) -> impl Iterator<Item = &T> {
-    queues.iter().skip(1).flatten()
 }
 
 /// NVMECS v0 of I/O submission queue `sq`, whose tail doorbell holds `tail`: a tail beyond the

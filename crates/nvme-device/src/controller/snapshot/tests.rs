@@ -52,7 +52,11 @@ fn controller(blocks: u64) -> Controller {
 }
 
 fn snapshot(c: &Controller) -> (NvmeControllerStateV0, VendorState) {
-    capture(&c.inner, &mut c.inner.lock_state())
+    capture(
+        &c.inner,
+        &mut c.inner.lock_state(),
+        &mut c.inner.lock_workers(),
+    )
 }
 
 fn sq(qid: u16, cqid: u16, hp: u16, tp: u16) -> IoSqState {
@@ -113,6 +117,7 @@ fn save_restore_save_is_identical() {
     apply(
         &target.inner,
         &mut target.inner.lock_state(),
+        &mut target.inner.lock_workers(),
         Some(&n),
         Some(&vendor),
     );
@@ -127,6 +132,7 @@ fn save_restore_save_is_identical() {
     apply(
         &other.inner,
         &mut other.inner.lock_state(),
+        &mut other.inner.lock_workers(),
         Some(&n2),
         Some(&v2),
     );
@@ -253,6 +259,7 @@ fn invalid_doorbells_round_trip() {
     apply(
         &target.inner,
         &mut target.inner.lock_state(),
+        &mut target.inner.lock_workers(),
         Some(&n),
         Some(&vendor),
     );
@@ -273,6 +280,7 @@ fn nvmecs_alone_replaces_only_the_io_queues() {
     apply(
         &target.inner,
         &mut target.inner.lock_state(),
+        &mut target.inner.lock_workers(),
         Some(&n),
         None,
     );
