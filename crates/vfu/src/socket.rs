@@ -147,6 +147,19 @@ pub(crate) fn send_all_parts(
     Ok(())
 }
 
+/// Send buffer asked for on every vfio-user connection (the kernel caps it at
+/// `net.core.wmem_max`): room for a few 1 MiB migration chunks in flight, so the sending side
+/// does not wait for the reader after every ~200 KiB, the default.
+const SEND_BUFFER_BYTES: usize = 4 << 20;
+
+/// Enlarges `socket`'s send buffer to [`SEND_BUFFER_BYTES`] (best effort: a smaller buffer only
+/// costs speed).
+pub(crate) fn enlarge_send_buffer(socket: BorrowedFd<'_>) {
+    if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(socket, SEND_BUFFER_BYTES) {
+        tracing::debug!("cannot enlarge the socket's send buffer: {e}");
+    }
+}
+
 /// Capacity asked for each relay pipe: a whole 1 MiB migration chunk, so the reader filling
 /// it rarely waits for the writer emptying it (best effort; the default 64 KiB only costs
 /// more wake-ups).

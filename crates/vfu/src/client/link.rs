@@ -189,6 +189,7 @@ impl Link {
     /// Starts the reader on `stream`; messages above `max_msg_size` are framing errors, the
     /// server's commands are decoded with `limits`.
     pub(crate) fn new(stream: UnixStream, max_msg_size: u32, limits: Limits) -> io::Result<Self> {
+        socket::enlarge_send_buffer(stream.as_fd());
         let sender = Arc::new(Sender {
             stream: stream.try_clone()?,
             sending: Mutex::new(()),
