@@ -154,6 +154,14 @@ impl Client {
     /// Sends a MIG_DATA_READ for up to `size` bytes (at most [`Client::max_data_xfer_size`])
     /// without waiting for the reply.
     pub fn send_mig_data_read(&mut self, size: u32) -> Result<PendingMigData, ClientError> {
+        // A relayed read given up on (its batch failed) must not make this one's reply go to a
+        // pipe when the msg_id comes round again.
+        self.link.relayed().remove(self.next_id);
+        self.send_mig_data_read_as(size)
+    }
+
+    /// [`Self::send_mig_data_read`] without touching the relay registry.
+    fn send_mig_data_read_as(&mut self, size: u32) -> Result<PendingMigData, ClientError> {
         let command = Command::MIG_DATA_READ;
         Self::check_limit(
             command,
@@ -210,7 +218,7 @@ impl Client {
     pub fn send_mig_data_read_relayed(&mut self, size: u32) -> Result<PendingMigData, ClientError> {
         let msg_id = self.next_id;
         self.link.relayed().add(msg_id);
-        let sent = self.send_mig_data_read(size);
+        let sent = self.send_mig_data_read_as(size);
         if sent.is_err() {
             self.link.relayed().remove(msg_id);
         }
