@@ -727,8 +727,9 @@ impl Orchestrator {
     /// Pipelined: [`IN_FLIGHT`] MIG_DATA_READ requests stay outstanding on the source and as
     /// many MIG_DATA_WRITE requests on the destination, so the source produces the next chunks
     /// while this process relays one and the destination applies the previous ones. Each read
-    /// reply's data is written on as it arrived (no copy here; the stream's bytes go from the
-    /// received message to the socket). Reads issued before a short reply ("no more data now")
+    /// reply's data is written on as it arrives without entering this process: it is spliced
+    /// from the source's socket through a pipe into the destination's (with a stream copy to
+    /// keep, it is received here and sent from the received message instead). Reads issued before a short reply ("no more data now")
     /// may still bring data, which is relayed in order, so a round can carry a few chunks more
     /// than `budget`.
     fn pump(
