@@ -176,3 +176,20 @@ fn a_source_failing_part_way_cuts_the_destination_connection() {
     src_server.join();
     assert!(written(&dest_server.join()).is_empty());
 }
+
+#[test]
+fn a_relayed_read_given_up_on_leaves_the_connection_usable() {
+    let stream: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let (mut src, src_server) = source(stream.clone(), None);
+    let chunk = src.max_data_xfer_size();
+    // Its reply comes through a pipe nobody reads: dropped, with its data.
+    let given_up = src.send_mig_data_read_relayed(chunk).unwrap();
+    drop(given_up);
+    let next = src.mig_data_read(chunk as usize).unwrap();
+    assert!(
+        next == stream[1 << 20..],
+        "the next reply is found where it starts"
+    );
+    drop(src);
+    src_server.join();
+}
