@@ -733,8 +733,9 @@ impl Orchestrator {
     /// Pipelined: [`IN_FLIGHT`] MIG_DATA_READ requests stay outstanding on the source and as
     /// many MIG_DATA_WRITE requests on the destination, so the source produces the next chunks
     /// while this process relays one and the destination applies the previous ones. Each read
-    /// reply's data is written on as it arrived (no copy here; the stream's bytes go from the
-    /// received message to the socket). Reads issued before a short reply ("no more data now")
+    /// reply's data is written on as it arrives without entering this process: it is spliced
+    /// from the source's socket through a pipe into the destination's (with a stream copy to
+    /// keep, it is received here and sent from the received message instead). Reads issued before a short reply ("no more data now")
     /// may still bring data, which is relayed in order, so a round can carry a few chunks more
     /// than `budget`.
     fn pump(
@@ -770,33 +771,52 @@ impl Orchestrator {
         let write_failed = |e| dest.failure("writing migration data", "destination", e);
         let mut reads = VecDeque::with_capacity(IN_FLIGHT);
         let mut writes = VecDeque::with_capacity(IN_FLIGHT);
+        // Without a copy to keep, the data stays in the kernel (spliced from one socket to
+        // the other); a copy needs it here.
+        let relay = copy.is_none();
         let (mut asked, mut issued, mut moved, mut ended) = (0u64, 0u32, 0u64, false);
         loop {
             while !ended && reads.len() < IN_FLIGHT && asked < budget && issued < BATCH_CHUNKS {
                 // At most the u32 transfer size.
                 let want = u32::try_from(chunk.min(budget - asked)).unwrap_or(u32::MAX);
-                reads.push_back(source.send_mig_data_read(want).map_err(read_failed)?);
+                let sent = if relay {
+                    source.send_mig_data_read_relayed(want)
+                } else {
+                    source.send_mig_data_read(want)
+                };
+                reads.push_back(sent.map_err(read_failed)?);
                 asked += u64::from(want);
                 issued += 1;
             }
             let Some(pending) = reads.pop_front() else {
                 break;
             };
-            let reply = source.finish_mig_data_read(pending).map_err(read_failed)?;
+            let reply = if relay {
+                Relayed::Kernel(source.finish_mig_data_relay(pending).map_err(read_failed)?)
+            } else {
+                Relayed::Here(source.finish_mig_data_read(pending).map_err(read_failed)?)
+            };
             ended |= reply.is_short();
-            let data = reply.data();
-            if !data.is_empty() {
+            let len = reply.len();
+            if len > 0 {
                 if writes.len() == IN_FLIGHT
                     && let Some(oldest) = writes.pop_front()
                 {
                     target.finish_mig_data_write(oldest).map_err(write_failed)?;
                 }
-                writes.push_back(target.send_mig_data_write(data).map_err(write_failed)?);
-                if let Some(copy) = copy.as_deref_mut() {
-                    copy.write(data)?;
-                }
+                let sent = match reply {
+                    Relayed::Kernel(chunk) => target.send_mig_data_write_relay(chunk),
+                    Relayed::Here(chunk) => {
+                        let sent = target.send_mig_data_write(chunk.data());
+                        if let Some(copy) = copy.as_deref_mut() {
+                            copy.write(chunk.data())?;
+                        }
+                        sent
+                    }
+                };
+                writes.push_back(sent.map_err(write_failed)?);
             }
-            moved += data.len() as u64;
+            moved += len as u64;
         }
         for pending in writes {
             target
@@ -825,6 +845,30 @@ impl Orchestrator {
                 failure: Box::new(failure),
                 resume: Box::new(resume),
             },
+        }
+    }
+}
+
+/// A chunk of the stream on its way from the source to the destination.
+enum Relayed {
+    /// Left in the kernel: nothing is copied through this process.
+    Kernel(vfu::client::RelayChunk),
+    /// Received here, for the stream copy.
+    Here(vfu::client::MigDataChunk),
+}
+
+impl Relayed {
+    fn len(&self) -> usize {
+        match self {
+            Self::Kernel(chunk) => chunk.len(),
+            Self::Here(chunk) => chunk.data().len(),
+        }
+    }
+
+    fn is_short(&self) -> bool {
+        match self {
+            Self::Kernel(chunk) => chunk.is_short(),
+            Self::Here(chunk) => chunk.is_short(),
         }
     }
 }

@@ -210,6 +210,11 @@ impl<F> Framer<F> {
         }
     }
 
+    /// The largest message accepted, header included.
+    pub fn max_msg_size(&self) -> u32 {
+        self.max_msg_size
+    }
+
     /// The pool large payloads are received into; consumers give their buffers back there.
     pub fn pool(&self) -> &std::sync::Arc<PayloadPool> {
         &self.pool
@@ -218,11 +223,22 @@ impl<F> Framer<F> {
     /// Where the next read's bytes go: the rest of the large message being received, or room
     /// in the read buffer. Never empty. Hand the count read to [`Self::commit`].
     pub fn room(&mut self) -> &mut [u8] {
-        self.start_body();
+        self.room_upto(usize::MAX, true)
+    }
+
+    /// [`Self::room`] of at most `max` bytes (at least one), and with `bodies` false no large
+    /// message is moved to a payload buffer of its own: a caller that may take the rest of the
+    /// front message from the stream itself ([`Self::skip_front`]) reads its header first.
+    pub fn room_upto(&mut self, max: usize, bodies: bool) -> &mut [u8] {
+        if bodies {
+            self.start_body();
+        }
+        let max = max.max(1);
         if let Some(body) = &mut self.body
             && body.filled < body.payload.len()
         {
-            return &mut body.payload[body.filled..];
+            let end = body.payload.len().min(body.filled.saturating_add(max));
+            return &mut body.payload[body.filled..end];
         }
         // Bytes after a complete large message (not yet handed out) are buffered behind it.
         if self.start == self.end {
@@ -239,8 +255,29 @@ impl<F> Framer<F> {
         // At most READ_ROOM per read, however large the buffer once grew: a large message can
         // then never arrive whole in one read, so its body always goes into a pooled buffer
         // (`start_body`) rather than being copied out of this one.
-        let cap = (self.end + READ_ROOM).min(self.buf.len());
+        let cap = (self.end + READ_ROOM.min(max)).min(self.buf.len());
         &mut self.buf[self.end..cap]
+    }
+
+    /// The buffered bytes of the message at the front, unless it is being received into a
+    /// payload buffer of its own or the stream failed.
+    pub fn front(&self) -> Option<&[u8]> {
+        if self.body.is_some() || self.failed.is_some() {
+            return None;
+        }
+        Some(&self.buf[self.start..self.end])
+    }
+
+    /// Hands the message at the front, of `msg_size` bytes (its header is buffered), to the
+    /// caller, who has looked at its buffered bytes with [`Self::front`] and reads the rest
+    /// straight from the stream before the next read into [`Self::room`]: the buffered bytes are
+    /// dropped and the rest counted as received. Fds that came with the message are dropped.
+    pub fn skip_front(&mut self, msg_size: usize) {
+        let have = (self.end - self.start).min(msg_size);
+        self.start += have;
+        self.received += (msg_size - have) as u64;
+        self.consumed += msg_size as u64;
+        drop(self.fds_before(self.consumed));
     }
 
     /// Takes the `n` bytes a read put into [`Self::room`], with the fds that came with them.

@@ -147,17 +147,147 @@ pub(crate) fn send_all_parts(
     Ok(())
 }
 
-/// Waits up to `timeout` for `socket` to become readable (or hung up); `false` on timeout or
-/// an interrupted wait.
-pub(crate) fn wait_readable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+/// Send buffer asked for on every vfio-user connection (the kernel caps it at
+/// `net.core.wmem_max`): room for a few 1 MiB migration chunks in flight, so the sending side
+/// does not wait for the reader after every ~200 KiB, the default.
+const SEND_BUFFER_BYTES: usize = 4 << 20;
+
+/// Enlarges `socket`'s send buffer to [`SEND_BUFFER_BYTES`] (best effort: a smaller buffer only
+/// costs speed).
+pub(crate) fn enlarge_send_buffer(socket: BorrowedFd<'_>) {
+    if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(socket, SEND_BUFFER_BYTES) {
+        tracing::debug!("cannot enlarge the socket's send buffer: {e}");
+    }
+}
+
+/// Capacity asked for each relay pipe: a whole 1 MiB migration chunk, so the reader filling
+/// it rarely waits for the writer emptying it (best effort; the default 64 KiB only costs
+/// more wake-ups).
+const RELAY_PIPE_BYTES: usize = 1 << 20;
+
+/// A pipe for relaying one message's data between two sockets without it entering this
+/// process's memory: (read end, write end), close-on-exec.
+pub(crate) fn relay_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(&write, RELAY_PIPE_BYTES) {
+        tracing::debug!("cannot enlarge a relay pipe: {e}");
+    }
+    Ok((read, write))
+}
+
+/// Why [`splice_from_socket`] stopped early.
+#[derive(Debug)]
+pub(crate) enum SpliceError {
+    /// The pipe's reader went away: the rest of the data is still in the socket.
+    PipeClosed {
+        /// Bytes that were moved before.
+        moved: usize,
+    },
+    /// The socket's peer closed the connection.
+    Closed,
+    /// The socket or the pipe failed.
+    Io(io::Error),
+}
+
+/// Moves exactly `len` bytes from `socket` into `pipe` with `splice` (the kernel passes the
+/// socket's pages on; nothing is copied into this process), waiting as long as it takes for
+/// bytes and for room: the peer's hang-up, or `shutdown` of the socket, ends the wait.
+pub(crate) fn splice_from_socket(
+    socket: BorrowedFd<'_>,
+    pipe: BorrowedFd<'_>,
+    len: usize,
+) -> Result<(), SpliceError> {
+    use rustix::pipe::SpliceFlags;
+    let mut moved = 0;
+    while moved < len {
+        match rustix::pipe::splice(
+            socket,
+            None,
+            pipe,
+            None,
+            len - moved,
+            SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+        ) {
+            Ok(0) => return Err(SpliceError::Closed),
+            Ok(n) => moved += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::PIPE) => return Err(SpliceError::PipeClosed { moved }),
+            Err(rustix::io::Errno::CONNRESET) => return Err(SpliceError::Closed),
+            // Either side may be the one not ready: wait for room in the pipe first, then for
+            // bytes in the socket (waiting on both at once would spin while one is ready).
+            Err(rustix::io::Errno::AGAIN) => {
+                let wait = Duration::from_secs(1);
+                let room = wait_for(pipe, rustix::event::PollFlags::OUT, Duration::ZERO)
+                    .map_err(SpliceError::Io)?;
+                if room {
+                    wait_for(socket, rustix::event::PollFlags::IN, wait)
+                } else {
+                    wait_for(pipe, rustix::event::PollFlags::OUT, wait)
+                }
+                .map_err(SpliceError::Io)?;
+            }
+            Err(e) => return Err(SpliceError::Io(e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Moves exactly `len` bytes from `pipe` into `socket` with `splice` (the pipe's pages are
+/// handed to the socket, not copied), waiting for the pipe's bytes until `deadline`. The
+/// socket's own send timeout bounds each send. Fails with `UnexpectedEof` if the pipe's
+/// writer closed it first and `TimedOut` at the deadline; both say how far it got.
+pub(crate) fn splice_to_socket(
+    pipe: BorrowedFd<'_>,
+    socket: BorrowedFd<'_>,
+    len: usize,
+    deadline: std::time::Instant,
+) -> io::Result<()> {
+    use rustix::pipe::SpliceFlags;
+    let mut moved = 0;
+    while moved < len {
+        match rustix::pipe::splice(
+            pipe,
+            None,
+            socket,
+            None,
+            len - moved,
+            SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+        ) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the relayed data ended after {moved} of {len} bytes"),
+                ));
+            }
+            Ok(n) => moved += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if !wait_for(pipe, rustix::event::PollFlags::IN, left)? && left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the relayed data stopped coming; {moved} of {len} bytes sent"),
+                    ));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for `fd` to be ready for `events` (or hung up); `false` on timeout
+/// or an interrupted wait.
+fn wait_for(
+    fd: BorrowedFd<'_>,
+    events: rustix::event::PollFlags,
+    timeout: Duration,
+) -> io::Result<bool> {
     let timeout = rustix::event::Timespec {
         tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
         tv_nsec: timeout.subsec_nanos().into(),
     };
-    let mut fds = [rustix::event::PollFd::new(
-        &socket,
-        rustix::event::PollFlags::IN,
-    )];
+    let mut fds = [rustix::event::PollFd::new(&fd, events)];
     match rustix::event::poll(&mut fds, Some(&timeout)) {
         Ok(ready) => Ok(ready > 0),
         Err(rustix::io::Errno::INTR) => Ok(false),
@@ -165,22 +295,16 @@ pub(crate) fn wait_readable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Re
     }
 }
 
+/// Waits up to `timeout` for `socket` to become readable (or hung up); `false` on timeout or
+/// an interrupted wait.
+pub(crate) fn wait_readable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    wait_for(socket, rustix::event::PollFlags::IN, timeout)
+}
+
 /// Waits up to `timeout` for `socket` to have room to write; `false` on timeout or an
 /// interrupted wait.
 pub(crate) fn wait_writable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let timeout = rustix::event::Timespec {
-        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
-        tv_nsec: timeout.subsec_nanos().into(),
-    };
-    let mut fds = [rustix::event::PollFd::new(
-        &socket,
-        rustix::event::PollFlags::OUT,
-    )];
-    match rustix::event::poll(&mut fds, Some(&timeout)) {
-        Ok(ready) => Ok(ready > 0),
-        Err(rustix::io::Errno::INTR) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    wait_for(socket, rustix::event::PollFlags::OUT, timeout)
 }
 
 #[cfg(test)]

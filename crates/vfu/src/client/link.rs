@@ -33,7 +33,9 @@ use shmem::Mapping;
 use vfio_migration::Errno;
 
 use super::channel::Channel;
+use super::channel::Incoming;
 use super::channel::RecvError;
+use super::channel::Relayed;
 use crate::dma::DmaAccess;
 use crate::dma::DmaReadReply;
 use crate::dma::DmaWriteReply;
@@ -72,6 +74,45 @@ impl Sender {
     fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let _one_at_a_time = lock(&self.sending);
         socket::send_all_parts(self.stream.as_fd(), parts, fds)
+    }
+
+    fn send_spliced(
+        &self,
+        prefix: &[u8],
+        pipe: BorrowedFd<'_>,
+        len: usize,
+        deadline: Instant,
+    ) -> io::Result<()> {
+        let _one_at_a_time = lock(&self.sending);
+        socket::send_all_parts(self.stream.as_fd(), &[prefix], &[])?;
+        socket::splice_to_socket(pipe, self.stream.as_fd(), len, deadline)
+    }
+}
+
+/// A reply as the reader passes it on: a whole message, or a relayed `MIG_DATA_READ` reply
+/// whose `len` data bytes come through `pipe` (the pipe ends early if the reader fails).
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A whole message.
+    Frame(Frame<OwnedFd>),
+    /// A relayed reply.
+    Piped {
+        /// The reply's header.
+        header: crate::header::Header,
+        /// Data bytes coming through the pipe.
+        len: usize,
+        /// The pipe's read end.
+        pipe: OwnedFd,
+    },
+}
+
+impl Reply {
+    /// The message's header.
+    pub(crate) fn header(&self) -> &crate::header::Header {
+        match self {
+            Self::Frame(frame) => &frame.header,
+            Self::Piped { header, .. } => header,
+        }
     }
 }
 
@@ -137,9 +178,10 @@ impl ServedMemory {
 #[derive(Debug)]
 pub(crate) struct Link {
     sender: Arc<Sender>,
-    replies: mpsc::Receiver<Result<Frame<OwnedFd>, RecvError>>,
+    replies: mpsc::Receiver<Result<Reply, RecvError>>,
     served: Arc<ServedMemory>,
     payloads: Arc<PayloadPool>,
+    relayed: Arc<Relayed>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -147,6 +189,7 @@ impl Link {
     /// Starts the reader on `stream`; messages above `max_msg_size` are framing errors, the
     /// server's commands are decoded with `limits`.
     pub(crate) fn new(stream: UnixStream, max_msg_size: u32, limits: Limits) -> io::Result<Self> {
+        socket::enlarge_send_buffer(stream.as_fd());
         let sender = Arc::new(Sender {
             stream: stream.try_clone()?,
             sending: Mutex::new(()),
@@ -155,6 +198,7 @@ impl Link {
         let (replies_in, replies) = mpsc::sync_channel(REPLY_QUEUE);
         let channel = Channel::new(stream, max_msg_size);
         let payloads = Arc::clone(channel.pool());
+        let relayed = Arc::clone(channel.relayed());
         let reader = {
             let (sender, served) = (Arc::clone(&sender), Arc::clone(&served));
             std::thread::Builder::new()
@@ -166,6 +210,7 @@ impl Link {
             replies,
             served,
             payloads,
+            relayed,
             reader: Some(reader),
         })
     }
@@ -187,9 +232,27 @@ impl Link {
         self.sender.send_parts(parts, fds)
     }
 
+    /// Sends a message of `prefix` and then `len` bytes taken from `pipe` (moved by the kernel,
+    /// not copied through this process), waiting for the pipe's bytes until `deadline`. A
+    /// failure part way leaves the message cut: the connection is then unusable.
+    pub(crate) fn send_spliced(
+        &self,
+        prefix: &[u8],
+        pipe: BorrowedFd<'_>,
+        len: usize,
+        deadline: Instant,
+    ) -> io::Result<()> {
+        self.sender.send_spliced(prefix, pipe, len, deadline)
+    }
+
+    /// The msg_ids whose `MIG_DATA_READ` replies come through a pipe.
+    pub(crate) fn relayed(&self) -> &Relayed {
+        &self.relayed
+    }
+
     /// The next reply from the server, waiting until `deadline`; `Ok(None)` when the deadline
     /// passed first.
-    pub(crate) fn recv(&self, deadline: Instant) -> Result<Option<Frame<OwnedFd>>, RecvError> {
+    pub(crate) fn recv(&self, deadline: Instant) -> Result<Option<Reply>, RecvError> {
         let wait = deadline.saturating_duration_since(Instant::now());
         match self.replies.recv_timeout(wait) {
             Ok(reply) => reply.map(Some),
@@ -225,12 +288,36 @@ fn read(
     mut channel: Channel,
     sender: &Sender,
     served: &ServedMemory,
-    replies: &mpsc::SyncSender<Result<Frame<OwnedFd>, RecvError>>,
+    replies: &mpsc::SyncSender<Result<Reply, RecvError>>,
     limits: &Limits,
 ) {
     loop {
         let frame = match channel.recv(Instant::now() + READ_WAIT) {
-            Ok(Some(frame)) => frame,
+            Ok(Some(Incoming::Frame(frame))) => frame,
+            Ok(Some(Incoming::Relay(start))) => {
+                // The caller gets the pipe at once and sends on while the data comes in.
+                let relayed =
+                    socket::relay_pipe()
+                        .map_err(RecvError::Io)
+                        .and_then(|(out, into)| {
+                            let reply = Reply::Piped {
+                                header: start.header,
+                                len: start.len,
+                                pipe: out,
+                            };
+                            if replies.try_send(Ok(reply)).is_err() {
+                                tracing::warn!(
+                                    "dropping a reply from the server: no request takes it"
+                                );
+                            }
+                            channel.splice_data(&start, into)
+                        });
+                if let Err(err) = relayed {
+                    let _ = replies.try_send(Err(err));
+                    return;
+                }
+                continue;
+            }
             Ok(None) => continue,
             Err(err) => {
                 // The caller may be gone (the link is being dropped); nothing else to do.
@@ -240,7 +327,7 @@ fn read(
         };
         match frame.header.is_reply() {
             Ok(true) => {
-                if replies.try_send(Ok(frame)).is_err() {
+                if replies.try_send(Ok(Reply::Frame(frame))).is_err() {
                     tracing::warn!("dropping a reply from the server: no request takes it");
                 }
             }

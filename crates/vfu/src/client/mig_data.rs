@@ -6,11 +6,22 @@
 //! Neither direction copies the data in this process beyond what the socket does: a write is
 //! sent as its message prefix and the caller's slice (scatter/gather), a read's data is handed
 //! out in the message it arrived in ([`MigDataChunk`]).
+//!
+//! A relay that only passes the stream on from one server to another need not see it at all:
+//! a read sent with [`Client::send_mig_data_read_relayed`] and finished with
+//! [`Client::finish_mig_data_relay`] leaves its data in the kernel — the reader thread
+//! `splice`s it from the socket into a pipe as it arrives — and
+//! [`Client::send_mig_data_write_relay`] `splice`s it from there into the other server's
+//! socket behind the request's header. The pages the source's reply arrived in are passed on;
+//! the two copies into and out of this process's memory are gone.
 
+use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::Client;
 use super::ClientError;
+use super::link::Reply;
 use crate::command::Command;
 use crate::framing::Frame;
 use crate::framing::PayloadPool;
@@ -66,6 +77,48 @@ impl MigDataChunk {
     }
 }
 
+/// The data of one relayed `MIG_DATA_READ` reply ([`Client::finish_mig_data_relay`]), to be
+/// passed on with [`Client::send_mig_data_write_relay`]: still in the kernel (a pipe the reply's
+/// data is moved into as it arrives), or — for small and error-free short replies — received
+/// as a message.
+#[derive(Debug)]
+pub struct RelayChunk {
+    data: RelayData,
+    short: bool,
+}
+
+#[derive(Debug)]
+enum RelayData {
+    Received(MigDataChunk),
+    Piped { pipe: OwnedFd, len: usize },
+}
+
+impl RelayChunk {
+    /// Stream bytes the chunk carries.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            RelayData::Received(chunk) => chunk.data().len(),
+            RelayData::Piped { len, .. } => *len,
+        }
+    }
+
+    /// Whether the chunk carries no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the reply carried fewer bytes than asked (see [`MigDataChunk::is_short`]).
+    pub fn is_short(&self) -> bool {
+        self.short
+    }
+
+    /// Whether the data is in a pipe rather than received here.
+    #[cfg(test)]
+    pub(crate) fn is_piped(&self) -> bool {
+        matches!(self.data, RelayData::Piped { .. })
+    }
+}
+
 impl Client {
     /// Reads up to `max` bytes of the migration stream with MIG_DATA_READ requests of at most
     /// [`Client::max_data_xfer_size`] bytes each, stopping at the first short reply. Fewer than
@@ -101,6 +154,14 @@ impl Client {
     /// Sends a MIG_DATA_READ for up to `size` bytes (at most [`Client::max_data_xfer_size`])
     /// without waiting for the reply.
     pub fn send_mig_data_read(&mut self, size: u32) -> Result<PendingMigData, ClientError> {
+        // A relayed read given up on (its batch failed) must not make this one's reply go to a
+        // pipe when the msg_id comes round again.
+        self.link.relayed().remove(self.next_id);
+        self.send_mig_data_read_as(size)
+    }
+
+    /// [`Self::send_mig_data_read`] without touching the relay registry.
+    fn send_mig_data_read_as(&mut self, size: u32) -> Result<PendingMigData, ClientError> {
         let command = Command::MIG_DATA_READ;
         Self::check_limit(
             command,
@@ -119,8 +180,17 @@ impl Client {
         &mut self,
         pending: PendingMigData,
     ) -> Result<MigDataChunk, ClientError> {
+        let frame = self.wait_reply(Command::MIG_DATA_READ, pending.msg_id)?;
+        self.mig_data_chunk(&pending, frame)
+    }
+
+    /// The checked data of the MIG_DATA_READ reply `frame` to `pending`.
+    fn mig_data_chunk(
+        &self,
+        pending: &PendingMigData,
+        frame: Frame<OwnedFd>,
+    ) -> Result<MigDataChunk, ClientError> {
         let command = Command::MIG_DATA_READ;
-        let frame = self.wait_reply(command, pending.msg_id)?;
         let plain = !frame.header.flags.error()
             && frame.fds.is_empty()
             && frame.header.is_reply().is_ok_and(|reply| reply);
@@ -141,6 +211,81 @@ impl Client {
             short: len < pending.size as usize,
             pool: Arc::clone(self.link.payloads()),
         })
+    }
+
+    /// Sends a MIG_DATA_READ for up to `size` bytes as [`Self::send_mig_data_read`] does, its
+    /// reply's data to be relayed: finish it with [`Self::finish_mig_data_relay`].
+    pub fn send_mig_data_read_relayed(&mut self, size: u32) -> Result<PendingMigData, ClientError> {
+        let msg_id = self.next_id;
+        self.link.relayed().add(msg_id);
+        let sent = self.send_mig_data_read_as(size);
+        if sent.is_err() {
+            self.link.relayed().remove(msg_id);
+        }
+        sent
+    }
+
+    /// Waits for the reply to `pending`, a MIG_DATA_READ sent with
+    /// [`Self::send_mig_data_read_relayed`], checked as [`Self::finish_mig_data_read`] checks
+    /// it; its data is left in the kernel, if it is large.
+    pub fn finish_mig_data_relay(
+        &mut self,
+        pending: PendingMigData,
+    ) -> Result<RelayChunk, ClientError> {
+        let command = Command::MIG_DATA_READ;
+        let reply = self.wait_any_reply(command, pending.msg_id);
+        // Not relayed after all (an error or a timeout): the reader must not wait for it.
+        self.link.relayed().remove(pending.msg_id);
+        let (pipe, len) = match reply? {
+            Reply::Frame(frame) => {
+                let chunk = self.mig_data_chunk(&pending, frame)?;
+                return Ok(RelayChunk {
+                    short: chunk.is_short(),
+                    data: RelayData::Received(chunk),
+                });
+            }
+            Reply::Piped { pipe, len, .. } => (pipe, len),
+        };
+        if len > pending.size as usize {
+            return Err(ClientError::UnexpectedReply {
+                command,
+                reason: format!("asked for {} bytes, got {len}", pending.size),
+            });
+        }
+        Ok(RelayChunk {
+            short: len < pending.size as usize,
+            data: RelayData::Piped { pipe, len },
+        })
+    }
+
+    /// Sends `chunk`'s data as one MIG_DATA_WRITE without waiting for the reply, as
+    /// [`Self::send_mig_data_write`] does; data left in the kernel goes from its pipe to the
+    /// socket without entering this process. The source's failure part way (the pipe ends
+    /// early, or stays empty for the reply timeout) leaves this message cut, which closes this
+    /// connection.
+    pub fn send_mig_data_write_relay(
+        &mut self,
+        chunk: RelayChunk,
+    ) -> Result<PendingMigData, ClientError> {
+        let (pipe, len) = match chunk.data {
+            RelayData::Received(chunk) => return self.send_mig_data_write(chunk.data()),
+            RelayData::Piped { pipe, len } => (pipe, len),
+        };
+        let command = Command::MIG_DATA_WRITE;
+        Self::check_limit(
+            command,
+            "size",
+            len as u64,
+            self.max_data_xfer_size().into(),
+        )?;
+        let deadline = self.deadline();
+        let prefix = write_request_prefix(self.next_id, len);
+        let msg_id = self.send_checked(command, prefix.len() + len, 0, |link| {
+            link.send_spliced(&prefix, pipe.as_fd(), len, deadline)
+        })?;
+        // Within the u32 transfer size, checked above.
+        let size = u32::try_from(len).unwrap_or(u32::MAX);
+        Ok(PendingMigData { msg_id, size })
     }
 
     /// Sends `data` (at most [`Client::max_data_xfer_size`] bytes) as one MIG_DATA_WRITE
@@ -172,7 +317,7 @@ impl Client {
 
     /// What is wrong with a reply that is not a plain success: the peer's errno, or why it
     /// does not decode.
-    fn reply_problem(&self, command: Command, frame: &Frame<std::os::fd::OwnedFd>) -> ClientError {
+    fn reply_problem(&self, command: Command, frame: &Frame<OwnedFd>) -> ClientError {
         match frame.decode_reply(&self.limits) {
             Ok(ReplyBody::Error(errno)) => ClientError::Errno { command, errno },
             Ok(ReplyBody::Ok(_)) => ClientError::UnexpectedReply {

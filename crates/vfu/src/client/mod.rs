@@ -48,11 +48,13 @@ pub use channel::MAX_RECV_FDS;
 pub use error::ClientError;
 pub use mig_data::MigDataChunk;
 pub use mig_data::PendingMigData;
+pub use mig_data::RelayChunk;
 
 use vfio_migration::Errno;
 
 use self::channel::RecvError;
 use self::link::Link;
+use self::link::Reply;
 use self::reply::FromReply;
 use crate::command::Command;
 use crate::device::DeviceInfo;
@@ -417,6 +419,20 @@ impl Client {
         parts: &[&[u8]],
         fds: &[BorrowedFd<'_>],
     ) -> Result<u16, ClientError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.send_checked(command, len, fds.len(), |link| link.send_parts(parts, fds))
+    }
+
+    /// Sends one request message of `len` bytes with `fds` descriptors through `send`, with
+    /// the checks and bookkeeping of [`Self::send_message`]: the message's msg_id is
+    /// `self.next_id`, returned.
+    fn send_checked(
+        &mut self,
+        command: Command,
+        len: usize,
+        fds: usize,
+        send: impl FnOnce(&Link) -> std::io::Result<()>,
+    ) -> Result<u16, ClientError> {
         if let Some(reason) = &self.closed {
             return Err(ClientError::Closed {
                 command,
@@ -424,7 +440,6 @@ impl Client {
             });
         }
         let msg_id = self.next_id;
-        let len: usize = parts.iter().map(|p| p.len()).sum();
         Self::check_limit(
             command,
             "message size",
@@ -434,44 +449,61 @@ impl Client {
         Self::check_limit(
             command,
             "file descriptors",
-            fds.len() as u64,
+            fds as u64,
             self.server.capabilities.max_msg_fds.into(),
         )?;
         self.next_id = msg_id.wrapping_add(1);
-        if let Err(source) = self.link.send_parts(parts, fds) {
+        if let Err(source) = send(&self.link) {
             self.close(format!("sending {command:?} failed: {source}"));
             return Err(ClientError::Send { command, source });
         }
         Ok(msg_id)
     }
 
-    /// Waits for the reply to the `command` request sent as `msg_id`. Replies to earlier
-    /// requests (that arrived after their timeout) are dropped, so requests sent without
-    /// waiting must be waited for in the order they were sent.
+    /// Waits for the reply to the `command` request sent as `msg_id`, as a whole message.
     fn wait_reply(&mut self, command: Command, msg_id: u16) -> Result<Frame<OwnedFd>, ClientError> {
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(self.options.timeout)
-            .unwrap_or_else(|| now + LONGEST_WAIT);
+        match self.wait_any_reply(command, msg_id)? {
+            Reply::Frame(frame) => Ok(frame),
+            Reply::Piped { .. } => Err(ClientError::UnexpectedReply {
+                command,
+                reason: "the reply was routed to a relay pipe".to_owned(),
+            }),
+        }
+    }
+
+    /// Waits for the reply to the `command` request sent as `msg_id`: a whole message, or a
+    /// relayed reply's pipe. Replies to earlier requests (that arrived after their timeout)
+    /// are dropped, so requests sent without waiting must be waited for in the order they
+    /// were sent.
+    fn wait_any_reply(&mut self, command: Command, msg_id: u16) -> Result<Reply, ClientError> {
+        let deadline = self.deadline();
         loop {
-            let frame = self.receive(command, deadline)?;
-            if frame.header.msg_id != msg_id {
+            let reply = self.receive(command, deadline)?;
+            let header = reply.header();
+            if header.msg_id != msg_id {
                 tracing::warn!(
-                    msg_id = frame.header.msg_id,
-                    command = ?frame.header.command,
+                    msg_id = header.msg_id,
+                    command = ?header.command,
                     "dropping a reply to an earlier request (it arrived after its timeout)"
                 );
                 self.check_deadline(command, deadline)?;
                 continue;
             }
-            if frame.header.command != command {
+            if header.command != command {
                 return Err(ClientError::UnexpectedReply {
                     command,
-                    reason: format!("the reply is for {:?}", frame.header.command),
+                    reason: format!("the reply is for {:?}", header.command),
                 });
             }
-            return Ok(frame);
+            return Ok(reply);
         }
+    }
+
+    /// When what starts now times out: the reply timeout from now.
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.options.timeout)
+            .unwrap_or_else(|| now + LONGEST_WAIT)
     }
 
     /// Fails with [`ClientError::Timeout`] once `deadline` has passed, so that a server sending
@@ -487,13 +519,9 @@ impl Client {
     }
 
     /// The next message from the server, closing the client on a broken connection.
-    fn receive(
-        &mut self,
-        command: Command,
-        deadline: Instant,
-    ) -> Result<Frame<OwnedFd>, ClientError> {
+    fn receive(&mut self, command: Command, deadline: Instant) -> Result<Reply, ClientError> {
         let error = match self.link.recv(deadline) {
-            Ok(Some(frame)) => return Ok(frame),
+            Ok(Some(reply)) => return Ok(reply),
             Ok(None) => {
                 return Err(ClientError::Timeout {
                     command,

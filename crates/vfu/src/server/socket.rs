@@ -237,6 +237,7 @@ impl Server {
                 ) => continue,
                 Err(e) => return Err(accept_error(e.into())),
             };
+            crate::socket::enlarge_send_buffer(socket.as_fd());
             if let Some(port) = &self.control
                 && super::control::classify_new(&socket) == FirstBytes::Control
             {

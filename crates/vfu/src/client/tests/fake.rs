@@ -18,6 +18,7 @@ use crate::client::Client;
 use crate::client::ClientError;
 use crate::client::ClientOptions;
 use crate::client::channel::Channel;
+use crate::client::channel::Incoming;
 use crate::client::channel::RecvError;
 use crate::device::DeviceInfo;
 use crate::device::DeviceInfoFlags;
@@ -82,10 +83,15 @@ impl Conn {
 
     /// Waits for the next message (used to see the client's answer to a server command).
     pub(super) fn next_message(&mut self) -> crate::framing::Frame<OwnedFd> {
-        self.channel
+        match self
+            .channel
             .recv(Instant::now() + Duration::from_secs(5))
             .expect("fake server receive")
             .expect("a message within 5 s")
+        {
+            Incoming::Frame(frame) => frame,
+            Incoming::Relay(_) => unreachable!("the fake server relays nothing"),
+        }
     }
 }
 
@@ -148,7 +154,8 @@ impl FakeServer {
             let mut log = Vec::new();
             loop {
                 let frame = match conn.channel.recv(Instant::now() + Duration::from_secs(30)) {
-                    Ok(Some(frame)) => frame,
+                    Ok(Some(Incoming::Frame(frame))) => frame,
+                    Ok(Some(Incoming::Relay(_))) => unreachable!("the fake server relays nothing"),
                     Ok(None) | Err(RecvError::Eof) => return log,
                     // The client closed with messages of ours unread.
                     Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {

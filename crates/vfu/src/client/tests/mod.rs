@@ -2,6 +2,7 @@
 
 mod end_to_end;
 mod fake;
+mod relay;
 
 use std::io::Write;
 use std::os::fd::AsFd;
