@@ -327,10 +327,15 @@ fn a_throttled_guest_keeps_completing_io_while_pre_copy_converges() {
     let a = ServeProcess::start(&dir.path("a.sock"), &["--namespace", "ram:64M,lba=4096"]);
     let b = ServeProcess::start(&dir.path("b.sock"), &["--namespace", "ram:64M,lba=4096"]);
     // A dirty limit any writing guest exceeds, and a capped stream so pre-copy lasts: the
-    // guest is throttled for most of the migration.
+    // guest is throttled for most of the migration. The guest's own rate is capped too (80 MB/s
+    // of writes), so the throttle's deepest step (1 % of it) is below the stream on any
+    // machine: an uncapped guest on a fast one writes 900 K IOPS, and 1 % of that outruns a
+    // 16 MB/s stream.
     let (code, report, stderr) = workload_json(
         &a.socket,
         &[
+            "--rate",
+            "20000",
             "--rw",
             "randwrite",
             "--queues",
