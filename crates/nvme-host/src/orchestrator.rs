@@ -41,6 +41,7 @@ use nvme_spec::registers::Register;
 use vfio_migration::DeviceState;
 use vfu::client::Client;
 use vfu::client::ClientError;
+use vfu::client::PendingMigData;
 
 use crate::memory::HostMemory;
 use crate::vfio_user_bar::TransportError;
@@ -735,42 +736,66 @@ impl Orchestrator {
     /// while this process relays one and the destination applies the previous ones. Each read
     /// reply's data is written on as it arrives without entering this process: it is spliced
     /// from the source's socket through a pipe into the destination's (with a stream copy to
-    /// keep, it is received here and sent from the received message instead). Reads issued before a short reply ("no more data now")
-    /// may still bring data, which is relayed in order, so a round can carry a few chunks more
-    /// than `budget`.
+    /// keep, it is received here and sent from the received message instead). Reads issued
+    /// before a short reply ("no more data now") may still bring data, which is relayed in
+    /// order, so a round can carry a few chunks more than `budget`.
+    ///
+    /// The source's connection is let go between batches of [`BATCH_CHUNKS`] reads (the
+    /// guest's register accesses go there); the destination's is held throughout (nothing else
+    /// uses it while the device runs on the source), so its writes stay in flight across a
+    /// batch's end and the destination keeps applying while the source starts the next batch.
     fn pump(
         src: &Endpoint,
         dest: &Endpoint,
         mut copy: Option<&mut StreamCopy>,
         budget: u64,
     ) -> Result<u64, OrchestratorError> {
+        let mut target = dest.client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = VecDeque::with_capacity(IN_FLIGHT);
         let mut total = 0u64;
         loop {
-            let (moved, more) = Self::pump_batch(src, dest, copy.as_deref_mut(), budget - total)?;
+            let (moved, more) = Self::pump_batch(
+                src,
+                dest,
+                &mut target,
+                &mut writes,
+                copy.as_deref_mut(),
+                budget - total,
+            )?;
             total += moved;
             if !more || total >= budget {
-                return Ok(total);
+                break;
             }
         }
+        // Every write sent is answered before the connection is let go (replies come in
+        // request order); after a failure the abort resets the destination.
+        for pending in writes {
+            target
+                .finish_mig_data_write(pending)
+                .map_err(|e| dest.failure("writing migration data", "destination", e))?;
+        }
+        Ok(total)
     }
 
-    /// One batch of [`pump`](Self::pump): at most [`BATCH_CHUNKS`] reads, with both connections
-    /// held. Replies come in request order and a request of another thread would take the reply
-    /// of one in flight, so the guest's register accesses wait for the end of a batch (a few
-    /// milliseconds) instead. Returns the bytes moved and whether the source may have more.
+    /// One batch of [`pump`](Self::pump): at most [`BATCH_CHUNKS`] reads, with the source's
+    /// connection held. Replies come in request order and a request of another thread would
+    /// take the reply of one in flight, so the guest's register accesses wait for the end of a
+    /// batch (a few milliseconds) instead. Writes to `target` still in flight at the end are
+    /// left in `writes` for the next batch. Returns the bytes moved and whether the source may
+    /// have more.
     fn pump_batch(
         src: &Endpoint,
         dest: &Endpoint,
+        target: &mut Client,
+        writes: &mut VecDeque<PendingMigData>,
         mut copy: Option<&mut StreamCopy>,
         budget: u64,
     ) -> Result<(u64, bool), OrchestratorError> {
         let mut source = src.client.lock().unwrap_or_else(|p| p.into_inner());
-        let mut target = dest.client.lock().unwrap_or_else(|p| p.into_inner());
         let chunk = u64::from(source.max_data_xfer_size().min(target.max_data_xfer_size()));
         let read_failed = |e| src.failure("reading migration data", "source", e);
         let write_failed = |e| dest.failure("writing migration data", "destination", e);
         let mut reads = VecDeque::with_capacity(IN_FLIGHT);
-        let mut writes = VecDeque::with_capacity(IN_FLIGHT);
         // Without a copy to keep, the data stays in the kernel (spliced from one socket to
         // the other); a copy needs it here.
         let relay = copy.is_none();
@@ -789,7 +814,7 @@ impl Orchestrator {
                 issued += 1;
             }
             let Some(pending) = reads.pop_front() else {
-                break;
+                return Ok((moved, !ended));
             };
             let reply = if relay {
                 Relayed::Kernel(source.finish_mig_data_relay(pending).map_err(read_failed)?)
@@ -818,12 +843,6 @@ impl Orchestrator {
             }
             moved += len as u64;
         }
-        for pending in writes {
-            target
-                .finish_mig_data_write(pending)
-                .map_err(write_failed)?;
-        }
-        Ok((moved, !ended))
     }
 
     /// Puts the source back to RUNNING and the doorbells back on it.

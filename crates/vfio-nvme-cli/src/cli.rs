@@ -93,7 +93,9 @@ pub enum Command {
     /// With --migration: measures, in one run, single-thread memcpy and a UNIX socketpair
     /// (the machine's own limits), then starts two servers, fills a RAM namespace
     /// (--size) and live-migrates it back and forth (--repeat times): the stream's MB/s, its
-    /// ratio to memcpy, CPU-seconds per GiB over both servers and this process; then the
+    /// ratio to memcpy, CPU-seconds per GiB over both servers and this process, and the same
+    /// for the first migration alone (its destination's pages are new, so the kernel zeroes
+    /// each as data arrives: what a migration to a freshly started server costs); then the
     /// migration time of an empty namespace (--empty-size), which costs what is allocated, not
     /// its size. Medians of the repetitions; the load average is printed because the figures
     /// depend on what else runs. Use a release build. docs/BENCHMARKS.md records both.
