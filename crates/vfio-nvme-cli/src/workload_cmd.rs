@@ -123,7 +123,8 @@ pub struct MigrationRecord {
     pub start_s: f64,
     /// When it ended, seconds after the workload started.
     pub end_s: f64,
-    /// The longest interval without any I/O completion inside the migration window, ms.
+    /// The longest interval without any I/O completion during the migration window, ms (at the
+    /// workload's clock resolution, from the timeline buckets that overlap the window).
     pub longest_stall_ms: f64,
     /// IOPS in the second before the migration.
     pub iops_before: f64,
@@ -296,24 +297,19 @@ fn ios_within(report: &Report, from_s: f64, to_s: f64) -> u64 {
         .sum()
 }
 
-/// The longest run of completion-free timeline buckets inside `[from_s, to_s]`, in ms, bounded
-/// below by nothing and above by the window.
+/// The longest time without a completion in any timeline bucket that overlaps `from_s ..
+/// to_s` (seconds since the run started): a gap that ended inside, or was still open at the end
+/// of, a bucket of the window.
 fn stall_between(report: &Report, from_s: f64, to_s: f64) -> f64 {
-    let (mut longest, mut current) = (0f64, 0f64);
-    for b in &report.timeline {
-        let start = b.start_ms / 1000.0;
-        let end = start + b.duration_ms / 1000.0;
-        if end < from_s || start > to_s {
-            continue;
-        }
-        if b.reads + b.writes == 0 {
-            current += b.duration_ms;
-            longest = longest.max(current);
-        } else {
-            current = 0.0;
-        }
-    }
-    longest
+    report
+        .timeline
+        .iter()
+        .filter(|b| {
+            let start = b.start_ms / 1000.0;
+            start + b.duration_ms / 1000.0 >= from_s && start <= to_s
+        })
+        .map(|b| b.longest_gap_ms)
+        .fold(0.0, f64::max)
 }
 
 /// Runs `config` against the VF at `socket`, migrating as `plan` says, then reads back every

@@ -72,6 +72,10 @@ pub struct Bucket {
     pub p50_us: f64,
     /// 99th percentile latency of the interval's completions (0 without completions).
     pub p99_us: f64,
+    /// The longest time without any completion (on any queue) that ended inside the interval
+    /// or was still going on at its end, in milliseconds, at the clock's resolution: the
+    /// interval's worst stall, which a gap shorter than the interval would hide in its counts.
+    pub longest_gap_ms: f64,
 }
 
 /// Progress while a run goes on, handed to the progress callback once per interval.

@@ -85,6 +85,8 @@ pub(crate) struct Live {
     last_completion_ns: AtomicU64,
     longest_stall_ns: AtomicU64,
     stall: Mutex<Stall>,
+    /// The longest gap that ended since the collector's last tick.
+    bucket_gap_ns: AtomicU64,
 }
 
 impl Live {
@@ -96,6 +98,7 @@ impl Live {
             last_completion_ns: AtomicU64::new(0),
             longest_stall_ns: AtomicU64::new(0),
             stall: Mutex::new(Stall::default()),
+            bucket_gap_ns: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +119,9 @@ impl Live {
         let t = self.since_start(now);
         let previous = self.last_completion_ns.fetch_max(t, Ordering::AcqRel);
         let gap = t.saturating_sub(previous);
+        if gap > self.bucket_gap_ns.load(Ordering::Relaxed) {
+            self.bucket_gap_ns.fetch_max(gap, Ordering::Relaxed);
+        }
         if gap > self.longest_stall_ns.load(Ordering::Relaxed) {
             let mut stall = self.stall.lock().unwrap_or_else(|p| p.into_inner());
             if gap > stall.length_ns {
@@ -216,6 +222,9 @@ impl Collector {
             bucket.iops = (bucket.reads + bucket.writes) as f64 / secs;
             bucket.mb_per_s = bytes as f64 / secs / 1e6;
         }
+        let ended = live.bucket_gap_ns.swap(0, Ordering::Relaxed);
+        let open = now_ns.saturating_sub(live.last_completion_ns.load(Ordering::Acquire));
+        bucket.longest_gap_ms = ended.max(open) as f64 / 1e6;
         let latency = LatencySummary::of(&self.bucket);
         bucket.p50_us = latency.p50_us;
         bucket.p99_us = latency.p99_us;
@@ -290,10 +299,17 @@ mod tests {
         assert!((b.mb_per_s - 8192.0 / 0.1 / 1e6).abs() < 1e-9);
         assert!((b.p50_us - 20.0).abs() < 0.1, "{}", b.p50_us);
         assert!((b.p99_us - 30.0).abs() < 0.1, "{}", b.p99_us);
+        // The 5 → 305 ms gap ended before this tick.
+        assert!(
+            (b.longest_gap_ms - 300.0).abs() < 1e-6,
+            "{}",
+            b.longest_gap_ms
+        );
         // The intervals were emptied.
         let empty = collector.tick(&live, start + Duration::from_millis(200));
         assert_eq!((empty.reads, empty.writes, empty.p99_us), (0, 0, 0.0));
         assert_eq!(empty.start_ms, 100.0);
+        assert_eq!(empty.longest_gap_ms, 0.0);
         let snap = collector.snapshot(&live, start + Duration::from_millis(310), empty, 7);
         assert_eq!((snap.reads, snap.writes, snap.failures), (1, 2, 7));
         assert!((snap.longest_stall_ms - 300.0).abs() < 1e-6);
@@ -304,6 +320,8 @@ mod tests {
         assert_eq!(totals.longest_stall, Duration::from_millis(694));
         assert_eq!(totals.longest_stall_end, Duration::from_millis(1000));
         assert_eq!(totals.timeline.len(), 3);
+        // The last bucket holds the gap still open at the end.
+        assert!((totals.timeline[2].longest_gap_ms - 694.0).abs() < 1e-6);
         assert_eq!(totals.bytes, 8192);
     }
 }
