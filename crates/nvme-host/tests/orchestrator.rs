@@ -64,7 +64,10 @@ fn serve_wrapped(
         name: name.to_owned(),
         vfs: 1,
         namespaces: vec![NamespaceConfig {
-            backend: BackendConfig::Ram(32 << 20),
+            backend: BackendConfig::Ram {
+                size: 32 << 20,
+                prealloc: false,
+            },
             block_size: BlockSize::B4096,
             shared: false,
         }],

@@ -92,7 +92,10 @@ fn host(block_size: BlockSize) -> Host {
         name: "workload".to_owned(),
         vfs: 1,
         namespaces: vec![NamespaceConfig {
-            backend: BackendConfig::Ram(16 << 20),
+            backend: BackendConfig::Ram {
+                size: 16 << 20,
+                prealloc: false,
+            },
             block_size,
             shared: false,
         }],

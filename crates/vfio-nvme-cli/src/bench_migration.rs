@@ -57,7 +57,7 @@ pub struct MigrationBench {
     pub stream_mb_s: f64,
     /// `stream_mb_s / memcpy_mb_s`.
     pub stream_to_memcpy: f64,
-    /// CPU-seconds (user + system) of both servers and this process per GiB streamed.
+    /// CPU-seconds (user + system) of the servers and this process per GiB streamed.
     pub cpu_s_per_gib: f64,
     /// Stream rate of the first migration alone, MB/s: its destination's namespace memory was
     /// never touched, so the kernel allocates and zeroes every page as the data arrives — what
@@ -65,6 +65,13 @@ pub struct MigrationBench {
     pub fresh_stream_mb_s: f64,
     /// CPU-seconds per GiB of that first migration.
     pub fresh_cpu_s_per_gib: f64,
+    /// Stream rate of one more migration, to a fresh server whose namespace was preallocated
+    /// (`ram:…,prealloc`) when it started, MB/s.
+    pub prealloc_stream_mb_s: f64,
+    /// CPU-seconds per GiB of that migration.
+    pub prealloc_cpu_s_per_gib: f64,
+    /// How long that server took to start (allocating and zeroing the namespace), ms.
+    pub prealloc_start_ms: f64,
     /// Bytes of one migration's stream.
     pub stream_bytes: u64,
     /// Device blackout of that migration, ms.
@@ -87,7 +94,16 @@ pub fn run(size: u64, empty: u64, repeat: u32, json: bool) -> anyhow::Result<Str
     std::fs::create_dir_all(&dir)?;
     let result = measure(&dir, size, empty, repeat);
     let _ = std::fs::remove_dir_all(&dir);
-    let (full, empties, memcpy, socketpair) = result?;
+    let Measurements {
+        mut full,
+        empties,
+        memcpy,
+        socketpair,
+        prealloc_start,
+    } = result?;
+    let prealloc = full
+        .pop()
+        .context("no migration to the preallocated server")?;
     let stream_mb_s = median(full.iter().map(|r| r.mb_s));
     let memcpy_mb_s = median(memcpy.iter().copied());
     let bench = MigrationBench {
@@ -101,6 +117,9 @@ pub fn run(size: u64, empty: u64, repeat: u32, json: bool) -> anyhow::Result<Str
         cpu_s_per_gib: median(full.iter().map(|r| r.cpu_s_per_gib)),
         fresh_stream_mb_s: full.first().map_or(0.0, |r| r.mb_s),
         fresh_cpu_s_per_gib: full.first().map_or(0.0, |r| r.cpu_s_per_gib),
+        prealloc_stream_mb_s: prealloc.mb_s,
+        prealloc_cpu_s_per_gib: prealloc.cpu_s_per_gib,
+        prealloc_start_ms: ms(prealloc_start),
         stream_bytes: full.first().map_or(0, |r| r.stream_bytes),
         blackout_ms: median(full.iter().map(|r| r.blackout_ms)),
         empty_bytes: empty,
@@ -115,8 +134,9 @@ pub fn run(size: u64, empty: u64, repeat: u32, json: bool) -> anyhow::Result<Str
          memcpy (1 thread)       {:>9.0} MB/s\n\
          UNIX socketpair         {:>9.0} MB/s\n\
          migration stream        {:>9.0} MB/s  = {:.1} % of memcpy  ({} MiB namespace, {} stream bytes)\n\
-         CPU per GiB streamed    {:>9.2} s (both servers and this process)\n\
+         CPU per GiB streamed    {:>9.2} s (the servers and this process)\n\
          first, to a fresh server{:>9.0} MB/s, {:.2} CPU-s per GiB (its new pages zeroed by the kernel)\n\
+         to a fresh prealloc one {:>9.0} MB/s, {:.2} CPU-s per GiB (ram:…,prealloc; it took {:.0} ms to start)\n\
          blackout                {:>9.1} ms\n\
          empty {} MiB namespace  {:>9.1} ms of migration before the blackout ({} stream bytes)\n",
         bench.load_average,
@@ -130,6 +150,9 @@ pub fn run(size: u64, empty: u64, repeat: u32, json: bool) -> anyhow::Result<Str
         bench.cpu_s_per_gib,
         bench.fresh_stream_mb_s,
         bench.fresh_cpu_s_per_gib,
+        bench.prealloc_stream_mb_s,
+        bench.prealloc_cpu_s_per_gib,
+        bench.prealloc_start_ms,
         bench.blackout_ms,
         empty >> 20,
         bench.empty_precopy_ms,
@@ -146,7 +169,16 @@ struct Measured {
     precopy_ms: f64,
 }
 
-type Measurements = (Vec<Measured>, Vec<Measured>, Vec<f64>, Vec<f64>);
+/// Everything [`measure`] measured.
+struct Measurements {
+    /// The full namespace's migrations, back and forth, then one to the preallocated server.
+    full: Vec<Measured>,
+    empties: Vec<Measured>,
+    memcpy: Vec<f64>,
+    socketpair: Vec<f64>,
+    /// Start-up time of the preallocated server.
+    prealloc_start: Duration,
+}
 
 fn measure(dir: &Path, size: u64, empty: u64, repeat: u32) -> anyhow::Result<Measurements> {
     let mut memcpy = Vec::new();
@@ -155,27 +187,47 @@ fn measure(dir: &Path, size: u64, empty: u64, repeat: u32) -> anyhow::Result<Mea
         memcpy.push(memcpy_mb_s());
         socketpair.push(socketpair_mb_s()?);
     }
-    let full = {
-        let servers = pair(dir, "full", size)?;
-        fill(&servers[0].1, size)?;
-        migrations(&servers, repeat)?
+    let back_and_forth = |n: u32| (0..n as usize).map(|i| (i + 1) % 2).collect::<Vec<_>>();
+    let (full, prealloc_start) = {
+        let [a, b] = pair(dir, "full", size)?;
+        fill(&a.1, size)?;
+        let started = Instant::now();
+        let c = server(dir, "full-prealloc", size, ",prealloc")?;
+        let prealloc_start = started.elapsed();
+        let mut order = back_and_forth(repeat);
+        order.push(2);
+        (migrations(&[a, b, c], &order)?, prealloc_start)
     };
-    let empties = {
-        let servers = pair(dir, "empty", empty)?;
-        migrations(&servers, repeat)?
-    };
-    Ok((full, empties, memcpy, socketpair))
+    let empties = migrations(&pair(dir, "empty", empty)?, &back_and_forth(repeat))?;
+    Ok(Measurements {
+        full,
+        empties,
+        memcpy,
+        socketpair,
+        prealloc_start,
+    })
+}
+
+/// A server with one `bytes`-byte RAM namespace (4 KiB blocks, `options` appended to its
+/// specification) at `{name}.sock` in `dir`.
+fn server(
+    dir: &Path,
+    name: &str,
+    bytes: u64,
+    options: &str,
+) -> anyhow::Result<(Server, std::path::PathBuf)> {
+    let spec = format!("ram:{}M,lba=4096{options}", bytes >> 20);
+    let socket = dir.join(format!("{name}.sock"));
+    let server = spawn_server(&socket, &["--namespace", &spec])?;
+    Ok((server, socket))
 }
 
 /// Two servers with one `bytes`-byte RAM namespace each.
 fn pair(dir: &Path, name: &str, bytes: u64) -> anyhow::Result<[(Server, std::path::PathBuf); 2]> {
-    let spec = format!("ram:{}M,lba=4096", bytes >> 20);
-    let start = |side: &str| -> anyhow::Result<(Server, std::path::PathBuf)> {
-        let socket = dir.join(format!("{name}-{side}.sock"));
-        let server = spawn_server(&socket, &["--namespace", &spec])?;
-        Ok((server, socket))
-    };
-    Ok([start("a")?, start("b")?])
+    Ok([
+        server(dir, &format!("{name}-a"), bytes, "")?,
+        server(dir, &format!("{name}-b"), bytes, "")?,
+    ])
 }
 
 /// Writes every block of the namespace at `socket` with the workload's stamped (non-zero) data.
@@ -196,18 +248,19 @@ fn fill(socket: &Path, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Migrates the device `repeat` times, alternating between the two servers.
+/// Migrates the device, which starts on `servers[0]`, to `servers[i]` for each `i` of `order`
+/// in turn, measuring each migration (CPU over every server in `servers` and this process).
 fn migrations(
-    servers: &[(Server, std::path::PathBuf); 2],
-    repeat: u32,
+    servers: &[(Server, std::path::PathBuf)],
+    order: &[usize],
 ) -> anyhow::Result<Vec<Measured>> {
     let memory =
         HostMemory::new(GUEST_BYTES, GUEST_IOVA).context("cannot allocate guest memory")?;
     let mut orch = Orchestrator::connect(&servers[0].1, memory)
         .with_context(|| format!("cannot attach to {}", servers[0].1.display()))?;
     let mut out = Vec::new();
-    for i in 0..repeat as usize {
-        let to = &servers[(i + 1) % 2].1;
+    for &i in order {
+        let to = &servers[i].1;
         let cpu_before = cpu_seconds(servers)?;
         let started = Instant::now();
         let report = orch
@@ -232,7 +285,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// User + system CPU-seconds of both servers and this process so far.
-fn cpu_seconds(servers: &[(Server, std::path::PathBuf); 2]) -> anyhow::Result<f64> {
+fn cpu_seconds(servers: &[(Server, std::path::PathBuf)]) -> anyhow::Result<f64> {
     let mut total = process_cpu_seconds("self")?;
     for (server, _) in servers {
         total += process_cpu_seconds(&server.pid().to_string())?;

@@ -95,7 +95,8 @@ pub enum Command {
     /// (--size) and live-migrates it back and forth (--repeat times): the stream's MB/s, its
     /// ratio to memcpy, CPU-seconds per GiB over both servers and this process, and the same
     /// for the first migration alone (its destination's pages are new, so the kernel zeroes
-    /// each as data arrives: what a migration to a freshly started server costs); then the
+    /// each as data arrives: what a migration to a freshly started server costs), and one more
+    /// migration to a fresh server started with `ram:…,prealloc` (and its start-up time); then the
     /// migration time of an empty namespace (--empty-size), which costs what is allocated, not
     /// its size. Medians of the repetitions; the load average is printed because the figures
     /// depend on what else runs. Use a release build. docs/BENCHMARKS.md records both.
@@ -448,8 +449,11 @@ pub struct ServeArgs {
     /// O_DIRECT, and create or extend the file), ,aio=uring|threads|sync (file only: how guest
     /// I/O reaches the file: io_uring, the default, falling back to threads with a warning
     /// where io_uring is refused; a few I/O threads per worker; or pread/pwrite inside the
-    /// poller, which stalls its queues while the file works). Repeatable. Default: one private
-    /// 1 GiB RAM namespace per VF.
+    /// poller, which stalls its queues while the file works), ,prealloc (ram only: allocate
+    /// every page at start, like QEMU's prealloc=on, so a migration into this server does not
+    /// wait for the kernel to allocate and zero each page as data arrives; costs the whole
+    /// size in RAM and start-up time). Repeatable. Default: one private 1 GiB RAM namespace
+    /// per VF.
     #[arg(long = "namespace", value_name = "SPEC", value_parser = crate::spec_args::parse_namespace)]
     pub namespaces: Vec<vfio_nvme::served::NamespaceConfig>,
 

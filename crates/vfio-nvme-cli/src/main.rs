@@ -163,7 +163,10 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
         Command::Serve(args) => {
             let namespaces = if args.namespaces.is_empty() {
                 vec![vfio_nvme::served::NamespaceConfig {
-                    backend: vfio_nvme::served::BackendConfig::Ram(1 << 30),
+                    backend: vfio_nvme::served::BackendConfig::Ram {
+                        size: 1 << 30,
+                        prealloc: false,
+                    },
                     block_size: nvme_device::namespace::BlockSize::B512,
                     shared: false,
                 }]

@@ -523,7 +523,10 @@ mod tests {
             name: name.to_owned(),
             vfs: 2,
             namespaces: vec![NamespaceConfig {
-                backend: BackendConfig::Ram(1 << 20),
+                backend: BackendConfig::Ram {
+                    size: 1 << 20,
+                    prealloc: false,
+                },
                 block_size: BlockSize::B4096,
                 shared: true,
             }],

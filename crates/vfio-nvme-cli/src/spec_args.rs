@@ -1,5 +1,6 @@
 //! Parsers for sizes (`1G`, `512M`, `4k`), namespace specifications
-//! (`ram:SIZE|file:PATH|null:SIZE[,lba=512|4096][,shared][,direct][,size=SIZE][,aio=ENGINE]`),
+//! (`ram:SIZE|file:PATH|null:SIZE[,lba=512|4096][,shared][,direct][,size=SIZE][,aio=ENGINE]
+//! [,prealloc]`),
 //! and the
 //! serve options (subsystem name, socket mode, socket group). Each is plugged into clap with
 //! `value_parser`, so a bad value is a usage error (exit 2) naming the option.
@@ -176,6 +177,7 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     let mut block_size = BlockSize::B512;
     let mut shared = false;
     let mut direct = false;
+    let mut prealloc = false;
     let mut size = None;
     let mut aio = None;
     for option in parts {
@@ -198,16 +200,20 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
             }
             None if option == "shared" => shared = true,
             None if option == "direct" => direct = true,
+            None if option == "prealloc" => prealloc = true,
             _ => {
                 return Err(format!(
                     "`{text}`: unknown option `{option}` (lba=512|4096, shared, direct, size=SIZE, \
-                     aio=uring|threads|sync)"
+                     aio=uring|threads|sync, prealloc)"
                 ));
             }
         }
     }
     let backend = match kind {
-        "ram" => BackendConfig::Ram(parse_size(value)?),
+        "ram" => BackendConfig::Ram {
+            size: parse_size(value)?,
+            prealloc,
+        },
         "null" => BackendConfig::Null(parse_size(value)?),
         "file" if !value.is_empty() => BackendConfig::File {
             path: PathBuf::from(value),
@@ -222,6 +228,9 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
             ));
         }
     };
+    if prealloc && !matches!(backend, BackendConfig::Ram { .. }) {
+        return Err(format!("`{text}`: prealloc applies to ram namespaces only"));
+    }
     if direct && !matches!(backend, BackendConfig::File { .. }) {
         return Err(format!("`{text}`: direct applies to file namespaces only"));
     }
@@ -369,9 +378,27 @@ mod tests {
     #[test]
     fn namespaces() {
         let ns = parse_namespace("ram:1G,lba=4096,shared").unwrap();
-        assert_eq!(ns.backend, BackendConfig::Ram(1 << 30));
+        assert_eq!(
+            ns.backend,
+            BackendConfig::Ram {
+                size: 1 << 30,
+                prealloc: false
+            }
+        );
         assert_eq!(ns.block_size, BlockSize::B4096);
         assert!(ns.shared);
+        assert_eq!(
+            parse_namespace("ram:64M,prealloc").unwrap().backend,
+            BackendConfig::Ram {
+                size: 64 << 20,
+                prealloc: true
+            }
+        );
+        assert!(
+            parse_namespace("null:1G,prealloc")
+                .unwrap_err()
+                .contains("ram namespaces only")
+        );
         let ns = parse_namespace("file:/tmp/x.img,direct,size=64M").unwrap();
         assert_eq!(
             ns.backend,

@@ -38,8 +38,15 @@ use crate::vf::VfDevice;
 /// Where a namespace keeps its data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendConfig {
-    /// Sparse RAM of this many bytes.
-    Ram(u64),
+    /// RAM of `size` bytes: sparse (pages allocated as they are written), or with `prealloc`
+    /// every page allocated at start ([`RamBackend::preallocated`]).
+    Ram {
+        /// Bytes.
+        size: u64,
+        /// Allocate every page at start, so writes (a migration into the namespace above all)
+        /// take no page faults.
+        prealloc: bool,
+    },
     /// A file or block device; `size` creates or extends a regular file.
     File {
         /// Path of the file.
@@ -173,7 +180,14 @@ pub struct Served {
 fn backend(index: usize, config: &BackendConfig) -> Result<Arc<dyn Backend>, ServeError> {
     let wrap = |source| ServeError::Backend { index, source };
     Ok(match config {
-        BackendConfig::Ram(size) => Arc::new(RamBackend::new(*size).map_err(wrap)?),
+        BackendConfig::Ram { size, prealloc } => Arc::new(
+            if *prealloc {
+                RamBackend::preallocated(*size)
+            } else {
+                RamBackend::new(*size)
+            }
+            .map_err(wrap)?,
+        ),
         BackendConfig::File {
             path,
             size,

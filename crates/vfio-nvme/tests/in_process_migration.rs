@@ -75,7 +75,10 @@ fn served(name: &str) -> Served {
         name: name.to_owned(),
         vfs: 1,
         namespaces: vec![NamespaceConfig {
-            backend: BackendConfig::Ram(64 << 20),
+            backend: BackendConfig::Ram {
+                size: 64 << 20,
+                prealloc: false,
+            },
             block_size: BlockSize::B4096,
             shared: false,
         }],
@@ -429,7 +432,10 @@ fn served_with(name: &str, vfs: u16, shared: bool, migration: MigrationOffer) ->
         name: name.to_owned(),
         vfs,
         namespaces: vec![NamespaceConfig {
-            backend: BackendConfig::Ram(64 << 20),
+            backend: BackendConfig::Ram {
+                size: 64 << 20,
+                prealloc: false,
+            },
             block_size: BlockSize::B4096,
             shared,
         }],
@@ -543,7 +549,10 @@ fn a_pf_without_logging_migrates_shared_namespaces_only() {
         name: "no-log-private".to_owned(),
         vfs: 1,
         namespaces: vec![NamespaceConfig {
-            backend: BackendConfig::Ram(1 << 20),
+            backend: BackendConfig::Ram {
+                size: 1 << 20,
+                prealloc: false,
+            },
             block_size: BlockSize::B4096,
             shared: false,
         }],

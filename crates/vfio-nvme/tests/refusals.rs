@@ -123,7 +123,10 @@ fn source_stream() -> Vec<u8> {
         name: "source".to_owned(),
         vfs: 1,
         namespaces: vec![NamespaceConfig {
-            backend: BackendConfig::Ram(NAMESPACE_BYTES),
+            backend: BackendConfig::Ram {
+                size: NAMESPACE_BYTES,
+                prealloc: false,
+            },
             block_size: BlockSize::B4096,
             shared: false,
         }],

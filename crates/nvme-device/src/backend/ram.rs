@@ -29,6 +29,18 @@ impl RamBackend {
             memory: Mapping::anonymous(len)?,
         })
     }
+
+    /// Like [`Self::new`], with every page backed by memory at once (one thread per CPU doing
+    /// the kernel's zeroing): later writes — a migration into this namespace above all — take
+    /// no page faults, at the cost of the whole size in RAM from the start. Every page then
+    /// counts as allocated, so a migration *from* this namespace reads all of it (unwritten
+    /// pages travel as deallocations).
+    pub fn preallocated(size: u64) -> io::Result<Self> {
+        let backend = Self::new(size)?;
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        backend.memory.populate(threads)?;
+        Ok(backend)
+    }
 }
 
 fn io_error(e: shmem::AccessError) -> io::Error {
@@ -86,5 +98,24 @@ impl Backend for RamBackend {
 
     fn allocated(&self) -> io::Result<Vec<Range<u64>>> {
         self.memory.resident_ranges()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preallocated_namespace_is_all_allocated_zeros() {
+        let sparse = RamBackend::new(1 << 20).unwrap();
+        assert!(sparse.allocated().unwrap().is_empty());
+        let full = RamBackend::preallocated(1 << 20).unwrap();
+        assert_eq!(full.allocated().unwrap(), vec![0..1 << 20]);
+        let mut buf = vec![1u8; 4096];
+        full.read(512 << 10, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+        full.write(512 << 10, &[5; 8]).unwrap();
+        full.read(512 << 10, &mut buf[..8]).unwrap();
+        assert_eq!(&buf[..8], &[5; 8]);
     }
 }

@@ -272,7 +272,10 @@ mod tests {
             name: "inspect".into(),
             vfs: 2,
             namespaces: vec![NamespaceConfig {
-                backend: BackendConfig::Ram(1 << 20),
+                backend: BackendConfig::Ram {
+                    size: 1 << 20,
+                    prealloc: false,
+                },
                 block_size: nvme_device::namespace::BlockSize::B512,
                 shared: false,
             }],
