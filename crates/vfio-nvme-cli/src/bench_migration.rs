@@ -284,7 +284,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// User + system CPU-seconds of both servers and this process so far.
+/// User + system CPU-seconds of the servers and this process so far.
 fn cpu_seconds(servers: &[(Server, std::path::PathBuf)]) -> anyhow::Result<f64> {
     let mut total = process_cpu_seconds("self")?;
     for (server, _) in servers {

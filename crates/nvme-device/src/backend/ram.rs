@@ -35,12 +35,37 @@ impl RamBackend {
     /// no page faults, at the cost of the whole size in RAM from the start. Every page then
     /// counts as allocated, so a migration *from* this namespace reads all of it (unwritten
     /// pages travel as deallocations).
+    ///
+    /// A size beyond the memory the kernel reports available (`MemAvailable`) is refused before
+    /// anything is touched: populating it would end in the OOM killer, not in an error.
     pub fn preallocated(size: u64) -> io::Result<Self> {
+        if let Some(available) = available_memory()
+            && size > available
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "cannot preallocate a {} MiB RAM namespace: only {} MiB of memory is \
+                     available (MemAvailable in /proc/meminfo); drop ,prealloc (the namespace \
+                     is then allocated as it is written) or give a smaller size",
+                    size >> 20,
+                    available >> 20
+                ),
+            ));
+        }
         let backend = Self::new(size)?;
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         backend.memory.populate(threads)?;
         Ok(backend)
     }
+}
+
+/// Bytes of memory the kernel reports available for new allocations, if it says.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn io_error(e: shmem::AccessError) -> io::Error {
@@ -117,5 +142,13 @@ mod tests {
         full.write(512 << 10, &[5; 8]).unwrap();
         full.read(512 << 10, &mut buf[..8]).unwrap();
         assert_eq!(&buf[..8], &[5; 8]);
+    }
+
+    #[test]
+    fn preallocating_more_than_available_memory_is_refused() {
+        let available = available_memory().expect("MemAvailable");
+        let e = RamBackend::preallocated(available + (1 << 30)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        assert!(e.to_string().contains("drop ,prealloc"), "{e}");
     }
 }
