@@ -3,11 +3,8 @@
 //! four queues at once, a Flush, then every block read back through another queue and through
 //! the backend's host view. Verified by content, not by counting calls.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use std::time::Instant;
 
 use nvme_device::backend::Backend;
 use nvme_device::backend::FileAio;
@@ -25,6 +22,9 @@ use nvme_driver::memory::DmaBuffer;
 use nvme_driver::memory::HostMemory;
 use nvme_spec::command::Command;
 use nvme_spec::status::Status;
+
+#[path = "common/completions.rs"]
+mod completions;
 
 const NSID: u32 = 1;
 const BLOCK: u64 = 4096;
@@ -48,25 +48,7 @@ fn command(mem: &Arc<HostMemory>, mut cmd: Command, blocks: u64) -> (Command, [D
 
 /// Waits for every command of `cids` on `qp`, in any order; each must succeed, once.
 fn all_succeed(qp: &mut QueuePair, cids: &[u16]) {
-    let mut seen = HashMap::new();
-    let deadline = Instant::now() + testing::PATIENCE;
-    while seen.len() < cids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} completed",
-            seen.len(),
-            cids.len()
-        );
-        qp.poll(|c| {
-            assert!(cids.contains(&c.cid), "unexpected completion {}", c.cid);
-            assert!(
-                seen.insert(c.cid, c.status.status()).is_none(),
-                "completed twice"
-            );
-        });
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    for (cid, status) in seen {
+    for (cid, status) in cids.iter().zip(completions::collect(qp, cids)) {
         assert_eq!(status, Status::SUCCESS, "command {cid}");
     }
 }

@@ -5,10 +5,8 @@
 //! suspend / capture / restore into another subsystem. Everything counts completions; nothing
 //! depends on timing but the generous waits of the test host.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
 use nvme_device::backend::Backend;
 use nvme_device::backend::DelayBackend;
@@ -32,6 +30,9 @@ use nvme_driver::memory::DmaBuffer;
 use nvme_driver::memory::HostMemory;
 use nvme_spec::command::Command;
 use nvme_spec::status::Status;
+
+#[path = "common/completions.rs"]
+mod completions;
 
 const NSID: u32 = 1;
 const BLOCK: u64 = 4096;
@@ -123,30 +124,6 @@ fn write_cmd(guest: &Guest, slba: u64, blocks: u64, seed: u64) -> (Command, [Dma
     let list = guest.mem.alloc(4096).unwrap();
     nvme_driver::driver::build_prps(&mut cmd, buf.iova(), Some(&list), blocks * BLOCK);
     (cmd, [buf, list])
-}
-
-/// Waits for the completions of every command in `cids` on `qp`, in any order, and returns
-/// their statuses in `cids` order.
-fn collect(qp: &mut QueuePair, cids: &[u16]) -> Vec<Status> {
-    let mut seen: HashMap<u16, Status> = HashMap::new();
-    let deadline = Instant::now() + testing::PATIENCE;
-    while seen.len() < cids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} completed",
-            seen.len(),
-            cids.len()
-        );
-        qp.poll(|c| {
-            assert!(cids.contains(&c.cid), "unexpected completion {}", c.cid);
-            assert!(
-                seen.insert(c.cid, c.status.status()).is_none(),
-                "completed twice"
-            );
-        });
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    cids.iter().map(|cid| seen[cid]).collect()
 }
 
 impl Guest {
@@ -346,7 +323,7 @@ fn a_full_backend_queue_keeps_commands_in_order_and_loses_none() {
         })
         .collect();
     assert!(
-        collect(&mut g.qps[0], &cids)
+        completions::collect(&mut g.qps[0], &cids)
             .iter()
             .all(|s| *s == Status::SUCCESS)
     );
@@ -375,7 +352,7 @@ fn verified_io_on_four_queues_over_two_workers_survives_a_migration() {
     }
     for (q, cids) in cids.iter().enumerate() {
         assert!(
-            collect(&mut g.qps[q], cids)
+            completions::collect(&mut g.qps[q], cids)
                 .iter()
                 .all(|s| *s == Status::SUCCESS)
         );
