@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Shared paths and helpers for the guest tests; sourced by setup.sh, run.sh and run-pf.sh (not
-# run directly).
+# Shared paths and helpers for the guest tests; sourced by setup.sh, run.sh, run-pf.sh and
+# compare.sh (not run directly).
 # shellcheck disable=SC2034 # the variables are used by the scripts that source this file
 #
 # Everything downloaded or built lives in one cache directory outside the checkout so that reruns
@@ -155,6 +155,20 @@ stop_server() {
 # own output to $5, then the device arguments. Records host checks `qemu` and `guest` and sets
 # GUEST_LINES to the guest's report lines (GUEST-*), without the serial console's carriage
 # returns and with any kernel message that shared their line cut off.
+# Kills the server of the scripts' $SERVER_PID if it still runs, then removes $WORK unless
+# --keep ($KEEP=1) asked to keep it: the end of every guest script's EXIT trap.
+kill_server_and_clean() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ "$KEEP" -eq 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+
 boot_guest() {
     local timeout=$1 serial=$2 initramfs=$3 append=$4 qemu_log=$5
     shift 5

@@ -66,15 +66,7 @@ cleanup() {
             wait "$pid" 2>/dev/null || true
         fi
     done
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [ "$KEEP" -eq 1 ]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    kill_server_and_clean
 }
 trap cleanup EXIT
 

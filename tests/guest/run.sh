@@ -52,18 +52,7 @@ SOCKET=$WORK/vf.sock
 NS=$WORK/namespace.img
 SERVER_PID=""
 
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [ "$KEEP" -eq 1 ]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
+trap kill_server_and_clean EXIT
 
 show_logs() {
     printf '\n===== guest serial log (%s) =====\n' "$SERIAL"

@@ -105,6 +105,21 @@ fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
+/// Runs `f(done, piece)` over `len` bytes in bounce-buffer pieces (`done` bytes before each),
+/// stopping at the first error.
+fn in_bounce_pieces(
+    len: u64,
+    mut f: impl FnMut(u64, &mut [u8]) -> Result<(), BackendError>,
+) -> Result<(), BackendError> {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(BOUNCE_BYTES as u64) as usize;
+        with_bounce(n, |buf| f(done, buf))?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 /// A namespace stored in a file or block device.
 #[derive(Debug)]
 pub struct FileBackend {
@@ -316,17 +331,11 @@ impl Backend for FileBackend {
         gpa: u64,
         len: u64,
     ) -> Result<(), BackendError> {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(BOUNCE_BYTES as u64) as usize;
-            with_bounce(n, |buf| -> Result<(), BackendError> {
-                self.file.read_exact_at(buf, offset + done)?;
-                mem.write(gpa + done, buf)?;
-                Ok(())
-            })?;
-            done += n as u64;
-        }
-        Ok(())
+        in_bounce_pieces(len, |done, buf| {
+            self.file.read_exact_at(buf, offset + done)?;
+            mem.write(gpa + done, buf)?;
+            Ok(())
+        })
     }
 
     fn write_from_guest(
@@ -336,17 +345,11 @@ impl Backend for FileBackend {
         gpa: u64,
         len: u64,
     ) -> Result<(), BackendError> {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(BOUNCE_BYTES as u64) as usize;
-            with_bounce(n, |buf| -> Result<(), BackendError> {
-                mem.read(gpa + done, buf)?;
-                self.file.write_all_at(buf, offset + done)?;
-                Ok(())
-            })?;
-            done += n as u64;
-        }
-        Ok(())
+        in_bounce_pieces(len, |done, buf| {
+            mem.read(gpa + done, buf)?;
+            self.file.write_all_at(buf, offset + done)?;
+            Ok(())
+        })
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
