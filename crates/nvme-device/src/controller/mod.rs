@@ -347,6 +347,9 @@ pub(crate) struct Inner {
     resets: AtomicU64,
     /// Tells the worker threads to exit.
     stop: AtomicBool,
+    /// The worker threads run no passes: only the test's own calls do (`testing::drive_manually`).
+    #[cfg(feature = "test-utils")]
+    manual: AtomicBool,
     /// The worker threads, to wake them; set once they are started.
     threads: OnceLock<Vec<std::thread::Thread>>,
 }
@@ -630,6 +633,8 @@ impl Controller {
             offered,
             resets: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            #[cfg(feature = "test-utils")]
+            manual: AtomicBool::new(false),
             threads: OnceLock::new(),
         });
         let mut controller = Self {
@@ -764,6 +769,15 @@ impl Controller {
             let events = self.inner.events_pending.load(Ordering::Acquire) && self.inner.running();
             !progressed.contains(&true) && !events
         })
+    }
+
+    /// From now on the worker threads run no passes; only calls on the test's thread (such as
+    /// [`Self::run_until_idle`]) do. Waits for a pass under way to end.
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn drive_manually(&self) {
+        self.inner.manual.store(true, Ordering::Release);
+        drop(self.inner.lock_state());
+        drop(self.inner.lock_workers());
     }
 
     /// Runs `f` with the controller-wide state and every worker's held, so no pass is under

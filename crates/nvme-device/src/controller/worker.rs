@@ -159,6 +159,11 @@ pub(super) fn run(inner: &Arc<Inner>, index: usize) {
     let mut backoff = Backoff::new(inner.config.poll);
     let mut fds = Vec::new();
     while !inner.stop.load(Ordering::Acquire) {
+        #[cfg(feature = "test-utils")]
+        if inner.manual.load(Ordering::Acquire) {
+            std::thread::park();
+            continue;
+        }
         let progress = pass(inner, index);
         if inner.control_waiting.load(Ordering::Acquire) > 0 {
             std::thread::yield_now();

@@ -52,6 +52,7 @@ pub use raw_queue::raw_enable;
 use shmem::AddressSpace;
 pub use wait::PATIENCE;
 pub use wait::between_passes;
+pub use wait::drive_manually;
 pub use wait::eventually;
 pub use wait::in_flight;
 pub use wait::io;

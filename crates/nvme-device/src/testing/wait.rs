@@ -91,6 +91,15 @@ pub fn settle(controller: &Controller) {
     );
 }
 
+/// Stops `controller`'s worker threads from running passes: from now on only [`settle`] (and
+/// the other calls that run passes on the caller's thread) does, so everything the controller
+/// does happens in the order of the test's calls, whatever the machine's load. For tests that
+/// compare controllers step by step; the worker threads' own scheduling is what the other
+/// tests exercise.
+pub fn drive_manually(controller: &Controller) {
+    controller.drive_manually();
+}
+
 /// Runs `f` while no worker pass of `controller` is under way, so the next pass sees all of
 /// what `f` did (doorbells and guest memory written together) or none of it. `f` must not
 /// write a controller register other than a doorbell: CC writes wait for the same lock.

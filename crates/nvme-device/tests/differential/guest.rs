@@ -150,6 +150,9 @@ impl Side {
                 attachment: Attachment::Private { vfn: 1 },
             }],
         );
+        // The VF's passes run on the test's thread only, so two equal controllers given the
+        // same actions do the same things in the same order, however loaded the machine is.
+        testing::drive_manually(host.controller(Function::Vf(1)));
         let pf = host.driver(Function::Primary, 1 << 20, 0x8000_0000);
         let mem = host.memory(Function::Vf(1), GUEST_BYTES, 0);
         let bar = host.bar(Function::Vf(1));

@@ -13,8 +13,9 @@
 //!
 //! Each target has its own copy of guest memory and namespace data, taken when the source was
 //! suspended (what a VMM copies), and its own view of the guest (the same positions, so the
-//! same actions write the same bytes). After every action the controller is settled, and the
-//! guest's writes reach it between two poller passes, so what it does next never depends on
+//! same actions write the same bytes). The VF's worker threads run no passes
+//! (`testing::drive_manually`): after every action the test's thread settles the controller,
+//! and the guest's writes reach it between two passes, so what it does next never depends on
 //! timing. The one clock a guest can read with milliseconds, the Timestamp feature, is compared
 //! within a tolerance.
 
