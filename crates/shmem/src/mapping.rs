@@ -297,8 +297,8 @@ impl Mapping {
     /// what QEMU's `prealloc=on` does for guest RAM. The kernel zeroes each new page, which is
     /// most of the cost of a first write; `threads` threads share the work, each populating one
     /// slice (`MADV_POPULATE_WRITE`, or an atomic no-op write of each page's first byte on
-    /// kernels before 5.14). Contents are unchanged. Fails if the memory cannot be had (the error names how
-    /// much was asked for) or the mapping is read-only.
+    /// kernels before 5.14). Contents are unchanged. Fails if the memory cannot be had (the
+    /// error names how much was asked for) or the mapping is read-only.
     pub fn populate(&self, threads: usize) -> io::Result<()> {
         if self.protection == Protection::ReadOnly {
             return Err(io::Error::new(

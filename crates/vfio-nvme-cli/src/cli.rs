@@ -93,7 +93,7 @@ pub enum Command {
     /// With --migration: measures, in one run, single-thread memcpy and a UNIX socketpair
     /// (the machine's own limits), then starts two servers, fills a RAM namespace
     /// (--size) and live-migrates it back and forth (--repeat times): the stream's MB/s, its
-    /// ratio to memcpy, CPU-seconds per GiB over both servers and this process, and the same
+    /// ratio to memcpy, CPU-seconds per GiB over the servers and this process, and the same
     /// for the first migration alone (its destination's pages are new, so the kernel zeroes
     /// each as data arrives: what a migration to a freshly started server costs), and one more
     /// migration to a fresh server started with `ram:…,prealloc` (and its start-up time); then the

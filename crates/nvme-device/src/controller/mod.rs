@@ -350,6 +350,9 @@ pub(crate) struct Inner {
     /// The worker threads run no passes: only the test's own calls do (`testing::drive_manually`).
     #[cfg(feature = "test-utils")]
     manual: AtomicBool,
+    /// Worker threads that have seen `manual` and park for good.
+    #[cfg(feature = "test-utils")]
+    manual_parked: AtomicUsize,
     /// The worker threads, to wake them; set once they are started.
     threads: OnceLock<Vec<std::thread::Thread>>,
 }
@@ -635,6 +638,8 @@ impl Controller {
             stop: AtomicBool::new(false),
             #[cfg(feature = "test-utils")]
             manual: AtomicBool::new(false),
+            #[cfg(feature = "test-utils")]
+            manual_parked: AtomicUsize::new(0),
             threads: OnceLock::new(),
         });
         let mut controller = Self {
@@ -772,12 +777,15 @@ impl Controller {
     }
 
     /// From now on the worker threads run no passes; only calls on the test's thread (such as
-    /// [`Self::run_until_idle`]) do. Waits for a pass under way to end.
+    /// [`Self::run_until_idle`]) do. Returns once every worker thread has finished the pass it
+    /// was in and parked.
     #[cfg(feature = "test-utils")]
     pub(crate) fn drive_manually(&self) {
         self.inner.manual.store(true, Ordering::Release);
-        drop(self.inner.lock_state());
-        drop(self.inner.lock_workers());
+        self.inner.kick();
+        while self.inner.manual_parked.load(Ordering::Acquire) < self.threads.len() {
+            std::thread::yield_now();
+        }
     }
 
     /// Runs `f` with the controller-wide state and every worker's held, so no pass is under

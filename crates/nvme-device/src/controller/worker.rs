@@ -158,9 +158,15 @@ impl Worker {
 pub(super) fn run(inner: &Arc<Inner>, index: usize) {
     let mut backoff = Backoff::new(inner.config.poll);
     let mut fds = Vec::new();
+    #[cfg(feature = "test-utils")]
+    let mut parked_manually = false;
     while !inner.stop.load(Ordering::Acquire) {
         #[cfg(feature = "test-utils")]
         if inner.manual.load(Ordering::Acquire) {
+            if !parked_manually {
+                parked_manually = true;
+                inner.manual_parked.fetch_add(1, Ordering::AcqRel);
+            }
             std::thread::park();
             continue;
         }
