@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod driver;
 pub mod error;
+mod lending;
 mod loader;
 pub mod passthrough;
 mod ranges;

@@ -98,10 +98,9 @@ impl Session<'_> {
             }
             _ => Vec::new(),
         };
-        Ok(Outgoing {
-            bytes: encode_reply(header, &reply),
-            fds,
-        })
+        let mut message = Outgoing::new(encode_reply(header, &reply));
+        message.fds = fds;
+        Ok(message)
     }
 
     /// `REGION_READ`.
