@@ -12,8 +12,6 @@
 //!   handles failures, ERROR, reset, and the user closing the device ([`Migration::close`]);
 //! * [`session`] — [`SavingSession`] and [`ResumingSession`], the data-fd semantics (ENOMSG
 //!   "no data yet" in PRE_COPY, latched end of stream in STOP_COPY, ENODEV once invalidated);
-//! * [`lent`] — [`SaveReply`] and [`LentBytes`]: saving reads that borrow bytes already in
-//!   memory instead of copying them, for consumers that hand them to the kernel anyway;
 //! * [`precopy`] — [`PrecopyInfo`] and [`SavePhase`];
 //! * [`dma_log`] — DMA_LOGGING_START/REPORT validation ([`validate_start`]);
 //! * [`dirty_log`] — [`DirtyLog`], the lock-free dirty-page tracker with report-and-clear;
@@ -35,7 +33,6 @@ pub mod driver;
 pub mod errno;
 pub mod flags;
 pub mod fsm;
-pub mod lent;
 pub mod machine;
 pub mod precopy;
 pub mod session;
@@ -52,7 +49,6 @@ pub use driver::{ArcFailure, MigrationDriver, NewSession};
 pub use errno::{Errno, ToErrno};
 pub use flags::{FlagsError, MigrationFlags};
 pub use fsm::{FsmError, MAX_PATH_LEN, next_state, path};
-pub use lent::{Lender, LentBytes, Loan, Placed, SaveReply};
 pub use machine::{Closed, DriverBug, Migration, ResetError, SetStateError};
 pub use precopy::{PrecopyInfo, SavePhase};
 pub use session::{

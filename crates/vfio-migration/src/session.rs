@@ -30,7 +30,6 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::errno::{Errno, ToErrno};
-use crate::lent::SaveReply;
 use crate::precopy::{PrecopyInfo, SavePhase};
 use crate::state::SessionKind;
 
@@ -70,18 +69,6 @@ pub trait SaveSource: Send {
     /// # Errors
     /// The device could not produce the data.
     fn read(&mut self, buf: &mut [u8], phase: SavePhase) -> Result<usize, StreamError>;
-
-    /// Adds the next bytes of the stream to `out`, lending bytes that sit in memory rather
-    /// than copying them where it can ([`SaveReply::lend`]); adding nothing means what a `read`
-    /// of 0 means. The default reads into [`SaveReply::spare`].
-    ///
-    /// # Errors
-    /// The device could not produce the data.
-    fn read_lent(&mut self, out: &mut SaveReply<'_>, phase: SavePhase) -> Result<(), StreamError> {
-        let n = self.read(out.spare(), phase)?;
-        out.commit(n);
-        Ok(())
-    }
 
     /// How much PRE_COPY data is waiting. Called only in the PRE_COPY phases.
     ///
@@ -176,20 +163,20 @@ struct SavingInner {
 }
 
 impl SavingInner {
-    /// One source read into `out` (which has room); returns the bytes it added.
-    fn read(&mut self, out: &mut SaveReply<'_>) -> Result<usize, SessionError> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SessionError> {
         let source = self.source.as_mut().ok_or(SessionError::Invalidated {
             kind: SessionKind::Saving,
         })?;
-        if self.ended || out.room() == 0 {
+        if self.ended || buf.is_empty() {
             return Ok(0);
         }
-        let before = out.len();
-        source.read_lent(out, self.phase)?;
-        if let Some((returned, len)) = out.overrun() {
-            return Err(SessionError::SourceOverrun { returned, len });
+        let n = source.read(buf, self.phase)?;
+        if n > buf.len() {
+            return Err(SessionError::SourceOverrun {
+                returned: n,
+                len: buf.len(),
+            });
         }
-        let n = out.len() - before;
         if n == 0 {
             if self.phase.is_precopy() {
                 return Err(SessionError::NoDataYet);
@@ -198,19 +185,6 @@ impl SavingInner {
         }
         self.bytes_read += n as u64;
         Ok(n)
-    }
-
-    /// Source reads until `out` is full, the stream ends, or PRE_COPY has nothing more now.
-    fn fill(&mut self, out: &mut SaveReply<'_>) -> Result<usize, SessionError> {
-        while out.room() > 0 {
-            match self.read(out) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(SessionError::NoDataYet) if !out.is_empty() => break,
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(out.len())
     }
 }
 
@@ -248,7 +222,7 @@ impl SavingSession {
     /// [`SessionError::NoDataYet`] (ENOMSG) in PRE_COPY when the source has nothing now;
     /// [`SessionError::Invalidated`] (ENODEV); the driver's [`StreamError`].
     pub fn read(&self, buf: &mut [u8]) -> Result<usize, SessionError> {
-        lock(&self.0).read(&mut SaveReply::copying(buf))
+        lock(&self.0).read(buf)
     }
 
     /// Reads until `buf` is full, the stream ends (STOP_COPY), or PRE_COPY has nothing more
@@ -260,17 +234,17 @@ impl SavingSession {
     /// driver error after some bytes were read is returned and those bytes are not delivered;
     /// the stream is unusable after such an error anyway.
     pub fn fill(&self, buf: &mut [u8]) -> Result<usize, SessionError> {
-        self.fill_reply(&mut SaveReply::copying(buf))
-    }
-
-    /// [`Self::fill`] into a reply that may take lent bytes ([`SaveReply::lending`]): the
-    /// source's bytes in memory are then not copied, and stay unchanged until the reply's
-    /// [`crate::LentBytes`] are dropped. Returns the reply's length.
-    ///
-    /// # Errors
-    /// As [`SavingSession::fill`].
-    pub fn fill_reply(&self, out: &mut SaveReply<'_>) -> Result<usize, SessionError> {
-        lock(&self.0).fill(out)
+        let mut inner = lock(&self.0);
+        let mut filled = 0;
+        while filled < buf.len() {
+            match inner.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(SessionError::NoDataYet) if filled > 0 => break,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(filled)
     }
 
     /// PRE_COPY progress (`VFIO_MIG_GET_PRECOPY_INFO`).

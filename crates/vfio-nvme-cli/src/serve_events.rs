@@ -14,7 +14,6 @@ use vfio_migration::DeviceState;
 use vfio_migration::DmaLogRange;
 use vfio_migration::Errno;
 use vfio_migration::MigrationFlags;
-use vfio_migration::SaveReply;
 use vfu::control::FailureView;
 use vfu::server::Device;
 use vfu::server::DmaRegion;
@@ -373,12 +372,6 @@ impl Migratable for ObservedMigration {
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         let inner = self.inner()?;
         let result = inner.read(buf);
-        self.data(inner, result)
-    }
-
-    fn read_reply(&self, out: &mut SaveReply<'_>) -> Result<usize, Errno> {
-        let inner = self.inner()?;
-        let result = inner.read_reply(out);
         self.data(inner, result)
     }
 

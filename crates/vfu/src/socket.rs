@@ -9,7 +9,6 @@ use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
-use std::time::Instant;
 
 use rustix::net::RecvAncillaryBuffer;
 use rustix::net::RecvAncillaryMessage;
@@ -91,30 +90,10 @@ pub(crate) fn send_all_parts(
     parts: &[&[u8]],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
-    send_parts(socket, parts, fds, 0, None).map(|_| ())
-}
-
-/// Sends the concatenation of `parts` from byte `from` on (`fds` go with byte 0, so only when
-/// `from` is 0), gathering the parts in each `sendmsg`, and returns how far it got: the total
-/// length, or less when `deadline` passed first. Without a deadline it waits as long as the
-/// socket's send timeout allows, and a peer that stops reading for longer gives a `TimedOut`
-/// error saying how far it got; with one it never waits beyond it (for a caller that must let
-/// go of the bytes by then and send the rest from a copy).
-pub(crate) fn send_parts(
-    socket: BorrowedFd<'_>,
-    parts: &[&[u8]],
-    fds: &[BorrowedFd<'_>],
-    from: usize,
-    deadline: Option<Instant>,
-) -> io::Result<usize> {
     /// Parts gathered per `sendmsg`; more are sent by the next calls.
     const MAX_PARTS: usize = 8;
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    let flags = match deadline {
-        Some(_) => SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-        None => SendFlags::NOSIGNAL,
-    };
-    let mut sent = from;
+    let mut sent = 0;
     while sent < total {
         // The parts from byte `sent` on.
         let mut skip = sent;
@@ -143,33 +122,29 @@ pub(crate) fn send_parts(
                     "too many file descriptors for one message",
                 ));
             }
-            rustix::net::sendmsg(socket, rest, &mut control, flags)
+            rustix::net::sendmsg(socket, rest, &mut control, SendFlags::NOSIGNAL)
         } else {
-            rustix::net::sendmsg(socket, rest, &mut SendAncillaryBuffer::default(), flags)
+            rustix::net::sendmsg(
+                socket,
+                rest,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
         };
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => sent += n,
             Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(sent);
-                    }
-                    wait_writable(socket, left)?;
-                }
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the peer stopped reading; {sent} of {total} bytes sent"),
-                    ));
-                }
-            },
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer stopped reading; {sent} of {total} bytes sent"),
+                ));
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(sent)
+    Ok(())
 }
 
 /// Send buffer asked for on every vfio-user connection (the kernel caps it at

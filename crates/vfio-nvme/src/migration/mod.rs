@@ -15,7 +15,6 @@
 pub mod admin;
 pub mod driver;
 pub mod error;
-mod lending;
 mod loader;
 pub mod passthrough;
 mod ranges;

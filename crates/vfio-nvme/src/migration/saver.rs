@@ -11,10 +11,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use nvme_spec::lm::LbaMigrationQueueEntry;
-use vfio_migration::LentBytes;
 use vfio_migration::PrecopyInfo;
 use vfio_migration::SavePhase;
-use vfio_migration::SaveReply;
 use vfio_migration::SaveSource;
 
 use super::driver::Core;
@@ -22,14 +20,12 @@ use super::driver::changed_bytes;
 use super::error::MigrationError;
 use super::ranges::RangeSet;
 use super::user_data::UserData;
-use crate::stream::Framed;
 use crate::stream::MAX_USER_DATA_BYTES;
 use crate::stream::NamespaceGeometry;
 use crate::stream::PciFaceState;
 use crate::stream::StreamEncoder;
 use crate::stream::StreamError;
 use crate::stream::StreamHeader;
-use crate::stream::USER_DATA_HEAD;
 use crate::stream::USER_DATA_OVERHEAD;
 
 /// Largest user-data record the source writes (the format's limit); a record is also cut to
@@ -39,9 +35,6 @@ const CHUNK: u64 = MAX_USER_DATA_BYTES as u64;
 /// reads), so the queue keeps up with a guest writing while a large namespace is copied: a few
 /// milliseconds of copying.
 const DRAIN_EVERY_BYTES: u64 = 16 << 20;
-/// Smallest record whose data is lent rather than copied: smaller ones cost less to copy than
-/// to hold, and a 1 MiB reply then carries at most 16 lent pieces.
-const LEND_MIN_BYTES: usize = 64 << 10;
 
 /// One namespace's copy progress.
 #[derive(Debug)]
@@ -56,8 +49,8 @@ struct Progress {
 /// What [`Saver::produce`] did.
 #[derive(Debug, PartialEq, Eq)]
 enum Produced {
-    /// A record went straight into the reply (written or lent).
-    Direct,
+    /// A record of this many bytes went straight into the reader's buffer.
+    Direct(usize),
     /// A record went into the saver's own buffer (it did not fit, or it is not user data).
     Buffered,
     /// Nothing is left for now.
@@ -186,27 +179,26 @@ impl Saver {
         false
     }
 
-    /// Copies buffered bytes into `out`.
-    fn take(&mut self, out: &mut SaveReply<'_>) {
-        let spare = out.spare();
-        let n = (self.out.len() - self.pos).min(spare.len());
-        spare[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        out.commit(n);
+    /// Copies buffered bytes into `buf`; returns how many.
+    fn take(&mut self, buf: &mut [u8]) -> usize {
+        let n = (self.out.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
         self.pos += n;
         if self.pos == self.out.len() {
             self.out.clear();
             self.pos = 0;
         }
+        n
     }
 
-    /// Produces the next record into `out`. User data becomes the largest whole-block record
-    /// that fits the room: lent from the namespace when `out` lends and the backend can hold
-    /// the range, else read straight into `out`; when not even one block fits, one block is
-    /// buffered and continues in the next read. Every other record is buffered (they are
-    /// small, except the controller state).
+    /// Produces the next record. User data goes straight into `space` (the rest of the
+    /// reader's buffer, which the saver's own buffer has been emptied into) as the largest
+    /// whole-block record that fits; when not even one block fits, one block is buffered and
+    /// continues in the next read. Every other record is buffered (they are small, except
+    /// the controller state).
     fn produce(
         &mut self,
-        out: &mut SaveReply<'_>,
+        space: &mut [u8],
         user: &dyn UserData,
     ) -> Result<Produced, MigrationError> {
         let Some(encoder) = self.encoder.as_mut() else {
@@ -219,35 +211,22 @@ impl Saver {
                 &mut ns.initial
             };
             let block = ns.geometry.block_size();
-            let room = out.room();
-            let fits = room.saturating_sub(USER_DATA_OVERHEAD) as u64 / block * block;
+            let fits = space.len().saturating_sub(USER_DATA_OVERHEAD) as u64 / block * block;
             let Some(range) = set.pop_front(fits.clamp(block, CHUNK)) else {
                 continue;
             };
             let (nsid, start) = (ns.geometry.nsid, range.start);
             let len = usize::try_from(range.end - start).unwrap_or(usize::MAX);
-            if len + USER_DATA_OVERHEAD <= room {
-                if out.lends()
-                    && len >= LEND_MIN_BYTES
-                    && let Some(lent) = user.hold(nsid, start, len)
-                {
-                    lend_record(encoder, nsid, start, lent, out)?;
-                    return Ok(Produced::Direct);
-                }
-                let fill = |at: u64, piece: &mut [u8]| {
-                    user.read(nsid, start + at, piece)
-                        .map_err(|e| ProduceError(MigrationError::Io(e)))
-                };
-                let n = encoder
-                    .user_data_in_place(nsid, start, len, out.spare(), fill)
-                    .map_err(|e| e.0)?;
-                out.commit(n);
-                return Ok(Produced::Direct);
-            }
             let fill = |at: u64, piece: &mut [u8]| {
                 user.read(nsid, start + at, piece)
                     .map_err(|e| ProduceError(MigrationError::Io(e)))
             };
+            if len + USER_DATA_OVERHEAD <= space.len() {
+                let n = encoder
+                    .user_data_in_place(nsid, start, len, space, fill)
+                    .map_err(|e| e.0)?;
+                return Ok(Produced::Direct(n));
+            }
             let at = self.out.len();
             self.out.resize(at + len + USER_DATA_OVERHEAD, 0);
             let written = encoder.user_data_in_place(nsid, start, len, &mut self.out[at..], fill);
@@ -281,37 +260,6 @@ impl Saver {
         }
         Ok(Produced::Nothing)
     }
-}
-
-/// Frames the held bytes `lent` (for byte `start` of namespace `nsid`) as a record in `out`:
-/// its head, the lent bytes, its CRC — or, when they are all zeros, a `Deallocate` record and
-/// the bytes are given back at once.
-fn lend_record(
-    encoder: &mut StreamEncoder,
-    nsid: u32,
-    start: u64,
-    lent: LentBytes,
-    out: &mut SaveReply<'_>,
-) -> Result<(), MigrationError> {
-    let framed = encoder
-        .user_data_around(nsid, start, lent.bytes(), out.spare())
-        .map_err(MigrationError::Encode)?;
-    match framed {
-        Framed::Zeros(n) => out.commit(n),
-        Framed::Data => {
-            // The CRC was written right after the head: once the head is committed and the
-            // data lent behind it, the CRC is where the reply's next own bytes go.
-            out.commit(USER_DATA_HEAD);
-            // The caller checked the room for the whole record, so this cannot fail.
-            if out.lend(lent).is_err() {
-                return Err(MigrationError::Io(std::io::Error::other(
-                    "a lent record did not fit the reply it was framed for",
-                )));
-            }
-            out.commit(USER_DATA_OVERHEAD - USER_DATA_HEAD);
-        }
-    }
-    Ok(())
 }
 
 /// The allocated ranges of a namespace, widened to whole blocks (backends report page-granular
@@ -349,28 +297,20 @@ impl SaveSource for Source {
         buf: &mut [u8],
         phase: SavePhase,
     ) -> Result<usize, vfio_migration::StreamError> {
-        let mut out = SaveReply::copying(buf);
-        self.read_lent(&mut out, phase)?;
-        Ok(out.len())
-    }
-
-    fn read_lent(
-        &mut self,
-        out: &mut SaveReply<'_>,
-        phase: SavePhase,
-    ) -> Result<(), vfio_migration::StreamError> {
         let mut core = self.core();
+        let mut n = 0;
         let mut drained = false;
         loop {
             let Core { saver, user, .. } = &mut *core;
             let saver = saver.as_mut().ok_or(MigrationError::NoSession)?;
-            saver.take(out);
-            if out.room() == 0 {
-                return Ok(());
+            n += saver.take(&mut buf[n..]);
+            if n == buf.len() {
+                return Ok(n);
             }
-            let before = out.len();
-            match saver.produce(out, user.as_ref())? {
-                Produced::Direct | Produced::Buffered => {}
+            let before = n;
+            match saver.produce(&mut buf[n..], user.as_ref())? {
+                Produced::Direct(len) => n += len,
+                Produced::Buffered => {}
                 Produced::Nothing => {
                     // Nothing left for now: in pre-copy, collect the latest changes once per
                     // read.
@@ -379,10 +319,10 @@ impl SaveSource for Source {
                         core.drain_changes()?;
                         continue;
                     }
-                    return Ok(());
+                    return Ok(n);
                 }
             }
-            if saver.drain_due((out.len() - before) as u64) {
+            if saver.drain_due((n - before) as u64) {
                 core.drain_changes()?;
             }
         }

@@ -10,9 +10,6 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use nvme_device::namespace::Namespace;
-use vfio_migration::LentBytes;
-
-use super::lending::NamespaceLender;
 
 use crate::stream::NamespaceGeometry;
 
@@ -28,36 +25,19 @@ pub trait UserData: Send + Sync {
     fn write(&self, nsid: u32, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes `len` bytes at `offset` of namespace `nsid` read as zeros.
     fn deallocate(&self, nsid: u32, offset: u64, len: u64) -> io::Result<()>;
-    /// Lends `len` bytes at byte `offset` of namespace `nsid` from where they are, unchanged
-    /// until the returned bytes are dropped (the guest's writes to them wait meanwhile), so the
-    /// stream can be sent without copying them first. `None` (the default): the caller copies
-    /// them with [`Self::read`].
-    fn hold(&self, nsid: u32, offset: u64, len: usize) -> Option<LentBytes> {
-        let _ = (nsid, offset, len);
-        None
-    }
 }
 
 /// [`UserData`] over the backends of in-process namespaces.
 #[derive(Debug, Clone)]
 pub struct InProcessUserData {
     namespaces: Vec<Arc<Namespace>>,
-    /// A lender per namespace, in the same order.
-    lenders: Vec<Arc<NamespaceLender>>,
 }
 
 impl InProcessUserData {
     /// Access to `namespaces` (those attached to the migrating controller).
     pub fn new(mut namespaces: Vec<Arc<Namespace>>) -> Self {
         namespaces.sort_by_key(|ns| ns.nsid());
-        let lenders = namespaces
-            .iter()
-            .map(|ns| Arc::new(NamespaceLender::new(Arc::clone(ns))))
-            .collect();
-        Self {
-            namespaces,
-            lenders,
-        }
+        Self { namespaces }
     }
 
     fn find(&self, nsid: u32) -> io::Result<&Namespace> {
@@ -128,11 +108,5 @@ impl UserData for InProcessUserData {
         self.check(nsid, offset, len)?
             .backend()
             .deallocate(offset, len)
-    }
-
-    fn hold(&self, nsid: u32, offset: u64, len: usize) -> Option<LentBytes> {
-        self.check(nsid, offset, len as u64).ok()?;
-        let at = self.namespaces.iter().position(|ns| ns.nsid() == nsid)?;
-        self.lenders[at].lend(offset, len)
     }
 }

@@ -26,63 +26,6 @@ pub const DEALLOCATE_RECORD_BYTES: usize = FRAMING_BYTES + size_of::<DeallocateP
 /// Bytes of the CRC at the end of a record.
 const CRC_OF_RECORD: usize = super::wire::CRC_BYTES;
 
-/// Bytes of a `UserData` record before its data: the record header and the nsid/offset prefix.
-pub const USER_DATA_HEAD: usize = USER_DATA_OVERHEAD - CRC_OF_RECORD;
-
-/// How [`StreamEncoder::user_data_around`] framed the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framed {
-    /// A `UserData` record: its first [`USER_DATA_HEAD`] bytes, then the data, then the
-    /// [`USER_DATA_OVERHEAD`]` - USER_DATA_HEAD` bytes of CRC that follow them in `out`.
-    Data,
-    /// The data was all zeros: a `Deallocate` record of this many bytes is at the front of
-    /// `out`, and the data is not sent.
-    Zeros(usize),
-}
-
-/// What [`StreamEncoder::finish_user_data`] counted.
-enum Checked {
-    /// A `UserData` record, with its CRC.
-    Data([u8; CRC_OF_RECORD]),
-    /// A `Deallocate` record with this payload, for data that was all zeros.
-    Zeros(DeallocatePayload),
-}
-
-/// The CRC and zero check of a `UserData` record, fed one piece of data at a time.
-struct DataCheck {
-    hasher: crc32fast::Hasher,
-    zeros: bool,
-}
-
-impl DataCheck {
-    /// A check whose CRC starts over the record's `head`.
-    fn new(head: &[u8]) -> Self {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(head);
-        Self {
-            hasher,
-            zeros: true,
-        }
-    }
-
-    /// Feeds the next piece of data.
-    fn piece(&mut self, piece: &[u8]) {
-        self.hasher.update(piece);
-        // Stops looking once a piece holds data (the first byte, for most data).
-        self.zeros = self.zeros && piece.iter().all(|&b| b == 0);
-    }
-}
-
-/// Writes the head of a `UserData` record of `len` data bytes into `head` (which is
-/// [`USER_DATA_HEAD`] bytes) and returns it.
-fn write_user_data_head(head: &mut [u8], nsid: u32, offset: u64, len: usize) -> &[u8] {
-    let payload_len = size_of::<UserDataPrefix>() + len;
-    let (record_head, prefix) = head.split_at_mut(size_of::<super::wire::RecordHeader>());
-    record_head.copy_from_slice(record_header(RecordType::UserData, payload_len).as_bytes());
-    prefix.copy_from_slice(UserDataPrefix { nsid, offset }.as_bytes());
-    head
-}
-
 /// Piece of the data [`StreamEncoder::user_data_in_place`] fills, checksums and checks for
 /// zeros before the next: small enough that the CRC and the zero check read what the fill just
 /// wrote from the cache, so the data is brought in from memory once.
@@ -125,9 +68,9 @@ impl StreamEncoder {
     /// the front of `out`, the data put straight into its place by `fill(at, piece)` (`piece`
     /// belongs at byte `offset + at` of the namespace), and returns the bytes of `out` used.
     ///
-    /// This is the source's path for data it must copy: the namespace is read into the buffer
-    /// that goes to the socket, and one pass over each piece, while it is still in the cache,
-    /// computes the CRC and sees whether the data is all zeros — then a `Deallocate` record (of
+    /// This is the copy-free path of the source: the namespace is read into the buffer that goes
+    /// to the socket, and one pass over each piece, while it is still in the cache, computes the
+    /// CRC and sees whether the data is all zeros — then a `Deallocate` record (of
     /// [`DEALLOCATE_RECORD_BYTES`]) is written instead, which the destination applies the same
     /// way and which carries no data.
     ///
@@ -142,110 +85,57 @@ impl StreamEncoder {
         out: &mut [u8],
         mut fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
     ) -> Result<usize, E> {
-        let total = self.check_user_data(len, out.len())?;
-        let (head, rest) = out[..total].split_at_mut(USER_DATA_HEAD);
-        let (data, crc) = rest.split_at_mut(len);
-        let mut check = DataCheck::new(write_user_data_head(head, nsid, offset, len));
-        let mut done = 0u64;
-        for piece in data.chunks_mut(PIECE_BYTES) {
-            fill(done, piece)?;
-            check.piece(piece);
-            done += piece.len() as u64;
-        }
-        Ok(match self.finish_user_data(nsid, offset, data, check)? {
-            Checked::Data(value) => {
-                crc.copy_from_slice(&value);
-                total
-            }
-            Checked::Zeros(payload) => {
-                write_record_into(out, RecordType::Deallocate, &[payload.as_bytes()])
-            }
-        })
-    }
-
-    /// Frames `data` (for byte `offset` of namespace `nsid`) as a `UserData` record whose data
-    /// is sent from where it is rather than copied: writes the record's head at the front of
-    /// `out` and its CRC right after (to go after the data), or, when `data` is all zeros, a
-    /// `Deallocate` record instead. One pass over the data computes the CRC and the zero check.
-    ///
-    /// `out` needs [`USER_DATA_OVERHEAD`] bytes; the rules of [`Self::user_data`] apply; on an
-    /// error nothing is counted.
-    pub fn user_data_around(
-        &mut self,
-        nsid: u32,
-        offset: u64,
-        data: &[u8],
-        out: &mut [u8],
-    ) -> Result<Framed, StreamError> {
-        let len = data.len();
-        self.check_user_data(len, usize::MAX)?;
-        let Some(framing) = out.get_mut(..USER_DATA_OVERHEAD) else {
-            return Err(StreamError::RecordTooLarge {
-                at: self.ledger.next_at(RecordType::UserData),
-                length: (size_of::<UserDataPrefix>() + len) as u64,
-                limit: 0,
-            });
-        };
-        let (head, crc) = framing.split_at_mut(USER_DATA_HEAD);
-        let mut check = DataCheck::new(write_user_data_head(head, nsid, offset, len));
-        for piece in data.chunks(PIECE_BYTES) {
-            check.piece(piece);
-        }
-        Ok(match self.finish_user_data(nsid, offset, data, check)? {
-            Checked::Data(value) => {
-                crc.copy_from_slice(&value);
-                Framed::Data
-            }
-            Checked::Zeros(payload) => Framed::Zeros(write_record_into(
-                out,
-                RecordType::Deallocate,
-                &[payload.as_bytes()],
-            )),
-        })
-    }
-
-    /// Checks that a `UserData` record of `len` data bytes may come next and fits `room`
-    /// bytes; returns its framed length.
-    fn check_user_data(&self, len: usize, room: usize) -> Result<usize, StreamError> {
         let at = self.ledger.next_at(RecordType::UserData);
         let payload_len = size_of::<UserDataPrefix>() + len;
         RecordType::UserData.check_length(at, payload_len as u64)?;
         let total = payload_len + FRAMING_BYTES;
-        if total > room {
+        let room = out.len();
+        let Some(record) = out.get_mut(..total) else {
             return Err(StreamError::RecordTooLarge {
                 at,
                 length: payload_len as u64,
                 limit: room.saturating_sub(FRAMING_BYTES) as u64,
-            });
+            }
+            .into());
+        };
+        let (head, rest) = record.split_at_mut(USER_DATA_OVERHEAD - CRC_OF_RECORD);
+        let (data, crc) = rest.split_at_mut(len);
+        let (record_head, prefix) = head.split_at_mut(size_of::<super::wire::RecordHeader>());
+        record_head.copy_from_slice(record_header(RecordType::UserData, payload_len).as_bytes());
+        prefix.copy_from_slice(UserDataPrefix { nsid, offset }.as_bytes());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(head);
+        let mut zeros = true;
+        let mut done = 0u64;
+        for piece in data.chunks_mut(PIECE_BYTES) {
+            fill(done, piece)?;
+            hasher.update(piece);
+            // Stops looking once a piece holds data (the first byte, for most data).
+            zeros = zeros && piece.iter().all(|&b| b == 0);
+            done += piece.len() as u64;
         }
-        Ok(total)
-    }
-
-    /// Counts a checked record: all zeros as a `Deallocate` (whose payload is returned, to be
-    /// written in its place), anything else as the `UserData` record with its CRC.
-    fn finish_user_data(
-        &mut self,
-        nsid: u32,
-        offset: u64,
-        data: &[u8],
-        check: DataCheck,
-    ) -> Result<Checked, StreamError> {
-        if check.zeros {
-            let payload = DeallocatePayload {
-                nsid,
-                offset,
-                length: data.len() as u64,
-            };
+        if zeros {
+            let length = len as u64;
             self.ledger.accept(&RecordView::Deallocate {
                 nsid,
                 offset,
-                length: payload.length,
+                length,
             })?;
-            return Ok(Checked::Zeros(payload));
+            let payload = DeallocatePayload {
+                nsid,
+                offset,
+                length,
+            };
+            return Ok(write_record_into(
+                out,
+                RecordType::Deallocate,
+                &[payload.as_bytes()],
+            ));
         }
         self.ledger
             .accept(&RecordView::UserData { nsid, offset, data })?;
-        Ok(Checked::Data(check.hasher.finalize().to_le_bytes()))
+        crc.copy_from_slice(&hasher.finalize().to_le_bytes());
+        Ok(total)
     }
 
     /// Appends a `Deallocate` record: bytes `offset .. offset + length` of `nsid` read as zeros.

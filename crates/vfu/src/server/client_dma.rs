@@ -141,8 +141,8 @@ impl ClientDma {
             pending.waiting.insert(id, sender);
             id
         };
-        let mut message = Outgoing::new(encode_request(id, body, false));
-        if let Err(err) = self.outbox.send(&mut message) {
+        let message = Outgoing::new(encode_request(id, body, false));
+        if let Err(err) = self.outbox.send(&message) {
             self.pending().waiting.remove(&id);
             return Err(MemoryFault::new(format!(
                 "{what}: sending it to the client failed: {err}"

@@ -234,8 +234,8 @@ fn dispatch(shared: &Shared<'_>, device: &dyn Device) -> Result<(), ConnectionEr
     loop {
         match shared.queue.pop(POLL_INTERVAL) {
             Popped::Frame(frame) => {
-                if let Some(mut reply) = session.handle(frame) {
-                    shared.outbox.send(&mut reply)?;
+                if let Some(reply) = session.handle(frame) {
+                    shared.outbox.send(&reply)?;
                     session.recycle(reply);
                 }
             }

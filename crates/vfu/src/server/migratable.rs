@@ -50,7 +50,6 @@ use vfio_migration::Migration;
 use vfio_migration::MigrationDriver;
 use vfio_migration::MigrationFlags;
 use vfio_migration::SavePhase;
-use vfio_migration::SaveReply;
 use vfio_migration::Session;
 use vfio_migration::SessionError;
 use vfio_migration::ToErrno;
@@ -71,14 +70,6 @@ pub trait Migratable: Send + Sync {
     /// MIG_DATA_READ: fills `buf` as far as the saving stream allows and returns the byte count;
     /// fewer than `buf.len()` means "no more data now" (the end of the stream in STOP_COPY).
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno>;
-    /// MIG_DATA_READ into a reply that may take bytes the device lends instead of copying
-    /// ([`SaveReply::lending`]); returns the reply's length. The default copies, through
-    /// [`Self::read`].
-    fn read_reply(&self, out: &mut SaveReply<'_>) -> Result<usize, Errno> {
-        let n = self.read(out.spare())?;
-        out.commit(n);
-        Ok(out.len())
-    }
     /// MIG_DATA_WRITE: appends `data` to the resuming stream.
     fn write(&self, data: &[u8]) -> Result<(), Errno>;
     /// DMA_LOGGING_START at `page_size` for `ranges`; no ranges logs every device write
@@ -353,15 +344,11 @@ impl<D: MigrationDriver + Send> Migratable for DeviceMigration<D> {
     }
 
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
-        self.read_reply(&mut SaveReply::copying(buf))
-    }
-
-    fn read_reply(&self, out: &mut SaveReply<'_>) -> Result<usize, Errno> {
         let mut slot = self.slot();
         let Some(saving) = slot.machine.session().and_then(Session::as_saving) else {
             return Err(Errno::EINVAL);
         };
-        match saving.fill_reply(out) {
+        match saving.fill(buf) {
             Ok(n) => Ok(n),
             // vfio-user has no "no data yet": a short (here empty) read in PRE_COPY says so.
             Err(SessionError::NoDataYet) => Ok(0),

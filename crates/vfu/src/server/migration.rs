@@ -9,7 +9,6 @@
 use vfio_migration::DeviceState;
 use vfio_migration::DmaLogRange;
 use vfio_migration::Errno;
-use vfio_migration::SaveReply;
 
 use crate::feature::DeviceFeature;
 use crate::feature::DmaLoggingReport;
@@ -116,9 +115,8 @@ impl Session<'_> {
     }
 
     /// `MIG_DATA_READ`: up to `size` bytes of the saving stream; a shorter reply means "no more
-    /// data now" (the end of the stream in STOP_COPY). The device writes straight into the
-    /// reply message, in the buffer of the previous reply, or lends bytes it holds in memory,
-    /// which the send gathers from where they are (see [`Outgoing::lent`]).
+    /// data now" (the end of the stream in STOP_COPY). The device reads straight into the
+    /// reply message, in the buffer of the previous reply.
     pub(super) fn mig_data_read(&mut self, header: &Header, read: &MigDataHead) -> Handled {
         let device = self.device;
         let migration = device.migration().ok_or(Errno::ENOTTY)?;
@@ -128,44 +126,27 @@ impl Session<'_> {
             return Err(Errno::EINVAL);
         }
         let mut bytes = std::mem::take(&mut self.spare_reply);
-        // The buffer keeps its length between replies (only `own_len` bytes are sent), so only
-        // a larger request than before zeroes anything.
-        let room = DATA_PREFIX_BYTES + read.size as usize;
-        if bytes.len() < room {
-            bytes.resize(room, 0);
-        }
-        let mut lent = std::mem::take(&mut self.spare_lent);
-        let mut reply = SaveReply::lending(&mut bytes[DATA_PREFIX_BYTES..room], &mut lent);
-        let read_back = migration.read_reply(&mut reply);
-        let owned = reply.owned().len();
-        let len = read_back.and_then(|len| {
-            if len > read.size as usize {
-                tracing::error!(
-                    len,
-                    asked = read.size,
-                    "device returned more migration data than asked"
-                );
-                return Err(Errno::EIO);
-            }
-            Ok(len)
-        });
-        let len = match len {
+        // Only bytes beyond the previous reply's length are zeroed: replies are mostly full.
+        bytes.resize(DATA_PREFIX_BYTES + read.size as usize, 0);
+        let len = match migration.read(&mut bytes[DATA_PREFIX_BYTES..]) {
             Ok(len) => len,
             Err(errno) => {
-                lent.clear();
-                self.spare_lent = lent;
                 self.spare_reply = bytes;
                 return Err(errno);
             }
         };
-        bytes[..DATA_PREFIX_BYTES].copy_from_slice(&read_reply_prefix(header, len));
-        for (at, _) in &mut lent {
-            *at += DATA_PREFIX_BYTES;
+        if len > read.size as usize {
+            tracing::error!(
+                len,
+                asked = read.size,
+                "device returned more migration data than asked"
+            );
+            self.spare_reply = bytes;
+            return Err(Errno::EIO);
         }
-        let mut message = Outgoing::new(bytes);
-        message.own_len = DATA_PREFIX_BYTES + owned;
-        message.lent = lent;
-        Ok(message)
+        bytes.truncate(DATA_PREFIX_BYTES + len);
+        bytes[..DATA_PREFIX_BYTES].copy_from_slice(&read_reply_prefix(header, len));
+        Ok(Outgoing::new(bytes))
     }
 
     /// `MIG_DATA_WRITE`: appends `data` to the resuming stream (RESUMING only).

@@ -98,9 +98,10 @@ impl Session<'_> {
             }
             _ => Vec::new(),
         };
-        let mut message = Outgoing::new(encode_reply(header, &reply));
-        message.fds = fds;
-        Ok(message)
+        Ok(Outgoing {
+            bytes: encode_reply(header, &reply),
+            fds,
+        })
     }
 
     /// `REGION_READ`.

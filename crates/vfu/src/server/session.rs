@@ -60,8 +60,6 @@ pub(super) struct Session<'d> {
     /// The buffer of the last `MIG_DATA_READ` reply, back from the socket: the next reply is
     /// read into it (no allocation, and its pages already faulted in).
     pub(super) spare_reply: Vec<u8>,
-    /// The (emptied) list of lent bytes of the last `MIG_DATA_READ` reply, for the next one.
-    pub(super) spare_lent: Vec<vfio_migration::Placed>,
     /// Where the payloads of large requests go back once handled, for the reader to receive
     /// the next ones into.
     pub payloads: Arc<PayloadPool>,
@@ -81,7 +79,6 @@ impl<'d> Session<'d> {
             regions: RegionTable::default(),
             windows: DmaWindows::default(),
             spare_reply: Vec::new(),
-            spare_lent: Vec::new(),
             payloads: Arc::default(),
             negotiated: false,
         }
@@ -111,15 +108,11 @@ impl<'d> Session<'d> {
         (!header.flags.no_reply()).then_some(answer)
     }
 
-    /// Takes back a reply that has been sent: a `MIG_DATA_READ` reply's buffers are kept for
-    /// the next one (its lent bytes were given back by the send).
-    pub fn recycle(&mut self, mut reply: Outgoing) {
+    /// Takes back a reply that has been sent: a `MIG_DATA_READ` reply's buffer is kept for
+    /// the next one.
+    pub fn recycle(&mut self, reply: Outgoing) {
         if reply.bytes.capacity() > self.spare_reply.capacity() {
             self.spare_reply = reply.bytes;
-        }
-        if reply.lent.capacity() > self.spare_lent.capacity() {
-            reply.lent.clear();
-            self.spare_lent = reply.lent;
         }
     }
 

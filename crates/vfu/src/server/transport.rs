@@ -13,9 +13,6 @@ use std::sync::PoisonError;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use std::time::Instant;
-
-use vfio_migration::Placed;
 
 use vfio_migration::Errno;
 
@@ -35,70 +32,27 @@ pub(super) const MAX_MSG_FDS: usize = 8;
 /// connection is given up (QEMU's client gives up on a reply after 5 s, too).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a reply's lent bytes ([`Outgoing::lent`]) may stay lent while the client takes the
-/// reply in: the device holds them unchanged meanwhile, which delays the guest's writes to
-/// them. What is not sent by then is copied and sent from the copy.
-const LENT_SEND_BUDGET: Duration = Duration::from_millis(5);
-
-/// Lent pieces of one message sent from a fixed list of parts; a message with more is sent
-/// from a copy.
-const MAX_LENT_PARTS: usize = 32;
-
 /// A message to send: its bytes (header included) and the descriptors that go with it.
 #[derive(Debug)]
 pub(super) struct Outgoing {
-    /// The message's own bytes, header first: the first `own_len` are sent.
+    /// The whole message.
     pub bytes: Vec<u8>,
-    /// How many of `bytes` belong to the message (the rest is room kept for the next one).
-    pub own_len: usize,
     /// Descriptors attached to the message's first byte.
     pub fds: Vec<OwnedFd>,
-    /// Bytes the device lent (a `MIG_DATA_READ` reply's namespace data), each sent after the
-    /// first `at` own bytes; given back once sent, or copied when the client is slow.
-    pub lent: Vec<Placed>,
 }
 
 impl Outgoing {
     /// A message without descriptors.
     pub fn new(bytes: Vec<u8>) -> Self {
         Self {
-            own_len: bytes.len(),
             bytes,
             fds: Vec::new(),
-            lent: Vec::new(),
         }
     }
 
     /// The header-only error reply to `request`.
     pub fn error(request: &Header, errno: Errno) -> Self {
         Self::new(encode_error_reply(request, errno).to_vec())
-    }
-
-    /// Calls `f` with the message's own bytes and lent bytes, in order.
-    fn for_each_part<'m>(&'m self, mut f: impl FnMut(&'m [u8])) {
-        let own = &self.bytes[..self.own_len];
-        let mut from = 0;
-        for (at, lent) in &self.lent {
-            let at = (*at).clamp(from, own.len());
-            f(&own[from..at]);
-            f(lent.bytes());
-            from = at;
-        }
-        f(&own[from..]);
-    }
-
-    /// The message's parts ([`Self::for_each_part`]) in `out`, and how many; `None` when it has
-    /// more lent pieces than `out` takes.
-    fn parts<'m>(&'m self, out: &mut [&'m [u8]; 2 * MAX_LENT_PARTS + 1]) -> Option<usize> {
-        if self.lent.len() > MAX_LENT_PARTS {
-            return None;
-        }
-        let mut count = 0;
-        self.for_each_part(|part| {
-            out[count] = part;
-            count += 1;
-        });
-        Some(count)
     }
 }
 
@@ -123,9 +77,8 @@ pub(super) struct Inbox {
 #[derive(Debug)]
 pub(super) struct Outbox {
     socket: Arc<OwnedFd>,
-    /// Held while one message is written, so messages never interleave; holds the buffer the
-    /// rest of a message with lent bytes is copied into when the client is slow.
-    sending: Mutex<Vec<u8>>,
+    /// Held while one message is written, so messages never interleave.
+    sending: Mutex<()>,
     /// A send failed part-way: the stream has lost its framing and the connection must end.
     broken: AtomicBool,
 }
@@ -145,7 +98,7 @@ pub(super) fn split(socket: OwnedFd, max_msg_size: u32) -> io::Result<(Inbox, Ar
     };
     let outbox = Arc::new(Outbox {
         socket,
-        sending: Mutex::new(Vec::new()),
+        sending: Mutex::new(()),
         broken: AtomicBool::new(false),
     });
     Ok((inbox, outbox))
@@ -200,27 +153,16 @@ impl Outbox {
     /// Sends a whole message; the descriptors travel with its first byte. A failure breaks the
     /// connection (a partial message cannot be taken back): later sends fail at once and the
     /// reader ends the connection.
-    ///
-    /// Lent bytes are given back (dropped) as soon as they are sent, or copied into the
-    /// outbox's spill buffer once the client has taken longer than [`LENT_SEND_BUDGET`]: how long
-    /// the device keeps them unchanged does not depend on how fast the client reads.
-    pub fn send(&self, message: &mut Outgoing) -> io::Result<()> {
-        let mut spill = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+    pub fn send(&self, message: &Outgoing) -> io::Result<()> {
+        let _one_at_a_time = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_broken() {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "an earlier send to the client failed",
             ));
         }
-        // The descriptors go with this send and are closed after it.
-        let owned_fds = std::mem::take(&mut message.fds);
-        let fds: Vec<BorrowedFd<'_>> = owned_fds.iter().map(AsFd::as_fd).collect();
-        let sent = if message.lent.is_empty() {
-            socket::send_all(self.socket.as_fd(), &message.bytes[..message.own_len], &fds)
-        } else {
-            Self::send_lent(self.socket.as_fd(), message, &fds, &mut spill)
-        };
-        message.lent.clear();
+        let fds: Vec<BorrowedFd<'_>> = message.fds.iter().map(AsFd::as_fd).collect();
+        let sent = socket::send_all(self.socket.as_fd(), &message.bytes, &fds);
         if sent.is_err() {
             self.broken.store(true, Ordering::Release);
             // Wakes the reader, which then ends the connection.
@@ -229,174 +171,8 @@ impl Outbox {
         sent
     }
 
-    /// Sends a message with lent bytes: gathered straight from where they are lent for up to
-    /// [`LENT_SEND_BUDGET`], then whatever is left from a copy in `spill`, after the lent bytes
-    /// have been given back.
-    fn send_lent(
-        socket: BorrowedFd<'_>,
-        message: &mut Outgoing,
-        fds: &[BorrowedFd<'_>],
-        spill: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        let mut parts = [&[][..]; 2 * MAX_LENT_PARTS + 1];
-        let Some(count) = message.parts(&mut parts) else {
-            spill.clear();
-            message.for_each_part(|part| spill.extend_from_slice(part));
-            message.lent.clear();
-            return socket::send_all(socket, spill, fds);
-        };
-        let parts = &parts[..count];
-        let deadline = Instant::now() + LENT_SEND_BUDGET;
-        let sent = socket::send_parts(socket, parts, fds, 0, Some(deadline))?;
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if sent == total {
-            return Ok(());
-        }
-        // The client is slow: the rest goes from a copy, and the device has its bytes back.
-        spill.clear();
-        let mut skip = sent;
-        for part in parts {
-            let from = skip.min(part.len());
-            spill.extend_from_slice(&part[from..]);
-            skip -= from;
-        }
-        message.lent.clear();
-        socket::send_all(socket, spill, &[])
-    }
-
     /// Whether a send failed and the connection must end.
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Read;
-    use std::os::unix::net::UnixStream;
-    use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
-
-    use vfio_migration::Lender;
-    use vfio_migration::LentBytes;
-    use vfio_migration::Loan;
-
-    use super::*;
-
-    /// Lends slices of its bytes and counts what was given back.
-    struct Bytes {
-        data: Vec<u8>,
-        given_back: AtomicUsize,
-    }
-
-    impl Lender for Bytes {
-        fn lent(&self, loan: &Loan) -> &[u8] {
-            &self.data[loan.addr..loan.addr + loan.len]
-        }
-        fn give_back(&self, _loan: &Loan) {
-            self.given_back.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn lender(len: usize) -> Arc<Bytes> {
-        Arc::new(Bytes {
-            data: (0..len).map(|i| (i * 7 + i / 251) as u8).collect(),
-            given_back: AtomicUsize::new(0),
-        })
-    }
-
-    fn lend(lender: &Arc<Bytes>, addr: usize, len: usize) -> LentBytes {
-        let loan = Loan { key: 0, addr, len };
-        LentBytes::new(Arc::clone(lender) as Arc<dyn Lender>, loan)
-    }
-
-    /// Own bytes `[0, 1, …]` with `pieces` of `lender`'s bytes placed after own bytes 2 and 5;
-    /// returns the message and the bytes it stands for.
-    fn message(lender: &Arc<Bytes>, pieces: &[(usize, usize)]) -> (Outgoing, Vec<u8>) {
-        let own: Vec<u8> = (100..110).collect();
-        let mut message = Outgoing::new(own.clone());
-        // Room beyond own_len is never sent.
-        message.bytes.extend_from_slice(&[0xEE; 4]);
-        let places = [2, 5, 5, 9];
-        let mut expected = Vec::new();
-        let mut from = 0;
-        for (&(addr, len), &at) in pieces.iter().zip(places.iter()) {
-            expected.extend_from_slice(&own[from..at]);
-            expected.extend_from_slice(&lender.data[addr..addr + len]);
-            message.lent.push((at, lend(lender, addr, len)));
-            from = at;
-        }
-        expected.extend_from_slice(&own[from..]);
-        (message, expected)
-    }
-
-    fn outbox() -> (Arc<Outbox>, UnixStream) {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let (_inbox, outbox) = split(OwnedFd::from(ours), 1 << 20).unwrap();
-        (outbox, theirs)
-    }
-
-    #[test]
-    fn lent_bytes_go_out_between_the_own_bytes_and_are_given_back() {
-        let lender = lender(64 << 10);
-        let (outbox, mut client) = outbox();
-        let (mut message, expected) = message(&lender, &[(10, 3000), (5000, 1), (9000, 40000)]);
-        let reader = std::thread::spawn(move || {
-            let mut got = vec![0; expected.len()];
-            client.read_exact(&mut got).unwrap();
-            assert_eq!(got, expected);
-        });
-        outbox.send(&mut message).unwrap();
-        assert!(message.lent.is_empty());
-        assert_eq!(lender.given_back.load(Ordering::SeqCst), 3);
-        reader.join().unwrap();
-    }
-
-    #[test]
-    fn lent_bytes_are_given_back_while_a_slow_client_has_not_read_them() {
-        let lender = lender(16 << 20);
-        let (outbox, mut client) = outbox();
-        // Far more than the socket buffers hold, so the send cannot finish before the client
-        // reads.
-        let (mut message, expected) = message(&lender, &[(0, 16 << 20)]);
-        let sender = {
-            let outbox = Arc::clone(&outbox);
-            std::thread::spawn(move || outbox.send(&mut message))
-        };
-        let waited = Instant::now();
-        while lender.given_back.load(Ordering::SeqCst) == 0 {
-            assert!(
-                waited.elapsed() < Duration::from_secs(30),
-                "lent bytes not given back while the client did not read"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // Only now does the client read: the rest came from the copy.
-        let mut got = vec![0; expected.len()];
-        client.read_exact(&mut got).unwrap();
-        assert!(got == expected, "the message differs from what was lent");
-        sender.join().unwrap().unwrap();
-    }
-
-    #[test]
-    fn a_message_with_more_lent_pieces_than_parts_is_sent_whole() {
-        let lender = lender(1 << 16);
-        let (outbox, mut client) = outbox();
-        let mut message = Outgoing::new(vec![1, 2, 3]);
-        let mut expected = Vec::new();
-        for i in 0..MAX_LENT_PARTS + 3 {
-            message.lent.push((1, lend(&lender, i * 100, 50)));
-            expected.extend_from_slice(&lender.data[i * 100..i * 100 + 50]);
-        }
-        expected.insert(0, 1);
-        expected.extend_from_slice(&[2, 3]);
-        let reader = std::thread::spawn(move || {
-            let mut got = vec![0; expected.len()];
-            client.read_exact(&mut got).unwrap();
-            assert_eq!(got, expected);
-        });
-        outbox.send(&mut message).unwrap();
-        assert_eq!(lender.given_back.load(Ordering::SeqCst), MAX_LENT_PARTS + 3);
-        reader.join().unwrap();
     }
 }
