@@ -171,18 +171,6 @@ impl Mapping {
         Ok(range)
     }
 
-    /// Where the `len` bytes at `offset` are in this process's memory, for handing them to the
-    /// kernel without a copy (a socket send from a held namespace range). The range is checked
-    /// like every other access. The pointer is valid only while `self` lives, and it is the
-    /// caller's job to keep the bytes from changing while anything reads through it: no
-    /// method of this type synchronises with such a reader.
-    pub fn range_ptr(&self, offset: u64, len: u64) -> Result<NonNull<u8>, AccessError> {
-        let range = self.check(offset, len)?;
-        // SAFETY: `range.start <= self.len` (checked above), so the result lies inside the live
-        // mapping or one past its end, and is not null because the mapping's base is not.
-        Ok(unsafe { self.ptr.add(range.start) })
-    }
-
     /// Copies `buf.len()` bytes starting at `offset` out of the mapping.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
         let range = self.check(offset, buf.len() as u64)?;
@@ -490,25 +478,6 @@ mod tests {
         m.fill(0, 8192, 0xAA).unwrap();
         m.read(8186, &mut buf).unwrap();
         assert_eq!(buf, [0xAA; 6]);
-    }
-
-    #[test]
-    fn range_ptr_points_into_the_mapping_and_is_checked() {
-        let m = Mapping::anonymous(8192).unwrap();
-        m.write(4096, b"abc").unwrap();
-        let ptr = m.range_ptr(4096, 3).unwrap();
-        assert_eq!(
-            ptr.as_ptr() as usize - m.range_ptr(0, 0).unwrap().as_ptr() as usize,
-            4096
-        );
-        let mut buf = [0u8; 3];
-        // SAFETY: the three bytes lie inside `m`, which outlives the copy and is not written
-        // meanwhile.
-        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), buf.as_mut_ptr(), 3) };
-        assert_eq!(&buf, b"abc");
-        assert!(m.range_ptr(8192, 0).is_ok());
-        assert!(m.range_ptr(8190, 3).is_err());
-        assert!(m.range_ptr(u64::MAX, 2).is_err());
     }
 
     #[test]

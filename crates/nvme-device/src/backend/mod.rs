@@ -11,14 +11,9 @@
 //! * [`NullBackend`] — reads return zeros and writes are dropped: measures protocol overhead.
 //! * [`DelayBackend`] — another backend behind an asynchronous queue whose requests a test can
 //!   hold ([`DelayGate`]), to show what a slow command does and does not stop.
-//!
-//! A backend whose data is in this process's memory (the RAM backend) can also hold a byte range
-//! unchanged ([`Backend::hold`]), so that a migration source sends it to a socket straight from
-//! there instead of copying it first (see the `hold` module).
 
 mod delay;
 mod file;
-mod hold;
 mod io_queue;
 mod null;
 mod ram;
@@ -31,7 +26,6 @@ pub use delay::DelayBackend;
 pub use delay::DelayGate;
 pub use file::FileAio;
 pub use file::FileBackend;
-pub use hold::Held;
 pub use io_queue::IoKind;
 pub use io_queue::IoQueue;
 pub use io_queue::IoRequest;
@@ -40,7 +34,6 @@ pub use null::NullBackend;
 pub use ram::RamBackend;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::memory::DmaError;
 use crate::memory::DmaMemory;
@@ -104,28 +97,5 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> io::Result<Option<Box<dyn IoQueue>>> {
         let _ = (mem, depth);
         Ok(None)
-    }
-    /// Holds `len` bytes at `offset` unchanged until [`Backend::release`] with the same range,
-    /// and returns where they are in this process's memory, so that a migration can hand them
-    /// to the kernel (a socket send) without copying them first. Meanwhile writes, Write Zeroes
-    /// and deallocations touching the range wait (they are delayed, not refused); reads go on.
-    ///
-    /// `None`: the backend's data is not in this process's memory (the default), part of the
-    /// range is already held, the range is not inside the backend, or commands changing the
-    /// range did not finish within `patience` (then nothing is held and the caller copies
-    /// instead).
-    ///
-    /// A hold may cover more than the range asked for (the RAM backend holds whole stripes of
-    /// at least 1 MiB), which delays more writes but changes nothing else. The kernel must be
-    /// done reading the bytes before the release: a plain `sendmsg` copies them before it
-    /// returns, one with `MSG_ZEROCOPY` does not.
-    fn hold(&self, offset: u64, len: u64, patience: Duration) -> Option<Held> {
-        let _ = (offset, len, patience);
-        None
-    }
-    /// Ends the [`Backend::hold`] of exactly `offset`/`len`, waking the commands waiting for it.
-    /// A range that is not held is a caller bug (a debug assertion in the RAM backend).
-    fn release(&self, offset: u64, len: u64) {
-        let _ = (offset, len);
     }
 }
