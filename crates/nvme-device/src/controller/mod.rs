@@ -777,15 +777,13 @@ impl Controller {
     }
 
     /// From now on the worker threads run no passes; only calls on the test's thread (such as
-    /// [`Self::run_until_idle`]) do. Returns once every worker thread has finished the pass it
-    /// was in and parked.
+    /// [`Self::run_until_idle`]) do. Each worker thread parks once it has finished the pass it
+    /// was in; returns whether all of them have.
     #[cfg(feature = "test-utils")]
-    pub(crate) fn drive_manually(&self) {
+    pub(crate) fn drive_manually(&self) -> bool {
         self.inner.manual.store(true, Ordering::Release);
         self.inner.kick();
-        while self.inner.manual_parked.load(Ordering::Acquire) < self.threads.len() {
-            std::thread::yield_now();
-        }
+        self.inner.manual_parked.load(Ordering::Acquire) == self.threads.len()
     }
 
     /// Runs `f` with the controller-wide state and every worker's held, so no pass is under

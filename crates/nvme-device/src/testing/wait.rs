@@ -96,8 +96,14 @@ pub fn settle(controller: &Controller) {
 /// does happens in the order of the test's calls, whatever the machine's load. For tests that
 /// compare controllers step by step; the worker threads' own scheduling is what the other
 /// tests exercise.
+///
+/// # Panics
+///
+/// If a worker thread does not park within [`PATIENCE`].
 pub fn drive_manually(controller: &Controller) {
-    controller.drive_manually();
+    eventually("the worker threads to park", || {
+        controller.drive_manually().then_some(())
+    });
 }
 
 /// Runs `f` while no worker pass of `controller` is under way, so the next pass sees all of
