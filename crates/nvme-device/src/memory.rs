@@ -8,8 +8,13 @@
 //! implementation (see [`shmem::WriteObserver`]), so every path that writes guest memory is logged
 //! without the device having to remember to do it.
 
+use std::ptr::NonNull;
+
 pub use shmem::DmaError;
 use shmem::Mapping;
+pub use shmem::Pinned;
+
+use crate::prp::Segment;
 
 /// Bounds-checked access to guest-physical memory.
 pub trait DmaMemory: Send + Sync {
@@ -33,6 +38,18 @@ pub trait DmaMemory: Send + Sync {
     /// Copies `len` bytes of guest memory at `gpa` into `dst` at `dst_offset`.
     fn read_into(&self, gpa: u64, dst: &Mapping, dst_offset: u64, len: u64)
     -> Result<(), DmaError>;
+    /// Resolves `segments` onto host memory for I/O the kernel does on guest memory directly
+    /// (no bounce copy), calling `piece(host_address, len)` for each piece in order; the memory
+    /// stays mapped until the [`Pinned`] is dropped. `None`: use copies instead (see
+    /// [`shmem::AddressSpace::pin`]). `writable`: the device writes the memory (a Read).
+    fn pin(
+        &self,
+        segments: &[Segment],
+        writable: bool,
+        piece: &mut dyn FnMut(NonNull<u8>, usize) -> bool,
+    ) -> Option<Pinned>;
+    /// Reports a completed device write done through a [`Pinned`] range to dirty logging.
+    fn record_write(&self, gpa: u64, len: u64);
 }
 
 impl DmaMemory for shmem::AddressSpace {
@@ -70,5 +87,23 @@ impl DmaMemory for shmem::AddressSpace {
         len: u64,
     ) -> Result<(), DmaError> {
         shmem::AddressSpace::read_into(self, gpa, dst, dst_offset, len)
+    }
+
+    fn pin(
+        &self,
+        segments: &[Segment],
+        writable: bool,
+        piece: &mut dyn FnMut(NonNull<u8>, usize) -> bool,
+    ) -> Option<Pinned> {
+        shmem::AddressSpace::pin(
+            self,
+            segments.iter().map(|s| (s.gpa, s.len)),
+            writable,
+            piece,
+        )
+    }
+
+    fn record_write(&self, gpa: u64, len: u64) {
+        shmem::AddressSpace::record_write(self, gpa, len);
     }
 }

@@ -404,7 +404,7 @@ fn oversized_and_inconsistent_requests_fail_cleanly() {
         for (tag, result) in wait_for(queue.as_mut(), 2) {
             match result {
                 Err(BackendError::Io(e)) => {
-                    assert!(e.to_string().contains("bounce buffer"), "{tag}: {e}")
+                    assert!(e.to_string().contains("262144-byte limit"), "{tag}: {e}")
                 }
                 other => panic!("{aio:?}: request {tag} gave {other:?}"),
             }
@@ -554,13 +554,23 @@ fn drop_with_requests_in_flight() {
                 }
                 assert_eq!(queue.in_flight(), 64);
                 drop(queue);
+                // A read the kernel carried out in place has written its buffer (as a real
+                // device's DMA does before a reset completes), a bounced one has not: each page
+                // holds the fill, or file data (new or old); and nothing holds the memory any
+                // more, so it can be unmapped.
                 let mut after = vec![0; 8 << 20];
                 mem.read(16 << 20, &mut after).unwrap();
-                assert!(
-                    after.iter().all(|&b| b == 0x77),
-                    "{aio:?} direct={direct}: an unreaped read wrote guest memory"
-                );
+                for (page, bytes) in after.chunks(PAGE as usize).enumerate() {
+                    let at = page * PAGE as usize % (256 << 10);
+                    assert!(
+                        bytes.iter().all(|&b| b == 0x77)
+                            || bytes.iter().all(|&b| b == 0)
+                            || bytes == &data[at..at + PAGE as usize],
+                        "{aio:?} direct={direct}: page {page} of the unreaped reads is torn"
+                    );
+                }
             }
+            assert_unmaps(&mem);
             let mut host = vec![0; 256 << 10];
             for block in 0..(SIZE / (256 << 10)) {
                 file.backend.read(block * (256 << 10), &mut host).unwrap();
@@ -569,6 +579,138 @@ fn drop_with_requests_in_flight() {
                     "{aio:?} direct={direct}: block {block} is neither old nor new data"
                 );
             }
+        }
+    }
+}
+
+/// Unmaps all of `mem`, failing (instead of hanging) if something still holds a window.
+fn assert_unmaps(mem: &Arc<AddressSpace>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let space = mem.clone();
+    std::thread::spawn(move || {
+        space.unmap_all();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("guest memory is still pinned after every queue was dropped");
+}
+
+/// Counts the bytes device writes report to dirty logging, and whether `range` was among them.
+#[derive(Default)]
+struct DirtyLog {
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl shmem::WriteObserver for DirtyLog {
+    fn written(&self, _gpa: u64, len: u64) {
+        self.bytes
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn reads_in_place_are_dirty_logged_and_hold_the_memory_until_reaped() {
+    for aio in ENGINES {
+        for direct in [false, true] {
+            let Some(file) = TestFile::new("pinned", aio, direct) else {
+                continue;
+            };
+            // Guest memory with a second view of its memfd, to check the data after the unmap.
+            let memfd = Mapping::memfd("guest", GUEST as usize).unwrap();
+            let fd = memfd.fd().unwrap().try_clone_to_owned().unwrap();
+            let view =
+                Mapping::from_fd(fd, 0, GUEST as usize, shmem::Protection::ReadOnly).unwrap();
+            let mem = Arc::new(AddressSpace::new());
+            mem.map(0, memfd).unwrap();
+            let log = Arc::new(DirtyLog::default());
+            mem.set_write_observer(Some(log.clone()));
+            let data = random_bytes(9, 64 << 10);
+            file.backend.write(8192, &data).unwrap();
+            let mut queue = file.queue(&mem, 4);
+            // Whole pages, every other one: in place in both modes.
+            let dst = GuestBuffer::new(&mem, 0x100000, 0x300000, 0, 64 << 10);
+            let logged_before = log.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            queue.submit(&dst.request(7, IoKind::Read, 8192)).unwrap();
+            assert!(readable(queue.as_ref(), 10_000), "{aio:?}: no completion");
+            // The read is done in the kernel but not reaped: its memory is still held.
+            let space = mem.clone();
+            let unmap = std::thread::spawn(move || space.unmap(0, GUEST));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(
+                !unmap.is_finished(),
+                "{aio:?} direct={direct}: guest memory was unmapped under an unreaped read"
+            );
+            let mut done = Done::new();
+            while done.is_empty() {
+                queue.reap(&mut done);
+            }
+            all_ok(&done);
+            assert_eq!(
+                log.bytes.load(std::sync::atomic::Ordering::Relaxed) - logged_before,
+                64 << 10,
+                "{aio:?} direct={direct}: the read's buffers were not dirty-logged"
+            );
+            unmap.join().unwrap().unwrap();
+            let mut got = Vec::new();
+            for segment in dst.segments.as_slice() {
+                let mut piece = vec![0; segment.len as usize];
+                view.read(segment.gpa, &mut piece).unwrap();
+                got.extend(piece);
+            }
+            assert_eq!(
+                got, data,
+                "{aio:?} direct={direct}: the read brought other data"
+            );
+        }
+    }
+}
+
+#[test]
+fn memory_that_cannot_be_pinned_is_bounced() {
+    #[derive(Debug)]
+    struct Copied(Mapping);
+    impl shmem::IoMemory for Copied {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn writable(&self) -> bool {
+            true
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), shmem::MemoryFault> {
+            self.0
+                .read(offset, buf)
+                .map_err(|e| shmem::MemoryFault::new(e.to_string()))
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), shmem::MemoryFault> {
+            self.0
+                .write(offset, data)
+                .map_err(|e| shmem::MemoryFault::new(e.to_string()))
+        }
+    }
+    for aio in ENGINES {
+        for direct in [false, true] {
+            let Some(file) = TestFile::new("bounced", aio, direct) else {
+                continue;
+            };
+            // Guest memory reached by I/O calls only (a client file that could shrink).
+            let space = AddressSpace::new();
+            let window = Copied(Mapping::memfd("io", 8 << 20).unwrap());
+            space
+                .map_memory(0, shmem::WindowMemory::Io(Arc::new(window)))
+                .unwrap();
+            let mem = Arc::new(space);
+            let data = random_bytes(11, 128 << 10);
+            let src = GuestBuffer::new(&mem, 0, 0x700000, 0, 128 << 10);
+            src.fill(&mem, &data);
+            let mut queue = file.queue(&mem, 4);
+            queue
+                .submit(&src.request(1, IoKind::Write { fua: false }, 0))
+                .unwrap();
+            all_ok(&wait_for(queue.as_mut(), 1));
+            let dst = GuestBuffer::new(&mem, 0x400000, 0x710000, 0, 128 << 10);
+            queue.submit(&dst.request(2, IoKind::Read, 0)).unwrap();
+            all_ok(&wait_for(queue.as_mut(), 1));
+            assert_eq!(dst.contents(&mem), data, "{aio:?} direct={direct}");
         }
     }
 }

@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::Range;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::AtomicBool;
@@ -208,6 +209,23 @@ impl Window {
 /// A snapshot of the windows, sorted by guest address.
 type Windows = Arc<Vec<Window>>;
 
+/// Guest memory held in place for I/O that the kernel carries out on it directly (a file
+/// backend reading into or writing from the guest's buffers with no bounce copy), from
+/// [`AddressSpace::pin`].
+///
+/// While it lives, the windows it was resolved on stay mapped: an unmap of one of them waits
+/// until it is dropped, so the kernel never reads or writes memory the client has taken back.
+/// Drop it as soon as the I/O has completed, before the completion reaches the guest.
+pub struct Pinned {
+    _windows: Windows,
+}
+
+impl fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pinned").finish_non_exhaustive()
+    }
+}
+
 /// Guest-physical memory made of mapped windows. Cheap to share (`Arc`) between the control
 /// thread that maps and unmaps and the I/O threads that access it.
 #[derive(Default)]
@@ -343,12 +361,7 @@ impl AddressSpace {
             let at = gpa
                 .checked_add(done)
                 .ok_or(DmaError::Unmapped { gpa, len })?;
-            let index = windows.partition_point(|w| w.gpa <= at);
-            let window = index
-                .checked_sub(1)
-                .map(|i| &windows[i])
-                .filter(|w| at < w.range().end)
-                .ok_or(DmaError::Unmapped { gpa: at, len })?;
+            let window = window_at(&windows, at).ok_or(DmaError::Unmapped { gpa: at, len })?;
             let offset = at - window.gpa;
             let chunk = (window.memory.len() - offset).min(len - done);
             f(&window.memory, offset, done, chunk)?;
@@ -368,6 +381,51 @@ impl AddressSpace {
         if let Some(observer) = guard.as_ref() {
             observer.written(gpa, len);
         }
+    }
+
+    /// Resolves the guest ranges `(gpa, len)` onto this process's memory for I/O the kernel
+    /// does on it directly, calling `piece(host_address, len)` for each window-sized piece in
+    /// order, and holds the windows until the returned [`Pinned`] is dropped.
+    ///
+    /// `None` means: do it with copies instead. That is the answer when a range is not mapped,
+    /// lies in a window reached by I/O calls ([`WindowMemory::Io`]), is read-only while
+    /// `writable` (the device is to write it) is asked for, or when `piece` returns false (the
+    /// caller cannot take that piece: out of room, misaligned for `O_DIRECT`); the copying path
+    /// then reports any error with its exact address. Device writes done through the pin are
+    /// not seen by the write observer: report them with [`record_write`](Self::record_write)
+    /// once they have completed.
+    pub fn pin(
+        &self,
+        ranges: impl IntoIterator<Item = (u64, u64)>,
+        writable: bool,
+        mut piece: impl FnMut(NonNull<u8>, usize) -> bool,
+    ) -> Option<Pinned> {
+        let windows = self.snapshot();
+        for (gpa, len) in ranges {
+            let mut done = 0u64;
+            while done < len {
+                let at = gpa.checked_add(done)?;
+                let window = window_at(&windows, at)?;
+                let WindowMemory::Mapped(mapping) = window.memory.as_ref() else {
+                    return None;
+                };
+                let offset = at - window.gpa;
+                let chunk = (mapping.len() - offset).min(len - done);
+                let host = mapping.host_range(offset, chunk, writable).ok()?;
+                if !piece(host, usize::try_from(chunk).ok()?) {
+                    return None;
+                }
+                done += chunk;
+            }
+        }
+        Some(Pinned { _windows: windows })
+    }
+
+    /// Tells the write observer (dirty logging) that the device wrote `len` bytes at `gpa`
+    /// through a [`Pinned`] range: call it when that I/O has completed, before the guest learns
+    /// of it.
+    pub fn record_write(&self, gpa: u64, len: u64) {
+        self.observe(gpa, len);
     }
 
     /// Copies guest memory at `gpa` into `buf`.
@@ -486,6 +544,15 @@ impl AddressSpace {
             }),
         })
     }
+}
+
+/// The window of the sorted `windows` that holds guest address `at`, if any.
+fn window_at(windows: &[Window], at: u64) -> Option<&Window> {
+    let index = windows.partition_point(|w| w.gpa <= at);
+    index
+        .checked_sub(1)
+        .map(|i| &windows[i])
+        .filter(|w| at < w.range().end)
 }
 
 /// Splits `len` bytes into [`IO_CHUNK`]-sized pieces and calls `f(done, chunk_len)` for each.
@@ -654,5 +721,94 @@ mod tests {
         assert!(!t.is_finished(), "unmap returned while a snapshot was held");
         drop(windows);
         t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn pin_resolves_pieces_and_holds_the_windows() {
+        let s = Arc::new(space());
+        s.write(0x11FFE, &[7, 8, 9, 10]).unwrap();
+        let mut pieces = Vec::new();
+        let pinned = s
+            .pin([(0x11FFE, 4), (0x10000, 2)], true, |host, len| {
+                pieces.push((host, len));
+                true
+            })
+            .expect("mapped, writable windows can be pinned");
+        assert_eq!(
+            pieces.iter().map(|p| p.1).collect::<Vec<_>>(),
+            vec![2, 2, 2],
+            "a range across two windows is two pieces"
+        );
+        // SAFETY: the pieces lie inside the live windows that `pinned` holds.
+        let bytes: Vec<u8> = pieces[..2]
+            .iter()
+            .flat_map(|&(host, len)| (0..len).map(move |i| unsafe { host.add(i).read() }))
+            .collect();
+        assert_eq!(bytes, [7, 8, 9, 10]);
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.unmap(0x12000, 0x1000));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!t.is_finished(), "unmap returned while a pin was held");
+        drop(pinned);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn pin_declines_what_needs_copies() {
+        let s = space();
+        let ro = Mapping::memfd("ro", 0x1000).unwrap();
+        let fd = ro.fd().unwrap().try_clone_to_owned().unwrap();
+        s.map(
+            0x20000,
+            Mapping::from_fd(fd, 0, 0x1000, crate::Protection::ReadOnly).unwrap(),
+        )
+        .unwrap();
+        #[derive(Debug)]
+        struct Io;
+        impl IoMemory for Io {
+            fn len(&self) -> u64 {
+                0x1000
+            }
+            fn writable(&self) -> bool {
+                true
+            }
+            fn read_at(&self, _: u64, _: &mut [u8]) -> Result<(), MemoryFault> {
+                Ok(())
+            }
+            fn write_at(&self, _: u64, _: &[u8]) -> Result<(), MemoryFault> {
+                Ok(())
+            }
+        }
+        s.map_memory(0x30000, WindowMemory::Io(Arc::new(Io)))
+            .unwrap();
+        let any = |_: NonNull<u8>, _: usize| true;
+        assert!(s.pin([(0x20000, 16)], false, any).is_some());
+        assert!(s.pin([(0x20000, 16)], true, any).is_none(), "read-only");
+        assert!(s.pin([(0x30000, 16)], false, any).is_none(), "I/O window");
+        assert!(s.pin([(0x12FF0, 32)], false, any).is_none(), "runs off");
+        assert!(s.pin([(u64::MAX - 4, 8)], false, any).is_none(), "wraps");
+        assert!(
+            s.pin([(0x10000, 16)], false, |_, _| false).is_none(),
+            "declined"
+        );
+    }
+
+    #[test]
+    fn writes_through_a_pin_are_recorded_when_reported() {
+        #[derive(Default)]
+        struct Last(AtomicU64);
+        impl WriteObserver for Last {
+            fn written(&self, gpa: u64, len: u64) {
+                self.0.store(gpa << 16 | len, Ordering::Relaxed);
+            }
+        }
+        let s = space();
+        let last = Arc::new(Last::default());
+        s.set_write_observer(Some(last.clone()));
+        let pinned = s.pin([(0x10010, 0x20)], true, |_, _| true).unwrap();
+        assert_eq!(last.0.load(Ordering::Relaxed), 0, "pinning writes nothing");
+        s.record_write(0x10010, 0x20);
+        drop(pinned);
+        assert_eq!(last.0.load(Ordering::Relaxed), 0x10010 << 16 | 0x20);
     }
 }

@@ -28,6 +28,7 @@ pub use address_space::DmaError;
 pub use address_space::IoMemory;
 pub use address_space::MapError;
 pub use address_space::MemoryFault;
+pub use address_space::Pinned;
 pub use address_space::WindowMemory;
 pub use address_space::WriteObserver;
 

@@ -235,6 +235,27 @@ impl Mapping {
         Ok(())
     }
 
+    /// The address in this process of `[offset, offset + len)`, checked to lie inside the mapping
+    /// (and, with `writable`, that the mapping may be written), for I/O the kernel carries out on
+    /// the memory itself (`readv`/`writev`, io_uring). The pointer is only valid while the
+    /// mapping lives; keeping it alive for the I/O is the caller's part (see
+    /// [`AddressSpace::pin`](crate::AddressSpace::pin)).
+    pub fn host_range(
+        &self,
+        offset: u64,
+        len: u64,
+        writable: bool,
+    ) -> Result<NonNull<u8>, AccessError> {
+        let range = if writable {
+            self.check_writable(offset, len)?
+        } else {
+            self.check(offset, len)?
+        };
+        // SAFETY: `range.start <= self.len` (checked above), so the pointer stays inside (or one
+        // past the end of) the mapping.
+        Ok(unsafe { self.ptr.add(range.start) })
+    }
+
     /// The naturally aligned `u32` at `offset` of a writable mapping as an atomic: doorbells and
     /// other words shared with another process that must be read or written whole. Read-only
     /// mappings are refused, because a store through the returned reference would fault.

@@ -9,8 +9,10 @@
 //!   warning naming why) or when asked for;
 //! * `sync`: no queue, the worker runs `pread`/`pwrite` itself.
 //!
-//! Both asynchronous engines move data through the bounce [`slots`] of their queue, 4096-aligned
-//! so that `O_DIRECT` works, and signal completions on an eventfd ([`notifier`]).
+//! Both asynchronous engines have the kernel read into and write from guest memory in place
+//! (one copy, the kernel's), through the [`slots`] of their queue, which fall back to a
+//! 4096-aligned bounce buffer where guest memory cannot be handed to the kernel; they signal
+//! completions on an eventfd ([`notifier`]).
 
 mod notifier;
 mod slots;
@@ -231,11 +233,20 @@ impl FileBackend {
     ) -> io::Result<Box<dyn IoQueue>> {
         match ring {
             Ok(ring) => Ok(Box::new(uring::UringQueue::new(
-                ring, &self.file, mem, depth,
+                ring,
+                &self.file,
+                mem,
+                depth,
+                self.direct,
             )?)),
             Err(e) => {
                 self.refuse_uring(&e);
-                Ok(Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?))
+                Ok(Box::new(threads::ThreadQueue::new(
+                    &self.file,
+                    mem,
+                    depth,
+                    self.direct,
+                )?))
             }
         }
     }
@@ -415,10 +426,15 @@ impl Backend for FileBackend {
         let depth = depth as usize;
         let queue = match self.aio {
             FileAio::Sync => return Ok(None),
-            FileAio::Threads => Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?),
-            FileAio::Uring if self.uring_refused.get().is_some() => {
-                Box::new(threads::ThreadQueue::new(&self.file, mem, depth)?)
-            }
+            FileAio::Threads => Box::new(threads::ThreadQueue::new(
+                &self.file,
+                mem,
+                depth,
+                self.direct,
+            )?),
+            FileAio::Uring if self.uring_refused.get().is_some() => Box::new(
+                threads::ThreadQueue::new(&self.file, mem, depth, self.direct)?,
+            ),
             FileAio::Uring => self.uring_or_threads(uring::ring(depth), mem, depth)?,
         };
         Ok(Some(queue))

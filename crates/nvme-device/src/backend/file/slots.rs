@@ -1,18 +1,30 @@
-//! The bounce slots of one asynchronous file queue, and the bookkeeping both engines share.
+//! The slots of one asynchronous file queue: where each request's data is, and the bookkeeping
+//! both engines share.
 //!
-//! A queue of depth `n` owns `n` slots of [`SLOT_BYTES`], 4096-aligned (enough for `O_DIRECT` on
-//! any common device), in one anonymous mapping made when the queue is opened: nothing is
-//! allocated per request, and pages are faulted in only when first used (free slots are reused
-//! last-in first-out, so a queue that never has more than a few requests in flight touches only
-//! a few slots). Each slot also holds the request it carries (tag, kind, offset, how much of the
-//! transfer is done, and for a Read the guest segments to fill when it completes).
+//! A request's data moves between the file and guest memory in one of two ways:
 //!
-//! The life of a slot: [`Slots::admit`] takes a free one, copies a Write's data from guest
-//! memory into it and hands it to the engine, which gives the buffer to the kernel or a pool
-//! thread; when the engine has it back it calls [`Slots::finish`] (which copies a Read's data to
-//! guest memory); [`Slots::drain_ready`] reports it and frees it. The buffer of a slot handed to
-//! the engine is not touched here until `finish`, whose contract says the engine no longer uses
-//! it; that is what makes the raw-pointer I/O of the engines sound.
+//! * **in place** (the common case): the guest's buffers are pinned
+//!   ([`DmaMemory::pin`]) and the kernel reads into or writes from them directly, so the data
+//!   is copied once, by the kernel, as QEMU does with its `aio` engines. The pin keeps the
+//!   client's memory mapped until the request finishes: a `DMA_UNMAP` waits for it.
+//! * **through a bounce buffer**, when the guest memory cannot be given to the kernel: a window
+//!   reached by I/O calls (a client file that could shrink, DMA messages), more pieces than a
+//!   slot's vector holds, or under `O_DIRECT` a piece not aligned to [`DIRECT_ALIGN`].
+//!
+//! A queue of depth `n` owns `n` slots. Each has a vector of up to [`MAX_SEGMENTS`] `iovec`s
+//! that the engines hand to `preadv`/`pwritev2` or io_uring, and a bounce buffer of
+//! [`SLOT_BYTES`], 4096-aligned, in one anonymous mapping made when the queue is opened (pages
+//! are faulted in only when a bounce first uses them; free slots are reused last-in first-out).
+//! Nothing is allocated per request.
+//!
+//! The life of a slot: [`Slots::admit`] takes a free one, pins the guest buffers or (for a
+//! bounced Write) copies the data in, and hands it to the engine, which gives the vector to the
+//! kernel or a pool thread one operation at a time; each operation's outcome goes to
+//! [`Slots::progress`], which continues a short transfer or ends the request (copying a bounced
+//! Read's data out, reporting a pinned Read's data to dirty logging, releasing the pin) before
+//! [`Slots::drain_ready`] reports it and frees the slot. Neither the vector nor the memory it
+//! points at is touched here while an operation is out, which is what makes the raw-pointer I/O
+//! of the engines sound.
 
 use std::io;
 use std::ptr::NonNull;
@@ -22,6 +34,8 @@ use super::super::IoKind;
 use super::super::IoRequest;
 use super::super::QueueFull;
 use crate::memory::DmaMemory;
+use crate::memory::Pinned;
+use crate::prp::MAX_SEGMENTS;
 use crate::prp::Segments;
 
 /// Largest transfer a slot carries: the controller's maximum data transfer size (MDTS, 256 KiB
@@ -30,6 +44,10 @@ pub(super) const SLOT_BYTES: usize = 256 * 1024;
 
 /// Most requests one queue takes at once (ring entries and slots; 64 MiB of address space).
 pub(super) const MAX_DEPTH: usize = 256;
+
+/// Alignment of address and length that a guest buffer piece needs to be read or written in
+/// place under `O_DIRECT` (the bounce buffers' alignment, enough for any common device).
+pub(super) const DIRECT_ALIGN: usize = 4096;
 
 /// One request in a slot.
 #[derive(Debug)]
@@ -43,10 +61,34 @@ pub(super) struct Request {
     pub(super) len: usize,
     /// Bytes moved so far (short reads and writes are continued from here).
     pub(super) done: usize,
-    /// Guest segments a Read fills when it completes.
+    /// The slot's `iovec`s in use, and the first one not wholly moved yet.
+    iov_count: usize,
+    iov_first: usize,
+    /// The guest buffers held for in-place I/O, until the request finishes.
+    pinned: Option<Pinned>,
+    /// A Read's guest segments: filled from the bounce buffer, or reported to dirty logging,
+    /// when it completes.
     segments: Segments,
     /// Set when the request has finished, until it is reaped.
     result: Option<Result<(), BackendError>>,
+}
+
+impl Request {
+    /// Releases the request's pinned guest memory, if it has any (true then), before its
+    /// completion can reach the guest; a Read's buffers are reported to dirty logging first,
+    /// whatever its outcome (even a failed or abandoned Read may have written part of them).
+    fn unpin(&mut self, mem: &dyn DmaMemory) -> bool {
+        let Some(pinned) = self.pinned.take() else {
+            return false;
+        };
+        if self.kind == IoKind::Read {
+            for segment in self.segments.as_slice() {
+                mem.record_write(segment.gpa, segment.len);
+            }
+        }
+        drop(pinned);
+        true
+    }
 }
 
 /// What [`Slots::admit`] made of a request.
@@ -59,20 +101,34 @@ pub(super) enum Admitted {
     Finished,
 }
 
+/// What [`Slots::progress`] made of an operation's outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The request is not done: hand [`Slots::remaining`] to the backend again.
+    Continue,
+    /// The request has finished; [`Slots::drain_ready`] reports it.
+    Finished,
+}
+
 /// The slots of one queue (see the module documentation).
 #[derive(Debug)]
 pub(super) struct Slots {
     memory: SlotMemory,
+    /// `MAX_SEGMENTS` vectors per slot.
+    iovecs: Iovecs,
     requests: Vec<Request>,
     /// Free slot indexes, used as a stack.
     free: Vec<usize>,
     /// Finished slots not reaped yet, in finishing order.
     ready: Vec<usize>,
+    /// The file is open with `O_DIRECT`: in-place pieces must be [`DIRECT_ALIGN`]ed.
+    direct: bool,
 }
 
 impl Slots {
-    /// `depth` slots (1 to [`MAX_DEPTH`]), mapped but not yet faulted in.
-    pub(super) fn new(depth: usize) -> io::Result<Self> {
+    /// `depth` slots (1 to [`MAX_DEPTH`]), mapped but not yet faulted in, for a file opened
+    /// with `O_DIRECT` if `direct`.
+    pub(super) fn new(depth: usize, direct: bool) -> io::Result<Self> {
         let depth = depth.clamp(1, MAX_DEPTH);
         let memory = SlotMemory::new(depth * SLOT_BYTES)?;
         let requests = (0..depth)
@@ -82,15 +138,20 @@ impl Slots {
                 offset: 0,
                 len: 0,
                 done: 0,
+                iov_count: 0,
+                iov_first: 0,
+                pinned: None,
                 segments: Segments::default(),
                 result: None,
             })
             .collect();
         Ok(Self {
             memory,
+            iovecs: Iovecs::new(depth),
             requests,
             free: (0..depth).rev().collect(),
             ready: Vec::with_capacity(depth),
+            direct,
         })
     }
 
@@ -104,7 +165,8 @@ impl Slots {
         self.depth() - self.free.len()
     }
 
-    /// Takes a slot for `request`; a Write's data is copied from guest memory into it now.
+    /// Takes a slot for `request`: its guest buffers are pinned for in-place I/O, or else a
+    /// Write's data is copied from guest memory into the slot's bounce buffer now.
     pub(super) fn admit(
         &mut self,
         request: &IoRequest,
@@ -118,6 +180,8 @@ impl Slots {
         entry.done = 0;
         entry.result = None;
         entry.len = 0;
+        entry.iov_count = 0;
+        entry.iov_first = 0;
         if request.kind == IoKind::Flush {
             return Ok(Admitted::Go(slot));
         }
@@ -126,8 +190,8 @@ impl Slots {
             let error = io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "a transfer of {} bytes (segments of {len}) does not fit the file \
-                     backend's {SLOT_BYTES}-byte bounce buffer",
+                    "a transfer of {} bytes (segments of {len}) is more than the file \
+                     backend's {SLOT_BYTES}-byte limit",
                     request.len
                 ),
             );
@@ -139,15 +203,33 @@ impl Slots {
             self.complete(slot, Ok(()));
             return Ok(Admitted::Finished);
         }
-        if let IoKind::Write { .. } = request.kind {
+        let read = request.kind == IoKind::Read;
+        if read {
+            entry.segments.clone_from(&request.segments);
+        }
+        let row = self.iovecs.row_mut(slot);
+        let align = if self.direct { DIRECT_ALIGN } else { 1 };
+        let mut count = 0;
+        entry.pinned = mem.pin(request.segments.as_slice(), read, &mut |host, n| {
+            push_piece(row, &mut count, host, n, align)
+        });
+        if entry.pinned.is_some() {
+            entry.iov_count = count;
+            return Ok(Admitted::Go(slot));
+        }
+        let buf = self.memory.slot_ptr(slot);
+        row[0] = libc::iovec {
+            iov_base: buf.as_ptr().cast(),
+            iov_len: entry.len,
+        };
+        entry.iov_count = 1;
+        if !read {
             // SAFETY: the slot was free, so neither the kernel nor a pool thread uses its buffer.
             let buf = unsafe { self.memory.slot_mut(slot, len as usize) };
             if let Err(e) = gather(mem, &request.segments, buf) {
                 self.complete(slot, Err(e.into()));
                 return Ok(Admitted::Finished);
             }
-        } else {
-            entry.segments.clone_from(&request.segments);
         }
         Ok(Admitted::Go(slot))
     }
@@ -157,48 +239,104 @@ impl Slots {
         &self.requests[slot]
     }
 
-    /// Records `n` more bytes moved for `slot`; true when the transfer is complete.
-    pub(super) fn advance(&mut self, slot: usize, n: usize) -> bool {
-        let entry = &mut self.requests[slot];
-        entry.done = (entry.done + n).min(entry.len);
-        entry.done == entry.len
-    }
-
-    /// Where the backend's I/O for `slot` continues: the buffer at the bytes done so far, and
-    /// how many bytes are left. The engine may hand this memory to the kernel or a pool thread
-    /// until it calls [`finish`](Self::finish) for the slot.
-    pub(super) fn remaining(&self, slot: usize) -> (NonNull<u8>, usize) {
+    /// Where the backend's I/O for `slot` continues: the `iovec`s of the bytes not moved yet
+    /// (none for a Flush). The engine may hand them, and the memory they point at, to the
+    /// kernel or a pool thread until it passes the outcome to [`progress`](Self::progress).
+    pub(super) fn remaining(&mut self, slot: usize) -> (*mut libc::iovec, usize) {
         let entry = &self.requests[slot];
-        let base = self.memory.slot_ptr(slot);
-        // SAFETY: `done <= len <= SLOT_BYTES`, so the pointer stays within the slot.
-        let at = unsafe { base.add(entry.done) };
-        (at, entry.len - entry.done)
+        let row = self.iovecs.row_mut(slot);
+        let (first, count) = (entry.iov_first, entry.iov_count);
+        (row[first..].as_mut_ptr(), count - first)
     }
 
-    /// Ends the backend's part of `slot`'s request with `outcome`; a successful Read's data is
-    /// copied into guest memory now.
+    /// Takes the outcome of `slot`'s last operation (bytes moved, or the error): continues a
+    /// short transfer or an operation interrupted (`EINTR`, `EAGAIN`), or ends the request. At
+    /// its end a successful bounced Read's data is copied into guest memory, a pinned Read's
+    /// buffers are reported to dirty logging (even when it failed: it may have written part of
+    /// them), and the pin is released.
     ///
     /// # Safety
     ///
-    /// The engine no longer uses the slot's buffer: its last operation's completion was reaped
-    /// from the kernel, or the pool thread that ran it has handed it back.
+    /// The engine no longer uses the slot's vector or the memory it points at: the operation's
+    /// completion was reaped from the kernel, or the pool thread that ran it has handed it back.
+    pub(super) unsafe fn progress(
+        &mut self,
+        slot: usize,
+        mem: &dyn DmaMemory,
+        outcome: io::Result<usize>,
+    ) -> Step {
+        let kind = self.requests[slot].kind;
+        let outcome = match outcome {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
+                return Step::Continue;
+            }
+            Err(e) => Err(e),
+            Ok(_) if kind == IoKind::Flush => Ok(()),
+            Ok(0) => Err(super::short_transfer(kind)),
+            Ok(n) if self.advance(slot, n) => Ok(()),
+            Ok(_) => return Step::Continue,
+        };
+        // SAFETY: the caller's contract.
+        unsafe { self.finish(slot, mem, outcome) };
+        Step::Finished
+    }
+
+    /// Records `n` more bytes moved for `slot` and moves its vector past them; true when the
+    /// transfer is complete.
+    fn advance(&mut self, slot: usize, n: usize) -> bool {
+        let entry = &mut self.requests[slot];
+        entry.done = (entry.done + n).min(entry.len);
+        let row = self.iovecs.row_mut(slot);
+        let mut left = n;
+        while left > 0 && entry.iov_first < entry.iov_count {
+            let iov = &mut row[entry.iov_first];
+            if left < iov.iov_len {
+                // SAFETY: `left < iov_len`, so the base stays inside the piece.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(left).cast() };
+                iov.iov_len -= left;
+                break;
+            }
+            left -= iov.iov_len;
+            entry.iov_first += 1;
+        }
+        entry.done == entry.len
+    }
+
+    /// Ends the backend's part of `slot`'s request with `outcome` (see
+    /// [`progress`](Self::progress)).
+    ///
+    /// # Safety
+    ///
+    /// As for [`progress`](Self::progress).
     pub(super) unsafe fn finish(
         &mut self,
         slot: usize,
         mem: &dyn DmaMemory,
         outcome: io::Result<()>,
     ) {
+        let entry = &mut self.requests[slot];
+        let bounced = !entry.unpin(mem);
         let result = match outcome {
-            Ok(()) if self.requests[slot].kind == IoKind::Read => {
-                let len = self.requests[slot].len;
+            Ok(()) if entry.kind == IoKind::Read && bounced => {
+                let len = entry.len;
                 // SAFETY: the caller guarantees the backend is done with the buffer.
                 let buf = unsafe { self.memory.slot_mut(slot, len) };
-                scatter(mem, &self.requests[slot].segments, buf).map_err(BackendError::from)
+                let segments = &self.requests[slot].segments;
+                scatter(mem, segments, buf).map_err(BackendError::from)
             }
             Ok(()) => Ok(()),
             Err(e) => Err(e.into()),
         };
         self.complete(slot, result);
+    }
+
+    /// Releases the guest memory of every request still out, for a queue being dropped once
+    /// the kernel and its threads are done with all of them: what a pinned Read wrote is
+    /// reported to dirty logging all the same (see [`Request::unpin`]).
+    pub(super) fn abandon(&mut self, mem: &dyn DmaMemory) {
+        for entry in &mut self.requests {
+            entry.unpin(mem);
+        }
     }
 
     fn complete(&mut self, slot: usize, result: Result<(), BackendError>) {
@@ -216,14 +354,49 @@ impl Slots {
         }
     }
 
-    /// Gives up the slot memory without unmapping it, for a queue that could not make sure
-    /// the kernel is done with its buffers (better a leak than memory reused under a DMA).
+    /// Gives up the slot memory without unmapping it, and the guest memory of requests still
+    /// out without releasing it, for a queue that could not make sure the kernel is done with
+    /// them (better a leak, and an unmap of that guest memory that never completes, than
+    /// memory reused under a DMA).
     pub(super) fn leak(&mut self) {
         self.memory.leaked = true;
+        for entry in &mut self.requests {
+            std::mem::forget(entry.pinned.take());
+        }
     }
 }
 
-/// Copies the guest segments into `buf` (a Write's data).
+/// Adds the in-place piece `(host, len)` to `row` (merged into the last one when it continues
+/// it); false when it does not fit or is not `align`ed.
+fn push_piece(
+    row: &mut [libc::iovec],
+    count: &mut usize,
+    host: NonNull<u8>,
+    len: usize,
+    align: usize,
+) -> bool {
+    let base = host.as_ptr();
+    if !(base as usize).is_multiple_of(align) || !len.is_multiple_of(align) {
+        return false;
+    }
+    if let Some(last) = count.checked_sub(1).map(|i| &mut row[i])
+        && last.iov_base.cast::<u8>().wrapping_add(last.iov_len) == base
+    {
+        last.iov_len += len;
+        return true;
+    }
+    let Some(next) = row.get_mut(*count) else {
+        return false;
+    };
+    *next = libc::iovec {
+        iov_base: base.cast(),
+        iov_len: len,
+    };
+    *count += 1;
+    true
+}
+
+/// Copies the guest segments into `buf` (a bounced Write's data).
 fn gather(mem: &dyn DmaMemory, segments: &Segments, buf: &mut [u8]) -> Result<(), shmem::DmaError> {
     let mut at = 0;
     for segment in segments.as_slice() {
@@ -234,7 +407,7 @@ fn gather(mem: &dyn DmaMemory, segments: &Segments, buf: &mut [u8]) -> Result<()
     Ok(())
 }
 
-/// Copies `buf` into the guest segments (a Read's data).
+/// Copies `buf` into the guest segments (a bounced Read's data).
 fn scatter(mem: &dyn DmaMemory, segments: &Segments, buf: &[u8]) -> Result<(), shmem::DmaError> {
     let mut at = 0;
     for segment in segments.as_slice() {
@@ -243,6 +416,35 @@ fn scatter(mem: &dyn DmaMemory, segments: &Segments, buf: &[u8]) -> Result<(), s
         at += len;
     }
     Ok(())
+}
+
+/// The `iovec`s of every slot, [`MAX_SEGMENTS`] per slot, allocated once with the queue.
+struct Iovecs(Vec<libc::iovec>);
+
+// SAFETY: the vectors are plain data (addresses of guest memory and bounce buffers); which
+// thread, or the kernel, may use a slot's vector is governed by `Slots`' protocol.
+unsafe impl Send for Iovecs {}
+
+impl std::fmt::Debug for Iovecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iovecs")
+            .field("slots", &(self.0.len() / MAX_SEGMENTS))
+            .finish()
+    }
+}
+
+impl Iovecs {
+    fn new(depth: usize) -> Self {
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Self(vec![empty; depth * MAX_SEGMENTS])
+    }
+
+    fn row_mut(&mut self, slot: usize) -> &mut [libc::iovec] {
+        &mut self.0[slot * MAX_SEGMENTS..(slot + 1) * MAX_SEGMENTS]
+    }
 }
 
 /// An anonymous, page-aligned mapping holding every slot's buffer.

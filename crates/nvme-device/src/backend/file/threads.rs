@@ -1,17 +1,19 @@
 //! The thread-pool engine of the file backend, for kernels or sandboxes without io_uring (or
-//! when asked for with `aio=threads`): a few threads per queue run `pread`, `pwritev2`
-//! (`RWF_DSYNC` for FUA) and `fdatasync` on the queue's bounce [`Slots`], and hand each result
-//! back through a bounded channel, signalling the queue's eventfd.
+//! when asked for with `aio=threads`): a few threads per queue run `preadv2`, `pwritev2`
+//! (`RWF_DSYNC` for FUA) and `fdatasync` on the vectors of the queue's [`Slots`] (guest memory
+//! in place, or a bounce buffer), one operation per job, and hand each result back through a
+//! bounded channel, signalling the queue's eventfd; a short transfer goes out again as a new
+//! job for the rest.
 //!
-//! Buffers: a slot's buffer is lent to the one job that carries it, and the worker does not
-//! touch it again until the job's result has come back ([`Slots::finish`]). Dropping the queue
-//! tells the threads to skip jobs not started yet, closes the job channel and joins them before
-//! the slots are unmapped.
+//! Buffers: a slot's vector is lent to the one job that carries it, and the worker does not
+//! touch it again until the job's result has come back ([`Slots::progress`]). Dropping the
+//! queue tells the threads to skip jobs not started yet, closes the job channel and joins them
+//! before the slots (and the guest memory they pin) are released.
 
 use std::fs::File;
 use std::io;
-use std::io::IoSlice;
 use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -19,8 +21,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-
-use rustix::io::ReadWriteFlags;
 
 use super::super::BackendError;
 use super::super::IoKind;
@@ -30,22 +30,29 @@ use super::super::QueueFull;
 use super::notifier::Notifier;
 use super::slots::Admitted;
 use super::slots::Slots;
+use super::slots::Step;
 use crate::memory::DmaMemory;
 
 /// Threads per queue (fewer for a shallower queue): enough to overlap a few slow operations.
 const THREADS: usize = 4;
 
-/// A slot's remaining transfer, lent to one pool thread.
+/// One operation on a slot's remaining transfer, lent to one pool thread.
 struct Job {
     slot: usize,
     kind: IoKind,
+    /// File offset of the first byte left.
     offset: u64,
-    buf: *mut u8,
-    len: usize,
+    /// The slot's vectors of the bytes left.
+    iovecs: *const libc::iovec,
+    count: usize,
 }
 
-// SAFETY: `buf` points into the queue's slot mapping, which outlives the threads (Drop joins
-// them first), and the slot is used by this job alone until its result is sent back.
+/// What a pool thread sends back: the job's slot and its operation's outcome.
+type Outcome = (usize, io::Result<usize>);
+
+// SAFETY: `iovecs` and the memory they point at belong to the queue's slot (its bounce buffer,
+// or guest memory it pins), which outlives the threads (Drop joins them first), and the slot is
+// used by this job alone until its result is sent back.
 unsafe impl Send for Job {}
 
 /// What the threads share.
@@ -60,7 +67,7 @@ struct Shared {
 /// A thread-pool submission context (see the module documentation).
 pub(super) struct ThreadQueue {
     jobs: Option<mpsc::SyncSender<Job>>,
-    results: mpsc::Receiver<(usize, io::Result<()>)>,
+    results: mpsc::Receiver<Outcome>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
     slots: Slots,
@@ -78,9 +85,15 @@ impl std::fmt::Debug for ThreadQueue {
 }
 
 impl ThreadQueue {
-    /// A queue of `depth` slots for `file`, moving data through `mem`.
-    pub(super) fn new(file: &File, mem: Arc<dyn DmaMemory>, depth: usize) -> io::Result<Self> {
-        let slots = Slots::new(depth)?;
+    /// A queue of `depth` slots for `file` (opened with `O_DIRECT` if `direct`), moving data
+    /// through `mem`.
+    pub(super) fn new(
+        file: &File,
+        mem: Arc<dyn DmaMemory>,
+        depth: usize,
+        direct: bool,
+    ) -> io::Result<Self> {
+        let slots = Slots::new(depth, direct)?;
         let depth = slots.depth();
         let shared = Arc::new(Shared {
             file: file.try_clone()?,
@@ -116,11 +129,7 @@ impl ThreadQueue {
 }
 
 /// One pool thread: runs jobs until the queue closes the channel.
-fn serve(
-    jobs: &Mutex<mpsc::Receiver<Job>>,
-    results: &mpsc::SyncSender<(usize, io::Result<()>)>,
-    shared: &Shared,
-) {
+fn serve(jobs: &Mutex<mpsc::Receiver<Job>>, results: &mpsc::SyncSender<Outcome>, shared: &Shared) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -142,41 +151,47 @@ fn serve(
     }
 }
 
-/// Carries out `job` to the end: short transfers are continued, `EINTR`/`EAGAIN` retried.
-fn run(file: &File, job: &Job) -> io::Result<()> {
+/// Carries out one operation of `job`: the bytes it moved.
+fn run(file: &File, job: &Job) -> io::Result<usize> {
     let fd = file.as_fd();
-    let write_flags = match job.kind {
-        IoKind::Flush => return retry(|| rustix::fs::fdatasync(fd).map(|()| 1)).map(drop),
-        IoKind::Read => None,
-        IoKind::Write { fua: true } => Some(ReadWriteFlags::DSYNC),
-        IoKind::Write { fua: false } => Some(ReadWriteFlags::empty()),
+    let flags = match job.kind {
+        IoKind::Flush => return rustix::fs::fdatasync(fd).map(|()| 0).map_err(Into::into),
+        IoKind::Read | IoKind::Write { fua: false } => 0,
+        IoKind::Write { fua: true } => libc::RWF_DSYNC,
     };
-    // SAFETY: the job's buffer is `len` bytes of its slot, lent to this thread alone until the
-    // result is sent (see `Job`); the mapping is initialized memory.
-    let buf = unsafe { std::slice::from_raw_parts_mut(job.buf, job.len) };
-    let mut done = 0;
-    while done < buf.len() {
-        let at = job.offset + done as u64;
-        let n = match write_flags {
-            None => retry(|| rustix::io::pread(fd, &mut buf[done..], at))?,
-            Some(flags) => {
-                retry(|| rustix::io::pwritev2(fd, &[IoSlice::new(&buf[done..])], at, flags))?
-            }
-        };
-        if n == 0 {
-            return Err(super::short_transfer(job.kind));
+    // At most `MAX_SEGMENTS` vectors, and offsets inside the namespace.
+    let (count, offset) = (job.count as libc::c_int, job.offset as libc::off64_t);
+    let fd = fd.as_raw_fd();
+    // SAFETY: the job's vectors, and the memory they point at, are lent to this thread alone
+    // until the result is sent (see `Job`); the kernel checks every address it is given.
+    let n = unsafe {
+        if job.kind == IoKind::Read {
+            libc::preadv2(fd, job.iovecs, count, offset, flags)
+        } else {
+            libc::pwritev2(fd, job.iovecs, count, offset, flags)
         }
-        done += n;
-    }
-    Ok(())
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// Runs `op` again while it is interrupted or would block.
-fn retry(mut op: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize> {
-    loop {
-        match op() {
-            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
-            other => return other.map_err(io::Error::from),
+impl ThreadQueue {
+    /// Lends the rest of `slot`'s transfer to a pool thread.
+    fn dispatch(&mut self, slot: usize) {
+        let (iovecs, count) = self.slots.remaining(slot);
+        let request = self.slots.request(slot);
+        let job = Job {
+            slot,
+            kind: request.kind,
+            offset: request.offset + request.done as u64,
+            iovecs,
+            count,
+        };
+        let sent = self.jobs.as_ref().map(|jobs| jobs.try_send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            let gone = io::Error::other("the file backend's I/O threads have stopped");
+            // SAFETY: the job was not sent, so no thread has the slot.
+            unsafe { self.slots.finish(slot, self.mem.as_ref(), Err(gone)) };
+            self.shared.notifier.signal();
         }
     }
 }
@@ -184,23 +199,7 @@ fn retry(mut op: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize>
 impl IoQueue for ThreadQueue {
     fn submit(&mut self, request: &IoRequest) -> Result<(), QueueFull> {
         match self.slots.admit(request, self.mem.as_ref())? {
-            Admitted::Go(slot) => {
-                let (buf, len) = self.slots.remaining(slot);
-                let job = Job {
-                    slot,
-                    kind: request.kind,
-                    offset: request.offset,
-                    buf: buf.as_ptr(),
-                    len,
-                };
-                let sent = self.jobs.as_ref().map(|jobs| jobs.try_send(job));
-                if !matches!(sent, Some(Ok(()))) {
-                    let gone = io::Error::other("the file backend's I/O threads have stopped");
-                    // SAFETY: the job was not sent, so no thread has the buffer.
-                    unsafe { self.slots.finish(slot, self.mem.as_ref(), Err(gone)) };
-                    self.shared.notifier.signal();
-                }
-            }
+            Admitted::Go(slot) => self.dispatch(slot),
             Admitted::Finished => self.shared.notifier.signal(),
         }
         Ok(())
@@ -210,7 +209,9 @@ impl IoQueue for ThreadQueue {
         self.shared.notifier.drain();
         while let Ok((slot, outcome)) = self.results.try_recv() {
             // SAFETY: the thread that ran the slot's job sent its result: it is done with it.
-            unsafe { self.slots.finish(slot, self.mem.as_ref(), outcome) };
+            if unsafe { self.slots.progress(slot, self.mem.as_ref(), outcome) } == Step::Continue {
+                self.dispatch(slot);
+            }
         }
         self.slots.drain_ready(done);
     }
@@ -230,11 +231,15 @@ impl Drop for ThreadQueue {
         // Closing the channel ends each thread once it has finished (or skipped) what it holds;
         // only then may the slots be unmapped.
         self.jobs = None;
+        let mut joined = true;
         for thread in self.threads.drain(..) {
-            if thread.join().is_err() {
-                // A thread that panicked may have left a slot mid-transfer: keep the memory.
-                self.slots.leak();
-            }
+            joined &= thread.join().is_ok();
+        }
+        if joined {
+            self.slots.abandon(self.mem.as_ref());
+        } else {
+            // A thread that panicked may have left a slot mid-transfer: keep the memory.
+            self.slots.leak();
         }
     }
 }

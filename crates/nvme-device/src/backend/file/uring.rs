@@ -1,5 +1,6 @@
 //! The io_uring engine of the file backend: one ring per queue, an eventfd registered with it as
-//! the queue's notifier, and the bounce [`Slots`] as the buffers of its reads and writes.
+//! the queue's notifier, and the [`Slots`]' vectors (guest memory in place, or a bounce buffer)
+//! as the buffers of its `readv`s and `writev`s.
 //!
 //! Every submit enters the kernel once (`io_uring_enter`), so a request is under way when
 //! `submit` returns and a worker that then sleeps on the notifier is woken by its completion.
@@ -9,9 +10,9 @@
 //! was truncated under the namespace).
 //!
 //! Buffers: a slot is given to the kernel by one submission queue entry at a time and not
-//! touched again until that entry's completion is reaped ([`Slots::finish`]). Dropping the
-//! queue waits for every entry the kernel still holds before the slots are unmapped; if the
-//! kernel cannot be asked, the slots are leaked rather than freed.
+//! touched again until that entry's completion is reaped ([`Slots::progress`]). Dropping the
+//! queue waits for every entry the kernel still holds before the slots (and the guest memory
+//! they pin) are released; if the kernel cannot be asked, they are leaked rather than freed.
 
 use std::fs::File;
 use std::io;
@@ -32,6 +33,7 @@ use super::super::QueueFull;
 use super::notifier::Notifier;
 use super::slots::Admitted;
 use super::slots::Slots;
+use super::slots::Step;
 use crate::memory::DmaMemory;
 
 /// Passes over the completion ring per reap (see [`UringQueue::reap`]).
@@ -69,17 +71,19 @@ impl std::fmt::Debug for UringQueue {
 }
 
 impl UringQueue {
-    /// A queue of `depth` slots on `ring` for `file`, moving data through `mem`.
+    /// A queue of `depth` slots on `ring` for `file` (opened with `O_DIRECT` if `direct`),
+    /// moving data through `mem`.
     pub(super) fn new(
         ring: IoUring,
         file: &File,
         mem: Arc<dyn DmaMemory>,
         depth: usize,
+        direct: bool,
     ) -> io::Result<Self> {
         let notifier = Notifier::new()?;
         ring.submitter()
             .register_eventfd(notifier.as_fd().as_raw_fd())?;
-        let slots = Slots::new(depth)?;
+        let slots = Slots::new(depth, direct)?;
         let completions = Vec::with_capacity(ring.params().cq_entries() as usize);
         Ok(Self {
             ring,
@@ -94,15 +98,15 @@ impl UringQueue {
 
     /// Pushes the (rest of the) operation of `slot` to the submission ring.
     fn push(&mut self, slot: usize) {
-        let request = self.slots.request(slot);
         let fd = types::Fd(self.file.as_raw_fd());
-        let (buf, left) = self.slots.remaining(slot);
+        let (iovecs, count) = self.slots.remaining(slot);
+        let request = self.slots.request(slot);
         let at = request.offset + request.done as u64;
-        // A slot holds at most 256 KiB, so `left` fits.
-        let left = left as u32;
+        // A slot has at most `MAX_SEGMENTS` vectors, so `count` fits.
+        let count = count as u32;
         let entry = match request.kind {
-            IoKind::Read => opcode::Read::new(fd, buf.as_ptr(), left).offset(at).build(),
-            IoKind::Write { fua } => opcode::Write::new(fd, buf.as_ptr(), left)
+            IoKind::Read => opcode::Readv::new(fd, iovecs, count).offset(at).build(),
+            IoKind::Write { fua } => opcode::Writev::new(fd, iovecs, count)
                 .offset(at)
                 .rw_flags(if fua { libc::RWF_DSYNC } else { 0 })
                 .build(),
@@ -111,9 +115,10 @@ impl UringQueue {
                 .build(),
         }
         .user_data(slot as u64);
-        // SAFETY: the entry's buffer is the slot's, which stays mapped and untouched until the
-        // entry's completion is reaped (Slots' protocol; Drop waits for every entry the kernel
-        // holds); the file descriptor is owned by this queue and outlives the entry likewise.
+        // SAFETY: the entry's vector and the memory it points at are the slot's (its bounce
+        // buffer, or guest memory it pins), which stay mapped and untouched until the entry's
+        // completion is reaped (Slots' protocol; Drop waits for every entry the kernel holds);
+        // the file descriptor is owned by this queue and outlives the entry likewise.
         // The ring has at least `depth` entries and a slot has one entry at a time, so it has
         // room.
         let pushed = unsafe { self.ring.submission().push(&entry) };
@@ -145,26 +150,11 @@ impl UringQueue {
     /// Handles the completion `res` of `slot`'s operation: done, continued, or failed.
     fn complete(&mut self, slot: usize, res: i32) {
         self.in_kernel -= 1;
-        let kind = self.slots.request(slot).kind;
-        let outcome = if res < 0 {
-            let errno = -res;
-            if errno == libc::EAGAIN || errno == libc::EINTR {
-                self.push(slot);
-                return;
-            }
-            Err(io::Error::from_raw_os_error(errno))
-        } else if kind == IoKind::Flush {
-            Ok(())
-        } else if res == 0 {
-            Err(super::short_transfer(kind))
-        } else if self.slots.advance(slot, res as usize) {
-            Ok(())
-        } else {
-            self.push(slot);
-            return;
-        };
+        let outcome = usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res));
         // SAFETY: this was the slot's only entry and its completion has just been reaped.
-        unsafe { self.slots.finish(slot, self.mem.as_ref(), outcome) };
+        if unsafe { self.slots.progress(slot, self.mem.as_ref(), outcome) } == Step::Continue {
+            self.push(slot);
+        }
     }
 }
 
@@ -234,5 +224,6 @@ impl Drop for UringQueue {
             let reaped = self.ring.completion().count();
             self.in_kernel = self.in_kernel.saturating_sub(reaped);
         }
+        self.slots.abandon(self.mem.as_ref());
     }
 }
