@@ -715,11 +715,16 @@ mod tests {
     fn unmap_waits_for_in_flight_access() {
         let s = Arc::new(space());
         let windows = s.snapshot();
+        assert_unmap_waits_for(&s, windows, "a snapshot");
+    }
+
+    /// Unmaps the window at 0x12000 while `held` lives: the unmap must wait until it is dropped.
+    fn assert_unmap_waits_for(s: &Arc<AddressSpace>, held: impl Sized, what: &str) {
         let s2 = s.clone();
         let t = std::thread::spawn(move || s2.unmap(0x12000, 0x1000));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(!t.is_finished(), "unmap returned while a snapshot was held");
-        drop(windows);
+        assert!(!t.is_finished(), "unmap returned while {what} was held");
+        drop(held);
         t.join().unwrap().unwrap();
     }
 
@@ -745,12 +750,7 @@ mod tests {
             .flat_map(|&(host, len)| (0..len).map(move |i| unsafe { host.add(i).read() }))
             .collect();
         assert_eq!(bytes, [7, 8, 9, 10]);
-        let s2 = s.clone();
-        let t = std::thread::spawn(move || s2.unmap(0x12000, 0x1000));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(!t.is_finished(), "unmap returned while a pin was held");
-        drop(pinned);
-        t.join().unwrap().unwrap();
+        assert_unmap_waits_for(&s, pinned, "a pin");
     }
 
     #[test]

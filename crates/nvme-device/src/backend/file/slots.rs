@@ -318,11 +318,9 @@ impl Slots {
         let bounced = !entry.unpin(mem);
         let result = match outcome {
             Ok(()) if entry.kind == IoKind::Read && bounced => {
-                let len = entry.len;
                 // SAFETY: the caller guarantees the backend is done with the buffer.
-                let buf = unsafe { self.memory.slot_mut(slot, len) };
-                let segments = &self.requests[slot].segments;
-                scatter(mem, segments, buf).map_err(BackendError::from)
+                let buf = unsafe { self.memory.slot_mut(slot, entry.len) };
+                scatter(mem, &entry.segments, buf).map_err(BackendError::from)
             }
             Ok(()) => Ok(()),
             Err(e) => Err(e.into()),
