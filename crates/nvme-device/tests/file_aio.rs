@@ -65,6 +65,16 @@ impl TestFile {
         }
     }
 
+    /// The same file with every buffered write going through the engine's queue.
+    fn without_inline_writes(mut self) -> Self {
+        let path = std::mem::take(&mut self.path);
+        let backend = FileBackend::open(&path, Some(SIZE), self.backend.direct())
+            .unwrap()
+            .with_aio(self.backend.aio())
+            .with_inline_writes(false);
+        Self { path, backend }
+    }
+
     fn queue(&self, mem: &Arc<AddressSpace>, depth: u32) -> Box<dyn IoQueue> {
         let mem: Arc<dyn DmaMemory> = mem.clone();
         self.backend
@@ -228,9 +238,12 @@ fn all_ok(done: &Done) {
 /// Writes 32 multi-segment buffers of different sizes and page offsets at once, reads them all
 /// back at once into other guest memory, and compares (also through the host API).
 fn round_trip(aio: FileAio, direct: bool) {
-    let Some(file) = TestFile::new("round-trip", aio, direct) else {
-        return;
-    };
+    if let Some(file) = TestFile::new("round-trip", aio, direct) {
+        round_trip_on(&file, aio, direct);
+    }
+}
+
+fn round_trip_on(file: &TestFile, aio: FileAio, direct: bool) {
     let mem = guest();
     let mut queue = file.queue(&mem, 32);
     // O_DIRECT needs block-aligned buffers: a page offset of 0 or 2048 (a 512-byte multiple).
@@ -291,6 +304,16 @@ fn round_trip(aio: FileAio, direct: bool) {
 #[test]
 fn round_trip_uring_buffered() {
     round_trip(FileAio::Uring, false);
+}
+
+/// Buffered writes handed to io_uring (not written inline by the worker) take the ring's path.
+#[test]
+fn round_trip_uring_buffered_without_inline_writes() {
+    let file = TestFile::new("round-trip-ring", FileAio::Uring, false)
+        .unwrap()
+        .without_inline_writes();
+    assert!(!file.backend.inline_writes());
+    round_trip_on(&file, FileAio::Uring, false);
 }
 
 #[test]

@@ -449,7 +449,11 @@ pub struct ServeArgs {
     /// O_DIRECT, and create or extend the file), ,aio=uring|threads|sync (file only: how guest
     /// I/O reaches the file: io_uring, the default, falling back to threads with a warning
     /// where io_uring is refused; a few I/O threads per worker; or pread/pwrite inside the
-    /// poller, which stalls its queues while the file works), ,prealloc (ram only: allocate
+    /// poller, which stalls its queues while the file works), ,inline-writes=on|off (file with
+    /// io_uring, buffered: on, the default, has the worker write to the page cache itself
+    /// rather than through io_uring, which on ext4 hands every buffered write to a kernel
+    /// thread; a write that blocks for over 1 ms sends the next 100 ms (doubling under
+    /// pressure, up to 10 s) of writes through io_uring again), ,prealloc (ram only: allocate
     /// every page at start, like QEMU's prealloc=on, so a migration into this server does not
     /// wait for the kernel to allocate and zero each page as data arrives; costs the whole
     /// size in RAM and start-up time). Repeatable. Default: one private 1 GiB RAM namespace

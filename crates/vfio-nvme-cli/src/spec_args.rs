@@ -180,6 +180,7 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     let mut prealloc = false;
     let mut size = None;
     let mut aio = None;
+    let mut inline_writes = None;
     for option in parts {
         match option.split_once('=') {
             Some(("lba", "512")) => block_size = BlockSize::B512,
@@ -198,13 +199,24 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
                     )
                 })?);
             }
+            Some(("inline-writes", value)) => {
+                inline_writes = Some(match value {
+                    "on" => true,
+                    "off" => false,
+                    other => {
+                        return Err(format!(
+                            "`{text}`: inline-writes={other} is neither on nor off"
+                        ));
+                    }
+                });
+            }
             None if option == "shared" => shared = true,
             None if option == "direct" => direct = true,
             None if option == "prealloc" => prealloc = true,
             _ => {
                 return Err(format!(
                     "`{text}`: unknown option `{option}` (lba=512|4096, shared, direct, size=SIZE, \
-                     aio=uring|threads|sync, prealloc)"
+                     aio=uring|threads|sync, inline-writes=on|off, prealloc)"
                 ));
             }
         }
@@ -220,6 +232,7 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
             size,
             direct,
             aio: aio.unwrap_or_default(),
+            inline_writes: inline_writes.unwrap_or(true),
         },
         "file" => return Err(format!("`{text}`: file: needs a path")),
         other => {
@@ -236,6 +249,11 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     }
     if size.is_some() && !matches!(backend, BackendConfig::File { .. }) {
         return Err(format!("`{text}`: size= applies to file namespaces only"));
+    }
+    if inline_writes.is_some() && !matches!(backend, BackendConfig::File { .. }) {
+        return Err(format!(
+            "`{text}`: inline-writes= applies to file namespaces only"
+        ));
     }
     if aio.is_some() && !matches!(backend, BackendConfig::File { .. }) {
         return Err(format!("`{text}`: aio= applies to file namespaces only"));
@@ -407,8 +425,20 @@ mod tests {
                 size: Some(64 << 20),
                 direct: true,
                 aio: FileAio::Uring,
+                inline_writes: true,
             }
         );
+        match parse_namespace("file:/x,inline-writes=off")
+            .unwrap()
+            .backend
+        {
+            BackendConfig::File { inline_writes, .. } => assert!(!inline_writes),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["file:/x,inline-writes=maybe", "ram:1G,inline-writes=off"] {
+            let err = parse_namespace(bad).unwrap_err();
+            assert!(err.contains("inline-writes"), "{bad}: {err}");
+        }
         for (spec, aio) in [
             ("file:/x,aio=uring", FileAio::Uring),
             ("file:/x,aio=threads,direct", FileAio::Threads),

@@ -57,6 +57,9 @@ pub enum BackendConfig {
         direct: bool,
         /// How guest I/O reaches the file (io_uring, I/O threads, or inline in the pass).
         aio: FileAio,
+        /// With io_uring on a buffered file, whether the worker writes to the page cache itself
+        /// while that does not block it (`inline-writes=on`, the default).
+        inline_writes: bool,
     },
     /// Reads zeros, drops writes; this many bytes.
     Null(u64),
@@ -193,10 +196,12 @@ fn backend(index: usize, config: &BackendConfig) -> Result<Arc<dyn Backend>, Ser
             size,
             direct,
             aio,
+            inline_writes,
         } => Arc::new(
             FileBackend::open(path, *size, *direct)
                 .map_err(wrap)?
-                .with_aio(*aio),
+                .with_aio(*aio)
+                .with_inline_writes(*inline_writes),
         ),
         BackendConfig::Null(size) => Arc::new(NullBackend::new(*size)),
     })

@@ -14,10 +14,12 @@
 //! 4096-aligned bounce buffer where guest memory cannot be handed to the kernel; they signal
 //! completions on an eventfd ([`notifier`]).
 
+mod inline;
 mod notifier;
 mod slots;
 mod threads;
 mod uring;
+mod vectored;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -130,6 +132,8 @@ pub struct FileBackend {
     size: u64,
     direct: bool,
     aio: FileAio,
+    /// Whether io_uring queues of a buffered file write inline while that does not block.
+    inline_writes: bool,
     /// Why io_uring could not be set up, once it failed (later queues use threads at once).
     uring_refused: OnceLock<String>,
 }
@@ -183,6 +187,7 @@ impl FileBackend {
             size,
             direct,
             aio: FileAio::default(),
+            inline_writes: true,
             uring_refused: OnceLock::new(),
         })
     }
@@ -198,6 +203,20 @@ impl FileBackend {
             self.refuse_uring(&e);
         }
         self
+    }
+
+    /// With `false`, the io_uring engine hands every buffered write to the ring, as it does
+    /// under `O_DIRECT`; by default (`true`) the worker writes to the page cache itself while
+    /// such writes do not block it (see the `inline` module: on ext4 io_uring would give each
+    /// buffered write to a kernel worker thread). No effect on the other engines.
+    pub fn with_inline_writes(mut self, inline_writes: bool) -> Self {
+        self.inline_writes = inline_writes;
+        self
+    }
+
+    /// Whether buffered writes may be done inline ([`with_inline_writes`](Self::with_inline_writes)).
+    pub fn inline_writes(&self) -> bool {
+        self.inline_writes
     }
 
     /// Records why io_uring cannot be used (the first reason only) and warns once.
@@ -238,6 +257,7 @@ impl FileBackend {
                 mem,
                 depth,
                 self.direct,
+                self.inline_writes,
             )?)),
             Err(e) => {
                 self.refuse_uring(&e);

@@ -13,7 +13,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -153,25 +152,9 @@ fn serve(jobs: &Mutex<mpsc::Receiver<Job>>, results: &mpsc::SyncSender<Outcome>,
 
 /// Carries out one operation of `job`: the bytes it moved.
 fn run(file: &File, job: &Job) -> io::Result<usize> {
-    let fd = file.as_fd();
-    let flags = match job.kind {
-        IoKind::Flush => return rustix::fs::fdatasync(fd).map(|()| 0).map_err(Into::into),
-        IoKind::Read | IoKind::Write { fua: false } => 0,
-        IoKind::Write { fua: true } => libc::RWF_DSYNC,
-    };
-    // At most `MAX_SEGMENTS` vectors, and offsets inside the namespace.
-    let (count, offset) = (job.count as libc::c_int, job.offset as libc::off64_t);
-    let fd = fd.as_raw_fd();
     // SAFETY: the job's vectors, and the memory they point at, are lent to this thread alone
-    // until the result is sent (see `Job`); the kernel checks every address it is given.
-    let n = unsafe {
-        if job.kind == IoKind::Read {
-            libc::preadv2(fd, job.iovecs, count, offset, flags)
-        } else {
-            libc::pwritev2(fd, job.iovecs, count, offset, flags)
-        }
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    // until the result is sent (see `Job`).
+    unsafe { super::vectored::transfer(file, job.kind, job.offset, job.iovecs, job.count) }
 }
 
 impl ThreadQueue {

@@ -9,6 +9,10 @@
 //! where they stopped, `-EAGAIN`/`-EINTR` are retried, and end of file is an error (the file
 //! was truncated under the namespace).
 //!
+//! Buffered writes are carried out by the worker itself (`pwritev2` on the same vectors) while
+//! they do not block it ([`super::inline`]): ext4 cannot say in advance that a buffered write
+//! would not block, so io_uring would hand every one of them to a kernel worker thread.
+//!
 //! Buffers: a slot is given to the kernel by one submission queue entry at a time and not
 //! touched again until that entry's completion is reaped ([`Slots::progress`]). Dropping the
 //! queue waits for every entry the kernel still holds before the slots (and the guest memory
@@ -20,6 +24,7 @@ use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use io_uring::IoUring;
 use io_uring::opcode;
@@ -30,6 +35,7 @@ use super::super::IoKind;
 use super::super::IoQueue;
 use super::super::IoRequest;
 use super::super::QueueFull;
+use super::inline::InlineWrites;
 use super::notifier::Notifier;
 use super::slots::Admitted;
 use super::slots::Slots;
@@ -58,6 +64,8 @@ pub(super) struct UringQueue {
     in_kernel: usize,
     /// Completions taken from the ring, then handled (a scratch list, never reallocated).
     completions: Vec<(u64, i32)>,
+    /// Whether buffered writes are done inline now.
+    inline: InlineWrites,
 }
 
 impl std::fmt::Debug for UringQueue {
@@ -72,13 +80,15 @@ impl std::fmt::Debug for UringQueue {
 
 impl UringQueue {
     /// A queue of `depth` slots on `ring` for `file` (opened with `O_DIRECT` if `direct`),
-    /// moving data through `mem`.
+    /// moving data through `mem`; with `inline_writes` (and not `direct`) buffered writes are
+    /// done inline while they do not block.
     pub(super) fn new(
         ring: IoUring,
         file: &File,
         mem: Arc<dyn DmaMemory>,
         depth: usize,
         direct: bool,
+        inline_writes: bool,
     ) -> io::Result<Self> {
         let notifier = Notifier::new()?;
         ring.submitter()
@@ -93,11 +103,16 @@ impl UringQueue {
             mem,
             in_kernel: 0,
             completions,
+            inline: InlineWrites::new(inline_writes && !direct),
         })
     }
 
-    /// Pushes the (rest of the) operation of `slot` to the submission ring.
+    /// Pushes the (rest of the) operation of `slot` to the submission ring, unless it is a
+    /// buffered write that finishes inline.
     fn push(&mut self, slot: usize) {
+        if self.write_inline(slot) {
+            return;
+        }
         let fd = types::Fd(self.file.as_raw_fd());
         let (iovecs, count) = self.slots.remaining(slot);
         let request = self.slots.request(slot);
@@ -132,6 +147,32 @@ impl UringQueue {
         }
     }
 
+    /// Writes the rest of `slot`'s buffered, non-FUA Write with `pwritev2` now, if the policy
+    /// admits it; true when the request has finished (its completion is then ready to reap).
+    /// A write that stops short goes on through the ring.
+    fn write_inline(&mut self, slot: usize) -> bool {
+        let request = self.slots.request(slot);
+        let (kind, at) = (request.kind, request.offset + request.done as u64);
+        if kind != (IoKind::Write { fua: false }) {
+            return false;
+        }
+        let start = Instant::now();
+        if !self.inline.admits(start) {
+            return false;
+        }
+        let (iovecs, count) = self.slots.remaining(slot);
+        // SAFETY: no ring entry for the slot is out (it is being pushed), so its vectors and
+        // the memory they point at are this queue's alone during the call.
+        let outcome = unsafe { super::vectored::transfer(&self.file, kind, at, iovecs, count) };
+        self.inline.record(start, Instant::now());
+        // SAFETY: the operation has returned; nothing else holds the slot.
+        let step = unsafe { self.slots.progress(slot, self.mem.as_ref(), outcome) };
+        if step == Step::Finished {
+            self.notifier.signal();
+        }
+        step == Step::Finished
+    }
+
     /// Hands what was pushed to the kernel. A refusal that may pass (`EAGAIN`, `EBUSY`) leaves
     /// the entries in the ring for the next reap and signals the notifier so there is one.
     fn enter(&mut self) {
@@ -163,7 +204,10 @@ impl IoQueue for UringQueue {
         match self.slots.admit(request, self.mem.as_ref())? {
             Admitted::Go(slot) => {
                 self.push(slot);
-                self.enter();
+                // Nothing to enter for a write that finished inline.
+                if !self.ring.submission().is_empty() {
+                    self.enter();
+                }
             }
             Admitted::Finished => self.notifier.signal(),
         }
