@@ -496,7 +496,9 @@ pub struct ServeArgs {
     pub poll_spin: Option<std::time::Duration>,
 
     /// A worker's first sleep after spinning; sleeps double while nothing arrives, up to
-    /// --poll-sleep-max. Default: 50us.
+    /// --poll-sleep-max. When the guest's commands come back after a regular gap (one command
+    /// or batch at a time, like dd), sleeps stop at twice this until one and a half such gaps
+    /// have passed, so the next command waits at most that long. Default: 50us.
     #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]
     pub poll_sleep_min: Option<std::time::Duration>,
 
