@@ -167,6 +167,15 @@ pub fn parse_poll_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_micros(micros))
 }
 
+/// Parses `on` or `off`.
+pub fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("`{other}` is neither on nor off")),
+    }
+}
+
 /// Parses one `--namespace` specification.
 pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
     let mut parts = text.split(',');
@@ -200,15 +209,8 @@ pub fn parse_namespace(text: &str) -> Result<NamespaceConfig, String> {
                 })?);
             }
             Some(("inline-writes", value)) => {
-                inline_writes = Some(match value {
-                    "on" => true,
-                    "off" => false,
-                    other => {
-                        return Err(format!(
-                            "`{text}`: inline-writes={other} is neither on nor off"
-                        ));
-                    }
-                });
+                inline_writes =
+                    Some(parse_on_off(value).map_err(|e| format!("`{text}`: inline-writes={e}"))?);
             }
             None if option == "shared" => shared = true,
             None if option == "direct" => direct = true,

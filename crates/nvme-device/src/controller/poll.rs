@@ -50,6 +50,9 @@ pub struct PollPolicy {
     /// The longest sleep: the worst extra latency of a command that arrives after a quiet
     /// period, and the rate at which an idle enabled controller looks at its doorbells.
     pub sleep_max: Duration,
+    /// Whether sleeps stay short around the gap after which a regular guest comes back (see
+    /// the module docs): lower latency for one-at-a-time guests, a few more wake-ups per gap.
+    pub follow_rhythm: bool,
 }
 
 impl Default for PollPolicy {
@@ -60,6 +63,7 @@ impl Default for PollPolicy {
             spin: Duration::from_micros(20),
             sleep_min: Duration::from_micros(50),
             sleep_max: Duration::from_millis(1),
+            follow_rhythm: true,
         }
     }
 }
@@ -130,7 +134,9 @@ impl Backoff {
             return Wait::Spin;
         }
         let shortest = self.policy.sleep_min;
-        let rhythm = self.gap.filter(|gap| elapsed < *gap + *gap / 2);
+        let rhythm = self
+            .gap
+            .filter(|gap| self.policy.follow_rhythm && elapsed < *gap + *gap / 2);
         let doubled = self.sleep;
         self.sleep = (self.sleep * 2).min(longest);
         let sleep = match rhythm {
@@ -215,6 +221,7 @@ mod tests {
             spin: Duration::from_nanos(1),
             sleep_min: Duration::from_micros(10),
             sleep_max: Duration::from_micros(40),
+            follow_rhythm: true,
         };
         let us = |n| Wait::Sleep(Duration::from_micros(n));
         let mut b = Backoff::new(policy);
@@ -237,11 +244,7 @@ mod tests {
 
     #[test]
     fn a_regular_guest_is_met_by_short_sleeps_around_its_gap_and_quiet_ends_the_rhythm() {
-        let policy = PollPolicy {
-            spin: Duration::from_micros(20),
-            sleep_min: Duration::from_micros(50),
-            sleep_max: Duration::from_millis(1),
-        };
+        let policy = PollPolicy::default();
         let us = Duration::from_micros;
         let t0 = Instant::now();
         let mut b = Backoff::new(policy);
@@ -289,6 +292,19 @@ mod tests {
         // Gaps of a few shortest sleeps leave the rhythm alone.
         b.next_at(true, t3 + us(170));
         assert_eq!(b.gap, None);
+        // Without following the rhythm, the same gaps meet plain doubling.
+        let mut b = Backoff::new(PollPolicy {
+            follow_rhythm: false,
+            ..policy
+        });
+        b.next_at(true, t0);
+        b.next_at(false, t0 + us(20));
+        // Work after one sleep: the spin doubles to 40 µs.
+        b.next_at(true, t0 + us(2000));
+        let sleeps: Vec<_> = [40, 90, 190, 390]
+            .map(|at| b.next_at(false, t0 + us(2000 + at)))
+            .to_vec();
+        assert_eq!(sleeps, [50, 100, 200, 400].map(|n| Wait::Sleep(us(n))));
     }
 
     #[test]
@@ -297,6 +313,7 @@ mod tests {
             spin: Duration::ZERO,
             sleep_min: Duration::from_micros(10),
             sleep_max: Duration::from_micros(35),
+            follow_rhythm: true,
         };
         let mut b = Backoff::new(policy);
         assert_eq!(b.next(true), Wait::Spin);
