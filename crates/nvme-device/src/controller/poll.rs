@@ -57,9 +57,9 @@ pub struct PollPolicy {
 
 impl Default for PollPolicy {
     /// 20 µs of spinning, then sleeps from 50 µs to 1 ms, following the guest's rhythm: a QD1
-    /// trickle of 1,000 IOPS costs about ten wake-ups per command (4–12 % of a core on the
-    /// 2-vCPU machines of docs/BENCHMARKS.md, depending on what a wake-up costs there), an idle
-    /// enabled controller about a thousand wake-ups a second.
+    /// trickle of 1,000 IOPS costs about ten wake-ups per command (11 % of a core on the Intel
+    /// host of docs/BENCHMARKS.md, where a wake-up is expensive; 9 % there without the rhythm,
+    /// 4–5 % on the AMD host), an idle enabled controller about a thousand wake-ups a second.
     fn default() -> Self {
         Self {
             spin: Duration::from_micros(20),
