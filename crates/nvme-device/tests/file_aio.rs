@@ -50,12 +50,22 @@ struct TestFile {
 
 impl TestFile {
     fn new(name: &str, aio: FileAio, direct: bool) -> Option<Self> {
+        Self::with_inline_writes(name, aio, direct, true)
+    }
+
+    /// [`Self::new`] with buffered writes done inline by io_uring queues or not.
+    fn with_inline_writes(
+        name: &str,
+        aio: FileAio,
+        direct: bool,
+        inline_writes: bool,
+    ) -> Option<Self> {
         let path = tmp_path(&format!("{name}-{}-{direct}", aio.name()));
         let _ = std::fs::remove_file(&path);
         match FileBackend::open(&path, Some(SIZE), direct) {
             Ok(backend) => Some(Self {
                 path,
-                backend: backend.with_aio(aio),
+                backend: backend.with_aio(aio).with_inline_writes(inline_writes),
             }),
             Err(e) if direct => {
                 println!("skipped: O_DIRECT is not supported here: {e}");
@@ -63,16 +73,6 @@ impl TestFile {
             }
             Err(e) => panic!("{e}"),
         }
-    }
-
-    /// The same file with every buffered write going through the engine's queue.
-    fn without_inline_writes(mut self) -> Self {
-        let path = std::mem::take(&mut self.path);
-        let backend = FileBackend::open(&path, Some(SIZE), self.backend.direct())
-            .unwrap()
-            .with_aio(self.backend.aio())
-            .with_inline_writes(false);
-        Self { path, backend }
     }
 
     fn queue(&self, mem: &Arc<AddressSpace>, depth: u32) -> Box<dyn IoQueue> {
@@ -309,9 +309,8 @@ fn round_trip_uring_buffered() {
 /// Buffered writes handed to io_uring (not written inline by the worker) take the ring's path.
 #[test]
 fn round_trip_uring_buffered_without_inline_writes() {
-    let file = TestFile::new("round-trip-ring", FileAio::Uring, false)
-        .unwrap()
-        .without_inline_writes();
+    let file =
+        TestFile::with_inline_writes("round-trip-ring", FileAio::Uring, false, false).unwrap();
     assert!(!file.backend.inline_writes());
     round_trip_on(&file, FileAio::Uring, false);
 }

@@ -139,16 +139,17 @@ impl Backoff {
         let rhythm = self
             .gap
             .filter(|gap| self.policy.follow_rhythm && elapsed < *gap + *gap / 2);
-        let doubled = self.sleep;
+        // The sleep plain doubling gives; it goes on doubling while the rhythm caps it.
+        let plain = self.sleep;
         self.sleep = (self.sleep * 2).min(longest);
         let sleep = match rhythm {
-            Some(_) => doubled.min(shortest * 2),
+            Some(_) => plain.min(shortest * 2),
             None => {
-                if doubled >= longest {
+                if plain >= longest {
                     // A quiet period: the next burst starts from the shortest spin.
                     self.spin = self.policy.spin;
                 }
-                doubled
+                plain
             }
         };
         self.sleeps = self.sleeps.saturating_add(1);
@@ -244,6 +245,20 @@ mod tests {
         assert_eq!(b.spin, policy.spin);
     }
 
+    /// The sleeps (in µs) of a worker that finds nothing from `from` until `until`.
+    fn sleeps_between(b: &mut Backoff, from: Instant, until: Instant) -> Vec<u128> {
+        let mut now = from;
+        let mut sleeps = Vec::new();
+        while now < until {
+            let Wait::Sleep(sleep) = b.next_at(false, now) else {
+                panic!("spinning after the spin")
+            };
+            sleeps.push(sleep.as_micros());
+            now += sleep;
+        }
+        sleeps
+    }
+
     #[test]
     fn a_regular_guest_is_met_by_short_sleeps_around_its_gap_and_quiet_ends_the_rhythm() {
         let policy = PollPolicy::default();
@@ -252,29 +267,13 @@ mod tests {
         let mut b = Backoff::new(policy);
         assert_eq!(b.next_at(true, t0), Wait::Spin);
         // The first gap of 2 ms is met by plain doubling.
-        let mut now = t0 + us(20);
-        let mut sleeps = Vec::new();
-        while now < t0 + us(2000) {
-            let Wait::Sleep(sleep) = b.next_at(false, now) else {
-                panic!("spinning after the spin")
-            };
-            sleeps.push(sleep.as_micros());
-            now += sleep;
-        }
+        let sleeps = sleeps_between(&mut b, t0 + us(20), t0 + us(2000));
         assert_eq!(sleeps, [50, 100, 200, 400, 800, 1000]);
         // Work at 2 ms: from now on the sleeps stop growing at 100 µs for 3 ms.
         let t1 = t0 + us(2000);
         assert_eq!(b.next_at(true, t1), Wait::Spin);
         assert_eq!(b.gap, Some(us(2000)));
-        let mut now = t1 + us(20);
-        let mut sleeps = Vec::new();
-        while now < t1 + us(2000) {
-            let Wait::Sleep(sleep) = b.next_at(false, now) else {
-                panic!("spinning after the spin")
-            };
-            sleeps.push(sleep.as_micros());
-            now += sleep;
-        }
+        let sleeps = sleeps_between(&mut b, t1 + us(20), t1 + us(2000));
         assert_eq!(sleeps[..2], [50, 100]);
         assert!(sleeps[2..].iter().all(|&s| s == 100), "{sleeps:?}");
         // Past one and a half gaps the sleeps double again.

@@ -50,8 +50,18 @@ impl InlineWrites {
         }
     }
 
-    /// Whether a buffered, non-FUA write starting at `now` goes inline.
-    pub(super) fn admits(&self, now: Instant) -> bool {
+    /// Whether a buffered, non-FUA write starting now goes inline: its start time if so (the
+    /// clock is not read for a queue that never writes inline).
+    pub(super) fn start(&self) -> Option<Instant> {
+        if !self.enabled {
+            return None;
+        }
+        let now = Instant::now();
+        self.admits(now).then_some(now)
+    }
+
+    /// Whether a write starting at `now` goes inline.
+    fn admits(&self, now: Instant) -> bool {
         self.enabled && self.paused_until.is_none_or(|until| now >= until)
     }
 
@@ -90,6 +100,8 @@ mod tests {
     fn direct_files_never_write_inline() {
         let policy = InlineWrites::new(false);
         assert!(!policy.admits(Instant::now()));
+        assert_eq!(policy.start(), None);
+        assert!(InlineWrites::new(true).start().is_some());
     }
 
     #[test]

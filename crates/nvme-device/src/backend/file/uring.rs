@@ -156,10 +156,9 @@ impl UringQueue {
         if kind != (IoKind::Write { fua: false }) {
             return false;
         }
-        let start = Instant::now();
-        if !self.inline.admits(start) {
+        let Some(start) = self.inline.start() else {
             return false;
-        }
+        };
         let (iovecs, count) = self.slots.remaining(slot);
         // SAFETY: no ring entry for the slot is out (it is being pushed), so its vectors and
         // the memory they point at are this queue's alone during the call.
@@ -168,6 +167,7 @@ impl UringQueue {
         // SAFETY: the operation has returned; nothing else holds the slot.
         let step = unsafe { self.slots.progress(slot, self.mem.as_ref(), outcome) };
         if step == Step::Finished {
+            // As for any finished request: a worker (or a drain) waiting on the notifier reaps it.
             self.notifier.signal();
         }
         step == Step::Finished
