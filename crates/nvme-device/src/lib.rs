@@ -25,6 +25,7 @@ pub mod interrupt;
 pub mod lm;
 pub mod memory;
 pub mod namespace;
+mod notifier;
 pub mod prp;
 pub mod queue;
 pub mod sriov;

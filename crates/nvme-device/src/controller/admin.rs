@@ -21,6 +21,7 @@ use super::aer;
 use super::features;
 use super::identify;
 use super::log;
+use super::shadow;
 use super::queue_management::create_cq;
 use super::queue_management::create_sq;
 use super::queue_management::delete_cq;
@@ -128,6 +129,7 @@ pub const ADMIN_COMMANDS: &[AdminCommand] = &[
         AdminOpcode::CONTROLLER_DATA_QUEUE,
         Migration(lm::controller_data_queue),
     ),
+    every(AdminOpcode::DOORBELL_BUFFER_CONFIG, Immediate(shadow::config)),
 ];
 
 /// Runs one admin command.

@@ -97,6 +97,7 @@ pub(super) fn controller(inner: &Inner) -> IdentifyController {
     // I/O controller.
     id.cntrltype = 1;
     id.oacs = Oacs::new()
+        .with_doorbell_buffer_config(true)
         .with_hmlms(primary)
         .with_virtualization_management(primary);
     id.acl = 3;

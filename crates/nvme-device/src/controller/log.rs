@@ -177,16 +177,19 @@ mod tests {
         ];
         // Virtualization Management (SR-IOV) and TP4159's commands.
         let primary_only = [0x1C, 0x3D, 0x41, 0x42, 0x45];
+        // Doorbell Buffer Config, after them in opcode order.
+        let last = [0x7C];
         // CSUPP only for admin commands; LBCC as well for the I/O commands that change data.
         let io = vec![(0x00, 1), (0x01, 3), (0x02, 1), (0x08, 3), (0x09, 3)];
         let secondary = effects(Role::Secondary { vfn: 1 });
-        let want: Vec<_> = common.iter().map(|&op| (op, 1)).collect();
+        let want: Vec<_> = common.iter().chain(&last).map(|&op| (op, 1)).collect();
         assert_eq!(entries(&secondary.admin), want);
         assert_eq!(entries(&secondary.io), io);
         let primary = effects(Role::Primary);
         let want: Vec<_> = common
             .iter()
             .chain(&primary_only)
+            .chain(&last)
             .map(|&op| (op, 1))
             .collect();
         assert_eq!(entries(&primary.admin), want);

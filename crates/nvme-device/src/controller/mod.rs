@@ -71,9 +71,11 @@ mod queue_management;
 mod queue_set;
 mod registers;
 mod secondary;
+mod shadow;
 pub mod snapshot;
 mod status;
 mod transfer;
+mod wake;
 mod worker;
 
 use std::sync::Arc;
@@ -98,6 +100,7 @@ pub(crate) use lba_log::ChangeQueue;
 use nvme_spec::registers::Cc;
 use nvme_spec::registers::Csts;
 pub use poll::PollPolicy;
+pub use shadow::ShadowBuffers;
 
 use crate::doorbell::Doorbells;
 use crate::interrupt::CountingInterrupt;
@@ -134,6 +137,27 @@ pub struct ControllerConfig {
     pub io_workers: u16,
     /// How the workers wait between passes (CPU against latency).
     pub poll: PollPolicy,
+    /// How the host's doorbell writes reach the controller, which decides whether an idle
+    /// worker can sleep until the next one.
+    pub doorbells: DoorbellDelivery,
+}
+
+/// How the host's doorbell writes reach the controller: what the transport does with the
+/// doorbell page of BAR0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DoorbellDelivery {
+    /// The host writes them into shared memory (the transport maps the doorbell page into
+    /// the guest): a write costs the host a store and wakes nobody, so the workers poll for
+    /// them as [`PollPolicy`] says.
+    #[default]
+    Shared,
+    /// Every doorbell register write reaches [`Controller::write_register`] (the transport
+    /// traps the page), which wakes the worker that owns the queue: an idle worker sleeps
+    /// until then instead of polling. A write costs the host a message, so this pays off with
+    /// hosts that use shadow doorbells (Doorbell Buffer Config, as Linux does): they write the
+    /// register only when a sleeping worker asked for it through EventIdx, and only memory
+    /// while the worker polls.
+    Trapped,
 }
 
 /// What a primary controller offers for TP4159 host-managed live migration, so the project's
@@ -187,6 +211,7 @@ impl ControllerConfig {
             migration: MigrationOffer::default(),
             io_workers: 1,
             poll: PollPolicy::default(),
+            doorbells: DoorbellDelivery::Shared,
         }
     }
 
@@ -355,6 +380,9 @@ pub(crate) struct Inner {
     manual_parked: AtomicUsize,
     /// The worker threads, to wake them; set once they are started.
     threads: OnceLock<Vec<std::thread::Thread>>,
+    /// Per worker, what wakes it from a sleep that waits for a doorbell write
+    /// ([`DoorbellDelivery::Trapped`]).
+    wakers: Vec<wake::Waker>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -428,6 +456,7 @@ impl Inner {
         for thread in self.threads.get().into_iter().flatten() {
             thread.unpark();
         }
+        self.wakers.iter().for_each(wake::Waker::wake);
     }
 
     /// Whether the controller fetches commands: ready, not failed, not suspended.
@@ -605,6 +634,9 @@ impl Controller {
         let namespace_count = namespaces.len();
         let offered = crate::sriov::Offered::new(&config);
         let vectors = usize::from(config.msix_vectors);
+        let wakers = (0..config.workers())
+            .map(|_| wake::Waker::new())
+            .collect::<std::io::Result<_>>()?;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             identity: RwLock::new(identity),
@@ -641,6 +673,7 @@ impl Controller {
             #[cfg(feature = "test-utils")]
             manual_parked: AtomicUsize::new(0),
             threads: OnceLock::new(),
+            wakers,
         });
         let mut controller = Self {
             inner: inner.clone(),
@@ -820,6 +853,7 @@ impl Drop for Controller {
         for thread in &self.threads {
             thread.thread().unpark();
         }
+        self.inner.wakers.iter().for_each(wake::Waker::wake);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }

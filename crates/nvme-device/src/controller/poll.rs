@@ -181,10 +181,10 @@ impl Backoff {
     }
 }
 
-/// Sleeps until one of `fds` is readable or `timeout` passed (ppoll(2), microsecond
+/// Sleeps until one of `fds` is readable or `timeout` (if any) passed (ppoll(2), microsecond
 /// resolution); with no descriptors, just sleeps. Interruptions and errors (a descriptor that
 /// is no longer open reports POLLNVAL) just end the sleep: the caller looks again anyway.
-pub(super) fn wait_readable(fds: &[RawFd], timeout: Duration) {
+pub(super) fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) {
     // At most a handful of namespaces per worker: a fixed array, no allocation.
     const MAX: usize = 16;
     let mut pollfds = [libc::pollfd {
@@ -197,19 +197,16 @@ pub(super) fn wait_readable(fds: &[RawFd], timeout: Duration) {
         slot.fd = *fd;
         slot.events = libc::POLLIN;
     }
-    let ts = libc::timespec {
+    let ts = timeout.map(|timeout| libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
+    });
+    let ts = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
     // SAFETY: `pollfds` is a valid array of `n` initialised pollfd structures that lives across
-    // the call, `ts` a valid timespec, and the signal mask pointer is null (mask unchanged).
+    // the call, `ts` null (no timeout) or a valid timespec that outlives it, and the signal
+    // mask pointer is null (mask unchanged).
     unsafe {
-        libc::ppoll(
-            pollfds.as_mut_ptr(),
-            n as libc::nfds_t,
-            &ts,
-            std::ptr::null(),
-        );
+        libc::ppoll(pollfds.as_mut_ptr(), n as libc::nfds_t, ts, std::ptr::null());
     }
 }
 

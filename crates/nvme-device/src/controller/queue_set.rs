@@ -2,6 +2,9 @@
 //! signal at the end of a pass, the doorbell values already reported as invalid, and a share of
 //! the SMART counters.
 //!
+//! A set also holds the shadow doorbell buffers once the host configured them (Doorbell Buffer
+//! Config): the doorbells of its I/O queues are then read from guest memory.
+//!
 //! The controller-wide state holds one (the admin queue pair, index 0) and every I/O worker one
 //! (the I/O queue pairs it owns). Every table is indexed by queue identifier over the
 //! controller's whole range, so a queue keeps its index whichever set holds it; a set only has
@@ -14,6 +17,7 @@ use nvme_spec::status::Status;
 
 use super::Counters;
 use super::Inner;
+use super::shadow::ShadowBuffers;
 use super::status::QueueCounters;
 use crate::queue::CompletionQueue;
 use crate::queue::InvalidDoorbell;
@@ -36,6 +40,9 @@ pub(super) struct QueueSet {
     pub bad_doorbells: Vec<Option<u32>>,
     /// This set's share of the SMART counters (the controller's are the sum of all shares).
     pub counters: Counters,
+    /// The host's shadow doorbell buffers, if it configured them (every set of the controller
+    /// holds the same value).
+    pub shadow: Option<ShadowBuffers>,
 }
 
 impl QueueSet {
@@ -48,11 +55,14 @@ impl QueueSet {
             irq_pending: vec![false; vectors],
             bad_doorbells: vec![None; 2 * queue_count],
             counters,
+            shadow: None,
         }
     }
 
-    /// Drops every queue, pending interrupt and reported doorbell (a reset); counters stay.
+    /// Drops every queue, pending interrupt, reported doorbell and the shadow doorbell buffers
+    /// (a reset); counters stay.
     pub fn clear(&mut self) {
+        self.shadow = None;
         self.sqs.iter_mut().for_each(|q| *q = None);
         self.cqs.iter_mut().for_each(|q| *q = None);
         self.irq_pending.iter_mut().for_each(|p| *p = false);
@@ -86,12 +96,26 @@ impl QueueSet {
         true
     }
 
+    /// The host's latest SQ tail (`cq` false) or CQ head of queue `qid`: the shadow doorbell
+    /// of an I/O queue once the host configured shadow doorbells, else the register. `None`:
+    /// the shadow buffer is not mapped, so nothing new can be read.
+    pub fn doorbell(&self, inner: &Inner, qid: u16, cq: bool) -> Option<u32> {
+        match self.shadow {
+            Some(shadow) if qid > 0 => shadow.read(inner.mem.as_ref(), qid, cq),
+            _ if cq => Some(inner.doorbells.cq_head(qid)),
+            _ => Some(inner.doorbells.sq_tail(qid)),
+        }
+    }
+
     /// Room in completion queue `cqid` after reading its head doorbell (`None` if the queue is
     /// missing or the doorbell invalid), and whether an invalid value was newly found.
     pub fn cq_room(&mut self, inner: &Inner, cqid: u16) -> (Option<u32>, bool) {
-        let head = inner.doorbells.cq_head(cqid);
+        let head = self.doorbell(inner, cqid, true);
         let Some(cq) = self.cqs.get_mut(usize::from(cqid)).and_then(Option::as_mut) else {
             return (None, false);
+        };
+        let Some(head) = head else {
+            return (Some(cq.free_slots()), false);
         };
         if let Err(err) = cq.update_head(head) {
             return (None, self.invalid_doorbell(err, true));
@@ -104,9 +128,11 @@ impl QueueSet {
     /// Entries waiting in submission queue `qid` (`None` if it is missing or its tail doorbell
     /// invalid), and whether an invalid value was newly found.
     pub fn sq_pending(&mut self, inner: &Inner, qid: u16) -> (Option<u32>, bool) {
-        let tail = inner.doorbells.sq_tail(qid);
         let Some(sq) = self.sqs.get(usize::from(qid)).and_then(Option::as_ref) else {
             return (None, false);
+        };
+        let Some(tail) = self.doorbell(inner, qid, false) else {
+            return (Some(0), false);
         };
         match sq.pending(tail) {
             Ok(n) => {

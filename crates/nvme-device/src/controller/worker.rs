@@ -43,6 +43,7 @@ use nvme_spec::command::ReadWriteCdw12;
 use nvme_spec::command::slba;
 use nvme_spec::status::Status;
 
+use super::DoorbellDelivery;
 use super::Inner;
 use super::admin_queue;
 use super::inflight::InFlight;
@@ -102,6 +103,9 @@ pub(super) struct Worker {
     done: Vec<(u64, Result<(), BackendError>)>,
     /// Reused buffer of tags.
     tags: Vec<usize>,
+    /// Whether the last pass left commands in a submission queue that it could not fetch (no
+    /// room in their completion queue, or the backend queue full).
+    stalled: bool,
 }
 
 /// What a drain does with the commands it finishes.
@@ -127,6 +131,7 @@ impl Worker {
             engines: (0..namespaces).map(|_| Engine::Unopened).collect(),
             done: Vec::new(),
             tags: Vec::new(),
+            stalled: false,
         }
     }
 
@@ -134,6 +139,18 @@ impl Worker {
     #[cfg(feature = "test-utils")]
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Sets the EventIdx of every submission queue of this worker that has a shadow doorbell
+    /// to the tail it has consumed, so the host's next submission writes the register (and,
+    /// trapped, wakes the worker). The caller fences, then looks at the queues once more.
+    fn arm(&self, inner: &Inner) {
+        let Some(shadow) = self.q.shadow else {
+            return;
+        };
+        for sq in self.q.sqs.iter().flatten() {
+            shadow.set_sq_event(inner.mem.as_ref(), sq.qid, sq.head);
+        }
     }
 
     /// Whether the worker owns any I/O submission queue.
@@ -183,9 +200,12 @@ pub(super) fn run(inner: &Arc<Inner>, index: usize) {
         }
         match backoff.next(progress.progressed) {
             Wait::Spin => std::thread::yield_now(),
+            Wait::Sleep(sleep) if inner.config.doorbells == DoorbellDelivery::Trapped => {
+                sleep_until_doorbell(inner, index, sleep, &mut backoff, &mut fds);
+            }
             Wait::Sleep(sleep) if progress.in_flight > 0 => {
                 inner.lock_worker_from_worker(index).notifiers(&mut fds);
-                wait_readable(&fds, sleep);
+                wait_readable(&fds, Some(sleep));
             }
             Wait::Sleep(sleep) => std::thread::park_timeout(sleep),
         }
@@ -195,6 +215,38 @@ pub(super) fn run(inner: &Arc<Inner>, index: usize) {
         &mut inner.lock_worker_from_worker(index),
         Drain::Discard,
     );
+}
+
+/// The sleep of a worker whose doorbell writes are trapped ([`DoorbellDelivery::Trapped`]):
+/// raises its wake-up flag, arms its shadowed submission queues (see `shadow`), takes one more
+/// look, and if that finds nothing sleeps until a doorbell write, a kick or a backend
+/// completion wakes it. A queue with commands it cannot fetch yet (its completion queue is
+/// full, and the host's shadow head updates wake nobody) bounds the sleep by `sleep`.
+fn sleep_until_doorbell(
+    inner: &Inner,
+    index: usize,
+    sleep: Duration,
+    backoff: &mut Backoff,
+    fds: &mut Vec<RawFd>,
+) {
+    let waker = &inner.wakers[index];
+    waker.prepare();
+    inner.lock_worker_from_worker(index).arm(inner);
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let last_look = pass(inner, index);
+    if last_look.progressed {
+        waker.awake();
+        backoff.next(true);
+        return;
+    }
+    let stalled = {
+        let w = inner.lock_worker_from_worker(index);
+        w.notifiers(fds);
+        w.stalled
+    };
+    fds.push(waker.fd());
+    wait_readable(fds, stalled.then_some(sleep));
+    waker.awake();
 }
 
 /// What one pass of a worker found.
@@ -226,6 +278,7 @@ pub(super) fn pass(inner: &Inner, index: usize) -> Progress {
 
 /// One pass over a worker's I/O queues, with its lock held.
 pub(super) fn io_pass(inner: &Inner, w: &mut Worker) -> bool {
+    w.stalled = false;
     let mut progressed = reap(inner, w, true);
     if inner.running() {
         if w.inflight.any_waiting() {
@@ -374,6 +427,7 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
     // A command the backend could not take yet keeps its queue's place: nothing behind it is
     // fetched.
     if w.inflight.sq_waiting(qid) {
+        w.stalled = true;
         return false;
     }
     let (pending, bad_sq) = w.q.sq_pending(inner, qid);
@@ -390,6 +444,7 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
     let room = room.unwrap_or(0).saturating_sub(w.inflight.reserved(cqid));
     let n = pending.min(room).min(BATCH);
     if n == 0 {
+        w.stalled = true;
         return progressed;
     }
     let started = Instant::now();
@@ -491,7 +546,7 @@ pub(super) fn drain(inner: &Inner, w: &mut Worker, mode: Drain) {
             break;
         }
         w.notifiers(&mut fds);
-        wait_readable(&fds, DRAIN_WAIT);
+        wait_readable(&fds, Some(DRAIN_WAIT));
     }
     w.lba.flush();
     if mode != Drain::Discard {

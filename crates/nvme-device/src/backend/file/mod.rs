@@ -12,10 +12,9 @@
 //! Both asynchronous engines have the kernel read into and write from guest memory in place
 //! (one copy, the kernel's), through the [`slots`] of their queue, which fall back to a
 //! 4096-aligned bounce buffer where guest memory cannot be handed to the kernel; they signal
-//! completions on an eventfd ([`notifier`]).
+//! completions on an eventfd (`crate::notifier`).
 
 mod inline;
-mod notifier;
 mod slots;
 mod threads;
 mod uring;

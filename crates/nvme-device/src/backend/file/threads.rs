@@ -26,7 +26,7 @@ use super::super::IoKind;
 use super::super::IoQueue;
 use super::super::IoRequest;
 use super::super::QueueFull;
-use super::notifier::Notifier;
+use crate::notifier::Notifier;
 use super::slots::Admitted;
 use super::slots::Slots;
 use super::slots::Step;
@@ -96,7 +96,7 @@ impl ThreadQueue {
         let depth = slots.depth();
         let shared = Arc::new(Shared {
             file: file.try_clone()?,
-            notifier: Notifier::new()?,
+            notifier: Notifier::new("the file backend's completion eventfd")?,
             closing: AtomicBool::new(false),
         });
         // Both channels hold `depth` messages, as many as there can be requests in flight, so

@@ -36,7 +36,7 @@ use super::super::IoQueue;
 use super::super::IoRequest;
 use super::super::QueueFull;
 use super::inline::InlineWrites;
-use super::notifier::Notifier;
+use crate::notifier::Notifier;
 use super::slots::Admitted;
 use super::slots::Slots;
 use super::slots::Step;
@@ -90,7 +90,7 @@ impl UringQueue {
         direct: bool,
         inline_writes: bool,
     ) -> io::Result<Self> {
-        let notifier = Notifier::new()?;
+        let notifier = Notifier::new("the file backend's completion eventfd")?;
         ring.submitter()
             .register_eventfd(notifier.as_fd().as_raw_fd())?;
         let slots = Slots::new(depth, direct)?;

@@ -30,6 +30,7 @@ pub(crate) fn apply(
         let db = &inner.doorbells;
         // Suspended, so nothing is in flight: only the queues go.
         workers.iter_mut().for_each(|w| w.q.clear());
+        state.q.shadow = None;
         for cq in nvmecs.cqs() {
             workers[inner.owner(cq.qid)].q.cqs[usize::from(cq.qid)] = Some(CompletionQueue {
                 qid: cq.qid,
@@ -121,6 +122,10 @@ fn apply_vendor(
         if let Some(slot) = q.bad_doorbells.get_mut(usize::from(d.doorbell)) {
             *slot = Some(d.value);
         }
+    }
+    state.q.shadow = v.shadow;
+    for w in workers.iter_mut() {
+        w.q.shadow = v.shadow;
     }
     inner.set_uptime(Duration::from_millis(v.power_on_ms));
     state.features = Features::from_values(&v.features, &inner.config, inner.uptime());

@@ -1,7 +1,8 @@
 //! Taking the state of a controller: its I/O queues as NVMECS v0 and everything else as our
 //! vendor-specific state, in a fixed order so the same state always gives the same bytes.
 //!
-//! Doorbells hold whatever the guest wrote. NVMECS v0 gets the values the controller acts on
+//! Doorbells hold whatever the guest wrote (in the registers, or in its shadow doorbell buffer
+//! for the I/O queues once it configured one). NVMECS v0 gets the values the controller acts on
 //! (an SQ tail beyond the queue fetches nothing, as if the tail were the head; a CQ head beyond
 //! the queue leaves the last valid head in force), and the vendor state the values as written,
 //! with the invalid ones already reported, so the destination acts exactly as the source.
@@ -37,15 +38,26 @@ pub(crate) fn capture(
 ) -> (NvmeControllerStateV0, VendorState) {
     // Events raised while suspended wait in `events`; they are part of the state.
     aer::collect_posted(inner, state);
+    // The doorbells as the host last wrote them: the shadow values of I/O queues once it
+    // configured shadow doorbells (a shadow buffer it unmapped leaves the registers' values).
     let db = &inner.doorbells;
+    let doorbell = |qid: u16, cq: bool| {
+        state.q.doorbell(inner, qid, cq).unwrap_or_else(|| {
+            if cq {
+                db.cq_head(qid)
+            } else {
+                db.sq_tail(qid)
+            }
+        })
+    };
     let queue_count = state.q.sqs.len();
     let sqs = (1..queue_count)
         .filter_map(|qid| workers.iter().find_map(|w| w.q.sqs[qid].as_ref()))
-        .map(|sq| sq_state(sq, db.sq_tail(sq.qid)))
+        .map(|sq| sq_state(sq, doorbell(sq.qid, false)))
         .collect();
     let cqs = (1..queue_count)
         .filter_map(|qid| workers.iter().find_map(|w| w.q.cqs[qid].as_ref()))
-        .map(|cq| cq_state(cq, db.cq_head(cq.qid)))
+        .map(|cq| cq_state(cq, doorbell(cq.qid, true)))
         .collect();
     // A doorbell value reported as invalid is noted by whoever polls its queue.
     let reported = |doorbell: usize| {
@@ -81,7 +93,7 @@ pub(crate) fn capture(
         admin_sq: state.q.sqs[0].clone(),
         admin_cq: state.q.cqs[0].clone(),
         doorbells: (0..=config.io_queue_pairs)
-            .map(|qid| (db.sq_tail(qid), db.cq_head(qid)))
+            .map(|qid| (doorbell(qid, false), doorbell(qid, true)))
             .collect(),
         reported_doorbells: (0..state.q.bad_doorbells.len())
             .filter_map(|doorbell| {
@@ -109,6 +121,7 @@ pub(crate) fn capture(
                 identity: inner.namespace_identity(ns),
             })
             .collect(),
+        shadow: state.q.shadow,
     };
     (nvmecs, vendor)
 }

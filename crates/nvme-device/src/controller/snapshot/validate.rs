@@ -234,6 +234,16 @@ fn validate_vendor(inner: &Inner, v: &VendorState) -> Result<(), SnapshotError> 
             return Err(value_err(field, s.len() as u64));
         }
     }
+    if let Some(shadow) = v.shadow {
+        for (field, base) in [
+            ("shadow doorbell buffer", shadow.doorbells),
+            ("EventIdx buffer", shadow.event_indices),
+        ] {
+            if base & 0xFFF != 0 {
+                return Err(value_err(field, base));
+            }
+        }
+    }
     match (&v.admin_sq, &v.admin_cq) {
         (Some(sq), Some(cq)) => {
             check_queue(

@@ -19,6 +19,7 @@ use super::RegisterValues;
 use super::ReportedDoorbell;
 use super::TimestampValue;
 use super::VERSION;
+use crate::controller::ShadowBuffers;
 use super::VendorState;
 use super::VendorStateError;
 use super::wire::Reader;
@@ -242,6 +243,14 @@ impl VendorState {
                 },
             });
         }
+        let shadow = if version >= 3 && r.flag("shadow_doorbells")? {
+            Some(ShadowBuffers {
+                doorbells: r.u64("shadow_doorbells.buffer")?,
+                event_indices: r.u64("shadow_doorbells.event_indices")?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             identity,
             cntlid,
@@ -257,6 +266,7 @@ impl VendorState {
             counters,
             power_on_ms,
             namespaces,
+            shadow,
         })
     }
 }

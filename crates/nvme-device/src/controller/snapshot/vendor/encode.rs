@@ -135,5 +135,10 @@ impl VendorState {
             w.bytes(&ns.identity.eui64);
             w.bytes(&ns.identity.uuid);
         }
+        w.flag(self.shadow.is_some());
+        if let Some(shadow) = self.shadow {
+            w.u64(shadow.doorbells);
+            w.u64(shadow.event_indices);
+        }
     }
 }

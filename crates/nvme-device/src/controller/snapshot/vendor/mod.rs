@@ -12,7 +12,7 @@
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 8 | magic `"VFNVMEVS"` |
-//! | 8 | 2 | version (2; version 1 is still read) |
+//! | 8 | 2 | version (3; versions 1 and 2 are still read) |
 //! | 10 | 2 | reserved (0) |
 //! | 12 | 4 | body length in bytes |
 //! | 16 | 4 | CRC32 (IEEE) of the body |
@@ -43,11 +43,18 @@
 //! 11. SMART counters: bytes read, bytes written, reads, writes, media errors, error count, then
 //!     (version 2) power cycles, unsafe shutdowns, busy time in ns, power-on time in ms (u64);
 //! 12. namespaces: count, then NSID (u32), LBADS (u8), blocks (u64), NGUID (16), EUI64 (8),
-//!     UUID (16) each.
+//!     UUID (16) each;
+//! 13. shadow doorbells (version 3): configured (u8), then if so the shadow doorbell and
+//!     EventIdx buffer addresses (u64 each) the host gave in Doorbell Buffer Config.
 //!
-//! Version 1 lacks the fields marked version 2; a version 1 state is read with no reported
-//! doorbells, a Timestamp that counted continuously, one power cycle, no unsafe shutdown, no
-//! busy time and no power-on time (a version 1 destination restarted those too).
+//! Version 1 lacks the fields marked version 2 or 3, version 2 those marked version 3; a
+//! version 1 state is read with no reported doorbells, a Timestamp that counted continuously,
+//! one power cycle, no unsafe shutdown, no busy time and no power-on time (a version 1
+//! destination restarted those too), and a version 1 or 2 state without shadow doorbells
+//! (those versions did not offer them).
+//!
+//! With shadow doorbells configured, the doorbell values of the I/O queues (field 6) are the
+//! shadow values: those are what the host last wrote and the controller acts on.
 //!
 //! # Modules
 //!
@@ -67,6 +74,7 @@ use nvme_spec::log::ErrorInformation;
 
 use crate::controller::AsyncEvent;
 use crate::controller::Counters;
+use crate::controller::ShadowBuffers;
 use crate::controller::SubsystemIdentity;
 use crate::namespace::NamespaceIdentity;
 use crate::queue::CompletionQueue;
@@ -75,7 +83,7 @@ use crate::queue::SubmissionQueue;
 /// The magic that starts our vendor-specific state.
 pub const MAGIC: [u8; 8] = *b"VFNVMEVS";
 /// The version of the layout this crate writes.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The oldest version this crate still reads.
 pub const OLDEST_VERSION: u16 = 1;
 /// Size of the fixed header (magic, version, reserved, length, CRC).
@@ -221,4 +229,6 @@ pub struct VendorState {
     pub power_on_ms: u64,
     /// Attached namespaces in NSID order.
     pub namespaces: Vec<NamespaceState>,
+    /// The host's shadow doorbell buffers, if it configured them.
+    pub shadow: Option<ShadowBuffers>,
 }

@@ -104,6 +104,10 @@ pub(crate) fn sample() -> VendorState {
             blocks: 256,
             identity: NamespaceIdentity::derive("VFNVME-a", 1),
         }],
+        shadow: Some(ShadowBuffers {
+            doorbells: 0x2000_0000,
+            event_indices: 0x2000_1000,
+        }),
     }
 }
 
@@ -112,7 +116,7 @@ fn round_trip_and_layout() {
     let state = sample();
     let bytes = state.encode();
     assert_eq!(&bytes[..8], b"VFNVMEVS");
-    assert_eq!(&bytes[8..10], &[2, 0]);
+    assert_eq!(&bytes[8..10], &[3, 0]);
     let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     assert_eq!(bytes.len(), (HEADER_LEN + len).next_multiple_of(4));
     let crc = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
@@ -129,6 +133,7 @@ fn round_trip_and_layout() {
         admin_cq: None,
         doorbells: vec![],
         namespaces: vec![],
+        shadow: None,
         ..state
     };
     assert_eq!(VendorState::decode(&empty.encode()), Ok(empty));
@@ -150,8 +155,8 @@ const SAMPLE_V1_BYTES: &str = concat!(
     "178afa00",
 );
 
-/// [`sample`] as layout version 2 writes it, byte for byte: a change to the format shows here.
-const SAMPLE_BYTES: &str = concat!(
+/// [`sample`] as layout version 2 wrote it, byte for byte (without the fields version 3 added).
+const SAMPLE_V2_BYTES: &str = concat!(
     "56464e564d45565302000000d0010000a054f06c1a006e716e2e323032362d31312e696f2e766669",
     "6f2d6e766d653a61080056464e564d452d6105006d6f64656c0500302e312e300200040000010000",
     "05050001004600010000001f001f0000000010000000000010001000000000020000000100000010",
@@ -165,6 +170,23 @@ const SAMPLE_BYTES: &str = concat!(
     "000000000009000000000000000a000000000000000b000000000000000100010000000c00010000",
     "000000001b45772ffbc38454e6253faace178afae6253faace178afa1b45772ffbc38454a6253faa",
     "ce178afa",
+);
+
+/// [`sample`] as layout version 3 writes it, byte for byte: a change to the format shows here.
+const SAMPLE_BYTES: &str = concat!(
+    "56464e564d45565303000000e1010000238b9c3d1a006e716e2e323032362d31312e696f2e766669",
+    "6f2d6e766d653a61080056464e564d452d6105006d6f64656c0500302e312e300200040000010000",
+    "05050001004600010000001f001f0000000010000000000010001000000000020000000100000010",
+    "00000000200000000500000001001000100000000020000000040000000300000000000001050005",
+    "00000003000000070000000600000000000000000000000000000000000000000000000000000001",
+    "0003006300000003000000000000005e010e01040000000003000200010201000005000001000001",
+    "01000100000140e2010000000000018813000002000a000b0001000200044d000000040700000000",
+    "00000001000700000000000000000009000000000000000000000000000000000000000000000000",
+    "00000000000000000000000000000000000000000000000000000000000100000000000000020000",
+    "00000000000300000000000000040000000000000005000000000000000600000000000000080000",
+    "000000000009000000000000000a000000000000000b000000000000000100010000000c00010000",
+    "000000001b45772ffbc38454e6253faace178afae6253faace178afa1b45772ffbc38454a6253faa",
+    "ce178afa0100000020000000000010002000000000000000",
 );
 
 fn to_hex(bytes: &[u8]) -> String {
@@ -183,8 +205,8 @@ fn sample_encoding_is_pinned() {
     assert_eq!(to_hex(&sample().encode()), SAMPLE_BYTES);
 }
 
-/// A version 1 state is still read: the fields version 2 added take the values of a controller
-/// that never had them, and writing it again gives version 2.
+/// A version 1 state is still read: the fields versions 2 and 3 added take the values of a
+/// controller that never had them, and writing it again gives version 3.
 #[test]
 fn version_1_is_still_read() {
     let mut expected = sample();
@@ -197,11 +219,24 @@ fn version_1_is_still_read() {
     expected.counters.unsafe_shutdowns = 0;
     expected.counters.busy_ns = 0;
     expected.power_on_ms = 0;
+    expected.shadow = None;
     let v1 = from_hex(SAMPLE_V1_BYTES);
     assert_eq!(&v1[8..10], &[1, 0]);
     let decoded = VendorState::decode(&v1).unwrap();
     assert_eq!(decoded, expected);
-    assert_eq!(&decoded.encode()[8..10], &[2, 0]);
+    assert_eq!(&decoded.encode()[8..10], &[3, 0]);
+}
+
+/// A version 2 state is still read, without shadow doorbells (version 2 did not offer them).
+#[test]
+fn version_2_is_still_read() {
+    let expected = VendorState {
+        shadow: None,
+        ..sample()
+    };
+    let v2 = from_hex(SAMPLE_V2_BYTES);
+    assert_eq!(&v2[8..10], &[2, 0]);
+    assert_eq!(VendorState::decode(&v2), Ok(expected));
 }
 
 #[test]
@@ -213,7 +248,7 @@ fn every_corruption_is_named() {
         VendorState::decode(&bad),
         Err(VendorStateError::BadMagic { .. })
     ));
-    for version in [0, 3] {
+    for version in [0, 4] {
         let mut bad = bytes.clone();
         bad[8] = version;
         assert_eq!(

@@ -1,4 +1,5 @@
-//! The eventfd a file queue signals when a request has finished.
+//! A non-blocking eventfd that one thread signals and another waits on: a file queue's
+//! "a request finished", a sleeping I/O worker's "a doorbell was written".
 
 use std::io;
 use std::os::fd::AsFd;
@@ -7,18 +8,19 @@ use std::os::fd::OwnedFd;
 
 use rustix::event::EventfdFlags;
 
-/// A non-blocking eventfd: signalled by whoever finishes a request, drained by the reaper.
+/// A non-blocking eventfd: signalled by the producer, drained by the thread that waits on it.
 #[derive(Debug)]
-pub(super) struct Notifier(OwnedFd);
+pub(crate) struct Notifier(OwnedFd);
 
 impl Notifier {
-    /// A fresh, unsignalled eventfd.
-    pub(super) fn new() -> io::Result<Self> {
+    /// A fresh, unsignalled eventfd; `what` names its use in the error ("the file backend's
+    /// completion eventfd").
+    pub(crate) fn new(what: &str) -> io::Result<Self> {
         let fd = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
             .map_err(|e| {
                 io::Error::new(
                     io::Error::from(e).kind(),
-                    format!("cannot create the file backend's completion eventfd: {e}"),
+                    format!("cannot create {what}: {e}"),
                 )
             })?;
         Ok(Self(fd))
@@ -26,12 +28,12 @@ impl Notifier {
 
     /// Makes the eventfd readable. Cannot fail in a way worth reporting: the counter only
     /// overflows after 2^64 - 1 unreaped signals.
-    pub(super) fn signal(&self) {
+    pub(crate) fn signal(&self) {
         let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
     }
 
     /// Resets the eventfd to unreadable.
-    pub(super) fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut count = [0u8; 8];
         let _ = rustix::io::read(&self.0, &mut count);
     }
