@@ -671,6 +671,13 @@ impl Command {
         }
     }
 
+    /// Doorbell Buffer Config: the host's shadow doorbell buffer at `doorbells` and the
+    /// controller's EventIdx buffer at `event_indices`, each one memory page, page aligned.
+    pub fn doorbell_buffer_config(cid: u16, doorbells: u64, event_indices: u64) -> Self {
+        Self::with_opcode(AdminOpcode::DOORBELL_BUFFER_CONFIG.0, cid)
+            .with_prps(doorbells, event_indices)
+    }
+
     /// Create I/O Completion Queue `qid` with `entries` entries (1..=65536) at the physically
     /// contiguous address `base`, interrupting on vector `iv` when `ien`.
     pub fn create_io_cq(cid: u16, qid: u16, entries: u32, base: u64, ien: bool, iv: u16) -> Self {

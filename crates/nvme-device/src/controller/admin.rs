@@ -21,11 +21,11 @@ use super::aer;
 use super::features;
 use super::identify;
 use super::log;
-use super::shadow;
 use super::queue_management::create_cq;
 use super::queue_management::create_sq;
 use super::queue_management::delete_cq;
 use super::queue_management::delete_sq;
+use super::shadow;
 use crate::lm;
 use crate::lm::PrimaryLm;
 use Handler::Deferrable;
@@ -129,7 +129,10 @@ pub const ADMIN_COMMANDS: &[AdminCommand] = &[
         AdminOpcode::CONTROLLER_DATA_QUEUE,
         Migration(lm::controller_data_queue),
     ),
-    every(AdminOpcode::DOORBELL_BUFFER_CONFIG, Immediate(shadow::config)),
+    every(
+        AdminOpcode::DOORBELL_BUFFER_CONFIG,
+        Immediate(shadow::config),
+    ),
 ];
 
 /// Runs one admin command.

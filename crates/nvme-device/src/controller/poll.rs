@@ -201,12 +201,19 @@ pub(super) fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
     });
-    let ts = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+    let ts = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
     // SAFETY: `pollfds` is a valid array of `n` initialised pollfd structures that lives across
     // the call, `ts` null (no timeout) or a valid timespec that outlives it, and the signal
     // mask pointer is null (mask unchanged).
     unsafe {
-        libc::ppoll(pollfds.as_mut_ptr(), n as libc::nfds_t, ts, std::ptr::null());
+        libc::ppoll(
+            pollfds.as_mut_ptr(),
+            n as libc::nfds_t,
+            ts,
+            std::ptr::null(),
+        );
     }
 }
 

@@ -12,6 +12,7 @@
 //!   of the primary controller through it;
 //! * [`RawQueue`] and [`raw_enable`] drive a controller entry by entry, where the driver would
 //!   hide what a test needs to see (chosen CIDs, late CQ head doorbells, bad values);
+//! * [`HostShadow`] gives raw queues a host's shadow doorbells (Doorbell Buffer Config);
 //! * [`CdqReader`] reads a TP4159 User Data Migration Queue the way a host does;
 //! * [`lm`] issues TP4159 Migration Send and Receive on a primary controller;
 //! * [`settle`] runs a controller until it has nothing left to do, so a test sees every effect
@@ -35,6 +36,7 @@ pub mod lm;
 mod memory;
 mod phase;
 mod raw_queue;
+mod shadow;
 mod wait;
 
 use std::sync::Arc;
@@ -49,6 +51,7 @@ use nvme_driver::driver::Driver;
 use nvme_driver::memory::HostMemory;
 pub use raw_queue::RawQueue;
 pub use raw_queue::raw_enable;
+pub use shadow::HostShadow;
 use shmem::AddressSpace;
 pub use wait::PATIENCE;
 pub use wait::between_passes;

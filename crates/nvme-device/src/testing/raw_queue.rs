@@ -13,6 +13,7 @@ use nvme_spec::registers::Register;
 use zerocopy::FromBytes;
 use zerocopy::IntoBytes;
 
+use super::HostShadow;
 use super::eventually;
 use super::phase::PhaseCursor;
 
@@ -31,6 +32,8 @@ pub struct RawQueue {
     outstanding: u32,
     stride: DoorbellStride,
     bar: Arc<dyn Bar>,
+    /// The host's shadow doorbells, once the test made this (I/O) queue use them.
+    shadow: Option<Arc<HostShadow>>,
 }
 
 impl RawQueue {
@@ -62,6 +65,32 @@ impl RawQueue {
             outstanding: 0,
             stride: cap.doorbell_stride(),
             bar,
+            shadow: None,
+        }
+    }
+
+    /// Rings this I/O queue's doorbells through `shadow` from now on, as a host that
+    /// configured shadow doorbells does: the shadow value always, the register only when the
+    /// controller's EventIdx asks for it.
+    pub fn use_shadow(&mut self, shadow: Arc<HostShadow>) {
+        assert_ne!(self.qid, 0, "the admin queue has no shadow doorbells");
+        self.shadow = Some(shadow);
+    }
+
+    /// Writes doorbell `cq` of this queue: through the shadow if it uses one, else the
+    /// register.
+    fn write_doorbell(&self, cq: bool, value: u32) {
+        let needed = self
+            .shadow
+            .as_ref()
+            .is_none_or(|shadow| shadow.update(self.qid, cq, value));
+        if needed {
+            let offset = if cq {
+                self.cq_doorbell()
+            } else {
+                self.sq_doorbell()
+            };
+            self.bar.doorbell(offset, value);
         }
     }
 
@@ -108,9 +137,9 @@ impl RawQueue {
         self.outstanding += 1;
     }
 
-    /// Writes the SQ tail doorbell.
+    /// Writes the SQ tail doorbell (see [`use_shadow`](Self::use_shadow)).
     pub fn ring(&self) {
-        self.bar.doorbell(self.sq_doorbell(), self.tail);
+        self.write_doorbell(false, self.tail);
     }
 
     /// Pushes `cmd` and rings.
@@ -119,9 +148,10 @@ impl RawQueue {
         self.ring();
     }
 
-    /// Writes the CQ head doorbell with the entries consumed so far.
+    /// Writes the CQ head doorbell with the entries consumed so far (see
+    /// [`use_shadow`](Self::use_shadow)).
     pub fn ring_head(&self) {
-        self.bar.doorbell(self.cq_doorbell(), self.cq_cursor.head());
+        self.write_doorbell(true, self.cq_cursor.head());
     }
 
     /// Waits for the next completion and acknowledges it.

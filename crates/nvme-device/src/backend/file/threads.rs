@@ -26,11 +26,11 @@ use super::super::IoKind;
 use super::super::IoQueue;
 use super::super::IoRequest;
 use super::super::QueueFull;
-use crate::notifier::Notifier;
 use super::slots::Admitted;
 use super::slots::Slots;
 use super::slots::Step;
 use crate::memory::DmaMemory;
+use crate::notifier::Notifier;
 
 /// Threads per queue (fewer for a shallower queue): enough to overlap a few slow operations.
 const THREADS: usize = 4;

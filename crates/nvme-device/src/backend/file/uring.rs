@@ -36,11 +36,11 @@ use super::super::IoQueue;
 use super::super::IoRequest;
 use super::super::QueueFull;
 use super::inline::InlineWrites;
-use crate::notifier::Notifier;
 use super::slots::Admitted;
 use super::slots::Slots;
 use super::slots::Step;
 use crate::memory::DmaMemory;
+use crate::notifier::Notifier;
 
 /// Passes over the completion ring per reap (see [`UringQueue::reap`]).
 const REAP_PASSES: usize = 4;

@@ -42,13 +42,10 @@ pub(crate) fn capture(
     // configured shadow doorbells (a shadow buffer it unmapped leaves the registers' values).
     let db = &inner.doorbells;
     let doorbell = |qid: u16, cq: bool| {
-        state.q.doorbell(inner, qid, cq).unwrap_or_else(|| {
-            if cq {
-                db.cq_head(qid)
-            } else {
-                db.sq_tail(qid)
-            }
-        })
+        state
+            .q
+            .doorbell(inner, qid, cq)
+            .unwrap_or_else(|| if cq { db.cq_head(qid) } else { db.sq_tail(qid) })
     };
     let queue_count = state.q.sqs.len();
     let sqs = (1..queue_count)
