@@ -516,6 +516,37 @@ pub struct ServeArgs {
     /// per command). off: sleeps always double up to --poll-sleep-max. Default: on.
     #[arg(long, value_name = "on|off", value_parser = crate::spec_args::parse_on_off)]
     pub poll_rhythm: Option<bool>,
+
+    /// How the clients' doorbell writes reach the server. shared: the client maps BAR0's
+    /// doorbell page, a doorbell costs it one store, and the workers poll for them as the
+    /// --poll-* options say. trapped: the page is not mappable, every doorbell register write
+    /// is a message (tens of microseconds), and an idle worker sleeps until one arrives
+    /// instead of polling: no CPU while idle, and a command after a quiet period is seen at
+    /// once. Pays off with guests that use shadow doorbells (Linux does, when Identify says the
+    /// controller offers Doorbell Buffer Config, as every controller here does): they write a
+    /// register only when a worker about to sleep asked for it, and plain memory while it
+    /// polls. Clients without shadow doorbells (the project's own host driver) pay a message
+    /// per doorbell. Default: shared.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DoorbellsArg::Shared)]
+    pub doorbells: DoorbellsArg,
+}
+
+/// `serve --doorbells`: how the clients' doorbell writes reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DoorbellsArg {
+    /// Through a mapped page of shared memory; the workers poll.
+    Shared,
+    /// As messages; idle workers sleep until one comes.
+    Trapped,
+}
+
+impl From<DoorbellsArg> for nvme_device::controller::DoorbellDelivery {
+    fn from(arg: DoorbellsArg) -> Self {
+        match arg {
+            DoorbellsArg::Shared => Self::Shared,
+            DoorbellsArg::Trapped => Self::Trapped,
+        }
+    }
 }
 
 impl ServeArgs {

@@ -198,6 +198,7 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                     socket: &socket,
                     io_workers: args.io_workers,
                     poll: args.poll_policy(),
+                    doorbells: args.doorbells.into(),
                 },
                 cli.json,
             )?)

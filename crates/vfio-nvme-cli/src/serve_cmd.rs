@@ -60,6 +60,8 @@ pub struct ServeOptions<'a> {
     pub io_workers: u16,
     /// How the I/O workers wait between passes.
     pub poll: nvme_device::controller::PollPolicy,
+    /// Whether clients map the doorbell page or every doorbell write is a message.
+    pub doorbells: nvme_device::controller::DoorbellDelivery,
 }
 
 /// Serves until a signal arrives; returns what was served (text, or a JSON result line with
@@ -97,6 +99,7 @@ pub fn run(options: &ServeOptions<'_>, json: bool) -> anyhow::Result<String> {
         migration: options.migration,
         io_workers: options.io_workers,
         poll: options.poll,
+        doorbells: options.doorbells,
     };
     let served = Arc::new(Served::new(&config).context("cannot build the NVM subsystem")?);
     let events = Arc::new(Events::new(json));

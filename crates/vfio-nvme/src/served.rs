@@ -11,6 +11,7 @@ use nvme_device::backend::FileBackend;
 use nvme_device::backend::NullBackend;
 use nvme_device::backend::RamBackend;
 use nvme_device::controller::ControllerConfig;
+use nvme_device::controller::DoorbellDelivery;
 use nvme_device::controller::MigrationOffer;
 use nvme_device::controller::PollPolicy;
 use nvme_device::memory::DmaMemory;
@@ -99,6 +100,9 @@ pub struct ServeConfig {
     pub io_workers: u16,
     /// How the I/O workers wait between passes.
     pub poll: PollPolicy,
+    /// Whether the client maps the doorbell page (shared) or every doorbell write comes as a
+    /// message (trapped), which lets idle workers sleep until one does.
+    pub doorbells: DoorbellDelivery,
 }
 
 /// A configuration that cannot be served.
@@ -249,6 +253,7 @@ impl Served {
         subsystem_config.limits.migration = config.migration;
         subsystem_config.limits.io_workers = config.io_workers.max(1);
         subsystem_config.limits.poll = config.poll;
+        subsystem_config.limits.doorbells = config.doorbells;
         let limits = subsystem_config.limits.clone();
         let subsystem = Arc::new(Subsystem::new(subsystem_config, specs, |cntlid| {
             let index = usize::from(cntlid - PRIMARY_CNTLID);

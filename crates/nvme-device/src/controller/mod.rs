@@ -459,6 +459,37 @@ impl Inner {
         self.wakers.iter().for_each(wake::Waker::wake);
     }
 
+    /// Wakes whoever must see a doorbell just written through the control path, at byte
+    /// `offset` of the doorbell area. Shared doorbells: every worker, as [`Self::kick`] (the
+    /// write is one the client could not map; a rare path). Trapped: an SQ tail wakes the
+    /// queue's worker, an I/O CQ head only a worker that sleeps waiting for room in a
+    /// completion queue (the others have nothing to do with it: that is most of them, and
+    /// without shadow doorbells a host writes one per command batch).
+    fn doorbell_written(&self, offset: u64) {
+        if self.config.doorbells == DoorbellDelivery::Shared {
+            self.kick();
+            return;
+        }
+        // CAP.DSTRD = 0: doorbell `offset / 4`, two per queue pair.
+        let index = offset / 4;
+        let Ok(qid) = u16::try_from(index / 2) else {
+            return;
+        };
+        let owner = self.owner(qid);
+        if index % 2 == 1 && qid > 0 {
+            if let Some(waker) = self.wakers.get(owner) {
+                waker.wake_if_stalled();
+            }
+            return;
+        }
+        if let Some(thread) = self.threads.get().and_then(|t| t.get(owner)) {
+            thread.unpark();
+        }
+        if let Some(waker) = self.wakers.get(owner) {
+            waker.wake();
+        }
+    }
+
     /// Whether the controller fetches commands: ready, not failed, not suspended.
     fn running(&self) -> bool {
         let csts = self.csts();

@@ -94,7 +94,7 @@ pub(super) fn write(inner: &Inner, offset: u64, size: u8, value: u64) {
         inner
             .doorbells
             .write_offset(offset - Register::DOORBELLS.0, value as u32);
-        inner.kick();
+        inner.doorbell_written(offset - Register::DOORBELLS.0);
         return;
     }
     let regs = &inner.regs;

@@ -111,6 +111,12 @@ pub(super) fn config(inner: &Inner, state: &mut State, cmd: &Command) -> Result<
         w.q.shadow = Some(buffers);
     }
     drop(workers);
+    tracing::debug!(
+        cntlid = inner.config.cntlid,
+        doorbells = buffers.doorbells,
+        event_indices = buffers.event_indices,
+        "the host configured shadow doorbells"
+    );
     inner.kick();
     Ok(0)
 }

@@ -25,6 +25,9 @@ use crate::notifier::Notifier;
 pub(super) struct Waker {
     notifier: Notifier,
     asleep: AtomicBool,
+    /// Whether the worker sleeps with commands it could not fetch for want of completion
+    /// queue room: only then does a completion queue head doorbell wake it.
+    stalled: AtomicBool,
 }
 
 impl Waker {
@@ -33,6 +36,7 @@ impl Waker {
         Ok(Self {
             notifier: Notifier::new("an I/O worker's wake-up eventfd")?,
             asleep: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         })
     }
 
@@ -48,11 +52,26 @@ impl Waker {
         fence(Ordering::SeqCst);
     }
 
+    /// The worker's last look left commands it cannot fetch until the host frees completion
+    /// queue entries (`stalled`), or not.
+    pub(super) fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
+    }
+
     /// The worker is awake again (woken, or it found work in its last look): lowers the flag
     /// and, if a writer had lowered it first, drains the signal it sent.
     pub(super) fn awake(&self) {
         if !self.asleep.swap(false, Ordering::Relaxed) {
             self.notifier.drain();
+        }
+    }
+
+    /// A completion queue head doorbell was just written: signals the worker if it is asleep
+    /// waiting for completion queue room. (One that is not sees the head at its next pass.)
+    pub(super) fn wake_if_stalled(&self) {
+        fence(Ordering::SeqCst);
+        if self.stalled.load(Ordering::Relaxed) {
+            self.wake();
         }
     }
 

@@ -244,6 +244,7 @@ fn sleep_until_doorbell(
         w.notifiers(fds);
         w.stalled
     };
+    waker.set_stalled(stalled);
     fds.push(waker.fd());
     wait_readable(fds, stalled.then_some(sleep));
     waker.awake();

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use nvme_device::controller::Controller;
+use nvme_device::controller::DoorbellDelivery;
 use shmem::AddressSpace;
 use shmem::MapError;
 use vfio_migration::Errno;
@@ -185,11 +186,23 @@ impl NvmeFunction {
         self.face.reset();
     }
 
-    /// `DEVICE_GET_REGION_INFO`: BAR0 with its doorbell page mappable, configuration space,
-    /// every other region empty.
+    /// `DEVICE_GET_REGION_INFO`: BAR0 with its doorbell page mappable (unless the controller's
+    /// doorbells are trapped), configuration space, every other region empty.
     pub fn region(&self, index: u32) -> Option<RegionDescription<'_>> {
         let rw = RegionInfoFlags::READ | RegionInfoFlags::WRITE;
         Some(match index {
+            // Trapped doorbells: no mappable area, so every doorbell write comes as a message.
+            BAR0_REGION_INDEX
+                if self.controller.config().doorbells == DoorbellDelivery::Trapped =>
+            {
+                RegionDescription {
+                    flags: rw,
+                    size: BAR0_SIZE,
+                    file_offset: 0,
+                    caps: Vec::new(),
+                    fd: None,
+                }
+            }
             BAR0_REGION_INDEX => {
                 let doorbells = self.controller.doorbells();
                 RegionDescription {
