@@ -6,7 +6,8 @@
 //! and their load, so either the worker's last look sees the doorbell or the writer sees the
 //! flag: a write is never left unseen by a sleeping worker. The writer clears the flag as it
 //! signals, so a burst of writes costs one `write(2)`; a worker that is not asleep costs the
-//! writer a fence and a load.
+//! writer a fence and a load. The worker drains the eventfd (one `read(2)`) each time it
+//! wakes.
 //!
 //! [`DoorbellDelivery::Trapped`]: super::DoorbellDelivery::Trapped
 
@@ -59,11 +60,12 @@ impl Waker {
     }
 
     /// The worker is awake again (woken, or it found work in its last look): lowers the flag
-    /// and, if a writer had lowered it first, drains the signal it sent.
+    /// and drains any signal. Always: a writer that lowered the flag during an earlier sleep
+    /// may have signalled only after that sleep ended (the worker woke for a backend
+    /// completion), and a signal left behind would end every later sleep at once.
     pub(super) fn awake(&self) {
-        if !self.asleep.swap(false, Ordering::Relaxed) {
-            self.notifier.drain();
-        }
+        self.asleep.store(false, Ordering::Relaxed);
+        self.notifier.drain();
     }
 
     /// A completion queue head doorbell was just written: signals the worker if it is asleep
@@ -82,5 +84,48 @@ impl Waker {
         if self.asleep.load(Ordering::Relaxed) && self.asleep.swap(false, Ordering::Relaxed) {
             self.notifier.signal();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the waker's eventfd is readable now.
+    fn signalled(waker: &Waker) -> bool {
+        let mut pollfd = libc::pollfd {
+            fd: waker.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        unsafe { libc::poll(&mut pollfd, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_wake_signals_only_a_sleeping_worker_and_no_signal_outlives_its_sleep() {
+        let waker = Waker::new().unwrap();
+        waker.wake();
+        assert!(!signalled(&waker), "an awake worker is not signalled");
+        waker.prepare();
+        waker.wake();
+        waker.wake();
+        assert!(signalled(&waker));
+        waker.awake();
+        assert!(!signalled(&waker));
+        // A writer lowers the flag, the worker wakes for something else and drains, and only
+        // then does the writer's signal land: the worker's next sleep ends at once, and the
+        // wake-up after it must leave nothing behind.
+        waker.prepare();
+        assert!(waker.asleep.swap(false, Ordering::Relaxed));
+        waker.awake();
+        waker.notifier.signal();
+        waker.prepare();
+        assert!(signalled(&waker), "the late signal ends this sleep");
+        waker.awake();
+        assert!(
+            !signalled(&waker),
+            "a stale signal would end every later sleep"
+        );
     }
 }
