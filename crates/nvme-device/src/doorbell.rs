@@ -2,7 +2,9 @@
 //!
 //! Doorbells live in shared memory that the transport maps into the guest (a sparse-mmap area of
 //! BAR0 at offset 1000h), so ringing one costs the guest a plain store and the device a load;
-//! no message crosses a socket. The values are written by the guest and therefore untrusted:
+//! no message crosses a socket. (With trapped delivery the transport does not map it and
+//! writes it on the guest's behalf; once the host configures shadow doorbells, the I/O queues'
+//! values come from its shadow buffer instead, see `controller::shadow`.) The values are written by the guest and therefore untrusted:
 //! callers validate them against the queue size before use.
 //!
 //! The shared memory file mirrors BAR0 from its start: its first page stands for the register

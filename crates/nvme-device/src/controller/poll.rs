@@ -1,7 +1,10 @@
 //! Adaptive polling: how an I/O worker waits between passes.
 //!
-//! The doorbells live in memory shared with the guest, so a doorbell write cannot wake a
-//! worker: it must look. A worker keeps looking (spinning) for a while after the last pass that
+//! With shared doorbells ([`DoorbellDelivery::Shared`](super::DoorbellDelivery::Shared)) the
+//! doorbells live in memory shared with the guest, so a doorbell write cannot wake a worker: it
+//! must look. (With trapped doorbells a worker spins the same way, but then sleeps until a
+//! doorbell write wakes it; only a worker whose completion queue is full still sleeps as below,
+//! see `worker::sleep_until_doorbell`.) A worker keeps looking (spinning) for a while after the last pass that
 //! found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling up to
 //! [`PollPolicy::sleep_max`] while nothing arrives. Spinning buys latency with CPU; the longest
 //! sleep bounds the latency of the first command after a quiet period.

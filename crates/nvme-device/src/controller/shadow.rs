@@ -111,7 +111,7 @@ pub(super) fn config(inner: &Inner, state: &mut State, cmd: &Command) -> Result<
         w.q.shadow = Some(buffers);
     }
     drop(workers);
-    tracing::debug!(
+    tracing::info!(
         cntlid = inner.config.cntlid,
         doorbells = buffers.doorbells,
         event_indices = buffers.event_indices,

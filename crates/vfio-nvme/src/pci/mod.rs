@@ -13,8 +13,12 @@
 //! | 2000h | 16 B × vectors | MSI-X table |
 //! | 3000h | 8 B × ⌈vectors/64⌉ | MSI-X pending bit array |
 //!
-//! The doorbell area is the only part the client may map; everything else goes through
-//! REGION_READ/REGION_WRITE. Region and IRQ indices are VFIO's ([`vfu::pci`]).
+//! The doorbell area is the only part the client may map, and only with shared doorbell
+//! delivery ([`DoorbellDelivery::Shared`]); with trapped delivery it is not mappable either, so
+//! every doorbell write arrives as a message that wakes the queue's worker. Everything else goes
+//! through REGION_READ/REGION_WRITE.
+//!
+//! [`DoorbellDelivery::Shared`]: nvme_device::controller::DoorbellDelivery::Shared Region and IRQ indices are VFIO's ([`vfu::pci`]).
 
 pub mod config;
 pub mod face;

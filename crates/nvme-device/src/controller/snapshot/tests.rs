@@ -42,13 +42,17 @@ fn controller(blocks: u64) -> Controller {
         model: "m".to_owned(),
         firmware: "f".to_owned(),
     };
-    Controller::new(
+    let controller = Controller::new(
         config,
         Arc::new(identity),
         vec![Some(Arc::new(ns))],
         Arc::new(AddressSpace::new()),
     )
-    .unwrap()
+    .unwrap();
+    // Suspended, as the target of a restore is: its clock stands still, so two captures agree
+    // to the millisecond.
+    controller.inner.set_suspended(true);
+    controller
 }
 
 fn snapshot(c: &Controller) -> (NvmeControllerStateV0, VendorState) {
