@@ -4,8 +4,8 @@
 //! doorbells live in memory shared with the guest, so a doorbell write cannot wake a worker: it
 //! must look. (With trapped doorbells a worker spins the same way, but then sleeps until a
 //! doorbell write wakes it; only a worker whose completion queue is full still sleeps as below,
-//! see `worker::sleep_until_doorbell`.) A worker keeps looking (spinning) for a while after the last pass that
-//! found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling up to
+//! see `worker::sleep_until_doorbell`.) A worker keeps looking (spinning) for a while after the
+//! last pass that found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling up to
 //! [`PollPolicy::sleep_max`] while nothing arrives. Spinning buys latency with CPU; the longest
 //! sleep bounds the latency of the first command after a quiet period.
 //!
@@ -41,6 +41,12 @@ pub const SPIN_GROWTH: u32 = 8;
 
 /// Gaps longer than this many longest sleeps are quiet periods, not a rhythm to follow.
 pub const RHYTHM_LIMIT: u32 = 8;
+
+/// Descriptors one [`wait_readable`] watches.
+pub(super) const MAX_WAIT_FDS: usize = 16;
+
+/// The longest sleep of a [`wait_readable`] given more than [`MAX_WAIT_FDS`] descriptors.
+pub(super) const OVERFLOW_WAIT: Duration = Duration::from_millis(1);
 
 /// How an I/O worker trades CPU for latency between passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,9 +193,17 @@ impl Backoff {
 /// Sleeps until one of `fds` is readable or `timeout` (if any) passed (ppoll(2), microsecond
 /// resolution); with no descriptors, just sleeps. Interruptions and errors (a descriptor that
 /// is no longer open reports POLLNVAL) just end the sleep: the caller looks again anyway.
+/// Only the first [`MAX_WAIT_FDS`] descriptors are watched; with more, the sleep lasts at most
+/// [`OVERFLOW_WAIT`], so the caller still looks at the others' work that often (and a sleep
+/// without a timeout cannot miss them for good).
 pub(super) fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) {
     // At most a handful of namespaces per worker: a fixed array, no allocation.
-    const MAX: usize = 16;
+    const MAX: usize = MAX_WAIT_FDS;
+    let timeout = if fds.len() > MAX {
+        Some(timeout.map_or(OVERFLOW_WAIT, |t| t.min(OVERFLOW_WAIT)))
+    } else {
+        timeout
+    };
     let mut pollfds = [libc::pollfd {
         fd: -1,
         events: 0,
@@ -313,6 +327,21 @@ mod tests {
             .map(|at| b.next_at(false, t0 + us(2000 + at)))
             .to_vec();
         assert_eq!(sleeps, [50, 100, 200, 400].map(|n| Wait::Sleep(us(n))));
+    }
+
+    #[test]
+    fn a_wait_on_more_descriptors_than_it_watches_ends_anyway() {
+        // Nothing is readable and there is no timeout: only the overflow bound ends the wait
+        // (the unwatched descriptors might have work).
+        let fds: Vec<_> = (0..=MAX_WAIT_FDS)
+            .map(|_| crate::notifier::Notifier::new("a test eventfd").unwrap())
+            .collect();
+        let raw: Vec<RawFd> = fds
+            .iter()
+            .map(|n| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(n)))
+            .collect();
+        wait_readable(&raw, None);
+        wait_readable(&raw, Some(Duration::from_secs(3600)));
     }
 
     #[test]

@@ -245,7 +245,8 @@ fn sleep_until_doorbell(
         w.stalled
     };
     waker.set_stalled(stalled);
-    fds.push(waker.fd());
+    // First, so that it is watched however many backend queues there are.
+    fds.insert(0, waker.fd());
     wait_readable(fds, stalled.then_some(sleep));
     waker.awake();
 }
