@@ -4,8 +4,9 @@
 //! BAR0 at offset 1000h), so ringing one costs the guest a plain store and the device a load;
 //! no message crosses a socket. (With trapped delivery the transport does not map it and
 //! writes it on the guest's behalf; once the host configures shadow doorbells, the I/O queues'
-//! values come from its shadow buffer instead, see `controller::shadow`.) The values are written by the guest and therefore untrusted:
-//! callers validate them against the queue size before use.
+//! values come from its shadow buffer instead, see `controller::shadow`.) The values are
+//! written by the guest and therefore untrusted: callers validate them against the queue size
+//! before use.
 //!
 //! The shared memory file mirrors BAR0 from its start: its first page stands for the register
 //! page and stays unused, and the doorbells begin at file offset [`Doorbells::file_offset`]
@@ -94,6 +95,16 @@ impl Doorbells {
     /// The last value the host wrote to the head doorbell of completion queue `qid`.
     pub fn cq_head(&self, qid: u16) -> u32 {
         self.load(self.offset(qid, true))
+    }
+
+    /// The last value the host wrote to queue `qid`'s CQ head doorbell (`cq`) or SQ tail
+    /// doorbell.
+    pub fn value(&self, qid: u16, cq: bool) -> u32 {
+        if cq {
+            self.cq_head(qid)
+        } else {
+            self.sq_tail(qid)
+        }
     }
 
     /// Sets the SQ tail doorbell of `qid`, as a register write or a state restore does.

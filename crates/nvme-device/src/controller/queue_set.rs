@@ -102,8 +102,7 @@ impl QueueSet {
     pub fn doorbell(&self, inner: &Inner, qid: u16, cq: bool) -> Option<u32> {
         match self.shadow {
             Some(shadow) if qid > 0 => shadow.read(inner.mem.as_ref(), qid, cq),
-            _ if cq => Some(inner.doorbells.cq_head(qid)),
-            _ => Some(inner.doorbells.sq_tail(qid)),
+            _ => Some(inner.doorbells.value(qid, cq)),
         }
     }
 

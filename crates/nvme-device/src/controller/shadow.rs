@@ -96,12 +96,7 @@ pub(super) fn config(inner: &Inner, state: &mut State, cmd: &Command) -> Result<
         let sqs = w.q.sqs.iter().flatten().map(|sq| (sq.qid, false));
         let cqs = w.q.cqs.iter().flatten().map(|cq| (cq.qid, true));
         for (qid, cq) in sqs.chain(cqs) {
-            let value = if cq {
-                inner.doorbells.cq_head(qid)
-            } else {
-                inner.doorbells.sq_tail(qid)
-            };
-            if !buffers.write(mem, qid, cq, value) {
+            if !buffers.write(mem, qid, cq, inner.doorbells.value(qid, cq)) {
                 return Err(Status::DATA_TRANSFER_ERROR);
             }
         }

@@ -16,9 +16,9 @@
 //! The doorbell area is the only part the client may map, and only with shared doorbell
 //! delivery ([`DoorbellDelivery::Shared`]); with trapped delivery it is not mappable either, so
 //! every doorbell write arrives as a message that wakes the queue's worker. Everything else goes
-//! through REGION_READ/REGION_WRITE.
+//! through REGION_READ/REGION_WRITE. Region and IRQ indices are VFIO's ([`vfu::pci`]).
 //!
-//! [`DoorbellDelivery::Shared`]: nvme_device::controller::DoorbellDelivery::Shared Region and IRQ indices are VFIO's ([`vfu::pci`]).
+//! [`DoorbellDelivery::Shared`]: nvme_device::controller::DoorbellDelivery::Shared
 
 pub mod config;
 pub mod face;

@@ -45,7 +45,7 @@ pub(crate) fn capture(
         state
             .q
             .doorbell(inner, qid, cq)
-            .unwrap_or_else(|| if cq { db.cq_head(qid) } else { db.sq_tail(qid) })
+            .unwrap_or_else(|| db.value(qid, cq))
     };
     let queue_count = state.q.sqs.len();
     let sqs = (1..queue_count)
