@@ -689,26 +689,6 @@ fn reads_in_place_are_dirty_logged_and_hold_the_memory_until_reaped() {
 
 #[test]
 fn memory_that_cannot_be_pinned_is_bounced() {
-    #[derive(Debug)]
-    struct Copied(Mapping);
-    impl shmem::IoMemory for Copied {
-        fn len(&self) -> u64 {
-            self.0.len()
-        }
-        fn writable(&self) -> bool {
-            true
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), shmem::MemoryFault> {
-            self.0
-                .read(offset, buf)
-                .map_err(|e| shmem::MemoryFault::new(e.to_string()))
-        }
-        fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), shmem::MemoryFault> {
-            self.0
-                .write(offset, data)
-                .map_err(|e| shmem::MemoryFault::new(e.to_string()))
-        }
-    }
     for aio in ENGINES {
         for direct in [false, true] {
             let Some(file) = TestFile::new("bounced", aio, direct) else {
@@ -716,10 +696,7 @@ fn memory_that_cannot_be_pinned_is_bounced() {
             };
             // Guest memory reached by I/O calls only (a client file that could shrink).
             let space = AddressSpace::new();
-            let window = Copied(Mapping::memfd("io", 8 << 20).unwrap());
-            space
-                .map_memory(0, shmem::WindowMemory::Io(Arc::new(window)))
-                .unwrap();
+            nvme_device::testing::CopiedMemory::map(&space, 0, 8 << 20);
             let mem = Arc::new(space);
             let data = random_bytes(11, 128 << 10);
             let src = GuestBuffer::new(&mem, 0, 0x700000, 0, 128 << 10);

@@ -31,6 +31,7 @@ use super::Inner;
 use super::State;
 use super::transfer::PAGE;
 use crate::memory::DmaMemory;
+use crate::prp::Segment;
 
 /// Bytes between two doorbells: CAP.DSTRD is 0 on every controller of this crate.
 const STRIDE: u64 = 4;
@@ -78,16 +79,34 @@ impl ShadowBuffers {
 }
 
 /// Doorbell Buffer Config (7Ch): PRP1 the shadow doorbell buffer, PRP2 the EventIdx buffer,
-/// both memory-page aligned. Every I/O queue from now on (existing ones too) uses the shadow
-/// values; the shadow entries of existing queues first get the values their registers hold
-/// (as QEMU's controller does), so a host that configures the buffers after creating queues
-/// loses nothing. Cleared by a controller reset.
+/// both memory-page aligned and in guest memory the server maps (Invalid Field otherwise).
+/// Every I/O queue from now on (existing ones too) uses the shadow values; the shadow entries
+/// of existing queues first get the values their registers hold (as QEMU's controller does),
+/// so a host that configures the buffers after creating queues loses nothing. Cleared by a
+/// controller reset.
 pub(super) fn config(inner: &Inner, state: &mut State, cmd: &Command) -> Result<u32, Status> {
     let buffers = ShadowBuffers {
         doorbells: cmd.prp1,
         event_indices: cmd.prp2,
     };
     if PAGE.offset(buffers.doorbells) != 0 || PAGE.offset(buffers.event_indices) != 0 {
+        return Err(Status::INVALID_FIELD_IN_COMMAND);
+    }
+    // Workers read the shadow buffer at every pass, and write EventIdx before each sleep: in
+    // memory reached by messages (a client's without a file descriptor) that would be a
+    // message per pass, even while the guest is idle. The host keeps its registers instead.
+    let mapped = |gpa| {
+        let page = [Segment {
+            gpa,
+            len: PAGE.bytes(),
+        }];
+        inner.mem.pin(&page, true, &mut |_, _| true).is_some()
+    };
+    if !mapped(buffers.doorbells) || !mapped(buffers.event_indices) {
+        tracing::debug!(
+            cntlid = inner.config.cntlid,
+            "shadow doorbell buffers outside mapped guest memory: refused"
+        );
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }
     let mut workers = inner.lock_workers();

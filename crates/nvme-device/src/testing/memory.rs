@@ -126,3 +126,43 @@ impl GuardedMemory {
         }
     }
 }
+
+/// Guest memory the device reaches only by explicit calls ([`shmem::WindowMemory::Io`]), like
+/// a client's that it gave without a file descriptor (or one that could shrink): here backed
+/// by a memfd of `len` bytes the test can also read and write.
+#[derive(Debug)]
+pub struct CopiedMemory(pub Mapping);
+
+impl CopiedMemory {
+    /// A zeroed window of `len` bytes, mapped at `gpa` into `space`.
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be made or mapped.
+    pub fn map(space: &AddressSpace, gpa: u64, len: usize) -> Arc<Self> {
+        let window = Arc::new(Self(Mapping::memfd("copied", len).expect("a memfd")));
+        space
+            .map_memory(gpa, shmem::WindowMemory::Io(window.clone()))
+            .expect("room for the window in the address space");
+        window
+    }
+}
+
+impl shmem::IoMemory for CopiedMemory {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+    fn writable(&self) -> bool {
+        true
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), shmem::MemoryFault> {
+        self.0
+            .read(offset, buf)
+            .map_err(|e| shmem::MemoryFault::new(e.to_string()))
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), shmem::MemoryFault> {
+        self.0
+            .write(offset, data)
+            .map_err(|e| shmem::MemoryFault::new(e.to_string()))
+    }
+}

@@ -44,6 +44,7 @@ use std::sync::Arc;
 pub use bar::ControllerBar;
 pub use bar::PortBar;
 pub use cdq::CdqReader;
+pub use memory::CopiedMemory;
 pub use memory::GUARD_BYTE;
 pub use memory::GuardedMemory;
 pub use memory::host_memory;
