@@ -83,13 +83,17 @@ impl VfDevice {
         self.function.address_space()
     }
 
-    /// A function-level reset: the migration state (back to RUNNING, sessions gone), then the
-    /// controller, configuration space and MSI-X state.
+    /// A function-level reset: the controller, configuration space and MSI-X state, then the
+    /// migration state (back to RUNNING, sessions gone). In that order: returning the
+    /// migration state to RUNNING resumes a suspended controller, and one that had loaded a
+    /// migration stream (a destination whose migration failed after RESUMING → STOP) would
+    /// then fetch the commands of the queues it loaded, in guest memory the source runs them
+    /// in too, before the controller reset deleted them.
     fn function_reset(&self) {
+        self.function.reset();
         if let Some(migration) = &self.migration {
             migration.reset();
         }
-        self.function.reset();
     }
 }
 

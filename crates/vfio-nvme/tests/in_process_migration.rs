@@ -282,6 +282,59 @@ fn a_guest_controller_reset_does_not_lift_a_migration_suspend() {
     driver.identify_controller().unwrap();
 }
 
+#[test]
+fn a_device_reset_of_a_loaded_destination_runs_none_of_the_guests_commands() {
+    // A migration that fails after the destination loaded the state (its STOP → RUNNING never
+    // came): the source resumes, and the orchestrator resets the destination. Both map the
+    // same guest memory, so the destination must not fetch the loaded queues' commands on
+    // the way: it would run the guest's commands a second time, into guest memory.
+    let a = served("aborted-src");
+    let b = served("aborted-dst");
+    let (vf_a, vf_b) = (
+        a.function(1).unwrap().clone(),
+        b.function(1).unwrap().clone(),
+    );
+    let mem = HostMemory::new(8 << 20, IOVA).unwrap();
+    map_host_memory(&mem, &vf_a);
+    map_host_memory(&mem, &vf_b);
+    let bar = Arc::new(SwitchableBar(Mutex::new(vf_a.clone())));
+    let driver = Driver::new(bar, mem.clone()).unwrap();
+    driver.set_queue_count(2).unwrap();
+    let mut qp = driver.create_queue_pair(1, 64, None).unwrap();
+    let buf = mem.alloc(BLOCK).unwrap();
+    write_blocks(&mut qp, &buf, &[1], 1);
+    let (ma, mb) = (vf_a.migration().unwrap(), vf_b.migration().unwrap());
+    mb.set_state(DeviceState::Resuming).unwrap();
+    ma.set_state(DeviceState::PreCopy).unwrap();
+    pump(&vf_a, &vf_b);
+    // A read submitted once A stopped fetching: in the state B loads, not yet fetched.
+    ma.set_state(DeviceState::PreCopyP2p).unwrap();
+    buf.fill(0xAA);
+    qp.submit(Command::read(0, 1, 1, 0, buf.iova(), 0)).unwrap();
+    ma.set_state(DeviceState::StopCopy).unwrap();
+    pump(&vf_a, &vf_b);
+    mb.set_state(DeviceState::Stop).unwrap();
+    // The abort: A runs the read, and the buffer gets a marker again.
+    ma.set_state(DeviceState::Running).unwrap();
+    assert!(wait(&mut qp, 1)[0].status.status().is_success());
+    buf.fill(0x55);
+    vf_b.reset().unwrap();
+    assert_eq!(mb.state(), DeviceState::Running);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut got = vec![0u8; BLOCK as usize];
+    buf.read(0, &mut got);
+    assert!(
+        got.iter().all(|&b| b == 0x55),
+        "the reset destination ran the guest's read again"
+    );
+    assert_eq!(
+        qp.poll(|_| {}),
+        0,
+        "a completion from the reset destination"
+    );
+    check_blocks(&mut qp, &buf, &[(1, 1)]);
+}
+
 /// A non-blocking eventfd, as a VMM gives for an MSI-X vector.
 fn eventfd() -> std::os::fd::OwnedFd {
     use rustix::event::EventfdFlags;
