@@ -114,7 +114,7 @@ pub struct VfioUserBar {
 impl VfioUserBar {
     /// Maps the doorbell area of BAR0 (the sparse-mmap area covering the first doorbell,
     /// [`Register::DOORBELLS`]) if the server offers one; otherwise doorbells fall back to
-    /// REGION_WRITE.
+    /// posted REGION_WRITEs.
     pub fn new(client: Arc<Mutex<Client>>) -> Result<Self, TransportError> {
         let doorbells = {
             let guard = lock(&client);
@@ -137,7 +137,7 @@ impl VfioUserBar {
         if doorbells.is_none() {
             tracing::warn!(
                 "the server offers no mmappable doorbell area in BAR0; every doorbell will be a \
-                 REGION_WRITE round trip"
+                 (posted) REGION_WRITE message"
             );
         }
         Ok(Self { client, doorbells })
@@ -191,7 +191,11 @@ impl Bar for VfioUserBar {
         {
             return;
         }
-        if let Err(err) = self.write(offset, &value.to_ne_bytes()) {
+        // Posted, as a CPU's doorbell write is: the server carries messages out in order, so
+        // the next register read or migration request sees it.
+        let posted =
+            lock(&self.client).region_write_posted(BAR0_REGION_INDEX, offset, &value.to_ne_bytes());
+        if let Err(err) = posted {
             tracing::warn!(offset, value, "doorbell REGION_WRITE failed: {err}");
         }
     }

@@ -122,6 +122,10 @@ impl Device for VfDevice {
         Ok(())
     }
 
+    fn write_returns_at_once(&self, index: u32, offset: u64, len: u64) -> bool {
+        self.function.write_returns_at_once(index, offset, len)
+    }
+
     fn irq_info(&self, index: u32) -> Option<(u32, u32)> {
         self.function.irq_info(index)
     }

@@ -15,12 +15,16 @@
 //!
 //! Guest memory goes through a [`shmem::AddressSpace`], as in a real device, so DMA logging sees
 //! the fake's [`FakeDevice::dma_write`]s. Everything the client did is recorded for assertions:
-//! DMA windows, resets, disconnects, masked and triggered vectors, arcs run.
+//! DMA windows, region writes (with the server thread that carried each out), resets,
+//! disconnects, masked and triggered vectors, arcs run. A region can declare its writes as
+//! returning at once ([`FakeRegion::writes_at_once`]), and a test can hold a region's writes
+//! ([`FakeDevice::hold_writes`]) to play a device busy with one.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
+use std::sync::Condvar;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 use std::sync::PoisonError;
@@ -63,6 +67,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct FakeRegion {
     size: u64,
     areas: Vec<SparseMmapArea>,
+    at_once: bool,
 }
 
 impl FakeRegion {
@@ -71,7 +76,15 @@ impl FakeRegion {
         Self {
             size,
             areas: Vec::new(),
+            at_once: false,
         }
+    }
+
+    /// Its writes return at once ([`Device::write_returns_at_once`]), like doorbells, so the
+    /// server may carry them out on its reader thread.
+    pub fn writes_at_once(mut self) -> Self {
+        self.at_once = true;
+        self
     }
 
     /// Also lets the client mmap the `(offset, size)` areas: the region gets the MMAP flag and
@@ -250,6 +263,9 @@ impl FakeDeviceBuilder {
             windows: Mutex::new(Vec::new()),
             resets: AtomicUsize::new(0),
             disconnects: AtomicUsize::new(0),
+            writes: Mutex::new(Vec::new()),
+            held: Mutex::new(BTreeSet::new()),
+            released: Condvar::new(),
             migration,
             resumed,
             arcs,
@@ -271,6 +287,17 @@ pub struct FakeWindow {
     pub mapped: bool,
 }
 
+/// A region write the device carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeWrite {
+    /// The region.
+    pub region: u32,
+    /// Offset in the region.
+    pub offset: u64,
+    /// The name of the thread that called [`Device::region_write`], if it has one.
+    pub thread: Option<String>,
+}
+
 /// A configurable vfio-user device that records what its client does; see the module docs.
 pub struct FakeDevice {
     /// Per region: its description and memory (`None` for a region of size 0).
@@ -286,6 +313,11 @@ pub struct FakeDevice {
     windows: Mutex<Vec<FakeWindow>>,
     resets: AtomicUsize,
     disconnects: AtomicUsize,
+    /// Every region write done, in order.
+    writes: Mutex<Vec<FakeWrite>>,
+    /// Regions whose writes wait until released, and the writes waiting.
+    held: Mutex<BTreeSet<u32>>,
+    released: Condvar,
     migration: Option<DeviceMigration<FakeDriver>>,
     resumed: RecordingSink,
     arcs: Arc<Mutex<Vec<(DeviceState, DeviceState)>>>,
@@ -392,6 +424,23 @@ impl FakeDevice {
         lock(&self.arcs).clone()
     }
 
+    /// The region writes carried out so far, in order.
+    pub fn region_writes(&self) -> Vec<FakeWrite> {
+        lock(&self.writes).clone()
+    }
+
+    /// While `hold` is set, writes to region `index` wait (in the thread that carries them out)
+    /// until it is cleared: a device busy with a slow register write.
+    pub fn hold_writes(&self, index: u32, hold: bool) {
+        let mut held = lock(&self.held);
+        if hold {
+            held.insert(index);
+        } else {
+            held.remove(&index);
+        }
+        self.released.notify_all();
+    }
+
     fn memory(&self, index: u32) -> Result<&Mapping, Errno> {
         self.region_memory(index).ok_or(Errno::EINVAL)
     }
@@ -443,9 +492,24 @@ impl Device for FakeDevice {
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        drop(
+            self.released
+                .wait_while(lock(&self.held), |held| held.contains(&index))
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         self.memory(index)?
             .write(offset, data)
-            .map_err(|_| Errno::EINVAL)
+            .map_err(|_| Errno::EINVAL)?;
+        lock(&self.writes).push(FakeWrite {
+            region: index,
+            offset,
+            thread: std::thread::current().name().map(str::to_owned),
+        });
+        Ok(())
+    }
+
+    fn write_returns_at_once(&self, index: u32, _offset: u64, _len: u64) -> bool {
+        matches!(self.regions.get(index as usize), Some(Some((region, _))) if region.at_once)
     }
 
     fn irq_info(&self, index: u32) -> Option<(u32, u32)> {

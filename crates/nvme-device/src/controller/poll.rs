@@ -3,8 +3,9 @@
 //! With shared doorbells ([`DoorbellDelivery::Shared`](super::DoorbellDelivery::Shared)) the
 //! doorbells live in memory shared with the guest, so a doorbell write cannot wake a worker: it
 //! must look. (With trapped doorbells a worker spins the same way, but then sleeps until a
-//! doorbell write wakes it; only a worker whose completion queue is full still sleeps as below,
-//! see `worker::sleep_until_doorbell`.) A worker keeps looking (spinning) for a while after the
+//! doorbell write wakes it, and such a sleep longer than [`PollPolicy::sleep_min`] counts as a
+//! gap below; only a worker whose completion queue is full still sleeps as below, see
+//! `worker::sleep_until_doorbell`.) A worker keeps looking (spinning) for a while after the
 //! last pass that found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling up to
 //! [`PollPolicy::sleep_max`] while nothing arrives. Spinning buys latency with CPU; the longest
 //! sleep bounds the latency of the first command after a quiet period.
@@ -181,6 +182,16 @@ impl Backoff {
         });
     }
 
+    /// A sleep that ended by a wake-up (a trapped doorbell write), not at a time this backoff
+    /// chose, lasted `slept`. Work that comes after it came after the first timed sleep would
+    /// have ended: a real gap, as after two timed sleeps, so the spin does not grow (it would
+    /// otherwise grow at every command of a trickle, each one woken after one sleep).
+    pub(super) fn woken_after(&mut self, slept: Duration) {
+        if slept >= self.policy.sleep_min {
+            self.sleeps = self.sleeps.max(2);
+        }
+    }
+
     /// The controller cannot run: the next time it can, start from the shortest sleep and spin.
     pub(super) fn reset(&mut self) {
         self.sleep = self.policy.sleep_min;
@@ -327,6 +338,29 @@ mod tests {
             .map(|at| b.next_at(false, t0 + us(2000 + at)))
             .to_vec();
         assert_eq!(sleeps, [50, 100, 200, 400].map(|n| Wait::Sleep(us(n))));
+    }
+
+    #[test]
+    fn work_woken_after_a_long_untimed_sleep_does_not_grow_the_spin() {
+        let policy = PollPolicy {
+            spin: Duration::from_nanos(1),
+            sleep_min: Duration::from_micros(10),
+            sleep_max: Duration::from_micros(40),
+            follow_rhythm: true,
+        };
+        let mut b = Backoff::new(policy);
+        // A trickle with trapped doorbells: one sleep, woken well after the shortest sleep.
+        for _ in 0..4 {
+            assert!(matches!(b.next(false), Wait::Sleep(_)));
+            b.woken_after(Duration::from_millis(1));
+            assert_eq!(b.next(true), Wait::Spin);
+            assert_eq!(b.spin, policy.spin);
+        }
+        // Woken sooner than the first sleep would have ended: a busy guest, the spin grows.
+        assert!(matches!(b.next(false), Wait::Sleep(_)));
+        b.woken_after(Duration::from_micros(3));
+        assert_eq!(b.next(true), Wait::Spin);
+        assert_eq!(b.spin, policy.spin * 2);
     }
 
     #[test]

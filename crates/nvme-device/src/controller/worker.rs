@@ -247,8 +247,10 @@ fn sleep_until_doorbell(
     waker.set_stalled(stalled);
     // First, so that it is watched however many backend queues there are.
     fds.insert(0, waker.fd());
+    let asleep = Instant::now();
     wait_readable(fds, stalled.then_some(sleep));
     waker.awake();
+    backoff.woken_after(asleep.elapsed());
 }
 
 /// What one pass of a worker found.

@@ -252,6 +252,16 @@ impl NvmeFunction {
         }
     }
 
+    /// Whether a `REGION_WRITE` of `len` bytes at `offset` in region `index` returns at once
+    /// (see [`vfu::server::Device::write_returns_at_once`]): a doorbell, which only stores the
+    /// value and wakes the worker that owns the queue.
+    pub fn write_returns_at_once(&self, index: u32, offset: u64, len: u64) -> bool {
+        index == BAR0_REGION_INDEX
+            && len == 4
+            && offset.is_multiple_of(4)
+            && (DOORBELL_OFFSET..DOORBELL_OFFSET + DOORBELL_SIZE).contains(&offset)
+    }
+
     /// `DEVICE_GET_IRQ_INFO`: MSI-X only.
     pub fn irq_info(&self, index: u32) -> Option<(u32, u32)> {
         match index {

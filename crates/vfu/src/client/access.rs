@@ -23,6 +23,7 @@ use crate::dma::DmaMapFlags;
 use crate::dma::DmaMapReply;
 use crate::dma::DmaUnmap;
 use crate::dma::DmaUnmapReply;
+use crate::framing::encode_request;
 use crate::irq::IrqAction;
 use crate::irq::IrqInfo;
 use crate::irq::IrqSet;
@@ -98,6 +99,34 @@ impl Client {
                 reason: format!("the echo {:?} differs from {:?}", reply.0, expected.0),
             });
         }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of region `region` with a posted REGION_WRITE (No_reply set),
+    /// as a CPU's MMIO write is posted: it returns once the message is sent. The server
+    /// carries requests out in order, so every later request sees the write; a write the
+    /// server refuses is dropped silently (the spec's No_reply: no error reply either). For
+    /// doorbells, where a round trip per write would cost more than the write.
+    pub fn region_write_posted(
+        &mut self,
+        region: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        let command = Command::REGION_WRITE;
+        Self::check_limit(
+            command,
+            "count",
+            data.len() as u64,
+            self.max_data_xfer_size().into(),
+        )?;
+        let request = RegionWrite {
+            offset,
+            region,
+            data: data.to_vec(),
+        };
+        let bytes = encode_request(self.next_id, &request, true);
+        self.send_message(command, &[&bytes], &[])?;
         Ok(())
     }
 

@@ -2,9 +2,11 @@
 //!
 //! * the **reader** (a scoped thread) reads the socket into the framer, hands replies to the
 //!   server's own `DMA_READ`/`DMA_WRITE` commands to the [`ClientDma`] channel and queues
-//!   requests for the dispatcher; it also answers connections that arrive meanwhile with EBUSY
-//!   ([`Refusals`]), and ends the connection on a framing error, a hang-up, a message that
-//!   stops arriving half-way for longer than the stall timeout, or `stop`;
+//!   requests for the dispatcher, but for writes that return at once (a doorbell), which it
+//!   carries out and answers itself while the dispatcher is idle; it also answers connections
+//!   that arrive meanwhile with EBUSY ([`Refusals`]), and ends the connection on a framing
+//!   error, a hang-up, a message that stops arriving half-way for longer than the stall
+//!   timeout, or `stop`;
 //! * the **dispatcher** (the thread that called `serve`) takes requests in arrival order, runs
 //!   them against the device and sends the replies; it ends the connection if VERSION is not
 //!   negotiated within the handshake timeout or a reply cannot be sent.
@@ -12,7 +14,9 @@
 //! Keeping the socket read while a request is being handled is what lets a request that waits
 //! for the device (a reset, a migration arc draining commands, an unmap) complete while the
 //! device's I/O thread waits for a `DMA_READ` reply that only the reader can pick up: the spec
-//! forbids stalling one direction while waiting for the other.
+//! forbids stalling one direction while waiting for the other. For the same reason the reader
+//! answers a request itself only when the reply cannot wait for the client (no other thread is
+//! sending and the socket has room), and only for writes that wait for nothing.
 
 use std::collections::VecDeque;
 use std::io;
@@ -32,8 +36,8 @@ use rustix::event::PollFd;
 use rustix::event::PollFlags;
 use rustix::net::SocketFlags;
 
+use crate::command::Command;
 use crate::framing::Frame;
-use crate::framing::PayloadPool;
 
 use super::client_dma::ClientDma;
 use super::control::ControlPort;
@@ -107,6 +111,8 @@ struct Queued {
     frames: VecDeque<Frame<OwnedFd>>,
     bytes: usize,
     closed: bool,
+    /// The dispatcher took a request and has not finished it (sent its reply) yet.
+    busy: bool,
 }
 
 /// The requests between the reader and the dispatcher, bounded in messages and bytes.
@@ -151,12 +157,24 @@ impl RequestQueue {
         match queued.frames.pop_front() {
             Some(frame) => {
                 queued.bytes -= frame.payload.len();
+                queued.busy = true;
                 self.changed.notify_all();
                 Popped::Frame(frame)
             }
             None if queued.closed => Popped::Closed,
             None => Popped::Empty,
         }
+    }
+
+    /// The dispatcher finished the request it took.
+    fn finished(&self) {
+        self.lock().busy = false;
+    }
+
+    /// Whether no request waits or is being handled: a request that arrives now is next.
+    fn idle(&self) -> bool {
+        let queued = self.lock();
+        queued.frames.is_empty() && !queued.busy
     }
 
     fn close(&self) {
@@ -167,18 +185,23 @@ impl RequestQueue {
 
 /// What both threads of a connection share.
 struct Shared<'a> {
+    /// The protocol state: the dispatcher's, but for writes the reader carries out itself
+    /// while the dispatcher is idle (see [`at_once`]), so never contended.
+    session: Mutex<Session<'a>>,
     queue: RequestQueue,
     dma: Arc<ClientDma>,
     outbox: Arc<Outbox>,
-    /// Where the dispatcher gives the reader's large payload buffers back.
-    payloads: Arc<PayloadPool>,
     stop: &'a AtomicBool,
     /// Set by whichever thread ends the connection first.
     over: AtomicBool,
     timeouts: ServerTimeouts,
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    fn session(&self) -> MutexGuard<'_, Session<'a>> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn done(&self) -> bool {
         self.over.load(Ordering::Acquire)
             || self.stop.load(Ordering::Relaxed)
@@ -198,11 +221,14 @@ pub(super) fn serve(
     control: Option<&ControlPort>,
 ) -> Result<(), ConnectionError> {
     let (mut inbox, outbox) = transport::split(socket, Session::server_limits().max_msg_size())?;
+    let dma = ClientDma::new(Arc::clone(&outbox), timeouts.dma, MAX_DATA_XFER_SIZE);
+    let mut session = Session::new(device, Arc::clone(&dma));
+    session.payloads = inbox.pool();
     let shared = Shared {
+        session: Mutex::new(session),
         queue: RequestQueue::default(),
-        dma: ClientDma::new(Arc::clone(&outbox), timeouts.dma, MAX_DATA_XFER_SIZE),
+        dma,
         outbox,
-        payloads: inbox.pool(),
         stop,
         over: AtomicBool::new(false),
         timeouts,
@@ -217,7 +243,7 @@ pub(super) fn serve(
                 shared.dma.close();
                 ended
             })?;
-        let dispatched = dispatch(&shared, device);
+        let dispatched = dispatch(&shared);
         shared.over.store(true, Ordering::Release);
         let read = reader
             .join()
@@ -227,17 +253,18 @@ pub(super) fn serve(
 }
 
 /// The dispatcher: requests in order, replies out.
-fn dispatch(shared: &Shared<'_>, device: &dyn Device) -> Result<(), ConnectionError> {
-    let mut session = Session::new(device, Arc::clone(&shared.dma));
-    session.payloads = Arc::clone(&shared.payloads);
+fn dispatch(shared: &Shared<'_>) -> Result<(), ConnectionError> {
     let connected = Instant::now();
     loop {
         match shared.queue.pop(POLL_INTERVAL) {
             Popped::Frame(frame) => {
+                let mut session = shared.session();
                 if let Some(reply) = session.handle(frame) {
                     shared.outbox.send(&reply)?;
                     session.recycle(reply);
                 }
+                drop(session);
+                shared.queue.finished();
             }
             Popped::Empty => {}
             Popped::Closed => return Ok(()),
@@ -248,7 +275,7 @@ fn dispatch(shared: &Shared<'_>, device: &dyn Device) -> Result<(), ConnectionEr
             return Ok(());
         }
         let handshake = shared.timeouts.handshake;
-        if !session.negotiated() && connected.elapsed() > handshake {
+        if !shared.session().negotiated() && connected.elapsed() > handshake {
             return Err(ConnectionError::Handshake(handshake));
         }
     }
@@ -331,8 +358,8 @@ fn hung_up(shared: &Shared<'_>, inbox: &mut Inbox) -> Result<(), ConnectionError
     Ok(())
 }
 
-/// Sends a message to its place: replies to the DMA channel, everything else to the dispatcher
-/// (which answers malformed ones).
+/// Sends a message to its place: replies to the DMA channel, writes that return at once to
+/// [`at_once`] when it can, everything else to the dispatcher (which answers malformed ones).
 fn route(shared: &Shared<'_>, frame: Frame<OwnedFd>) {
     if frame.header.is_reply() == Ok(true) {
         let (msg_id, command) = (frame.header.msg_id, frame.header.command);
@@ -343,9 +370,43 @@ fn route(shared: &Shared<'_>, frame: Frame<OwnedFd>) {
                 "dropping a reply no DMA request waits for (late or unsolicited)"
             );
         }
-    } else {
+    } else if !at_once(shared, &frame) {
         shared.queue.push(frame);
     }
+}
+
+/// Carries out `frame` on the reader and answers it, if it is a write the device says returns
+/// at once ([`Device::write_returns_at_once`], e.g. a trapped doorbell), nothing is ahead of
+/// it (no request queued or being handled: requests take effect, and replies go out, in
+/// order), and the reply can go out without waiting for the client. Saves the hand-off to the
+/// dispatcher, a thread wake-up per write. `false`: nothing was done.
+fn at_once(shared: &Shared<'_>, frame: &Frame<OwnedFd>) -> bool {
+    if frame.header.command != Command::REGION_WRITE || !shared.queue.idle() {
+        return false;
+    }
+    // Only the reader queues requests, so the dispatcher stays idle until it queues this one.
+    // A posted write (No_reply) has no reply to send.
+    let held = if frame.header.flags.no_reply() {
+        None
+    } else {
+        match shared.outbox.hold_if_ready() {
+            Some(held) => Some(held),
+            None => return false,
+        }
+    };
+    let Ok(mut session) = shared.session.try_lock() else {
+        return false;
+    };
+    let Some(reply) = session.handle_at_once(frame) else {
+        return false;
+    };
+    if let (Some(reply), Some(held)) = (reply, held) {
+        // A failed send breaks the outbox, and the reader ends the connection when it next looks.
+        if let Err(e) = held.send(&reply) {
+            tracing::debug!("cannot send a reply: {e}");
+        }
+    }
+    true
 }
 
 /// Polls the client socket (when `read_socket`), the listener (when given) and the refused

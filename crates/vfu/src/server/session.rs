@@ -101,11 +101,30 @@ impl<'d> Session<'d> {
     /// Handles one message: the reply to send, or `None` when the client set No_reply.
     pub fn handle(&mut self, frame: Frame<OwnedFd>) -> Option<Outgoing> {
         let header = frame.header;
-        let answer = self.dispatch(frame).unwrap_or_else(|errno| {
-            tracing::debug!(command = ?header.command, msg_id = header.msg_id, %errno, "error reply");
-            Outgoing::error(&header, errno)
-        });
-        (!header.flags.no_reply()).then_some(answer)
+        let handled = self.dispatch(frame);
+        answer(&header, handled)
+    }
+
+    /// Handles `frame` if it is a `REGION_WRITE` the device carries out at once
+    /// ([`Device::write_returns_at_once`]): `Some` with what [`Self::handle`] would return,
+    /// `None` (nothing done) for any other message, which then goes the usual way.
+    pub fn handle_at_once(&mut self, frame: &Frame<OwnedFd>) -> Option<Option<Outgoing>> {
+        if !self.negotiated || frame.header.command != Command::REGION_WRITE {
+            return None;
+        }
+        let Ok(Request::RegionWrite(write)) = frame.decode_request(&self.limits) else {
+            // Malformed: the usual way answers it, with its warning.
+            return None;
+        };
+        let len = write.data.len() as u64;
+        if !self
+            .device
+            .write_returns_at_once(write.region, write.offset, len)
+        {
+            return None;
+        }
+        let handled = self.region_write(&frame.header, &write);
+        Some(answer(&frame.header, handled))
     }
 
     /// Takes back a reply that has been sent: a `MIG_DATA_READ` reply's buffer is kept for
@@ -223,6 +242,16 @@ impl<'d> Session<'d> {
             Request::Version(_) => Err(Errno::EINVAL),
         }
     }
+}
+
+/// What goes back for request `header` that was `handled`: its reply or error reply, or
+/// nothing when the client set No_reply.
+fn answer(header: &Header, handled: Handled) -> Option<Outgoing> {
+    let answer = handled.unwrap_or_else(|errno| {
+        tracing::debug!(command = ?header.command, msg_id = header.msg_id, %errno, "error reply");
+        Outgoing::error(header, errno)
+    });
+    (!header.flags.no_reply()).then_some(answer)
 }
 
 /// The errno of an operating-system error (EIO if it has none).

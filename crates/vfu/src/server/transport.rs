@@ -9,11 +9,15 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::sync::PoisonError;
+use std::sync::TryLockError;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use rustix::event::PollFd;
+use rustix::event::PollFlags;
 use vfio_migration::Errno;
 
 use crate::error::DecodeError;
@@ -155,6 +159,35 @@ impl Outbox {
     /// reader ends the connection.
     pub fn send(&self, message: &Outgoing) -> io::Result<()> {
         let _one_at_a_time = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        self.send_held(message)
+    }
+
+    /// The send side, held, if no other thread is sending and the socket has room now (poll
+    /// says writable: at least half its send buffer is free, far more than a short message
+    /// needs), so that a short message sent through the [`Held`] cannot wait for the client.
+    /// The reader uses it to answer a request itself: it must never wait for the client, who
+    /// may be waiting for it to read.
+    pub fn hold_if_ready(&self) -> Option<Held<'_>> {
+        let guard = match self.sending.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let mut fds = [PollFd::new(&*self.socket, PollFlags::OUT)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let ready = matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+            && fds[0].revents().contains(PollFlags::OUT);
+        ready.then_some(Held {
+            outbox: self,
+            _guard: guard,
+        })
+    }
+
+    /// [`Self::send`] with the send side already held.
+    fn send_held(&self, message: &Outgoing) -> io::Result<()> {
         if self.is_broken() {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -174,5 +207,19 @@ impl Outbox {
     /// Whether a send failed and the connection must end.
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire)
+    }
+}
+
+/// The send side of an [`Outbox`] held by one thread while the socket has room (see
+/// [`Outbox::hold_if_ready`]).
+pub(super) struct Held<'a> {
+    outbox: &'a Outbox,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Held<'_> {
+    /// Sends a short message, as [`Outbox::send`] does.
+    pub fn send(&self, message: &Outgoing) -> io::Result<()> {
+        self.outbox.send_held(message)
     }
 }

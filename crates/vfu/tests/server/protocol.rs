@@ -473,6 +473,60 @@ fn no_reply_requests_get_no_reply_even_when_they_fail() {
 }
 
 #[test]
+fn writes_that_return_at_once_are_carried_out_by_the_reader_but_never_ahead_of_earlier_requests() {
+    // BAR0 as a slow register file, BAR2 as doorbells.
+    const DOORBELLS: u32 = 2;
+    let fake = vfu::fake::FakeDevice::builder()
+        .region(device::BAR0, vfu::fake::FakeRegion::new(4096))
+        .region(DOORBELLS, vfu::fake::FakeRegion::new(4096).writes_at_once())
+        .regions(device::NUM_REGIONS)
+        .build()
+        .expect("the device");
+    let server = TestServer::start_with("at-once", fake);
+    let mut client = TestClient::negotiated(&server.path);
+    let on = |i: usize| server.device.region_writes()[i].clone();
+    let reader = Some("vfio-user-reader".to_owned());
+    // Nothing ahead: the reader does it, with the reply a dispatched write gets.
+    client
+        .request(&write_region(DOORBELLS, 8, &[1, 0, 0, 0]), &[])
+        .ok();
+    assert_eq!((on(0).region, on(0).offset), (DOORBELLS, 8));
+    assert_eq!(on(0).thread, reader);
+    client
+        .request(&write_region(device::BAR0, 0, &[2]), &[])
+        .ok();
+    assert_ne!(on(1).thread, reader, "other writes are dispatched");
+    // Out of bounds: refused the same way, not carried out.
+    let id = client.send(&write_region(DOORBELLS, 4096, &[0; 4]), &[], false);
+    assert_eq!(client.reply_to(id).errno(), Errno::EINVAL);
+    // Behind a write the device is still busy with, a doorbell waits its turn.
+    server.device.hold_writes(device::BAR0, true);
+    let slow = client.send(&write_region(device::BAR0, 4, &[3]), &[], false);
+    let quick = client.send(&write_region(DOORBELLS, 12, &[4, 0, 0, 0]), &[], false);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        server.device.region_writes().len(),
+        2,
+        "nothing overtook the slow write"
+    );
+    server.device.hold_writes(device::BAR0, false);
+    client.reply_to(slow).ok();
+    client.reply_to(quick).ok();
+    assert_eq!(
+        (on(2).region, on(2).offset, on(3).region, on(3).offset),
+        (device::BAR0, 4, DOORBELLS, 12)
+    );
+    assert_ne!(on(3).thread, reader);
+    let mut value = [0; 4];
+    let memory = server.device.region_memory(DOORBELLS).unwrap();
+    memory.read(12, &mut value).unwrap();
+    assert_eq!(value, [4, 0, 0, 0]);
+    // Posted doorbells (No_reply) are carried out, and get nothing back.
+    client.send(&write_region(DOORBELLS, 16, &[5, 0, 0, 0]), &[], true);
+    assert_eq!(read_region(&mut client, DOORBELLS, 16, 4), [5, 0, 0, 0]);
+}
+
+#[test]
 fn irq_info_and_set_irqs_with_eventfds() {
     let server = TestServer::start("irqs");
     let mut client = TestClient::negotiated(&server.path);
