@@ -4,7 +4,8 @@
 //! doorbells live in memory shared with the guest, so a doorbell write cannot wake a worker: it
 //! must look. (With trapped doorbells a worker spins the same way, but then sleeps until a
 //! doorbell write wakes it, and such a sleep longer than [`PollPolicy::sleep_min`] counts as a
-//! gap below; only a worker whose completion queue is full still sleeps as below, see
+//! gap below; only a worker whose completion queue is full, or whose host has shadow doorbells
+//! while the worker meets its rhythm (below), still sleeps as below, see
 //! `worker::sleep_until_doorbell`.) A worker keeps looking (spinning) for a while after the
 //! last pass that found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling up to
 //! [`PollPolicy::sleep_max`] while nothing arrives. Spinning buys latency with CPU; the longest
@@ -93,6 +94,8 @@ pub(super) struct Backoff {
     /// Moving average of the recent gaps between bursts (see the module docs), if there is a
     /// rhythm.
     gap: Option<Duration>,
+    /// The last sleep returned was kept short by the rhythm.
+    meeting: bool,
 }
 
 /// What a worker should do after a pass.
@@ -114,6 +117,7 @@ impl Backoff {
             spin: policy.spin,
             sleeps: 0,
             gap: None,
+            meeting: false,
         }
     }
 
@@ -152,6 +156,7 @@ impl Backoff {
         // The sleep plain doubling gives; it goes on doubling while the rhythm caps it.
         let plain = self.sleep;
         self.sleep = (self.sleep * 2).min(longest);
+        self.meeting = rhythm.is_some();
         let sleep = match rhythm {
             Some(_) => plain.min(shortest * 2),
             None => {
@@ -180,6 +185,15 @@ impl Backoff {
             Some(average) => (average * 3 + gap) / 4,
             None => gap,
         });
+    }
+
+    /// Whether the sleep just returned was kept short to meet a regular guest's next command
+    /// (see the module docs). A worker that could sleep until a doorbell write wakes it
+    /// (trapped doorbells) takes such a sleep as a timed one instead when the host has shadow
+    /// doorbells, watching them: the host then need not write the register at all (EventIdx
+    /// stays behind), and its command is met as soon as with shared doorbells.
+    pub(super) fn meeting_rhythm(&self) -> bool {
+        self.meeting
     }
 
     /// A sleep that ended by a wake-up (a trapped doorbell write), not at a time this backoff
@@ -314,8 +328,10 @@ mod tests {
         assert_eq!(b.next_at(false, t2 + us(20)), Wait::Sleep(us(50)));
         assert_eq!(b.next_at(false, t2 + us(70)), Wait::Sleep(us(100)));
         assert_eq!(b.next_at(false, t2 + us(170)), Wait::Sleep(us(100)));
+        assert!(b.meeting_rhythm(), "a short sleep that meets the guest");
         let after = t2 + us(3001);
         assert_eq!(b.next_at(false, after), Wait::Sleep(us(400)));
+        assert!(!b.meeting_rhythm(), "past the rhythm");
         // A quiet period longer than RHYTHM_LIMIT longest sleeps forgets the rhythm.
         let t3 = after + policy.sleep_max * RHYTHM_LIMIT * 2;
         b.next_at(true, t3);

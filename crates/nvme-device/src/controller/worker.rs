@@ -200,7 +200,10 @@ pub(super) fn run(inner: &Arc<Inner>, index: usize) {
         }
         match backoff.next(progress.progressed) {
             Wait::Spin => std::thread::yield_now(),
-            Wait::Sleep(sleep) if inner.config.doorbells == DoorbellDelivery::Trapped => {
+            Wait::Sleep(sleep)
+                if inner.config.doorbells == DoorbellDelivery::Trapped
+                    && !(progress.shadowed && backoff.meeting_rhythm()) =>
+            {
                 sleep_until_doorbell(inner, index, sleep, &mut backoff, &mut fds);
             }
             Wait::Sleep(sleep) if progress.in_flight > 0 => {
@@ -262,6 +265,8 @@ pub(super) struct Progress {
     pub in_flight: usize,
     /// Whether the worker owns I/O submission queues.
     pub has_queues: bool,
+    /// Whether the host configured shadow doorbells.
+    pub shadowed: bool,
 }
 
 /// One pass of worker `index`: for worker 0 the admin queue and events first, then its I/O
@@ -277,6 +282,7 @@ pub(super) fn pass(inner: &Inner, index: usize) -> Progress {
         progressed,
         in_flight: w.inflight.len(),
         has_queues: w.has_queues(),
+        shadowed: w.q.shadow.is_some(),
     }
 }
 
