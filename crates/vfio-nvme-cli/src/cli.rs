@@ -525,8 +525,10 @@ pub struct ServeArgs {
     /// once. Pays off with guests that use shadow doorbells (Linux does, when Identify says the
     /// controller offers Doorbell Buffer Config, as every controller here does): they write a
     /// register only when a worker about to sleep asked for it, and plain memory while it
-    /// polls. Clients without shadow doorbells (the project's own host driver) pay a message
-    /// per doorbell. Default: shared.
+    /// polls (while a worker meets a regular guest's rhythm, see --poll-rhythm, it polls the
+    /// shadow between commands). Recommended for QEMU with a Linux guest. Clients without
+    /// shadow doorbells (the project's own host driver) pay a message per doorbell: fine for
+    /// a trickle, not for millions of IOPS. Default: shared.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = DoorbellsArg::Shared)]
     pub doorbells: DoorbellsArg,
 }
