@@ -480,9 +480,17 @@ impl Orchestrator {
         let dest = Endpoint::connect(destination, &self.memory, "destination")?;
         let src = &self.current;
         let guest = (self.memory.iova(), self.memory.len());
-        src.call("starting DMA logging", "source", |c| {
+        let logging = src.call("starting DMA logging", "source", |c| {
             c.dma_logging_start(LOG_PAGE, &[guest])
-        })?;
+        });
+        if let Err(failure) = logging {
+            // A start that went unanswered (a stopped or slow source) is still carried out
+            // when the source gets to it, and would leave logging on: the next migration's
+            // start would then be refused (EBUSY). The server takes requests in order, so a
+            // stop sent now comes after it and undoes it.
+            let _ = src.call("stopping DMA logging", "source", |c| c.dma_logging_stop());
+            return Err(failure);
+        }
         let mut report = MigrationReport {
             from: src.socket.clone(),
             to: dest.socket.clone(),

@@ -161,12 +161,14 @@ fn migrate_there_and_back_over_sockets() {
 
 /// A VF with injected faults: while `failing_report` is set its DMA-logging report fails with
 /// EIO (a source that breaks after the switch-over; in the chaos test, one stopped past the
-/// client's timeout there), and STOP → RUNNING first sleeps `slow_start` (a destination that
-/// answers after the client gave up).
+/// client's timeout there), STOP → RUNNING first sleeps `slow_start` (a destination that
+/// answers after the client gave up), and the next DMA-logging start after `slow_logging` is
+/// set answers only after the client's timeout (a source stopped as a migration starts).
 struct Faulty {
     inner: Arc<dyn Device>,
     failing_report: Arc<AtomicBool>,
     slow_start: Duration,
+    slow_logging: Arc<AtomicBool>,
 }
 
 impl Faulty {
@@ -175,6 +177,7 @@ impl Faulty {
             inner,
             failing_report: Arc::new(AtomicBool::new(false)),
             slow_start: Duration::ZERO,
+            slow_logging: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -245,6 +248,9 @@ impl Migratable for Faulty {
         self.migration().write(data)
     }
     fn dma_logging_start(&self, page_size: u64, ranges: &[DmaLogRange]) -> Result<(), Errno> {
+        if self.slow_logging.swap(false, Ordering::AcqRel) {
+            std::thread::sleep(vfu::client::DEFAULT_TIMEOUT + Duration::from_millis(500));
+        }
         self.migration().dma_logging_start(page_size, ranges)
     }
     fn dma_logging_stop(&self) -> Result<(), Errno> {
@@ -367,6 +373,54 @@ fn a_destination_that_starts_after_the_timeout_keeps_the_device_and_the_source_s
         check(&mut qp, &buf, lba, 1);
     }
     for lba in 8..24 {
+        check(&mut qp, &buf, lba, 2);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_dma_logging_start_answered_after_the_timeout_does_not_refuse_the_next_migration() {
+    let dir = std::env::temp_dir().join(format!("vfio-nvme-orch-logging-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let slow = Arc::new(AtomicBool::new(true));
+    let flag = slow.clone();
+    let (a_path, _a) = serve_wrapped(&dir, "a", move |inner| {
+        Arc::new(Faulty {
+            slow_logging: flag,
+            ..Faulty::new(inner)
+        })
+    });
+    let (b_path, _b) = serve(&dir, "b");
+    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
+    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
+    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
+    driver.set_queue_count(1).unwrap();
+    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
+    let buf = memory.alloc(BLOCK).unwrap();
+    for lba in 0..8 {
+        write(&mut qp, &buf, lba, 1);
+    }
+    // A starts logging only after the client gave up: the migration fails before anything
+    // stopped, and the device stays on A.
+    let failed = orch
+        .migrate(&b_path, &MigrateOptions::default())
+        .unwrap_err();
+    assert!(
+        failed.to_string().contains("starting DMA logging"),
+        "{failed}"
+    );
+    assert!(!slow.load(Ordering::Acquire), "the slow start ran");
+    assert_eq!(orch.socket(), a_path.as_path());
+    for lba in 4..12 {
+        write(&mut qp, &buf, lba, 2);
+    }
+    // The late start was undone, so the next migration can start logging again.
+    orch.migrate(&b_path, &MigrateOptions::default()).unwrap();
+    assert_eq!(orch.socket(), b_path.as_path());
+    for lba in 0..4 {
+        check(&mut qp, &buf, lba, 1);
+    }
+    for lba in 4..12 {
         check(&mut qp, &buf, lba, 2);
     }
     std::fs::remove_dir_all(&dir).ok();
