@@ -4,10 +4,13 @@
 # I/O on it (checks in tests/guest/init). Exits 0 only if every guest check passed and the
 # backing file, read by the host after power-off, holds exactly what the guest says it wrote.
 #
-# Usage: tests/guest/run.sh [--no-device] [--release] [--lba 512|4096] [--timeout SECS] [--keep]
+# Usage: tests/guest/run.sh [--no-device] [--release] [--lba 512|4096] [--doorbells shared|trapped]
+#                           [--timeout SECS] [--keep]
 #   --no-device  boot the guest without the VF: proves QEMU, kernel and initramfs work
 #   --release    build and run the release binary (default: debug)
 #   --lba N      namespace logical block size (default 512)
+#   --doorbells M  serve --doorbells M (default shared); with trapped, the guest's driver must also
+#                configure shadow doorbells (the server logs it)
 #   --timeout S  give up on the guest after S seconds (default 300)
 #   --keep       keep the temporary directory (logs, namespace file, socket)
 # Environment: RUST_LOG for the server (default info); VFIO_NVME_GUEST_CACHE as in setup.sh;
@@ -20,6 +23,7 @@ REPO=$(cd "$GUEST_DIR/../.." && pwd)
 NO_DEVICE=0
 PROFILE=debug
 LBA=512
+DOORBELLS=shared
 TIMEOUT=300
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -28,6 +32,10 @@ while [ $# -gt 0 ]; do
     --release) PROFILE=release ;;
     --lba)
         LBA=${2:?--lba needs a value}
+        shift
+        ;;
+    --doorbells)
+        DOORBELLS=${2:?--doorbells needs a value}
         shift
         ;;
     --timeout)
@@ -40,6 +48,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$LBA" in 512 | 4096) ;; *) die "--lba must be 512 or 4096, not '$LBA'" ;; esac
+case "$DOORBELLS" in shared | trapped) ;; *) die "--doorbells must be shared or trapped, not '$DOORBELLS'" ;; esac
 
 NS_MIB=64            # namespace size; the guest's layout (see init) uses [0,52) MiB
 READ_MIB=16          # host-written region the guest checksums
@@ -83,8 +92,8 @@ else
     READ_SHA=$(range_sha 0 $((READ_MIB * 1048576)) "$NS")
     UNTOUCHED_SHA=$(range_sha $((UNTOUCHED_OFF_MIB * 1048576)) $(((NS_MIB - UNTOUCHED_OFF_MIB) * 1048576)) "$NS")
 
-    log "starting vfio-nvme serve on $SOCKET"
-    if ! start_server "$SERVER_LOG" --socket "$SOCKET" --namespace "file:$NS,lba=$LBA"; then
+    log "starting vfio-nvme serve on $SOCKET (--doorbells $DOORBELLS)"
+    if ! start_server "$SERVER_LOG" --socket "$SOCKET" --namespace "file:$NS,lba=$LBA" --doorbells "$DOORBELLS"; then
         show_logs
         die "the server did not create $SOCKET"
     fi
@@ -100,6 +109,16 @@ boot_guest "$TIMEOUT" "$SERIAL" "$INITRAMFS" "$APPEND" "$WORK/qemu.log" "${DEVIC
 if [ "$NO_DEVICE" -eq 0 ]; then
     # Stop the server as an operator would, and expect a clean exit.
     stop_server
+
+    if [ "$DOORBELLS" = trapped ]; then
+        # Linux configures shadow doorbells when the controller offers them (OACS bit 8): the
+        # trapped path the guest just used is the one with EventIdx.
+        if grep -q "the host configured shadow doorbells" "$SERVER_LOG"; then
+            host_check shadow-doorbells PASS "the guest's driver configured shadow doorbells"
+        else
+            host_check shadow-doorbells FAIL "the server log has no 'the host configured shadow doorbells'"
+        fi
+    fi
 
     # The backing file must hold exactly what the guest wrote, and nothing else may have changed.
     written=$(grep '^GUEST-WRITTEN' <<<"$GUEST_LINES" || true)
@@ -123,4 +142,4 @@ if [ "${#FAILURES[@]}" -ne 0 ]; then
     printf 'GUEST TEST FAILED: %s\n' "${FAILURES[*]}"
     exit 1
 fi
-printf 'GUEST TEST PASSED (%s, guest run %ss)\n' "$([ "$NO_DEVICE" -eq 1 ] && echo no device || echo "vfio-user-pci, lba $LBA")" "$BOOT_SECS"
+printf 'GUEST TEST PASSED (%s, guest run %ss)\n' "$([ "$NO_DEVICE" -eq 1 ] && echo no device || echo "vfio-user-pci, lba $LBA, $DOORBELLS doorbells")" "$BOOT_SECS"
