@@ -2,7 +2,7 @@
 //! queues, a second client that reads back everything the first wrote, the CLI migrating a
 //! random-write workload there and back, a second verified run on the same server, layouts
 //! saved and re-verified (also after an aborted migration, which the run itself reads back on
-//! the source), and usage errors that only the
+//! the source), a migrated workload over trapped doorbells, and usage errors that only the
 //! controller can find.
 
 mod common;
@@ -123,6 +123,45 @@ fn the_cli_migrates_a_random_write_workload_there_and_back() {
     assert_eq!(report["workload"]["verified"], true);
     assert_eq!(report["workload"]["failure_count"], 0);
     assert_eq!(report["readback"]["verified"], true);
+}
+
+#[test]
+fn trapped_doorbells_carry_a_verified_workload_through_a_migration_there_and_back() {
+    // Every doorbell of this client is a posted REGION_WRITE that the servers' readers carry
+    // out: the migration's requests on the same connection must still come after them.
+    let dir = TempDir::new("trapped");
+    let args = ["--namespace", "ram:64M,lba=4096", "--doorbells", "trapped"];
+    let a = ServeProcess::start(&dir.path("a.sock"), &args);
+    let b = ServeProcess::start(&dir.path("b.sock"), &args);
+    let (code, report, stderr) = workload_json(
+        &a.socket,
+        &[
+            "--rw",
+            "randrw",
+            "--queues",
+            "2",
+            "--qd",
+            "16",
+            "--verify",
+            "--migrate-after",
+            "1s",
+            "--migrate-back",
+            "--migrate-to",
+            b.socket.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        report["migrations"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    assert_eq!(report["workload"]["verified"], true, "{report}");
+    assert_eq!(report["workload"]["failure_count"], 0, "{report}");
+    assert!(
+        report["workload"]["writes"].as_u64().unwrap() > 1000,
+        "{report}"
+    );
 }
 
 /// Runs `vfio-nvme ARGS...` (quiet log) and returns its output.
