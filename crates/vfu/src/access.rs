@@ -44,6 +44,16 @@ fn decode_with_data(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<(u64, u32, Vec<u8>), DecodeError> {
+    let (head, data) = view_with_data(command, bytes, limits)?;
+    Ok((head.offset, head.region, data.to_vec()))
+}
+
+/// The head and the data of a request with data, checked, the data where it lies in `bytes`.
+fn view_with_data<'a>(
+    command: Command,
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<(RegionAccess, &'a [u8]), DecodeError> {
     let (head, data) = wire::read::<RegionAccess>(command, "region access", bytes)?;
     head.check(command, limits)?;
     if head.count as usize != data.len() {
@@ -54,7 +64,7 @@ fn decode_with_data(
             "differs from the data length",
         ));
     }
-    Ok((head.offset, head.region, data.to_vec()))
+    Ok((head, data))
 }
 
 fn encode_with_data(out: &mut Vec<u8>, offset: u64, region: u32, data: &[u8]) {
@@ -119,6 +129,19 @@ pub struct RegionWrite {
 }
 
 impl RegionWrite {
+    /// A `REGION_WRITE` payload's head and data, checked as [`Payload::decode`] checks them,
+    /// without copying the data: for a server that carries the write out straight from the
+    /// received message (the head is also the reply's body).
+    ///
+    /// # Errors
+    /// As [`Payload::decode`].
+    pub fn view<'a>(
+        bytes: &'a [u8],
+        limits: &Limits,
+    ) -> Result<(RegionAccess, &'a [u8]), DecodeError> {
+        view_with_data(Self::COMMAND, bytes, limits)
+    }
+
     /// The reply: the three head fields echoed, no data.
     pub fn reply(&self) -> RegionWriteReply {
         RegionWriteReply(RegionAccess {

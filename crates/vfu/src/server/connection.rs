@@ -419,20 +419,25 @@ fn wait(
     refusals: &Refusals,
     timeout: Duration,
 ) -> io::Result<(bool, bool)> {
-    let mut fds = Vec::with_capacity(2 + super::refusal::MAX_REFUSALS);
-    if read_socket {
-        fds.push(PollFd::new(&socket, PollFlags::IN));
+    // A fixed array, no allocation: the reader waits once per message it handles.
+    let mut fds: [PollFd<'_>; 2 + super::refusal::MAX_REFUSALS] =
+        std::array::from_fn(|_| PollFd::new(&socket, PollFlags::empty()));
+    let mut n = 0;
+    let watched = read_socket
+        .then_some(socket)
+        .into_iter()
+        .chain(listener)
+        .chain(refusals.sockets());
+    for (slot, fd) in fds.iter_mut().zip(watched) {
+        *slot = PollFd::from_borrowed_fd(fd, PollFlags::IN);
+        n += 1;
     }
-    if let Some(listener) = &listener {
-        fds.push(PollFd::new(listener, PollFlags::IN));
-    }
-    let refused: Vec<BorrowedFd<'_>> = refusals.sockets().collect();
-    fds.extend(refused.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));
     let timeout = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: timeout.min(POLL_INTERVAL).as_nanos() as i64,
     };
-    match rustix::event::poll(&mut fds, Some(&timeout)) {
+    let fds = &mut fds[..n];
+    match rustix::event::poll(fds, Some(&timeout)) {
         Ok(_) => {}
         Err(rustix::io::Errno::INTR) => return Ok((false, false)),
         Err(e) => return Err(e.into()),

@@ -9,6 +9,7 @@ use crate::access::RegionReadReply;
 use crate::access::RegionWrite;
 use crate::access::RegionWriteMulti;
 use crate::access::RegionWriteMultiReply;
+use crate::access::RegionWriteReply;
 use crate::framing::encode_reply;
 use crate::header::Header;
 use crate::region::RegionCap;
@@ -124,6 +125,29 @@ impl Session<'_> {
     pub(super) fn region_write(&self, header: &Header, write: &RegionWrite) -> Handled {
         self.write(write.region, write.offset, &write.data)?;
         Ok(Outgoing::new(encode_reply(header, &write.reply())))
+    }
+
+    /// A `REGION_WRITE` carried out straight from its received `payload` (no copy of the data)
+    /// if the device says it returns at once ([`Device::write_returns_at_once`]); `None`, with
+    /// nothing done, for any other write and for a malformed one (the usual path answers it,
+    /// with its warning). A posted write's reply is not built.
+    pub(super) fn region_write_at_once(&self, header: &Header, payload: &[u8]) -> Option<Handled> {
+        let (head, data) = RegionWrite::view(payload, &self.limits).ok()?;
+        let len = data.len() as u64;
+        if !self
+            .device
+            .write_returns_at_once(head.region, head.offset, len)
+        {
+            return None;
+        }
+        let written = self.write(head.region, head.offset, data);
+        Some(written.map(|()| {
+            if header.flags.no_reply() {
+                Outgoing::new(Vec::new())
+            } else {
+                Outgoing::new(encode_reply(header, &RegionWriteReply(head)))
+            }
+        }))
     }
 
     /// `REGION_WRITE_MULTI`: the entries in order, each checked like a `REGION_WRITE`. The first

@@ -109,22 +109,12 @@ impl<'d> Session<'d> {
     /// ([`Device::write_returns_at_once`]): `Some` with what [`Self::handle`] would return,
     /// `None` (nothing done) for any other message, which then goes the usual way.
     pub fn handle_at_once(&mut self, frame: &Frame<OwnedFd>) -> Option<Option<Outgoing>> {
-        if !self.negotiated || frame.header.command != Command::REGION_WRITE {
+        let header = &frame.header;
+        if !self.negotiated || header.command != Command::REGION_WRITE || !frame.fds.is_empty() {
             return None;
         }
-        let Ok(Request::RegionWrite(write)) = frame.decode_request(&self.limits) else {
-            // Malformed: the usual way answers it, with its warning.
-            return None;
-        };
-        let len = write.data.len() as u64;
-        if !self
-            .device
-            .write_returns_at_once(write.region, write.offset, len)
-        {
-            return None;
-        }
-        let handled = self.region_write(&frame.header, &write);
-        Some(answer(&frame.header, handled))
+        let handled = self.region_write_at_once(header, &frame.payload)?;
+        Some(answer(header, handled))
     }
 
     /// Takes back a reply that has been sent: a `MIG_DATA_READ` reply's buffer is kept for

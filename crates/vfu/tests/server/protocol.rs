@@ -499,6 +499,17 @@ fn writes_that_return_at_once_are_carried_out_by_the_reader_but_never_ahead_of_e
     // Out of bounds: refused the same way, not carried out.
     let id = client.send(&write_region(DOORBELLS, 4096, &[0; 4]), &[], false);
     assert_eq!(client.reply_to(id).errno(), Errno::EINVAL);
+    // Malformed (a count that is not the data's length): the dispatcher refuses it.
+    let id = client.next_id();
+    let mut bytes = encode_request(id, &write_region(DOORBELLS, 8, &[9, 0, 0, 0]), false);
+    bytes[16 + 12..16 + 16].copy_from_slice(&8u32.to_le_bytes());
+    client.send_raw(&bytes, &[]).unwrap();
+    assert_eq!(client.reply_to(id).errno(), Errno::EINVAL);
+    assert_eq!(
+        server.device.region_writes().len(),
+        2,
+        "neither was carried out"
+    );
     // Behind a write the device is still busy with, a doorbell waits its turn.
     server.device.hold_writes(device::BAR0, true);
     let slow = client.send(&write_region(device::BAR0, 4, &[3]), &[], false);
