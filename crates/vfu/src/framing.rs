@@ -191,6 +191,9 @@ pub struct Framer<F> {
     fds: VecDeque<(u64, F)>,
     failed: Option<DecodeError>,
     pool: std::sync::Arc<PayloadPool>,
+    /// A small message's payload given back ([`Framer::recycle`]): the next small message is
+    /// copied into it instead of a fresh allocation.
+    spare: Vec<u8>,
 }
 
 impl<F> Framer<F> {
@@ -207,6 +210,15 @@ impl<F> Framer<F> {
             fds: VecDeque::new(),
             failed: None,
             pool: std::sync::Arc::default(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes back the payload of a small message handed out and consumed, for the next small
+    /// message (a doorbell write per command must not cost an allocation).
+    pub fn recycle(&mut self, payload: Vec<u8>) {
+        if payload.capacity() < LARGE_PAYLOAD && payload.capacity() > self.spare.capacity() {
+            self.spare = payload;
         }
     }
 
@@ -401,7 +413,9 @@ impl<F> Framer<F> {
         if pending.len() < size {
             return Ok(None);
         }
-        let payload = pending[HEADER_SIZE..size].to_vec();
+        let mut payload = std::mem::take(&mut self.spare);
+        payload.clear();
+        payload.extend_from_slice(&pending[HEADER_SIZE..size]);
         self.start += size;
         self.consumed += size as u64;
         let fds = self.fds_before(self.consumed);
@@ -533,6 +547,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_recycled_small_payload_receives_the_next_small_message() {
+        let write = |value: u8| RegionWrite {
+            offset: 0x1008,
+            region: 0,
+            data: vec![value; 4],
+        };
+        let mut framer = Framer::<()>::new(4096);
+        framer.push(&encode_request(1, &write(1), true), None);
+        framer.push(&encode_request(2, &write(2), true), None);
+        let first = framer.next_frame().unwrap().unwrap();
+        let buffer = first.payload.as_ptr();
+        framer.recycle(first.payload);
+        let second = framer.next_frame().unwrap().unwrap();
+        assert_eq!(second.payload.as_ptr(), buffer, "no new allocation");
+        assert_eq!(
+            RegionWrite::decode(&second.payload, &Limits::default()).unwrap(),
+            write(2)
+        );
     }
 
     #[test]

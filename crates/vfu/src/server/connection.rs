@@ -295,7 +295,9 @@ fn read(
     let mut newcomer_since: Option<Instant> = None;
     loop {
         while let Some(frame) = inbox.next_frame()? {
-            route(shared, frame);
+            if let Some(payload) = route(shared, frame) {
+                inbox.recycle(payload);
+            }
         }
         if shared.done() {
             return Ok(());
@@ -353,14 +355,17 @@ fn read(
 /// The client hung up: what it sent before is still carried out.
 fn hung_up(shared: &Shared<'_>, inbox: &mut Inbox) -> Result<(), ConnectionError> {
     while let Some(frame) = inbox.next_frame()? {
-        route(shared, frame);
+        if let Some(payload) = route(shared, frame) {
+            inbox.recycle(payload);
+        }
     }
     Ok(())
 }
 
 /// Sends a message to its place: replies to the DMA channel, writes that return at once to
 /// [`at_once`] when it can, everything else to the dispatcher (which answers malformed ones).
-fn route(shared: &Shared<'_>, frame: Frame<OwnedFd>) {
+/// Returns the payload of a message handled here, for the framer to reuse.
+fn route(shared: &Shared<'_>, frame: Frame<OwnedFd>) -> Option<Vec<u8>> {
     if frame.header.is_reply() == Ok(true) {
         let (msg_id, command) = (frame.header.msg_id, frame.header.command);
         if !shared.dma.deliver(frame) {
@@ -370,9 +375,12 @@ fn route(shared: &Shared<'_>, frame: Frame<OwnedFd>) {
                 "dropping a reply no DMA request waits for (late or unsolicited)"
             );
         }
-    } else if !at_once(shared, &frame) {
+    } else if at_once(shared, &frame) {
+        return Some(frame.payload);
+    } else {
         shared.queue.push(frame);
     }
+    None
 }
 
 /// Carries out `frame` on the reader and answers it, if it is a write the device says returns

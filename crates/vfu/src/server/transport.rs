@@ -119,6 +119,11 @@ impl Inbox {
         self.framer.next_frame()
     }
 
+    /// Takes back a small message's payload once handled, for the next one.
+    pub fn recycle(&mut self, payload: Vec<u8>) {
+        self.framer.recycle(payload);
+    }
+
     /// The pool large payloads are received into (the dispatcher gives them back there).
     pub fn pool(&self) -> Arc<crate::framing::PayloadPool> {
         Arc::clone(self.framer.pool())
