@@ -106,6 +106,8 @@ fn run_queue(queue: &mut dyn IoQueue, guest: &Guest, kind: IoKind, command: u64,
                 offset: (submitted * command) % FILE_SIZE,
                 len: command,
                 segments: guest.buffers[buffer].clone(),
+                // As the worker says it: more follow while the queue is not yet full.
+                batched: !free.is_empty() && submitted + 1 < count,
             };
             queue.submit(&request).unwrap();
             submitted += 1;

@@ -167,6 +167,7 @@ impl GuestBuffer {
             offset,
             len: self.segments.len(),
             segments: self.segments.clone(),
+            batched: false,
         }
     }
 }
@@ -178,6 +179,7 @@ fn flush(tag: u64) -> IoRequest {
         offset: 0,
         len: 0,
         segments: prp::Segments::default(),
+        batched: false,
     }
 }
 
@@ -787,7 +789,8 @@ proptest::proptest! {
                         _ => IoKind::Flush,
                     };
                     let offset = (u64::from(block) * 512).min(SIZE - len);
-                    let request = IoRequest { tag: tag as u64, kind, offset, len, segments };
+                    let batched = tag % 3 == 0;
+                    let request = IoRequest { tag: tag as u64, kind, offset, len, segments, batched };
                     let before = queue.in_flight();
                     match queue.submit(&request) {
                         Ok(()) => {

@@ -49,6 +49,10 @@ pub struct IoRequest {
     pub len: u64,
     /// The guest-memory pieces of the data buffer, in transfer order.
     pub segments: Segments,
+    /// More requests follow at once (the worker fetched them in the same pass): a hint that
+    /// the queue may carry this one out in the background rather than in the submit call, so
+    /// that several run side by side.
+    pub batched: bool,
 }
 
 /// A request the queue cannot take now: it has `depth` requests in flight already. The caller

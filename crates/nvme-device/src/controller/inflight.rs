@@ -173,6 +173,7 @@ mod tests {
                 offset: 0,
                 len: 0,
                 segments: Segments::default(),
+                batched: false,
             },
             submitted: true,
         }

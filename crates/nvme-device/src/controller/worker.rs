@@ -458,7 +458,7 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
         return progressed;
     }
     let started = Instant::now();
-    for _ in 0..n {
+    for i in 0..n {
         let Some(sq) = w.q.sqs[usize::from(qid)].as_mut() else {
             break;
         };
@@ -489,6 +489,7 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
                 offset,
                 len,
                 segments,
+                batched: i + 1 < n,
             },
             submitted: false,
         });

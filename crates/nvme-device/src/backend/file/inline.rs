@@ -14,6 +14,13 @@
 //! the pause, up to [`LONGEST_PAUSE`]. A stall of the worker is thereby limited to one write
 //! per pause while the page cache is under pressure, and costs nothing when it is not.
 //! `O_DIRECT` files never write inline: their writes wait for the device.
+//!
+//! Large writes ([`LARGE_WRITE`] and up) that more requests follow at once
+//! ([`IoRequest::batched`](crate::backend::IoRequest::batched)) go through the ring too: a
+//! guest's large write comes as several commands of the controller's largest transfer, and the
+//! ring's worker threads copy them side by side (and beside the I/O worker, which writes the
+//! last one itself), where the I/O worker alone would copy them one after the other. A large
+//! write on its own stays inline: there the hand-offs cost as much as the copy.
 
 use std::time::Duration;
 use std::time::Instant;
@@ -26,6 +33,9 @@ pub(super) const FIRST_PAUSE: Duration = Duration::from_millis(100);
 pub(super) const LONGEST_PAUSE: Duration = Duration::from_secs(10);
 /// A slow write within this many pauses of the last slow one doubles the pause.
 const PRESSURE_WINDOW: u32 = 4;
+/// Batched writes of at least this many bytes go through the ring (see the module
+/// documentation).
+pub(super) const LARGE_WRITE: usize = 128 * 1024;
 
 /// The inline-write policy of one io_uring queue (see the module documentation).
 #[derive(Debug)]
@@ -50,10 +60,11 @@ impl InlineWrites {
         }
     }
 
-    /// Whether a buffered, non-FUA write starting now goes inline: its start time if so (the
-    /// clock is not read for a queue that never writes inline).
-    pub(super) fn start(&self) -> Option<Instant> {
-        if !self.enabled {
+    /// Whether a buffered, non-FUA write of `len` bytes starting now goes inline, when more
+    /// requests follow it at once (`batched`) or not: its start time if so (the clock is not
+    /// read for a write that goes through the ring anyway).
+    pub(super) fn start(&self, len: usize, batched: bool) -> Option<Instant> {
+        if !self.enabled || (batched && len >= LARGE_WRITE) {
             return None;
         }
         let now = Instant::now();
@@ -100,8 +111,18 @@ mod tests {
     fn direct_files_never_write_inline() {
         let policy = InlineWrites::new(false);
         assert!(!policy.admits(Instant::now()));
-        assert_eq!(policy.start(), None);
-        assert!(InlineWrites::new(true).start().is_some());
+        assert_eq!(policy.start(4096, false), None);
+        assert!(InlineWrites::new(true).start(4096, false).is_some());
+    }
+
+    #[test]
+    fn large_writes_that_others_follow_go_through_the_ring() {
+        let policy = InlineWrites::new(true);
+        assert!(policy.start(LARGE_WRITE - 4096, true).is_some());
+        assert_eq!(policy.start(LARGE_WRITE, true), None);
+        assert_eq!(policy.start(1 << 20, true), None);
+        // On its own, a large write is copied at once.
+        assert!(policy.start(1 << 20, false).is_some());
     }
 
     #[test]

@@ -518,6 +518,7 @@ mod tests {
             offset: 8192,
             len: 4096,
             segments: page(0x1000).unwrap(),
+            batched: false,
         };
         let read = IoRequest {
             tag: 2,

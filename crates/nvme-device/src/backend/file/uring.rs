@@ -108,9 +108,9 @@ impl UringQueue {
     }
 
     /// Pushes the (rest of the) operation of `slot` to the submission ring, unless it is a
-    /// buffered write that finishes inline.
-    fn push(&mut self, slot: usize) {
-        if self.write_inline(slot) {
+    /// buffered write that finishes inline (`batched`: more requests follow it at once).
+    fn push(&mut self, slot: usize, batched: bool) {
+        if self.write_inline(slot, batched) {
             return;
         }
         let fd = types::Fd(self.file.as_raw_fd());
@@ -150,13 +150,13 @@ impl UringQueue {
     /// Writes the rest of `slot`'s buffered, non-FUA Write with `pwritev2` now, if the policy
     /// admits it; true when the request has finished (its completion is then ready to reap).
     /// A write that stops short goes on through the ring.
-    fn write_inline(&mut self, slot: usize) -> bool {
+    fn write_inline(&mut self, slot: usize, batched: bool) -> bool {
         let request = self.slots.request(slot);
         let (kind, at) = (request.kind, request.offset + request.done as u64);
         if kind != (IoKind::Write { fua: false }) {
             return false;
         }
-        let Some(start) = self.inline.start() else {
+        let Some(start) = self.inline.start(request.len - request.done, batched) else {
             return false;
         };
         let (iovecs, count) = self.slots.remaining(slot);
@@ -194,7 +194,7 @@ impl UringQueue {
         let outcome = usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res));
         // SAFETY: this was the slot's only entry and its completion has just been reaped.
         if unsafe { self.slots.progress(slot, self.mem.as_ref(), outcome) } == Step::Continue {
-            self.push(slot);
+            self.push(slot, false);
         }
     }
 }
@@ -203,7 +203,7 @@ impl IoQueue for UringQueue {
     fn submit(&mut self, request: &IoRequest) -> Result<(), QueueFull> {
         match self.slots.admit(request, self.mem.as_ref())? {
             Admitted::Go(slot) => {
-                self.push(slot);
+                self.push(slot, request.batched);
                 // Nothing to enter for a write that finished inline.
                 if !self.ring.submission().is_empty() {
                     self.enter();
