@@ -453,7 +453,9 @@ pub struct ServeArgs {
     /// io_uring, buffered: on, the default, has the worker write to the page cache itself
     /// rather than through io_uring, which on ext4 hands every buffered write to a kernel
     /// thread; a write that blocks for over 1 ms sends the next 100 ms (doubling under
-    /// pressure, up to 10 s) of writes through io_uring again), ,prealloc (ram only: allocate
+    /// pressure, up to 10 s) of writes through io_uring again, and writes of 128 KiB and more
+    /// that other commands follow at once go through io_uring, whose threads copy them side by
+    /// side), ,prealloc (ram only: allocate
     /// every page at start, like QEMU's prealloc=on, so a migration into this server does not
     /// wait for the kernel to allocate and zero each page as data arrives; costs the whole
     /// size in RAM and start-up time). Repeatable. Default: one private 1 GiB RAM namespace
