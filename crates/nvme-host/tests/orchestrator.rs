@@ -90,6 +90,32 @@ fn serve_wrapped(
     )
 }
 
+/// The guest of a migration test: the orchestrator holding its device on a server, and one
+/// polled queue pair with a block-sized buffer in its memory.
+struct Guest {
+    orch: Orchestrator,
+    qp: QueuePair,
+    buf: DmaBuffer,
+    /// The driver that created the queue pair, kept as long as it is used.
+    _driver: Driver,
+}
+
+/// A [`Guest`] of 16 MiB whose device is on the server at `source`.
+fn guest(source: &std::path::Path) -> Guest {
+    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
+    let orch = Orchestrator::connect(source, memory.clone()).unwrap();
+    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
+    driver.set_queue_count(1).unwrap();
+    let qp = driver.create_queue_pair(1, 32, None).unwrap();
+    let buf = memory.alloc(BLOCK).unwrap();
+    Guest {
+        orch,
+        qp,
+        buf,
+        _driver: driver,
+    }
+}
+
 fn pattern(lba: u64, generation: u64) -> Vec<u8> {
     (0..BLOCK / 16)
         .flat_map(|_| [lba.to_le_bytes(), generation.to_le_bytes()].concat())
@@ -126,12 +152,12 @@ fn migrate_there_and_back_over_sockets() {
     std::fs::create_dir_all(&dir).unwrap();
     let (a_path, _a) = serve(&dir, "a");
     let (b_path, _b) = serve(&dir, "b");
-    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
-    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
-    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
-    driver.set_queue_count(1).unwrap();
-    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
-    let buf = memory.alloc(BLOCK).unwrap();
+    let Guest {
+        mut orch,
+        mut qp,
+        buf,
+        _driver,
+    } = guest(&a_path);
     for lba in 0..16 {
         write(&mut qp, &buf, lba, 1);
     }
@@ -290,12 +316,12 @@ fn a_source_failing_after_the_switch_over_does_not_undo_the_migration() {
         })
     });
     let (b_path, _b) = serve(&dir, "b");
-    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
-    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
-    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
-    driver.set_queue_count(1).unwrap();
-    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
-    let buf = memory.alloc(BLOCK).unwrap();
+    let Guest {
+        mut orch,
+        mut qp,
+        buf,
+        _driver,
+    } = guest(&a_path);
     for lba in 0..16 {
         write(&mut qp, &buf, lba, 1);
     }
@@ -342,12 +368,12 @@ fn a_destination_that_starts_after_the_timeout_keeps_the_device_and_the_source_s
             ..Faulty::new(inner)
         })
     });
-    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
-    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
-    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
-    driver.set_queue_count(1).unwrap();
-    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
-    let buf = memory.alloc(BLOCK).unwrap();
+    let Guest {
+        mut orch,
+        mut qp,
+        buf,
+        _driver,
+    } = guest(&a_path);
     for lba in 0..16 {
         write(&mut qp, &buf, lba, 1);
     }
@@ -391,12 +417,12 @@ fn a_dma_logging_start_answered_after_the_timeout_does_not_refuse_the_next_migra
         })
     });
     let (b_path, _b) = serve(&dir, "b");
-    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
-    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
-    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
-    driver.set_queue_count(1).unwrap();
-    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
-    let buf = memory.alloc(BLOCK).unwrap();
+    let Guest {
+        mut orch,
+        mut qp,
+        buf,
+        _driver,
+    } = guest(&a_path);
     for lba in 0..8 {
         write(&mut qp, &buf, lba, 1);
     }
@@ -438,12 +464,12 @@ fn pipelined_relay_carries_the_stream_and_skips_what_was_never_written() {
     std::fs::create_dir_all(&dir).unwrap();
     let (a_path, _a) = serve(&dir, "a");
     let (b_path, _b) = serve(&dir, "b");
-    let memory = HostMemory::new(16 << 20, 0x8000_0000).unwrap();
-    let mut orch = Orchestrator::connect(&a_path, memory.clone()).unwrap();
-    let driver = Driver::new(orch.bar(), memory.clone()).unwrap();
-    driver.set_queue_count(1).unwrap();
-    let mut qp = driver.create_queue_pair(1, 32, None).unwrap();
-    let buf = memory.alloc(BLOCK).unwrap();
+    let Guest {
+        mut orch,
+        mut qp,
+        buf,
+        _driver,
+    } = guest(&a_path);
     // Every other 16-block run, so the stream has many ranges and holes.
     let written: Vec<u64> = (0..BLOCKS * 2).filter(|lba| (lba / 16) % 2 == 0).collect();
     for &lba in &written {

@@ -455,10 +455,9 @@ pub struct ServeArgs {
     /// thread; a write that blocks for over 1 ms sends the next 100 ms (doubling under
     /// pressure, up to 10 s) of writes through io_uring again, and writes of 128 KiB and more
     /// that other commands follow at once go through io_uring, whose threads copy them side by
-    /// side), ,prealloc (ram only: allocate
-    /// every page at start, like QEMU's prealloc=on, so a migration into this server does not
-    /// wait for the kernel to allocate and zero each page as data arrives; costs the whole
-    /// size in RAM and start-up time). Repeatable. Default: one private 1 GiB RAM namespace
+    /// side), ,prealloc (ram only: allocate every page at start, like QEMU's prealloc=on, so
+    /// a migration into this server does not wait for the kernel to allocate and zero each
+    /// page as data arrives; costs the whole size in RAM and start-up time). Repeatable. Default: one private 1 GiB RAM namespace
     /// per VF.
     #[arg(long = "namespace", value_name = "SPEC", value_parser = crate::spec_args::parse_namespace)]
     pub namespaces: Vec<vfio_nvme::served::NamespaceConfig>,

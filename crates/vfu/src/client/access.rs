@@ -79,23 +79,12 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<(), ClientError> {
-        let command = Command::REGION_WRITE;
-        Self::check_limit(
-            command,
-            "count",
-            data.len() as u64,
-            self.max_data_xfer_size().into(),
-        )?;
-        let request = RegionWrite {
-            offset,
-            region,
-            data: data.to_vec(),
-        };
+        let request = self.region_write_request(region, offset, data)?;
         let expected = request.reply();
         let (reply, _) = self.call::<RegionWriteReply>(&request, &[])?;
         if reply != expected {
             return Err(ClientError::UnexpectedReply {
-                command,
+                command: Command::REGION_WRITE,
                 reason: format!("the echo {:?} differs from {:?}", reply.0, expected.0),
             });
         }
@@ -113,21 +102,31 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<(), ClientError> {
-        let command = Command::REGION_WRITE;
+        let request = self.region_write_request(region, offset, data)?;
+        let bytes = encode_request(self.next_id, &request, true);
+        self.send_message(Command::REGION_WRITE, &[&bytes], &[])?;
+        Ok(())
+    }
+
+    /// The REGION_WRITE of `data` at `offset` of `region`, checked against
+    /// [`Client::max_data_xfer_size`].
+    fn region_write_request(
+        &self,
+        region: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<RegionWrite, ClientError> {
         Self::check_limit(
-            command,
+            Command::REGION_WRITE,
             "count",
             data.len() as u64,
             self.max_data_xfer_size().into(),
         )?;
-        let request = RegionWrite {
+        Ok(RegionWrite {
             offset,
             region,
             data: data.to_vec(),
-        };
-        let bytes = encode_request(self.next_id, &request, true);
-        self.send_message(command, &[&bytes], &[])?;
-        Ok(())
+        })
     }
 
     /// Performs small writes (at most 8 bytes each) in order with REGION_WRITE_MULTI, in
