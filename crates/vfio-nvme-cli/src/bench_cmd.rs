@@ -145,6 +145,8 @@ pub struct BenchOptions {
     pub dir: Option<PathBuf>,
     /// Options appended to the file rows' namespace specification (e.g. `aio=uring`).
     pub file_opts: Option<String>,
+    /// Whether the client hands the controller shadow doorbells (as Linux does).
+    pub shadow_doorbells: bool,
 }
 
 /// One measured row.
@@ -203,6 +205,8 @@ pub struct BenchReport {
     pub time_s: f64,
     /// Extra `serve` arguments used.
     pub serve_args: Vec<String>,
+    /// Whether the client used shadow doorbells where the controller offered them.
+    pub shadow_doorbells: bool,
     /// Where the file rows' namespace file was (when a file row ran).
     pub file_dir: Option<PathBuf>,
     /// That directory's filesystem type, from /proc/self/mounts.
@@ -244,6 +248,7 @@ pub fn run(options: &BenchOptions, json: bool) -> anyhow::Result<String> {
         load_average: load,
         time_s: options.time.as_secs_f64(),
         serve_args: options.serve_args.clone(),
+        shadow_doorbells: options.shadow_doorbells,
         file_fs: file_dir.as_deref().and_then(fs_type),
         file_dir,
         rows: results,
@@ -258,9 +263,14 @@ pub fn run(options: &BenchOptions, json: bool) -> anyhow::Result<String> {
 /// The table a terminal gets.
 fn render(report: &BenchReport) -> String {
     let mut out = format!(
-        "load average {:.2} at the start; {:.1} s per row{}\n",
+        "load average {:.2} at the start; {:.1} s per row{}{}\n",
         report.load_average,
         report.time_s,
+        if report.shadow_doorbells {
+            ""
+        } else {
+            "; client without shadow doorbells"
+        },
         if report.serve_args.is_empty() {
             String::new()
         } else {
@@ -359,7 +369,7 @@ fn measure(
                 args.join(" ")
             ))
         })?;
-        let result = run_row(row, &server, &socket, options.time);
+        let result = run_row(row, &server, &socket, options);
         drop(server);
         let result = result.map_err(|e| {
             with_log_tail(e, &socket).context(format!("benchmark row {} failed", row.name))
@@ -388,8 +398,9 @@ fn run_row(
     row: &Row,
     server: &Server,
     socket: &Path,
-    time: Duration,
+    options: &BenchOptions,
 ) -> anyhow::Result<BenchResult> {
+    let time = options.time;
     let serve_pid = server.pid().to_string();
     let serve_before = process_cpu_seconds(&serve_pid)?;
     let client_before = process_cpu_seconds("self")?;
@@ -421,7 +432,7 @@ fn run_row(
     };
     let (rw, queue_depth, rate) = match row.client {
         Client::Idle => {
-            idle_client(socket, time)?;
+            idle_client(socket, time, options.shadow_doorbells)?;
             (None, 0, None)
         }
         Client::Load => (Some(Pattern::RandRw { read_percent: 50 }), DEPTH, None),
@@ -437,6 +448,7 @@ fn run_row(
             rate,
             verify: false,
             lba_range: Some(0..RANGE_LBAS),
+            shadow_doorbells: options.shadow_doorbells,
             ..WorkloadConfig::default()
         };
         let outcome = workload_cmd::run(socket, &config, &[], None, None, &|_, _| {}, &|_, _| {})?;
@@ -462,12 +474,18 @@ fn run_row(
 }
 
 /// Attaches to the VF at `socket`, enables the controller, creates [`IDLE_QUEUES`] I/O queue
-/// pairs, submits nothing for `time`, then deletes them: what an idle guest costs the server.
-fn idle_client(socket: &Path, time: Duration) -> anyhow::Result<()> {
+/// pairs (with shadow doorbells if `shadow` and offered), submits nothing for `time`, then
+/// deletes them: what an idle guest costs the server.
+fn idle_client(socket: &Path, time: Duration, shadow: bool) -> anyhow::Result<()> {
     let memory = HostMemory::new(IDLE_MEMORY, IDLE_IOVA).context("cannot allocate guest memory")?;
     let orch = Orchestrator::connect(socket, memory.clone())
         .with_context(|| format!("cannot attach to the VF at {}", socket.display()))?;
     let driver = Driver::new(orch.bar(), memory).context("cannot bring up the NVMe controller")?;
+    if shadow {
+        driver
+            .use_shadow_doorbells()
+            .context("cannot set up shadow doorbells (Doorbell Buffer Config)")?;
+    }
     driver
         .set_queue_count(IDLE_QUEUES)
         .context("Set Features (Number of Queues) failed")?;

@@ -315,6 +315,15 @@ pub struct WorkloadArgs {
     /// Namespace to use (default: the controller's first active namespace).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub nsid: Option<u32>,
+    /// Drive the controller's doorbell registers only, without shadow doorbells.
+    ///
+    /// By default this host does what Linux's nvme driver does when Identify Controller
+    /// offers Doorbell Buffer Config (OACS bit 8): it hands the controller a page of shadow
+    /// doorbells and writes a doorbell register only when the controller's EventIdx asks
+    /// for it (a worker about to sleep). With `serve --doorbells trapped` that is what keeps
+    /// a busy queue free of socket messages; this flag measures a client without them.
+    #[arg(long)]
+    pub no_shadow_doorbells: bool,
     /// Live-migrate the VF to this server's socket during the run.
     #[arg(long, value_name = "PATH")]
     pub migrate_to: Option<std::path::PathBuf>,
@@ -375,6 +384,15 @@ pub struct BenchArgs {
     /// Options appended to the file rows' namespace specification, e.g. `aio=uring`.
     #[arg(long, value_name = "OPTS", conflicts_with = "migration")]
     pub file_opts: Option<String>,
+    /// Drive the controller's doorbell registers only, without shadow doorbells.
+    ///
+    /// By default this host does what Linux's nvme driver does when Identify Controller
+    /// offers Doorbell Buffer Config (OACS bit 8): it hands the controller a page of shadow
+    /// doorbells and writes a doorbell register only when the controller's EventIdx asks
+    /// for it (a worker about to sleep). With `serve --doorbells trapped` that is what keeps
+    /// a busy queue free of socket messages; this flag measures a client without them.
+    #[arg(long, conflicts_with = "migration")]
+    pub no_shadow_doorbells: bool,
     /// Size of the fully written namespace migrated (--migration), e.g. 1G or 256M.
     #[arg(long, default_value = "1G", value_parser = crate::spec_args::parse_size, requires = "migration")]
     pub size: u64,

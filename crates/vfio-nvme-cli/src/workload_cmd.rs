@@ -336,6 +336,11 @@ pub fn run(
         .with_context(|| format!("cannot attach to the VF at {}", socket.display()))?;
     let driver =
         Driver::new(orch.bar(), memory.clone()).context("cannot bring up the NVMe controller")?;
+    if config.shadow_doorbells {
+        driver
+            .use_shadow_doorbells()
+            .context("cannot set up shadow doorbells (Doorbell Buffer Config)")?;
+    }
     driver
         .set_queue_count(config.queues)
         .context("Set Features (Number of Queues) failed")?;
@@ -534,6 +539,9 @@ pub fn verify_layout(
         .with_context(|| format!("cannot attach to the VF at {}", socket.display()))?;
     let driver = Driver::new(orch.bar(), memory).context("cannot bring up the NVMe controller")?;
     driver
+        .use_shadow_doorbells()
+        .context("cannot set up shadow doorbells (Doorbell Buffer Config)")?;
+    driver
         .set_queue_count(queues)
         .context("Set Features (Number of Queues) failed")?;
     let readback = workload::verify_all(
@@ -727,6 +735,7 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<Ou
         rate: args.rate,
         verify: args.verify,
         nsid: args.nsid.unwrap_or(AUTO_NSID),
+        shadow_doorbells: !args.no_shadow_doorbells,
         ..WorkloadConfig::default()
     };
     let mut plan = Vec::new();

@@ -44,6 +44,9 @@ pub const SPIN_GROWTH: u32 = 8;
 /// Gaps longer than this many longest sleeps are quiet periods, not a rhythm to follow.
 pub const RHYTHM_LIMIT: u32 = 8;
 
+/// The fewest shortest sleeps [`Backoff::until_due`] replaces by one armed sleep.
+pub const ARMED_SLEEP_MIN: u32 = 8;
+
 /// Descriptors one [`wait_readable`] watches.
 pub(super) const MAX_WAIT_FDS: usize = 16;
 
@@ -196,6 +199,26 @@ impl Backoff {
         self.meeting
     }
 
+    /// While meeting the rhythm, how long until the guest's next command is due: the window
+    /// from three quarters of its gap on, where short sleeps watch for it. `None` outside the
+    /// rhythm, inside the window, or when less than [`ARMED_SLEEP_MIN`] shortest sleeps are
+    /// left before it (a busy guest's short gaps: an early command would cost the host a
+    /// register write, which saves fewer wake-ups than it costs). A worker that can be woken by a doorbell write (trapped,
+    /// with shadow doorbells armed) sleeps until then instead of waking every short sleep, so
+    /// a command that comes early still wakes it at once and one that comes on time finds it
+    /// watching the shadow.
+    pub(super) fn until_due(&self) -> Option<Duration> {
+        self.until_due_at(Instant::now())
+    }
+
+    /// [`Self::until_due`] at `now`.
+    fn until_due_at(&self, now: Instant) -> Option<Duration> {
+        let gap = self.gap.filter(|_| self.meeting)?;
+        let due = self.last_work + gap * 3 / 4;
+        let left = due.saturating_duration_since(now);
+        (left >= self.policy.sleep_min * ARMED_SLEEP_MIN).then_some(left)
+    }
+
     /// A sleep that ended by a wake-up (a trapped doorbell write), not at a time this backoff
     /// chose, lasted `slept`. Work that comes after it came after the first timed sleep would
     /// have ended: a real gap, as after two timed sleeps, so the spin does not grow (it would
@@ -329,9 +352,18 @@ mod tests {
         assert_eq!(b.next_at(false, t2 + us(70)), Wait::Sleep(us(100)));
         assert_eq!(b.next_at(false, t2 + us(170)), Wait::Sleep(us(100)));
         assert!(b.meeting_rhythm(), "a short sleep that meets the guest");
+        // Its next command is due from three quarters of the gap (1.5 ms) on.
+        assert_eq!(b.until_due_at(t2 + us(170)), Some(us(1330)));
+        assert_eq!(
+            b.until_due_at(t2 + us(1150)),
+            None,
+            "too close to be worth a sleep"
+        );
+        assert_eq!(b.until_due_at(t2 + us(1600)), None, "inside the window");
         let after = t2 + us(3001);
         assert_eq!(b.next_at(false, after), Wait::Sleep(us(400)));
         assert!(!b.meeting_rhythm(), "past the rhythm");
+        assert_eq!(b.until_due_at(after), None);
         // A quiet period longer than RHYTHM_LIMIT longest sleeps forgets the rhythm.
         let t3 = after + policy.sleep_max * RHYTHM_LIMIT * 2;
         b.next_at(true, t3);

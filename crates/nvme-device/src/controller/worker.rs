@@ -153,6 +153,17 @@ impl Worker {
         }
     }
 
+    /// Leaves the EventIdx of each shadowed submission queue one behind what it consumed, so
+    /// the host writes no register for its next commands: the worker watches the shadow.
+    fn disarm(&self, inner: &Inner) {
+        let Some(shadow) = self.q.shadow else {
+            return;
+        };
+        for sq in self.q.sqs.iter().flatten() {
+            shadow.set_sq_event(inner.mem.as_ref(), sq.qid, sq.head.wrapping_sub(1) & 0xFFFF);
+        }
+    }
+
     /// Whether the worker owns any I/O submission queue.
     fn has_queues(&self) -> bool {
         self.q.sqs.iter().any(Option::is_some)
@@ -204,7 +215,17 @@ pub(super) fn run(inner: &Arc<Inner>, index: usize) {
                 if inner.config.doorbells == DoorbellDelivery::Trapped
                     && !(progress.shadowed && backoff.meeting_rhythm()) =>
             {
-                sleep_until_doorbell(inner, index, sleep, &mut backoff, &mut fds);
+                sleep_until_doorbell(inner, index, sleep, None, &mut backoff, &mut fds);
+            }
+            // A regular guest with shadow doorbells, its next command not due yet: sleep armed
+            // until it is, then watch the shadow with EventIdx left behind (no register write
+            // for a command that comes on time).
+            Wait::Sleep(sleep)
+                if inner.config.doorbells == DoorbellDelivery::Trapped
+                    && let Some(due) = backoff.until_due() =>
+            {
+                sleep_until_doorbell(inner, index, sleep, Some(due), &mut backoff, &mut fds);
+                inner.lock_worker_from_worker(index).disarm(inner);
             }
             Wait::Sleep(sleep) if progress.in_flight > 0 => {
                 inner.lock_worker_from_worker(index).notifiers(&mut fds);
@@ -223,12 +244,14 @@ pub(super) fn run(inner: &Arc<Inner>, index: usize) {
 /// The sleep of a worker whose doorbell writes are trapped ([`DoorbellDelivery::Trapped`]):
 /// raises its wake-up flag, arms its shadowed submission queues (see `shadow`), takes one more
 /// look, and if that finds nothing sleeps until a doorbell write, a kick or a backend
-/// completion wakes it. A queue with commands it cannot fetch yet (its completion queue is
-/// full, and the host's shadow head updates wake nobody) bounds the sleep by `sleep`.
+/// completion wakes it, or `timeout` passes. A queue with commands it cannot fetch yet (its
+/// completion queue is full, and the host's shadow head updates wake nobody) bounds the sleep
+/// by `sleep`.
 fn sleep_until_doorbell(
     inner: &Inner,
     index: usize,
     sleep: Duration,
+    timeout: Option<Duration>,
     backoff: &mut Backoff,
     fds: &mut Vec<RawFd>,
 ) {
@@ -251,7 +274,11 @@ fn sleep_until_doorbell(
     // First, so that it is watched however many backend queues there are.
     fds.insert(0, waker.fd());
     let asleep = Instant::now();
-    wait_readable(fds, stalled.then_some(sleep));
+    let bound = match (stalled.then_some(sleep), timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    wait_readable(fds, bound);
     waker.awake();
     backoff.woken_after(asleep.elapsed());
 }

@@ -2,6 +2,8 @@
 
 use std::io;
 
+use super::ShadowEntry;
+
 /// Access to an NVMe controller's BAR0: the register file and the doorbells.
 ///
 /// A vfio-user connection implements it with REGION_READ/REGION_WRITE for registers and stores
@@ -23,4 +25,14 @@ pub trait Bar: Send + Sync {
     /// Writes the doorbell at `offset` in BAR0 (1000h and up). This is the I/O fast path: it
     /// must not block on anything the device does.
     fn doorbell(&self, offset: u64, value: u32);
+    /// Publishes `value` for the doorbell at `offset` through its shadow doorbell `entry`
+    /// (Doorbell Buffer Config): stores it in host memory and writes the register only when the
+    /// controller's EventIdx asks for it. A BAR that must see every doorbell value (a
+    /// migration's gate, which meters and holds submissions) overrides it; it is the I/O fast
+    /// path like [`doorbell`](Self::doorbell).
+    fn shadow_doorbell(&self, offset: u64, value: u32, entry: ShadowEntry<'_>) {
+        if entry.publish(value) {
+            self.doorbell(offset, value);
+        }
+    }
 }

@@ -14,6 +14,7 @@
 mod bar;
 mod error;
 mod queue;
+mod shadow;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -43,6 +44,8 @@ use nvme_spec::registers::Register;
 use nvme_spec::registers::ShutdownNotification;
 use nvme_spec::registers::ShutdownStatus;
 pub use queue::QueuePair;
+pub use shadow::ShadowEntry;
+use shadow::ShadowPages;
 use zerocopy::FromBytes;
 
 use crate::memory::DmaBuffer;
@@ -69,6 +72,9 @@ pub struct Driver {
     cap: Cap,
     admin: Mutex<Admin>,
     mdts_bytes: u64,
+    /// The shadow doorbell pages, once the caller asked for them; handed to the controller
+    /// again after every reset.
+    shadow: Mutex<Option<Arc<ShadowPages>>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -97,7 +103,7 @@ impl Driver {
             )));
         }
         let depth = ADMIN_DEPTH.min(4096);
-        let qp = QueuePair::new(0, depth, &mem, bar.clone(), cap.doorbell_stride())?;
+        let qp = QueuePair::new(0, depth, &mem, bar.clone(), cap.doorbell_stride(), None)?;
         let driver = Self {
             bar,
             mem,
@@ -108,6 +114,7 @@ impl Driver {
                 events: Vec::new(),
             }),
             mdts_bytes: PAGE * 2,
+            shadow: Mutex::new(None),
         };
         driver.enable()?;
         let id = driver.identify_controller()?;
@@ -197,7 +204,58 @@ impl Driver {
             .with_iocqes(4)
             .with_mps(0);
         self.bar.write32(Register::CC.0, cc.into())?;
-        self.wait_ready(true)
+        self.wait_ready(true)?;
+        // A reset forgot the shadow doorbells: hand them over again, or drop them.
+        let mut shadow = self.shadow.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pages) = shadow.take()
+            && self.configure_shadow(&pages)?
+        {
+            *shadow = Some(pages);
+        }
+        Ok(())
+    }
+
+    /// Hands the controller shadow doorbell buffers (Doorbell Buffer Config) if it offers them
+    /// (Identify Controller OACS bit 8), as Linux's driver does. I/O queue pairs created
+    /// afterwards write their SQ tails and CQ heads into host memory and their doorbell
+    /// registers only when the controller's EventIdx asks for it; resets keep them. Returns
+    /// whether they are in use: a controller that does not offer them, or refuses the command,
+    /// is driven through its registers (Linux warns and goes on the same way).
+    pub fn use_shadow_doorbells(&self) -> Result<bool, DriverError> {
+        let mut shadow = self.shadow.lock().unwrap_or_else(|p| p.into_inner());
+        if shadow.is_some() {
+            return Ok(true);
+        }
+        if !self.identify_controller()?.oacs.doorbell_buffer_config() {
+            return Ok(false);
+        }
+        let pages = Arc::new(ShadowPages::new(&self.mem)?);
+        let configured = self.configure_shadow(&pages)?;
+        if configured {
+            *shadow = Some(pages);
+        }
+        Ok(configured)
+    }
+
+    /// Whether I/O queue pairs created now use shadow doorbells.
+    pub fn shadow_doorbells(&self) -> bool {
+        self.shadow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Zeroes `pages` and sends Doorbell Buffer Config for them; `false` if the controller
+    /// refused it with a status.
+    fn configure_shadow(&self, pages: &ShadowPages) -> Result<bool, DriverError> {
+        pages.clear();
+        let cmd =
+            Command::doorbell_buffer_config(0, pages.doorbells_iova(), pages.event_indices_iova());
+        match self.admin(cmd) {
+            Ok(_) => Ok(true),
+            Err(DriverError::Status { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// Notifies the controller of a normal shutdown and waits until it reports completion.
@@ -405,7 +463,12 @@ impl Driver {
             )));
         }
         let stride = self.cap.doorbell_stride();
-        let qp = QueuePair::new(qid, depth, &self.mem, self.bar.clone(), stride)?;
+        let shadow = self
+            .shadow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let qp = QueuePair::new(qid, depth, &self.mem, self.bar.clone(), stride, shadow)?;
         self.admin(Command::create_io_cq(
             0,
             qid,

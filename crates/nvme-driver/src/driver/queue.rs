@@ -11,6 +11,7 @@ use zerocopy::IntoBytes;
 
 use super::Bar;
 use super::DriverError;
+use super::shadow::ShadowPages;
 use crate::memory::DmaBuffer;
 use crate::memory::HostMemory;
 
@@ -30,6 +31,8 @@ pub struct QueuePair {
     sq_doorbell: u64,
     cq_doorbell: u64,
     bar: Arc<dyn Bar>,
+    /// The controller's shadow doorbells, when the host configured them for this queue.
+    shadow: Option<Arc<ShadowPages>>,
     free_cids: Vec<u16>,
     in_flight: Vec<bool>,
     outstanding: u32,
@@ -42,22 +45,29 @@ impl std::fmt::Debug for QueuePair {
             .field("qid", &self.qid)
             .field("depth", &self.depth)
             .field("outstanding", &self.outstanding)
+            .field("shadow", &self.shadow.is_some())
             .finish()
     }
 }
 
 impl QueuePair {
     /// Allocates the rings of queue pair `qid` with `depth` entries each in `mem`. Its doorbells
-    /// sit where CAP.DSTRD's `stride` puts them.
+    /// sit where CAP.DSTRD's `stride` puts them; with `shadow`, its doorbell values go through
+    /// their shadow entries (reset to zero here, before the controller learns of the queue).
     pub(crate) fn new(
         qid: u16,
         depth: u32,
         mem: &Arc<HostMemory>,
         bar: Arc<dyn Bar>,
         stride: DoorbellStride,
+        shadow: Option<Arc<ShadowPages>>,
     ) -> Result<Self, DriverError> {
         let sq = mem.alloc(u64::from(depth) * 64)?;
         let cq = mem.alloc(u64::from(depth) * 16)?;
+        if let Some(pages) = &shadow {
+            pages.reset_entry(stride.sq_tail(qid));
+            pages.reset_entry(stride.cq_head(qid));
+        }
         Ok(Self {
             qid,
             depth,
@@ -69,6 +79,7 @@ impl QueuePair {
             sq_doorbell: stride.sq_tail(qid),
             cq_doorbell: stride.cq_head(qid),
             bar,
+            shadow,
             free_cids: (0..depth.saturating_sub(1) as u16).rev().collect(),
             in_flight: vec![false; depth as usize],
             outstanding: 0,
@@ -122,11 +133,25 @@ impl QueuePair {
         Ok(cid)
     }
 
-    /// Tells the controller about every pushed command (one doorbell write).
+    /// Whether this queue's doorbells go through shadow doorbells.
+    pub fn shadowed(&self) -> bool {
+        self.shadow.is_some()
+    }
+
+    /// Tells the controller about every pushed command (one doorbell write, or a shadow
+    /// doorbell update and a write only if the controller asks for it).
     pub fn ring(&mut self) {
         if std::mem::take(&mut self.unrung) {
             std::sync::atomic::fence(Ordering::Release);
-            self.bar.doorbell(self.sq_doorbell, self.sq_tail);
+            self.write_doorbell(self.sq_doorbell, self.sq_tail);
+        }
+    }
+
+    /// Writes `value` to the doorbell at `offset`, through its shadow entry if there is one.
+    fn write_doorbell(&self, offset: u64, value: u32) {
+        match self.shadow.as_ref().and_then(|pages| pages.entry(offset)) {
+            Some(entry) => self.bar.shadow_doorbell(offset, value, entry),
+            None => self.bar.doorbell(offset, value),
         }
     }
 
@@ -171,7 +196,7 @@ impl QueuePair {
             f(entry);
         }
         if reaped > 0 {
-            self.bar.doorbell(self.cq_doorbell, self.cq_head);
+            self.write_doorbell(self.cq_doorbell, self.cq_head);
         }
         reaped
     }

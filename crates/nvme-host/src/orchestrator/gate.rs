@@ -26,6 +26,7 @@ use nvme_spec::registers::Doorbell;
 use nvme_spec::registers::DoorbellStride;
 
 use crate::driver::Bar;
+use crate::driver::ShadowEntry;
 
 /// The longest one doorbell write waits for its tokens. Debt beyond it is forgiven, so however
 /// hard the guest is throttled each of its queues still submits at least every this often (the
@@ -288,8 +289,11 @@ impl SwitchableBar {
 
     /// The slow path: count, wait for tokens, then hold or write. The write happens under the
     /// read lock taken before the gate is let go, so that a pause never overtakes it (pausing
-    /// waits for the lock), but not under the gate: other doorbells go on meanwhile.
-    fn gated_doorbell(&self, offset: u64, value: u32) {
+    /// waits for the lock), but not under the gate: other doorbells go on meanwhile. With a
+    /// shadow `entry`, a held write stores the shadow value at once (the device that reads it
+    /// is suspended, or will be before its state is saved) and the register write is replayed
+    /// on resume, whatever EventIdx says.
+    fn gated_doorbell(&self, offset: u64, value: u32, entry: Option<ShadowEntry<'_>>) {
         let mut gate = self.gate();
         let now = Instant::now();
         let wait = gate
@@ -320,12 +324,15 @@ impl SwitchableBar {
         }
         match gate.held.as_mut() {
             Some(held) => {
+                if let Some(entry) = entry {
+                    entry.store(value);
+                }
                 held.insert(offset, value);
             }
             None => {
                 let bar = self.current.read().unwrap_or_else(|p| p.into_inner());
                 drop(gate);
-                bar.doorbell(offset, value);
+                write_to(bar.as_ref(), offset, value, entry);
             }
         }
     }
@@ -354,17 +361,37 @@ impl Bar for SwitchableBar {
     }
 
     fn doorbell(&self, offset: u64, value: u32) {
-        {
-            let bar = self.current.read().unwrap_or_else(|p| p.into_inner());
-            // Not paused, and not a metered doorbell: straight to the device.
-            let direct = !self.gated.load(Ordering::SeqCst)
-                || !self.paused.load(Ordering::SeqCst) && !self.metered(offset);
-            if direct {
-                bar.doorbell(offset, value);
-                return;
-            }
+        if !self.direct(offset, value, None) {
+            self.gated_doorbell(offset, value, None);
         }
-        self.gated_doorbell(offset, value);
+    }
+
+    fn shadow_doorbell(&self, offset: u64, value: u32, entry: ShadowEntry<'_>) {
+        if !self.direct(offset, value, Some(entry)) {
+            self.gated_doorbell(offset, value, Some(entry));
+        }
+    }
+}
+
+impl SwitchableBar {
+    /// The fast path: a write that is not paused and not metered goes straight to the device
+    /// (through `entry` if shadowed); `false` if it must take the gate instead.
+    fn direct(&self, offset: u64, value: u32, entry: Option<ShadowEntry<'_>>) -> bool {
+        let bar = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let direct = !self.gated.load(Ordering::SeqCst)
+            || !self.paused.load(Ordering::SeqCst) && !self.metered(offset);
+        if direct {
+            write_to(bar.as_ref(), offset, value, entry);
+        }
+        direct
+    }
+}
+
+/// Writes `value` to the doorbell at `offset` of `bar`, through its shadow `entry` if any.
+fn write_to(bar: &dyn Bar, offset: u64, value: u32, entry: Option<ShadowEntry<'_>>) {
+    match entry {
+        Some(entry) => bar.shadow_doorbell(offset, value, entry),
+        None => bar.doorbell(offset, value),
     }
 }
 
@@ -563,6 +590,38 @@ mod tests {
         );
         bar.doorbell(STRIDE.sq_tail(1), 3);
         assert_eq!(other.count.load(Ordering::SeqCst), 3);
+        assert!(!bar.gated.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn shadowed_writes_are_metered_and_held_like_register_writes() {
+        use std::sync::atomic::AtomicU32;
+        let rec = Arc::new(Recorder::default());
+        let bar = SwitchableBar::new(rec.clone());
+        let (value, event) = (AtomicU32::new(0), AtomicU32::new(0));
+        let entry = ShadowEntry::new(&value, &event);
+        // Outside a migration: the register is written only when EventIdx asks for it.
+        bar.shadow_doorbell(STRIDE.sq_tail(1), 1, entry);
+        bar.shadow_doorbell(STRIDE.sq_tail(1), 2, entry);
+        assert_eq!(*rec.writes.lock().unwrap(), vec![(STRIDE.sq_tail(1), 1)]);
+        // Metering counts every submission, written to the register or not.
+        bar.start_metering(STRIDE);
+        bar.shadow_doorbell(STRIDE.sq_tail(1), 2, entry);
+        bar.shadow_doorbell(STRIDE.sq_tail(1), 6, entry);
+        assert_eq!(bar.admitted(), 5);
+        assert_eq!(rec.count.load(Ordering::SeqCst), 1, "EventIdx still behind");
+        assert_eq!(value.load(Ordering::SeqCst), 6);
+        // Paused: the shadow holds the value at once, the register write waits for resume
+        // and then reaches the new device whatever EventIdx says.
+        bar.pause();
+        bar.shadow_doorbell(STRIDE.sq_tail(1), 9, entry);
+        assert_eq!(value.load(Ordering::SeqCst), 9);
+        assert_eq!(rec.count.load(Ordering::SeqCst), 1);
+        let other = Arc::new(Recorder::default());
+        bar.resume(Some(other.clone()));
+        assert_eq!(*other.writes.lock().unwrap(), vec![(STRIDE.sq_tail(1), 9)]);
+        assert_eq!(bar.admitted(), 8);
+        bar.stop_metering();
         assert!(!bar.gated.load(Ordering::SeqCst));
     }
 

@@ -139,6 +139,11 @@ pub struct WorkloadConfig {
     pub interval: Duration,
     /// Seed for address and read/write choices.
     pub seed: u64,
+    /// Whether the host hands the controller shadow doorbell buffers when it offers them
+    /// (Doorbell Buffer Config), as Linux's nvme driver does; see
+    /// [`Driver::use_shadow_doorbells`](crate::driver::Driver::use_shadow_doorbells). The
+    /// caller that brings the controller up honours it.
+    pub shadow_doorbells: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -160,6 +165,7 @@ impl Default for WorkloadConfig {
             timeout: Duration::from_secs(30),
             interval: Duration::from_millis(100),
             seed: 0x5eed,
+            shadow_doorbells: true,
         }
     }
 }
