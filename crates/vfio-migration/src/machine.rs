@@ -192,6 +192,9 @@ pub struct Migration<D: MigrationDriver> {
     flags: MigrationFlags,
     state: DeviceState,
     session: Option<Session>,
+    /// In STOP after STOP_COPY with the saving session read to its end: the device's whole
+    /// state went to a destination (see [`Self::handed_over`]).
+    handed_over: bool,
 }
 
 impl<D: MigrationDriver> Migration<D> {
@@ -206,7 +209,18 @@ impl<D: MigrationDriver> Migration<D> {
             flags,
             state: DeviceState::Running,
             session: None,
+            handed_over: false,
         })
+    }
+
+    /// Whether the device sits in STOP after a complete save: STOP_COPY → STOP once the
+    /// saving session had been read to its end. Its guest's device now lives wherever the
+    /// stream went, so a user leaving it there should reset it, not resume it: resumed, it
+    /// would go on with the guest's queues and could act on memory that the guest shares with
+    /// the destination. Any later arc, and a reset, clear it.
+    #[must_use]
+    pub const fn handed_over(&self) -> bool {
+        self.handed_over
     }
 
     /// The current device state (`MIG_DEVICE_STATE` GET).
@@ -291,8 +305,12 @@ impl<D: MigrationDriver> Migration<D> {
                 }
             };
             self.state = to;
+            self.handed_over = false;
             if closes_session(from, to) {
                 if let Some(old) = self.session.take() {
+                    self.handed_over = from == DeviceState::StopCopy
+                        && to == DeviceState::Stop
+                        && old.as_saving().is_some_and(SavingSession::is_ended);
                     old.invalidate();
                 }
             } else if let (Some(Session::Saving(saving)), Some(phase)) =
@@ -326,6 +344,7 @@ impl<D: MigrationDriver> Migration<D> {
         if let Some(session) = self.session.take() {
             session.invalidate();
         }
+        self.handed_over = false;
         match self.driver.reset() {
             Ok(()) => {
                 self.state = DeviceState::Running;

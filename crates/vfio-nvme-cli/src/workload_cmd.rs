@@ -539,9 +539,6 @@ pub fn verify_layout(
         .with_context(|| format!("cannot attach to the VF at {}", socket.display()))?;
     let driver = Driver::new(orch.bar(), memory).context("cannot bring up the NVMe controller")?;
     driver
-        .use_shadow_doorbells()
-        .context("cannot set up shadow doorbells (Doorbell Buffer Config)")?;
-    driver
         .set_queue_count(queues)
         .context("Set Features (Number of Queues) failed")?;
     let readback = workload::verify_all(
@@ -735,7 +732,7 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<Ou
         rate: args.rate,
         verify: args.verify,
         nsid: args.nsid.unwrap_or(AUTO_NSID),
-        shadow_doorbells: !args.no_shadow_doorbells,
+        shadow_doorbells: args.shadow_doorbells,
         ..WorkloadConfig::default()
     };
     let mut plan = Vec::new();

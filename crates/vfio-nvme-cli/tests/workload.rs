@@ -468,3 +468,39 @@ fn limits_only_the_controller_knows_are_usage_errors_naming_the_option() {
     let stderr = text(&cli(&["workload", "--socket", socket, "--qd", "2000"]).stderr);
     assert!(stderr.contains("at most 1023 commands"), "{stderr}");
 }
+
+#[test]
+fn shadow_doorbells_on_trapped_doorbells_carry_a_verified_workload() {
+    // The client rings as Linux does: shadow values in its memory, a register write (a
+    // REGION_WRITE here) only when the server's EventIdx asks for one.
+    let dir = TempDir::new("shadow");
+    let log = dir.path("a.log");
+    let a = ServeProcess::start_traced(
+        &dir.path("a.sock"),
+        &["--namespace", "ram:64M,lba=4096", "--doorbells", "trapped"],
+        &log,
+    );
+    let (code, report, stderr) = workload_json(
+        &a.socket,
+        &[
+            "--rw",
+            "randrw",
+            "--queues",
+            "2",
+            "--qd",
+            "8",
+            "--time",
+            "1s",
+            "--verify",
+            "--shadow-doorbells",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["workload"]["verified"], true, "{report}");
+    drop(a);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("the host configured shadow doorbells"),
+        "the server never saw Doorbell Buffer Config:\n{log}"
+    );
+}

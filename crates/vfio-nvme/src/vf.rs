@@ -149,6 +149,14 @@ impl Device for VfDevice {
 
     fn disconnected(&self) {
         self.function.disconnected();
+        // A source whose whole state went to a destination must not come back to life with
+        // the guest's queues when its client leaves (the migration state's own close would
+        // resume it): it could act on the guest's shadow doorbells once the same memory is
+        // mapped into it again. Reset it, controller first, as a function reset does.
+        if self.migration.as_ref().is_some_and(|m| m.handed_over()) {
+            tracing::info!("the client left a source whose state was handed over: reset");
+            self.function_reset();
+        }
     }
 
     fn migration(&self) -> Option<&dyn Migratable> {

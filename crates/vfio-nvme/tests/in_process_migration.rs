@@ -248,6 +248,21 @@ fn migrate_with_io_in_flight(name: &str, shadow: bool) {
         .unwrap()
         .set_state(DeviceState::Stop)
         .unwrap();
+    // A's client leaves: a source whose whole state was handed over is reset, not resumed
+    // with the guest's queues (which, with shadow doorbells, would poll the guest's shadow
+    // buffers as soon as the same memory is mapped into it again).
+    Device::disconnected(vf_a.as_ref());
+    vf_a.migration().unwrap().disconnected();
+    assert_eq!(vf_a.migration().unwrap().state(), DeviceState::Running);
+    let mut csts = [0u8; 4];
+    vf_a.region_read(BAR0_REGION_INDEX, 0x1C, &mut csts)
+        .unwrap();
+    assert_eq!(
+        u32::from_le_bytes(csts) & 1,
+        0,
+        "A's controller is not ready: it was reset"
+    );
+    map_host_memory(&mem, &vf_a);
 
     // The write submitted before the switch completes on B, once.
     let done = wait(&mut qp, 1);

@@ -28,6 +28,9 @@
 //! double only up to twice [`PollPolicy::sleep_min`]; after that they go on doubling to the
 //! longest. This costs a few more wake-ups per gap and bounds the added latency of a regular
 //! guest by twice the shortest sleep; a quiet controller still ends up at the longest sleep.
+//! A trapped worker whose host has shadow doorbells replaces the short sleeps of the first
+//! three quarters of the gap by one sleep armed for a doorbell write ([`Backoff::until_due`]),
+//! so only the end of the gap costs wake-ups.
 //! (Sleeping through the first half of the gap instead was tried and lost more than it won:
 //! gaps vary, and a command that came early waited for the long first sleep.) A worker with
 //! backend requests in flight sleeps on their queues' notifiers, so a backend completion wakes

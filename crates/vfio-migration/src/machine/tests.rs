@@ -730,3 +730,38 @@ fn fuzz_device_state_values_from_the_wire() {
             }
         });
 }
+
+#[test]
+fn a_device_is_handed_over_only_in_stop_after_its_whole_state_was_read() {
+    let read_all = |m: &mut Migration<MockDriver>| {
+        let session = m.set_state(SC).unwrap().expect("a saving session");
+        let saving = saving(Some(&session));
+        let mut buf = [0u8; 64];
+        while saving.read(&mut buf).unwrap() > 0 {}
+        assert!(saving.is_ended());
+    };
+    // The whole stream read, then STOP: handed over; any arc after it clears it.
+    let mut m = machine(MigrationFlags::all());
+    read_all(&mut m);
+    assert!(!m.handed_over(), "still in STOP_COPY");
+    m.set_state(S).unwrap();
+    assert!(m.handed_over());
+    m.set_state(R).unwrap();
+    assert!(!m.handed_over(), "resumed by its user");
+    // A reset clears it too.
+    read_all(&mut m);
+    m.set_state(S).unwrap();
+    assert!(m.handed_over());
+    m.reset().unwrap();
+    assert!(!m.handed_over());
+    // A partial read, or STOP straight from RUNNING, is no hand-over.
+    let mut m = machine(MigrationFlags::all());
+    let session = m.set_state(SC).unwrap().expect("a saving session");
+    let mut buf = [0u8; 2];
+    assert_eq!(saving(Some(&session)).read(&mut buf).unwrap(), 2);
+    m.set_state(S).unwrap();
+    assert!(!m.handed_over(), "the stream was not read to its end");
+    m.set_state(R).unwrap();
+    m.set_state(S).unwrap();
+    assert!(!m.handed_over(), "nothing was saved");
+}

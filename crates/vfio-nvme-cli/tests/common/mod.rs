@@ -53,6 +53,13 @@ impl ServeProcess {
         Self::spawn(socket, args, Stdio::from(file))
     }
 
+    /// Like [`start_logged`](Self::start_logged), with the server's tracing at `info`
+    /// (`RUST_LOG=info`) in the log too.
+    pub fn start_traced(socket: &Path, args: &[&str], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the server log");
+        Self::spawn_env(socket, args, Stdio::null(), Stdio::from(file), Some("info"))
+    }
+
     /// Like [`start`](Self::start), with the server's stdout (e.g. its `--json` events) going
     /// to `out`.
     pub fn start_output(socket: &Path, args: &[&str], out: &Path) -> Self {
@@ -65,7 +72,21 @@ impl ServeProcess {
     }
 
     fn spawn_with(socket: &Path, args: &[&str], stdout: Stdio, stderr: Stdio) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vfio-nvme"))
+        Self::spawn_env(socket, args, stdout, stderr, None)
+    }
+
+    fn spawn_env(
+        socket: &Path,
+        args: &[&str],
+        stdout: Stdio,
+        stderr: Stdio,
+        rust_log: Option<&str>,
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vfio-nvme"));
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--socket")
             .arg(socket)

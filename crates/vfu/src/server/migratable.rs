@@ -289,6 +289,12 @@ impl<D: MigrationDriver + Send> DeviceMigration<D> {
             tracing::warn!("resetting the migration state failed: {err}");
         }
     }
+
+    /// Whether the device sits in STOP after a complete save (`Migration::handed_over`): a
+    /// device whose client leaves it so should be reset, not resumed.
+    pub fn handed_over(&self) -> bool {
+        self.slot().machine.handed_over()
+    }
 }
 
 impl<D: MigrationDriver> DeviceMigration<D> {
