@@ -515,7 +515,10 @@ impl Orchestrator {
         self.bar.stop_metering();
         match result {
             Ok(()) => {}
-            Err(undecided @ OrchestratorError::Undecided(_)) => return Err(undecided),
+            Err(undecided @ OrchestratorError::Undecided(_)) => {
+                self.bar.abandon();
+                return Err(undecided);
+            }
             Err(failure) => return Err(self.abort(failure, &dest)),
         }
         let blackout = blackout_start.map_or(Duration::ZERO, |t: Instant| t.elapsed());
@@ -868,10 +871,13 @@ impl Orchestrator {
                 self.bar.resume(None);
                 OrchestratorError::Aborted(Box::new(failure))
             }
-            Err(resume) => OrchestratorError::Stranded {
-                failure: Box::new(failure),
-                resume: Box::new(resume),
-            },
+            Err(resume) => {
+                self.bar.abandon();
+                OrchestratorError::Stranded {
+                    failure: Box::new(failure),
+                    resume: Box::new(resume),
+                }
+            }
         }
     }
 }

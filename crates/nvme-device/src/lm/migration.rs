@@ -160,12 +160,24 @@ fn set_state(
     let fits = (start as u64)
         .checked_add(len)
         .is_some_and(|end| end <= MAX_CONTROLLER_STATE_LEN as u64);
-    if buffer.csvi != op.csvi
-        || buffer.csuuidi != op.csuuidi
-        || buffer.resets != vf.resets()
-        || op.offset != start as u64
-        || !fits
-    {
+    let mismatch = if buffer.csvi != op.csvi || buffer.csuuidi != op.csuuidi {
+        Some("CSVI/CSUUIDI differ from the transfer's first chunk")
+    } else if buffer.resets != vf.resets() {
+        Some("the controller was reset during the transfer")
+    } else if op.offset != start as u64 {
+        Some("the offset is not where the previous chunk ended")
+    } else if !fits {
+        Some("the state would exceed its largest size")
+    } else {
+        None
+    };
+    if let Some(reason) = mismatch {
+        tracing::warn!(
+            cntlid = op.cntlid,
+            offset = op.offset,
+            reason,
+            "Set Controller State refused"
+        );
         incoming.remove(index);
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }
@@ -180,15 +192,28 @@ fn set_state(
         return Ok(0);
     }
     let (_, complete) = incoming.remove(index);
-    let (nvmecs, vendor_state) = parse(inner, &complete)?;
+    let (nvmecs, vendor_state) = parse(inner, &complete).inspect_err(|_| {
+        tracing::warn!(
+            cntlid = op.cntlid,
+            len = complete.data.len(),
+            "Set Controller State refused: the data is not a controller state with the parts CSVI/CSUUIDI select"
+        );
+    })?;
     let mut vf = vf.lock();
     // Locked, the target cannot be reset; it must still be the controller the transfer began
     // for, and still suspended.
     if vf.resets() != complete.resets || !vf.is_suspended() {
+        tracing::warn!(
+            cntlid = op.cntlid,
+            "Set Controller State refused: the controller was reset or resumed during the transfer"
+        );
         return Err(Status::INVALID_FIELD_IN_COMMAND);
     }
     vf.restore(nvmecs.as_ref(), vendor_state.as_ref())
-        .map_err(|_| Status::INVALID_FIELD_IN_COMMAND)?;
+        .map_err(|error| {
+            tracing::warn!(cntlid = op.cntlid, %error, "Set Controller State refused");
+            Status::INVALID_FIELD_IN_COMMAND
+        })?;
     Ok(0)
 }
 

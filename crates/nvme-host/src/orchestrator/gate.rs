@@ -68,6 +68,9 @@ impl std::fmt::Debug for SwitchableBar {
 struct Gate {
     /// Held-back doorbell writes while paused (latest value per offset).
     held: Option<BTreeMap<u64, u32>>,
+    /// The migration ended with the device running nowhere known (stranded or undecided): the
+    /// doorbells stay held for good, and shadowed writers waiting for a resume give up.
+    abandoned: bool,
     /// Counting (and perhaps throttling) submissions.
     meter: Option<Meter>,
 }
@@ -233,6 +236,22 @@ impl SwitchableBar {
         }
         self.paused.store(false, Ordering::SeqCst);
         self.reopen_fast_path(&gate);
+        // Shadowed writers waiting for the resume go on to the (new) device.
+        self.wake.notify_all();
+    }
+
+    /// Gives up on the held doorbell writes: the migration left the device running nowhere
+    /// known (neither side could be resumed, or whether the destination started is unknown),
+    /// so nothing may reach either side. Held writes stay held, and writers waiting for a
+    /// resume return without writing, as the commands of a guest that stays paused never
+    /// reach its device.
+    pub fn abandon(&self) {
+        let mut gate = self.gate();
+        gate.abandoned = true;
+        gate.held.get_or_insert_with(BTreeMap::new);
+        self.paused.store(true, Ordering::SeqCst);
+        self.gated.store(true, Ordering::SeqCst);
+        self.wake.notify_all();
     }
 
     /// Starts counting the commands the guest submits to its I/O queues, whose doorbells lie
@@ -289,10 +308,14 @@ impl SwitchableBar {
 
     /// The slow path: count, wait for tokens, then hold or write. The write happens under the
     /// read lock taken before the gate is let go, so that a pause never overtakes it (pausing
-    /// waits for the lock), but not under the gate: other doorbells go on meanwhile. With a
-    /// shadow `entry`, a held write stores the shadow value at once (the device that reads it
-    /// is suspended, or will be before its state is saved) and the register write is replayed
-    /// on resume, whatever EventIdx says.
+    /// waits for the lock), but not under the gate: other doorbells go on meanwhile.
+    ///
+    /// While paused, a register write is held (replayed on resume) and its writer goes on; a
+    /// shadowed write (`entry`) cannot be held that way, since its value lives in host memory
+    /// the suspended device reads when its state is saved: storing it there during the
+    /// blackout would change the saved doorbells between two reads of them. Its writer waits
+    /// for the resume instead, as the vCPU of a paused guest does, and then stores the shadow
+    /// value and writes the register of the device the guest runs on.
     fn gated_doorbell(&self, offset: u64, value: u32, entry: Option<ShadowEntry<'_>>) {
         let mut gate = self.gate();
         let now = Instant::now();
@@ -322,11 +345,24 @@ impl SwitchableBar {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        let waits = entry.is_some() && gate.held.is_some();
+        while waits && gate.held.is_some() && !gate.abandoned {
+            gate = self.wake.wait(gate).unwrap_or_else(|p| p.into_inner());
+        }
+        if gate.abandoned {
+            return;
+        }
+        // Like a held register write, one that waited reaches the device it waited for whatever
+        // EventIdx says (that device may not have looked at the shadow since it started).
+        let entry = match entry {
+            Some(entry) if waits => {
+                entry.store(value);
+                None
+            }
+            entry => entry,
+        };
         match gate.held.as_mut() {
             Some(held) => {
-                if let Some(entry) = entry {
-                    entry.store(value);
-                }
                 held.insert(offset, value);
             }
             None => {
@@ -611,18 +647,59 @@ mod tests {
         assert_eq!(bar.admitted(), 5);
         assert_eq!(rec.count.load(Ordering::SeqCst), 1, "EventIdx still behind");
         assert_eq!(value.load(Ordering::SeqCst), 6);
-        // Paused: the shadow holds the value at once, the register write waits for resume
-        // and then reaches the new device whatever EventIdx says.
+        // Paused: the writer waits for the resume without touching the shadow (the suspended
+        // device's saved doorbells must not change), then writes to the new device.
         bar.pause();
-        bar.shadow_doorbell(STRIDE.sq_tail(1), 9, entry);
-        assert_eq!(value.load(Ordering::SeqCst), 9);
-        assert_eq!(rec.count.load(Ordering::SeqCst), 1);
         let other = Arc::new(Recorder::default());
-        bar.resume(Some(other.clone()));
+        let writing = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                writing.store(true, Ordering::SeqCst);
+                bar.shadow_doorbell(STRIDE.sq_tail(1), 9, entry);
+            });
+            while !writing.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(
+                value.load(Ordering::SeqCst),
+                6,
+                "the shadow changed while paused"
+            );
+            assert_eq!(rec.count.load(Ordering::SeqCst), 1);
+            assert!(
+                !writer.is_finished(),
+                "the writer did not wait for the resume"
+            );
+            bar.resume(Some(other.clone()));
+        });
+        assert_eq!(value.load(Ordering::SeqCst), 9);
+        // The new device is told through the register too, whatever EventIdx says.
         assert_eq!(*other.writes.lock().unwrap(), vec![(STRIDE.sq_tail(1), 9)]);
+        assert_eq!(rec.count.load(Ordering::SeqCst), 1);
         assert_eq!(bar.admitted(), 8);
         bar.stop_metering();
         assert!(!bar.gated.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn an_abandoned_gate_releases_waiting_shadowed_writers_without_writing() {
+        use std::sync::atomic::AtomicU32;
+        let rec = Arc::new(Recorder::default());
+        let bar = SwitchableBar::new(rec.clone());
+        let (value, event) = (AtomicU32::new(3), AtomicU32::new(0));
+        let entry = ShadowEntry::new(&value, &event);
+        bar.pause();
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| bar.shadow_doorbell(STRIDE.sq_tail(1), 4, entry));
+            bar.abandon();
+            writer.join().unwrap();
+        });
+        bar.shadow_doorbell(STRIDE.sq_tail(1), 5, entry);
+        bar.doorbell(STRIDE.cq_head(1), 1);
+        assert_eq!(value.load(Ordering::SeqCst), 3);
+        assert_eq!(rec.count.load(Ordering::SeqCst), 0);
+        assert!(bar.gated.load(Ordering::SeqCst));
     }
 
     #[test]

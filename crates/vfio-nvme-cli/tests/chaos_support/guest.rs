@@ -62,13 +62,22 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Attaches a guest to the device at `socket` and brings its controller up.
-    pub fn start(socket: &Path) -> Self {
+    /// Attaches a guest to the device at `socket` and brings its controller up, with shadow
+    /// doorbells if `shadow_doorbells`.
+    pub fn start(socket: &Path, shadow_doorbells: bool) -> Self {
         let memory = HostMemory::new(32 << 20, GUEST_IOVA).expect("guest memory");
         let orch = attach(socket, &memory);
         let inner: Arc<dyn Bar> = orch.bar();
         let bar = Arc::new(SwitchableBar::new(inner));
         let driver = Driver::new(bar.clone(), memory.clone()).expect("bring the controller up");
+        if shadow_doorbells {
+            assert!(
+                driver
+                    .use_shadow_doorbells()
+                    .expect("Doorbell Buffer Config"),
+                "the controller refused shadow doorbells"
+            );
+        }
         let config = WorkloadConfig {
             rw: Pattern::RandRw { read_percent: 30 },
             queues: 2,

@@ -34,11 +34,16 @@ pub struct Plan {
     pub migrations: u64,
     /// Percent of the steps after the first round of every fault kind that inject a fault.
     pub fault_percent: u64,
+    /// Whether the guest's driver configures shadow doorbells (Doorbell Buffer Config), as
+    /// Linux's does, or writes every doorbell register.
+    pub shadow_doorbells: bool,
 }
 
 impl Plan {
-    /// The plan from `CHAOS_SEED` (decimal or 0x-hex; a fresh seed if unset) and
-    /// `CHAOS_MIGRATIONS` (`default_migrations` if unset).
+    /// The plan from `CHAOS_SEED` (decimal or 0x-hex; a fresh seed if unset),
+    /// `CHAOS_MIGRATIONS` (`default_migrations` if unset) and `CHAOS_SHADOW_DOORBELLS` (`1` or
+    /// `0`; if unset, the seed's lowest bit chooses, so a seed repeats its doorbell kind and
+    /// the suite's runs cover both).
     pub fn from_env(default_migrations: u64) -> Self {
         let seed = match std::env::var("CHAOS_SEED") {
             Ok(s) => parse(&s).unwrap_or_else(|| panic!("CHAOS_SEED={s:?} is not a number")),
@@ -49,10 +54,19 @@ impl Plan {
         let migrations = std::env::var("CHAOS_MIGRATIONS").map_or(default_migrations, |s| {
             parse(&s).unwrap_or_else(|| panic!("CHAOS_MIGRATIONS={s:?} is not a number"))
         });
+        let shadow_doorbells = match std::env::var("CHAOS_SHADOW_DOORBELLS") {
+            Ok(s) => match s.as_str() {
+                "1" => true,
+                "0" => false,
+                _ => panic!("CHAOS_SHADOW_DOORBELLS={s:?} is neither 1 nor 0"),
+            },
+            Err(_) => seed & 1 == 1,
+        };
         Self {
             seed,
             migrations,
             fault_percent: 30,
+            shadow_doorbells,
         }
     }
 }
@@ -69,6 +83,8 @@ fn parse(s: &str) -> Option<u64> {
 pub struct Figures {
     /// The seed.
     pub seed: u64,
+    /// Whether the guest used shadow doorbells.
+    pub shadow_doorbells: bool,
     /// Migration attempts.
     pub migrations: u64,
     /// Attempts that ended with the device running on the destination.
@@ -149,13 +165,19 @@ const HISTORY: usize = 12;
 /// failed command, unmigratable device or server that misbehaves.
 pub fn run(plan: &Plan) -> Figures {
     note(&format!(
-        "seed {0} ({1} migrations); repeat with CHAOS_SEED={0} CHAOS_MIGRATIONS={1}",
-        plan.seed, plan.migrations
+        "seed {0} ({1} migrations, {2} doorbells); repeat with CHAOS_SEED={0} CHAOS_MIGRATIONS={1}",
+        plan.seed,
+        plan.migrations,
+        if plan.shadow_doorbells {
+            "shadow"
+        } else {
+            "register"
+        }
     ));
     let started = Instant::now();
     let dir = TempDir::new("chaos");
     let servers = [Server::start(&dir, "a"), Server::start(&dir, "b")];
-    let guest = Guest::start(servers[0].socket());
+    let guest = Guest::start(servers[0].socket(), plan.shadow_doorbells);
     let mut chaos = Chaos {
         servers,
         here: 0,
@@ -163,6 +185,7 @@ pub fn run(plan: &Plan) -> Figures {
         rng: Rng::new(plan.seed),
         figures: Figures {
             seed: plan.seed,
+            shadow_doorbells: plan.shadow_doorbells,
             ..Figures::default()
         },
         pace: Pace::default(),

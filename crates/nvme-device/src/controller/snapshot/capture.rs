@@ -40,21 +40,29 @@ pub(crate) fn capture(
     aer::collect_posted(inner, state);
     // The doorbells as the host last wrote them: the shadow values of I/O queues once it
     // configured shadow doorbells (a shadow buffer it unmapped leaves the registers' values).
+    // Each is read once: the host may write its shadow page even now, and NVMECS and the
+    // vendor state must agree on the values.
     let db = &inner.doorbells;
-    let doorbell = |qid: u16, cq: bool| {
-        state
-            .q
-            .doorbell(inner, qid, cq)
-            .unwrap_or_else(|| db.value(qid, cq))
-    };
+    let doorbells: Vec<(u32, u32)> = (0..=inner.config.io_queue_pairs)
+        .map(|qid| {
+            let read = |cq| {
+                state
+                    .q
+                    .doorbell(inner, qid, cq)
+                    .unwrap_or_else(|| db.value(qid, cq))
+            };
+            (read(false), read(true))
+        })
+        .collect();
+    let doorbell = |qid: u16| doorbells.get(usize::from(qid)).copied().unwrap_or_default();
     let queue_count = state.q.sqs.len();
     let sqs = (1..queue_count)
         .filter_map(|qid| workers.iter().find_map(|w| w.q.sqs[qid].as_ref()))
-        .map(|sq| sq_state(sq, doorbell(sq.qid, false)))
+        .map(|sq| sq_state(sq, doorbell(sq.qid).0))
         .collect();
     let cqs = (1..queue_count)
         .filter_map(|qid| workers.iter().find_map(|w| w.q.cqs[qid].as_ref()))
-        .map(|cq| cq_state(cq, doorbell(cq.qid, true)))
+        .map(|cq| cq_state(cq, doorbell(cq.qid).1))
         .collect();
     // A doorbell value reported as invalid is noted by whoever polls its queue.
     let reported = |doorbell: usize| {
@@ -89,9 +97,7 @@ pub(crate) fn capture(
         },
         admin_sq: state.q.sqs[0].clone(),
         admin_cq: state.q.cqs[0].clone(),
-        doorbells: (0..=config.io_queue_pairs)
-            .map(|qid| (doorbell(qid, false), doorbell(qid, true)))
-            .collect(),
+        doorbells,
         reported_doorbells: (0..state.q.bad_doorbells.len())
             .filter_map(|doorbell| {
                 Some(ReportedDoorbell {
