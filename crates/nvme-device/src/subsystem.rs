@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::controller::Controller;
 use crate::controller::ControllerConfig;
+use crate::controller::DoorbellDelivery;
 use crate::controller::Role;
 use crate::controller::SubsystemIdentity;
 use crate::memory::DmaMemory;
@@ -231,8 +232,15 @@ impl Subsystem {
     /// resources of the pool and offers the primary's configuration; what it creates (CDQs,
     /// Set Controller State transfers, events) is its own. Closing it is dropping it.
     pub fn open_private_port(&self, mem: Arc<dyn DmaMemory>) -> Result<Controller, SubsystemError> {
+        // Its host reaches it by calls only: every doorbell write comes through
+        // `write_register` and wakes the worker, which sleeps between commands instead of
+        // polling a doorbell page nobody maps.
+        let config = ControllerConfig {
+            doorbells: DoorbellDelivery::Trapped,
+            ..self.primary.config().clone()
+        };
         let port = Controller::new(
-            self.primary.config().clone(),
+            config,
             self.identity.clone(),
             self.primary_namespaces.clone(),
             mem,

@@ -523,12 +523,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]
     pub poll_sleep_min: Option<std::time::Duration>,
 
-    /// A worker's longest sleep: the most latency a command arriving after a quiet period
-    /// waits for, and how often an idle enabled controller looks at its doorbells (a disabled,
-    /// offline or suspended one does not poll at all). Lower it for latency, raise it for idle
-    /// CPU. Default: 1ms.
+    /// A worker's longest sleep while its guest is active (had a command in the last 100 such
+    /// sleeps): the most latency a command arriving after a quiet period waits for. Lower it
+    /// for latency, raise it for CPU. Default: 1ms.
     #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]
     pub poll_sleep_max: Option<std::time::Duration>,
+
+    /// A worker's longest sleep once its guest has been idle for 100 --poll-sleep-max sleeps
+    /// (sleeps go on doubling up to it): how often an idle enabled controller looks at its
+    /// doorbells (each look a thread wake-up; a disabled, offline or suspended controller does
+    /// not poll at all), and the most latency the first command after such a pause waits
+    /// for. At most --poll-sleep-max: idle guests are polled like active ones. Default: 2ms.
+    #[arg(long, value_name = "DURATION", value_parser = crate::spec_args::parse_poll_duration)]
+    pub poll_idle_max: Option<std::time::Duration>,
 
     /// on: while the guest's commands come back after a regular gap (one command or batch at
     /// a time, like dd or a log writer), a worker's sleeps stop at twice --poll-sleep-min until
@@ -582,6 +589,7 @@ impl ServeArgs {
             spin: self.poll_spin.unwrap_or(default.spin),
             sleep_min: self.poll_sleep_min.unwrap_or(default.sleep_min),
             sleep_max: self.poll_sleep_max.unwrap_or(default.sleep_max),
+            idle_max: self.poll_idle_max.unwrap_or(default.idle_max),
             follow_rhythm: self.poll_rhythm.unwrap_or(default.follow_rhythm),
         }
     }

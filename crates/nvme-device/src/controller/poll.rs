@@ -9,7 +9,11 @@
 //! `worker::sleep_until_doorbell`.) A worker keeps looking (spinning) for a while after the
 //! last pass that found work, then sleeps, starting at [`PollPolicy::sleep_min`] and doubling up to
 //! [`PollPolicy::sleep_max`] while nothing arrives. Spinning buys latency with CPU; the longest
-//! sleep bounds the latency of the first command after a quiet period.
+//! sleep bounds the latency of the first command after a quiet period. A worker quiet for
+//! [`IDLE_AFTER`] longest sleeps is idle: its sleeps go on doubling up to
+//! [`PollPolicy::idle_max`], so an attached guest that does nothing costs fewer wake-ups (each
+//! one a thread switch, tens of microseconds of a vCPU on some hosts), and only the first
+//! command after such a pause can wait that long.
 //!
 //! The spin adapts to the load: it starts at [`PollPolicy::spin`], doubles (up to
 //! [`SPIN_GROWTH`] times that) whenever the first sleep after a spin already finds work — the
@@ -47,6 +51,10 @@ pub const SPIN_GROWTH: u32 = 8;
 /// Gaps longer than this many longest sleeps are quiet periods, not a rhythm to follow.
 pub const RHYTHM_LIMIT: u32 = 8;
 
+/// A worker without work for this many longest sleeps ([`PollPolicy::sleep_max`]) is idle: its
+/// sleeps may grow up to [`PollPolicy::idle_max`].
+pub const IDLE_AFTER: u32 = 100;
+
 /// The fewest shortest sleeps [`Backoff::until_due`] replaces by one armed sleep.
 pub const ARMED_SLEEP_MIN: u32 = 8;
 
@@ -64,24 +72,30 @@ pub struct PollPolicy {
     pub spin: Duration,
     /// The first sleep after spinning; sleeps double from here while the worker stays idle.
     pub sleep_min: Duration,
-    /// The longest sleep: the worst extra latency of a command that arrives after a quiet
-    /// period, and the rate at which an idle enabled controller looks at its doorbells.
+    /// The longest sleep while the worker has had work in the last [`IDLE_AFTER`] such
+    /// sleeps: the worst extra latency of a command that arrives after a quiet period.
     pub sleep_max: Duration,
+    /// The longest sleep of an idle worker (quiet for [`IDLE_AFTER`] longest sleeps): the rate
+    /// at which an idle enabled controller looks at its doorbells, and the worst extra latency
+    /// of the first command after such a pause. At most `sleep_max` keeps them equal.
+    pub idle_max: Duration,
     /// Whether sleeps stay short around the gap after which a regular guest comes back (see
     /// the module docs): lower latency for one-at-a-time guests, a few more wake-ups per gap.
     pub follow_rhythm: bool,
 }
 
 impl Default for PollPolicy {
-    /// 20 µs of spinning, then sleeps from 50 µs to 1 ms, following the guest's rhythm: a QD1
-    /// trickle of 1,000 IOPS costs about ten wake-ups per command (11 % of a core on the Intel
-    /// host of docs/BENCHMARKS.md, where a wake-up is expensive; 9 % there without the rhythm,
-    /// 4–5 % on the AMD host), an idle enabled controller about a thousand wake-ups a second.
+    /// 20 µs of spinning, then sleeps from 50 µs to 1 ms, following the guest's rhythm, and up
+    /// to 2 ms after 100 ms without work: a QD1 trickle of 1,000 IOPS costs about ten wake-ups
+    /// per command (11 % of a core on the Intel host of docs/BENCHMARKS.md, where a wake-up is
+    /// expensive; 9 % there without the rhythm, 4–5 % on the AMD host), an idle enabled
+    /// controller about five hundred wake-ups a second.
     fn default() -> Self {
         Self {
             spin: Duration::from_micros(20),
             sleep_min: Duration::from_micros(50),
             sleep_max: Duration::from_millis(1),
+            idle_max: Duration::from_millis(2),
             follow_rhythm: true,
         }
     }
@@ -136,6 +150,12 @@ impl Backoff {
     fn next_at(&mut self, progressed: bool, now: Instant) -> Wait {
         let longest = self.policy.sleep_max.max(self.policy.sleep_min);
         let elapsed = now.saturating_duration_since(self.last_work);
+        // The cap of the doubling: higher once the worker is idle.
+        let cap = if elapsed >= longest * IDLE_AFTER {
+            self.policy.idle_max.max(longest)
+        } else {
+            longest
+        };
         if progressed {
             if self.sleeps > 0 {
                 self.follow_rhythm(elapsed, longest);
@@ -161,7 +181,7 @@ impl Backoff {
             .filter(|gap| self.policy.follow_rhythm && elapsed < *gap + *gap / 2);
         // The sleep plain doubling gives; it goes on doubling while the rhythm caps it.
         let plain = self.sleep;
-        self.sleep = (self.sleep * 2).min(longest);
+        self.sleep = (self.sleep * 2).min(cap);
         self.meeting = rhythm.is_some();
         let sleep = match rhythm {
             Some(_) => plain.min(shortest * 2),
@@ -296,6 +316,7 @@ mod tests {
             spin: Duration::from_nanos(1),
             sleep_min: Duration::from_micros(10),
             sleep_max: Duration::from_micros(40),
+            idle_max: Duration::from_micros(40),
             follow_rhythm: true,
         };
         let us = |n| Wait::Sleep(Duration::from_micros(n));
@@ -397,6 +418,7 @@ mod tests {
             spin: Duration::from_nanos(1),
             sleep_min: Duration::from_micros(10),
             sleep_max: Duration::from_micros(40),
+            idle_max: Duration::from_micros(40),
             follow_rhythm: true,
         };
         let mut b = Backoff::new(policy);
@@ -435,6 +457,7 @@ mod tests {
             spin: Duration::ZERO,
             sleep_min: Duration::from_micros(10),
             sleep_max: Duration::from_micros(35),
+            idle_max: Duration::from_micros(35),
             follow_rhythm: true,
         };
         let mut b = Backoff::new(policy);
@@ -444,5 +467,48 @@ mod tests {
         assert_eq!(sleeps, [us(10), us(20), us(35), us(35)]);
         assert_eq!(b.next(true), Wait::Spin);
         assert_eq!(b.next(false), us(10));
+    }
+
+    #[test]
+    fn an_idle_worker_sleeps_up_to_the_idle_bound_and_comes_back_at_once() {
+        let policy = PollPolicy {
+            spin: Duration::ZERO,
+            sleep_min: Duration::from_micros(10),
+            sleep_max: Duration::from_micros(40),
+            idle_max: Duration::from_micros(160),
+            follow_rhythm: false,
+        };
+        let us = Duration::from_micros;
+        let t0 = Instant::now();
+        let mut b = Backoff::new(policy);
+        b.next_at(true, t0);
+        // Before IDLE_AFTER longest sleeps of quiet: at most the longest sleep.
+        let busy: Vec<_> = [1, 11, 31, 71, 111]
+            .map(|at| b.next_at(false, t0 + us(at)))
+            .to_vec();
+        assert_eq!(busy, [10, 20, 40, 40, 40].map(|n| Wait::Sleep(us(n))));
+        // Idle: the sleeps go on doubling to the idle bound.
+        let idle = 40 * u64::from(IDLE_AFTER);
+        let sleeps: Vec<_> = [0, 40, 120, 280, 440]
+            .map(|at| b.next_at(false, t0 + us(idle + at)))
+            .to_vec();
+        assert_eq!(sleeps, [40, 80, 160, 160, 160].map(|n| Wait::Sleep(us(n))));
+        // Work: back to the shortest sleep, and the longest sleep bounds again.
+        let t1 = t0 + us(idle + 600);
+        assert_eq!(b.next_at(true, t1), Wait::Spin);
+        let after: Vec<_> = [1, 11, 31, 71]
+            .map(|at| b.next_at(false, t1 + us(at)))
+            .to_vec();
+        assert_eq!(after, [10, 20, 40, 40].map(|n| Wait::Sleep(us(n))));
+        // An idle bound below the longest sleep changes nothing.
+        let mut b = Backoff::new(PollPolicy {
+            idle_max: Duration::ZERO,
+            ..policy
+        });
+        b.next_at(true, t0);
+        b.next_at(false, t0 + us(idle));
+        assert_eq!(b.next_at(false, t0 + us(idle + 10)), Wait::Sleep(us(20)));
+        assert_eq!(b.next_at(false, t0 + us(idle + 30)), Wait::Sleep(us(40)));
+        assert_eq!(b.next_at(false, t0 + us(idle + 70)), Wait::Sleep(us(40)));
     }
 }
