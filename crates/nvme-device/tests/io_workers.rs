@@ -249,6 +249,43 @@ fn suspend_waits_for_a_held_command_while_another_vf_keeps_completing() {
 }
 
 #[test]
+fn a_suspend_waiting_on_one_private_port_does_not_hold_up_another_vfs_on_another() {
+    // The migration driver of each VF has a private admin port of its own: VF 1's Suspend
+    // waiting for its held command occupies only VF 1's port.
+    let storage = storage();
+    let (host, gate) = host("ports", 2, 1, &storage);
+    let port_a = host.private_port(4 << 20, 0x2000_0000);
+    let port_b = host.private_port(4 << 20, 0x2000_0000);
+    let mut a = guest(&host, 1, 1, &[]);
+    let mut b = guest(&host, 2, 1, &[]);
+    let (cid, _buffers) = a.submit_held(0, &gate);
+    std::thread::scope(|s| {
+        let suspending = s.spawn(|| suspend(&port_a.driver, vf_cntlid(1), false));
+        testing::eventually("VF 1 suspended", || {
+            host.controller(Function::Vf(1)).suspended().then_some(())
+        });
+        // VF 2 suspends, is captured and resumes through the other port meanwhile.
+        assert_eq!(
+            suspend(&port_b.driver, vf_cntlid(2), false),
+            Status::SUCCESS
+        );
+        let (state, _) = get_state(&port_b.driver, vf_cntlid(2), 4096);
+        assert!(!state.is_empty());
+        assert_eq!(resume(&port_b.driver, vf_cntlid(2)), Status::SUCCESS);
+        b.others(0);
+        assert!(
+            !suspending.is_finished(),
+            "VF 1's Suspend finished with a command in flight"
+        );
+        gate.release();
+        assert_eq!(suspending.join().unwrap(), Status::SUCCESS);
+    });
+    assert_eq!(completes(&mut a.qps[0], cid), Status::SUCCESS);
+    assert_eq!(resume(&port_a.driver, vf_cntlid(1)), Status::SUCCESS);
+    assert_eq!(a.read(0, HELD_LBA, 1), pattern(HELD_LBA, 1, 7));
+}
+
+#[test]
 fn delete_sq_completes_a_held_command_first() {
     let storage = storage();
     let (host, gate) = host("delete", 1, 2, &storage);

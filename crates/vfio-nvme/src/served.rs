@@ -259,11 +259,15 @@ impl Served {
             let index = usize::from(cntlid - PRIMARY_CNTLID);
             spaces[index].clone() as Arc<dyn DmaMemory>
         })?);
-        let primary: Arc<dyn LmAdmin> = Arc::new(
-            InProcessPrimary::new(&subsystem).map_err(|e| ServeError::Migration(e.to_string()))?,
-        );
         let mut functions = Vec::new();
         for vfn in 1..=config.vfs {
+            // A private admin port of the primary per VF: a Suspend that waits for one VF's
+            // in-flight backend I/O holds up no other VF's migration commands. An idle port
+            // costs a sleeping thread (its doorbells are calls) and untouched host memory.
+            let primary: Arc<dyn LmAdmin> = Arc::new(
+                InProcessPrimary::new(&subsystem)
+                    .map_err(|e| ServeError::Migration(e.to_string()))?,
+            );
             let namespaces: Vec<Arc<Namespace>> = attached[usize::from(vfn - 1)]
                 .iter()
                 .map(|&pos| subsystem.namespaces()[pos].clone())
