@@ -267,9 +267,9 @@ fn render(report: &BenchReport) -> String {
         report.load_average,
         report.time_s,
         if report.shadow_doorbells {
-            "; client with shadow doorbells"
-        } else {
             ""
+        } else {
+            "; client without shadow doorbells"
         },
         if report.serve_args.is_empty() {
             String::new()

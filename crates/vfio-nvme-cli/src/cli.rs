@@ -315,16 +315,15 @@ pub struct WorkloadArgs {
     /// Namespace to use (default: the controller's first active namespace).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub nsid: Option<u32>,
-    /// Ring the doorbells through shadow doorbells, as Linux's nvme driver does.
+    /// Drive the controller's doorbell registers only, without shadow doorbells.
     ///
-    /// When Identify Controller offers Doorbell Buffer Config (OACS bit 8), this host hands
-    /// the controller a page of shadow doorbells and writes a doorbell register only when
-    /// the controller's EventIdx asks for it (a worker about to sleep). With `serve
-    /// --doorbells trapped` that keeps a busy queue free of socket messages. Off by default
-    /// while one rare migration abort seen with them is not understood (docs/RELIABILITY.md;
-    /// nothing was lost).
+    /// By default this host does what Linux's nvme driver does when Identify Controller
+    /// offers Doorbell Buffer Config (OACS bit 8): it hands the controller a page of shadow
+    /// doorbells and writes a doorbell register only when the controller's EventIdx asks
+    /// for it (a worker about to sleep). With `serve --doorbells trapped` that is what keeps
+    /// a busy queue free of socket messages; this flag measures a client without them.
     #[arg(long)]
-    pub shadow_doorbells: bool,
+    pub no_shadow_doorbells: bool,
     /// Live-migrate the VF to this server's socket during the run.
     #[arg(long, value_name = "PATH")]
     pub migrate_to: Option<std::path::PathBuf>,
@@ -385,16 +384,15 @@ pub struct BenchArgs {
     /// Options appended to the file rows' namespace specification, e.g. `aio=uring`.
     #[arg(long, value_name = "OPTS", conflicts_with = "migration")]
     pub file_opts: Option<String>,
-    /// Ring the doorbells through shadow doorbells, as Linux's nvme driver does.
+    /// Drive the controller's doorbell registers only, without shadow doorbells.
     ///
-    /// When Identify Controller offers Doorbell Buffer Config (OACS bit 8), this host hands
-    /// the controller a page of shadow doorbells and writes a doorbell register only when
-    /// the controller's EventIdx asks for it (a worker about to sleep). With `serve
-    /// --doorbells trapped` that keeps a busy queue free of socket messages. Off by default
-    /// while one rare migration abort seen with them is not understood (docs/RELIABILITY.md;
-    /// nothing was lost).
+    /// By default this host does what Linux's nvme driver does when Identify Controller
+    /// offers Doorbell Buffer Config (OACS bit 8): it hands the controller a page of shadow
+    /// doorbells and writes a doorbell register only when the controller's EventIdx asks
+    /// for it (a worker about to sleep). With `serve --doorbells trapped` that is what keeps
+    /// a busy queue free of socket messages; this flag measures a client without them.
     #[arg(long, conflicts_with = "migration")]
-    pub shadow_doorbells: bool,
+    pub no_shadow_doorbells: bool,
     /// Size of the fully written namespace migrated (--migration), e.g. 1G or 256M.
     #[arg(long, default_value = "1G", value_parser = crate::spec_args::parse_size, requires = "migration")]
     pub size: u64,
@@ -556,7 +554,7 @@ pub struct ServeArgs {
     /// polls (while a worker meets a regular guest's rhythm, see --poll-rhythm, it sleeps
     /// armed until three quarters of the guest's gap and then polls the shadow until the
     /// command comes). Recommended for QEMU with a Linux guest. Clients without shadow
-    /// doorbells (the project's own host driver unless `workload --shadow-doorbells`) pay a
+    /// doorbells (the project's own host driver with `workload --no-shadow-doorbells`) pay a
     /// message per doorbell: fine for a trickle, about a third of shared doorbells' IOPS at
     /// depth 32. Default: shared.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = DoorbellsArg::Shared)]

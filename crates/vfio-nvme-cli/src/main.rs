@@ -145,7 +145,7 @@ fn run(cli: &Cli) -> anyhow::Result<Output> {
                 serve_args: args.serve_args.clone(),
                 dir: args.dir.clone(),
                 file_opts: args.file_opts.clone(),
-                shadow_doorbells: args.shadow_doorbells,
+                shadow_doorbells: !args.no_shadow_doorbells,
             },
             cli.json,
         )?),

@@ -732,7 +732,7 @@ pub fn run_cli(args: &crate::cli::WorkloadArgs, json: bool) -> anyhow::Result<Ou
         rate: args.rate,
         verify: args.verify,
         nsid: args.nsid.unwrap_or(AUTO_NSID),
-        shadow_doorbells: args.shadow_doorbells,
+        shadow_doorbells: !args.no_shadow_doorbells,
         ..WorkloadConfig::default()
     };
     let mut plan = Vec::new();

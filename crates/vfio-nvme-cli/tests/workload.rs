@@ -471,8 +471,8 @@ fn limits_only_the_controller_knows_are_usage_errors_naming_the_option() {
 
 #[test]
 fn shadow_doorbells_on_trapped_doorbells_carry_a_verified_workload() {
-    // The client rings as Linux does: shadow values in its memory, a register write (a
-    // REGION_WRITE here) only when the server's EventIdx asks for one.
+    // By default the client rings as Linux does: shadow values in its memory, a register
+    // write (a REGION_WRITE here) only when the server's EventIdx asks for one.
     let dir = TempDir::new("shadow");
     let log = dir.path("a.log");
     let a = ServeProcess::start_traced(
@@ -483,16 +483,7 @@ fn shadow_doorbells_on_trapped_doorbells_carry_a_verified_workload() {
     let (code, report, stderr) = workload_json(
         &a.socket,
         &[
-            "--rw",
-            "randrw",
-            "--queues",
-            "2",
-            "--qd",
-            "8",
-            "--time",
-            "1s",
-            "--verify",
-            "--shadow-doorbells",
+            "--rw", "randrw", "--queues", "2", "--qd", "8", "--time", "1s", "--verify",
         ],
     );
     assert_eq!(code, Some(0), "{stderr}");

@@ -142,8 +142,7 @@ pub struct WorkloadConfig {
     /// Whether the host hands the controller shadow doorbell buffers when it offers them
     /// (Doorbell Buffer Config), as Linux's nvme driver does; see
     /// [`Driver::use_shadow_doorbells`](crate::driver::Driver::use_shadow_doorbells). The
-    /// caller that brings the controller up honours it. Off by default while a rare
-    /// migration abort seen with them is not understood (docs/RELIABILITY.md).
+    /// caller that brings the controller up honours it.
     pub shadow_doorbells: bool,
 }
 
@@ -166,7 +165,7 @@ impl Default for WorkloadConfig {
             timeout: Duration::from_secs(30),
             interval: Duration::from_millis(100),
             seed: 0x5eed,
-            shadow_doorbells: false,
+            shadow_doorbells: true,
         }
     }
 }
