@@ -469,29 +469,45 @@ fn limits_only_the_controller_knows_are_usage_errors_naming_the_option() {
     assert!(stderr.contains("at most 1023 commands"), "{stderr}");
 }
 
-#[test]
-fn shadow_doorbells_on_trapped_doorbells_carry_a_verified_workload() {
-    // By default the client rings as Linux does: shadow values in its memory, a register
-    // write (a REGION_WRITE here) only when the server's EventIdx asks for one.
-    let dir = TempDir::new("shadow");
+/// A verified 1 s workload (2 queues, depth 8) with `extra` arguments against a server with
+/// trapped doorbells; returns the server's trace log.
+fn verified_workload_on_trapped_doorbells(name: &str, extra: &[&str]) -> String {
+    let dir = TempDir::new(name);
     let log = dir.path("a.log");
     let a = ServeProcess::start_traced(
         &dir.path("a.sock"),
         &["--namespace", "ram:64M,lba=4096", "--doorbells", "trapped"],
         &log,
     );
-    let (code, report, stderr) = workload_json(
-        &a.socket,
-        &[
-            "--rw", "randrw", "--queues", "2", "--qd", "8", "--time", "1s", "--verify",
-        ],
-    );
+    let mut args = vec![
+        "--rw", "randrw", "--queues", "2", "--qd", "8", "--time", "1s", "--verify",
+    ];
+    args.extend_from_slice(extra);
+    let (code, report, stderr) = workload_json(&a.socket, &args);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(report["workload"]["verified"], true, "{report}");
     drop(a);
-    let log = std::fs::read_to_string(&log).unwrap();
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[test]
+fn shadow_doorbells_on_trapped_doorbells_carry_a_verified_workload() {
+    // By default the client rings as Linux does: shadow values in its memory, a register
+    // write (a REGION_WRITE here) only when the server's EventIdx asks for one.
+    let log = verified_workload_on_trapped_doorbells("shadow", &[]);
     assert!(
         log.contains("the host configured shadow doorbells"),
         "the server never saw Doorbell Buffer Config:\n{log}"
+    );
+}
+
+#[test]
+fn a_client_without_shadow_doorbells_rings_the_registers_only() {
+    // --no-shadow-doorbells: every doorbell is a register write (a REGION_WRITE here), as
+    // from a host that ignores Doorbell Buffer Config.
+    let log = verified_workload_on_trapped_doorbells("registers", &["--no-shadow-doorbells"]);
+    assert!(
+        !log.contains("the host configured shadow doorbells"),
+        "the client configured shadow doorbells despite --no-shadow-doorbells:\n{log}"
     );
 }
