@@ -162,11 +162,17 @@ fn io_through_shadow_doorbells_completes_with_shared_and_trapped_doorbells() {
         let commands = 40 + 40 + 24;
         let writes = g.shadow.register_writes();
         match delivery {
-            // Nobody sleeps on a shared page: EventIdx is never set, so the host writes a
-            // register only when a value wraps past 0, once per ring cycle of each doorbell.
+            // Nobody sleeps on a shared page: the polling worker keeps the SQ's EventIdx one
+            // behind the head it reached and the CQ's one behind the head it last read before
+            // posting, so no value of the host passes them after the first submission and the
+            // first completion (before the worker had set them), however often the rings wrap.
             DoorbellDelivery::Shared => {
-                assert_eq!(g.shadow.event_index(1, false), 0);
-                assert!(writes < commands / 4, "{writes} register writes");
+                let behind = (g.shadow.value(1, false) + ENTRIES - 1) % ENTRIES;
+                assert_eq!(g.shadow.event_index(1, false), behind);
+                assert!(
+                    writes <= 2,
+                    "{writes} register writes for {commands} commands"
+                );
             }
             // An idle worker arms its queue before it sleeps: EventIdx is the tail it consumed,
             // so the next submission writes the register and wakes it.

@@ -11,8 +11,14 @@
 //! queue's EventIdx (`(u16)(new − ei − 1) < (u16)(new − old)`, Linux's
 //! `nvme_dbbuf_need_event`). That is what makes trapped doorbells cheap
 //! ([`DoorbellDelivery::Trapped`](super::DoorbellDelivery::Trapped)): while a worker polls,
-//! the EventIdx it last set falls behind the tail and the host writes nothing but memory; when
-//! it is about to sleep it *arms* each submission queue, setting EventIdx to the tail it has
+//! it keeps each EventIdx one entry behind the head it is about to reach — a submission queue's
+//! before it starts the commands it fetched, a completion queue's as it reads the head, before
+//! it posts — where no host value can pass it (a tail never passes a full queue, a head never
+//! passes the completions posted), and the host writes nothing but memory. (An EventIdx left
+//! where it was instead is passed once every lap of the queue, and set only after the
+//! commands complete it is passed by the host's next update: with trapped doorbells a
+//! message and a wake-up each time, which cut a 33-entry queue's IOPS to a third.) When it is
+//! about to sleep it *arms* each submission queue, setting EventIdx to the tail it has
 //! consumed, so the host's next submission writes the register and the trapped write wakes
 //! it. Arming and the host's submission race like Dekker's flags — the host stores the shadow
 //! tail, then loads EventIdx; the worker stores EventIdx, then loads the shadow tail — so with
@@ -69,10 +75,10 @@ impl ShadowBuffers {
         mem.write(gpa, &value.to_le_bytes()).is_ok()
     }
 
-    /// Sets the EventIdx of submission queue `qid` to `value`: the host writes the tail
-    /// register once its tail moves past it.
-    pub(super) fn set_sq_event(&self, mem: &dyn DmaMemory, qid: u16, value: u32) {
-        if let Some(gpa) = self.event_indices.checked_add(Self::offset(qid, false)) {
+    /// Sets the EventIdx of queue `qid`'s SQ tail (`cq` false) or CQ head to `value`: the host
+    /// writes that doorbell register once its value moves past it.
+    pub(super) fn set_event(&self, mem: &dyn DmaMemory, qid: u16, cq: bool, value: u32) {
+        if let Some(gpa) = self.event_indices.checked_add(Self::offset(qid, cq)) {
             let _ = mem.store_u32_release(gpa, value);
         }
     }

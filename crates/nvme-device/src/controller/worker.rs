@@ -54,6 +54,7 @@ use super::poll::Backoff;
 use super::poll::Wait;
 use super::poll::wait_readable;
 use super::queue_set::QueueSet;
+use super::shadow::ShadowBuffers;
 use crate::backend::BackendError;
 use crate::backend::IoKind;
 use crate::backend::IoQueue;
@@ -149,7 +150,7 @@ impl Worker {
             return;
         };
         for sq in self.q.sqs.iter().flatten() {
-            shadow.set_sq_event(inner.mem.as_ref(), sq.qid, sq.head);
+            shadow.set_event(inner.mem.as_ref(), sq.qid, false, sq.head);
         }
     }
 
@@ -160,7 +161,7 @@ impl Worker {
             return;
         };
         for sq in self.q.sqs.iter().flatten() {
-            shadow.set_sq_event(inner.mem.as_ref(), sq.qid, sq.head.wrapping_sub(1) & 0xFFFF);
+            trail(shadow, inner, sq.qid, sq.head, sq.size);
         }
     }
 
@@ -260,7 +261,10 @@ fn sleep_until_doorbell(
     inner.lock_worker_from_worker(index).arm(inner);
     std::sync::atomic::fence(Ordering::SeqCst);
     let last_look = pass(inner, index);
-    if last_look.progressed {
+    // The controller's drop stores `stop` and then wakes the workers: one that raised its
+    // flag after that wake-up looked sees `stop` here (both sides fence between store and
+    // load), so it never sleeps through the drop with no timeout.
+    if last_look.progressed || inner.stop.load(Ordering::Acquire) {
         waker.awake();
         backoff.next(true);
         return;
@@ -484,6 +488,13 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
         w.stalled = true;
         return progressed;
     }
+    // The worker is awake and consuming: the EventIdx follows the head it is about to reach,
+    // set before any of these commands completes (the host submits more as completions
+    // arrive), or the host would pass a value left behind and write the register for nothing
+    // (with trapped doorbells a message per lap of the queue).
+    if let (Some(shadow), Some(sq)) = (w.q.shadow, w.q.sqs[usize::from(qid)].as_ref()) {
+        trail(shadow, inner, sq.qid, sq.head + n, sq.size);
+    }
     let started = Instant::now();
     for i in 0..n {
         let Some(sq) = w.q.sqs[usize::from(qid)].as_mut() else {
@@ -530,6 +541,13 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
     let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     w.q.counters.busy_ns = w.q.counters.busy_ns.saturating_add(busy);
     true
+}
+
+/// Sets the EventIdx of shadowed submission queue `qid` (of `size` entries) one entry behind
+/// `head`, the head the worker is about to reach: the host's tail cannot pass it before the
+/// queue is full, so it writes no register while the worker polls.
+fn trail(shadow: ShadowBuffers, inner: &Inner, qid: u16, head: u32, size: u32) {
+    shadow.set_event(inner.mem.as_ref(), qid, false, (head + size - 1) % size);
 }
 
 /// Raises the Invalid Doorbell Write Value event for a value newly found invalid (through the
