@@ -436,6 +436,12 @@ impl Orchestrator {
         self.bar.clone()
     }
 
+    /// Whether the server the device lives on now lets the client map BAR0's doorbell page
+    /// (`false`: its doorbells are trapped, each register write a message).
+    pub fn doorbells_mapped(&self) -> bool {
+        self.current.bar.doorbells_mapped()
+    }
+
     /// The connection to the server the device currently lives on (for requests the
     /// orchestrator does not wrap, e.g. a test driving the migration states by hand).
     pub fn client(&self) -> &Arc<Mutex<Client>> {

@@ -135,9 +135,10 @@ impl VfioUserBar {
                 .map(|(start, mapping)| DoorbellArea { start, mapping })
         };
         if doorbells.is_none() {
-            tracing::warn!(
-                "the server offers no mmappable doorbell area in BAR0; every doorbell will be a \
-                 (posted) REGION_WRITE message"
+            tracing::debug!(
+                "the server offers no mmappable doorbell area in BAR0 (trapped doorbells): every \
+                 doorbell register write is a (posted) REGION_WRITE message; with shadow \
+                 doorbells only those the controller asks for"
             );
         }
         Ok(Self { client, doorbells })

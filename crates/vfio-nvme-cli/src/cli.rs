@@ -543,21 +543,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "on|off", value_parser = crate::spec_args::parse_on_off)]
     pub poll_rhythm: Option<bool>,
 
-    /// How the clients' doorbell writes reach the server. shared: the client maps BAR0's
-    /// doorbell page, a doorbell costs it one store, and the workers poll for them as the
-    /// --poll-* options say. trapped: the page is not mappable, every doorbell register write
-    /// is a message (tens of microseconds), and an idle worker sleeps until one arrives
-    /// instead of polling: no CPU while idle, and a command after a quiet period is seen at
-    /// once. Pays off with guests that use shadow doorbells (Linux does, when Identify says the
-    /// controller offers Doorbell Buffer Config, as every controller here does): they write a
-    /// register only when a worker about to sleep asked for it, and plain memory while it
-    /// polls (while a worker meets a regular guest's rhythm, see --poll-rhythm, it sleeps
+    /// How the clients' doorbell writes reach the server. trapped (the default): BAR0's
+    /// doorbell page is not mappable, every doorbell register write is a message (a few
+    /// microseconds), and an idle worker sleeps until one arrives instead of polling: an idle
+    /// guest costs nothing, and a command after a quiet period is seen at once. Made for
+    /// guests that use shadow doorbells (Linux does, when Identify says the controller offers
+    /// Doorbell Buffer Config, as every controller here does): while a worker polls it keeps
+    /// EventIdx where the guest's writes never pass it, so they are plain memory, and a worker
+    /// about to sleep arms EventIdx so the guest's next submission writes the register and
+    /// wakes it (while a worker meets a regular guest's rhythm, see --poll-rhythm, it sleeps
     /// armed until three quarters of the guest's gap and then polls the shadow until the
-    /// command comes). Recommended for QEMU with a Linux guest. Clients without shadow
-    /// doorbells (the project's own host driver with `workload --no-shadow-doorbells`) pay a
-    /// message per doorbell: fine for a trickle, about a third of shared doorbells' IOPS at
-    /// depth 32. Default: shared.
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = DoorbellsArg::Shared)]
+    /// command comes). shared: the client maps the doorbell page, a doorbell costs it one
+    /// store, and the workers poll for them as the --poll-* options say (a little of a core
+    /// while idle, more for a trickle). Choose shared for clients that write doorbell
+    /// registers without shadow doorbells (the project's own host driver with `workload
+    /// --no-shadow-doorbells`, guests whose driver ignores Doorbell Buffer Config): trapped,
+    /// they pay a message per doorbell, about a third of shared doorbells' IOPS at depth 32,
+    /// and the server logs a warning naming the controller when one does.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DoorbellsArg::Trapped)]
     pub doorbells: DoorbellsArg,
 }
 

@@ -341,6 +341,13 @@ pub fn run(
             .use_shadow_doorbells()
             .context("cannot set up shadow doorbells (Doorbell Buffer Config)")?;
     }
+    if !orch.doorbells_mapped() && !driver.shadow_doorbells() {
+        tracing::warn!(
+            "the server traps doorbell writes (serve --doorbells trapped) and this client rings \
+             without shadow doorbells: every doorbell is a message, about a third of the IOPS \
+             at depth; leave out --no-shadow-doorbells, or serve with --doorbells shared"
+        );
+    }
     driver
         .set_queue_count(config.queues)
         .context("Set Features (Number of Queues) failed")?;

@@ -91,7 +91,9 @@ fn identify(socket: &Path) -> String {
 #[test]
 fn truncating_the_doorbell_memfd_is_refused_and_the_vf_keeps_working() {
     let dir = TempDir::new("hostile-doorbells");
-    let serve = ServeProcess::start(&dir.path("vf.sock"), &["--namespace", NS]);
+    // Shared doorbells: the doorbell page is the client's to map (trapped, it has no memfd).
+    let args = ["--namespace", NS, "--doorbells", "shared"];
+    let serve = ServeProcess::start(&dir.path("vf.sock"), &args);
     let memory = HostMemory::new(8 << 20, IOVA).unwrap();
     let orch = Orchestrator::connect(&serve.socket, memory.clone()).unwrap();
     let doorbells: OwnedFd = orch

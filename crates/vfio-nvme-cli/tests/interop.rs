@@ -8,8 +8,22 @@ use common::TempDir;
 
 #[test]
 fn rust_vmm_client_reads_config_space_and_nvme_cap() {
+    // The default trapped doorbells leave BAR0 without a mappable area; shared ones offer the
+    // doorbell page.
+    reads_config_space_and_nvme_cap(&[], false);
+    reads_config_space_and_nvme_cap(&["--doorbells", "shared"], true);
+}
+
+/// The rust-vmm client's checks against a `serve` started with `extra` arguments, whose
+/// doorbell page is mappable if `doorbells_mapped`.
+fn reads_config_space_and_nvme_cap(extra: &[&str], doorbells_mapped: bool) {
     let dir = TempDir::new("interop");
-    let serve = ServeProcess::start(&dir.path("vf.sock"), &["--namespace", "ram:64M"]);
+    let args: Vec<&str> = ["--namespace", "ram:64M"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    let serve = ServeProcess::start(&dir.path("vf.sock"), &args);
     let mut client = vfio_user::Client::new(&serve.socket).expect("rust-vmm client connects");
 
     let mut config = [0u8; 12];
@@ -39,11 +53,18 @@ fn rust_vmm_client_reads_config_space_and_nvme_cap() {
 
     let bar0 = client.region(0).expect("BAR0 described");
     assert_eq!(bar0.size, 0x4000);
-    assert_eq!(bar0.sparse_areas.len(), 1, "the doorbell page is mmappable");
-    assert_eq!(
-        (bar0.sparse_areas[0].offset, bar0.sparse_areas[0].size),
-        (0x1000, 0x1000)
-    );
+    if doorbells_mapped {
+        assert_eq!(bar0.sparse_areas.len(), 1, "the doorbell page is mmappable");
+        assert_eq!(
+            (bar0.sparse_areas[0].offset, bar0.sparse_areas[0].size),
+            (0x1000, 0x1000)
+        );
+    } else {
+        assert!(
+            bar0.sparse_areas.is_empty(),
+            "trapped doorbells: nothing to map"
+        );
+    }
     drop(client);
     assert!(serve.stop(), "serve exits cleanly on SIGTERM");
     assert!(!dir.path("vf.sock").exists(), "the socket is removed");

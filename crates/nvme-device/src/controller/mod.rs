@@ -372,6 +372,9 @@ pub(crate) struct Inner {
     resets: AtomicU64,
     /// Tells the worker threads to exit.
     stop: AtomicBool,
+    /// Whether the warning about a host that rings trapped doorbell registers without shadow
+    /// doorbells was logged (once per controller).
+    register_doorbells_noted: AtomicBool,
     /// The worker threads run no passes: only the test's own calls do (`testing::drive_manually`).
     #[cfg(feature = "test-utils")]
     manual: AtomicBool,
@@ -699,6 +702,7 @@ impl Controller {
             offered,
             resets: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            register_doorbells_noted: AtomicBool::new(false),
             #[cfg(feature = "test-utils")]
             manual: AtomicBool::new(false),
             #[cfg(feature = "test-utils")]
