@@ -140,7 +140,8 @@ fn pattern(lba: u64, round: u64) -> u8 {
 }
 
 /// Writes then reads back 40 blocks one command at a time (the rings wrap five times), and
-/// runs bursts of flushes.
+/// runs bursts of flushes, the last ones filling the queue (each burst takes the tail a whole
+/// lap but one around, as a host at depth `ENTRIES − 1` does).
 fn verified_io(g: &mut Guest, round: u64) {
     for lba in 0..40 {
         g.write(lba, pattern(lba, round));
@@ -149,6 +150,7 @@ fn verified_io(g: &mut Guest, round: u64) {
         assert_eq!(g.read(lba), pattern(lba, round), "block {lba}");
     }
     g.flush_bursts(6, 4);
+    g.flush_bursts(ENTRIES - 1, 4);
 }
 
 #[test]
@@ -159,7 +161,7 @@ fn io_through_shadow_doorbells_completes_with_shared_and_trapped_doorbells() {
         let mut g = guest(&side, &[]);
         g.configure_shadow();
         verified_io(&mut g, 0);
-        let commands = 40 + 40 + 24;
+        let commands = 40 + 40 + 24 + 4 * (ENTRIES - 1);
         let writes = g.shadow.register_writes();
         match delivery {
             // Nobody sleeps on a shared page: the polling worker keeps the SQ's EventIdx one
@@ -188,6 +190,33 @@ fn io_through_shadow_doorbells_completes_with_shared_and_trapped_doorbells() {
             }
         }
     }
+}
+
+#[test]
+fn dropping_a_trapped_controller_as_its_worker_goes_to_sleep_never_hangs() {
+    // Each drop comes right after a completion, while the worker still spins or is on its
+    // way to a sleep without a timeout: one that raised its flag after the drop's wake-up
+    // must see the stop instead of sleeping through it (the drop joins it).
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let storage = Arc::new(RamBackend::new(1 << 20).unwrap());
+        for i in 0..1000u32 {
+            let side = host(&format!("drop-{i}"), DoorbellDelivery::Trapped, &storage);
+            let mut g = guest(&side, &[]);
+            g.configure_shadow();
+            g.write(u64::from(i % 8), 1);
+            // Half the time at once, half the time a little later, into the spin or the sleep.
+            if i % 2 == 1 {
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(i % 50)));
+            }
+            drop(g);
+            drop(side);
+        }
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("a controller's drop hung: a worker slept through it");
 }
 
 #[test]
