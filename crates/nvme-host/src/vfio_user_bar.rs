@@ -5,8 +5,9 @@
 //! * Registers (CAP, CC, CSTS, AQA, ASQ, ACQ, …) are REGION_READ/REGION_WRITE on region 0.
 //! * Doorbells are atomic stores into the sparse-mmap area of BAR0 that covers offset 1000h,
 //!   which the server backs with shared memory its pollers watch. A server that offers no such
-//!   area still works: each doorbell then becomes a REGION_WRITE, which costs a socket round
-//!   trip (tens of microseconds) per doorbell.
+//!   area (trapped doorbells) still works: each doorbell then becomes a posted REGION_WRITE
+//!   (a message, no reply), sent beside the client so that a thread holding the client does
+//!   not hold it up.
 //! * [`dma_map_host_memory`] hands [`HostMemory`]'s memfd to the server at its IOVA;
 //!   [`dma_map_host_memory_served`] maps it without the fd, served by DMA_READ/DMA_WRITE.
 //! * [`MsixVectors`] creates one eventfd per MSI-X vector, registers them with SET_IRQS
@@ -31,6 +32,7 @@ use rustix::event::Timespec;
 use shmem::Mapping;
 use vfu::client::Client;
 use vfu::client::ClientError;
+use vfu::client::PostedWriter;
 use vfu::pci::BAR0_REGION_INDEX;
 use vfu::pci::MSIX_IRQ_INDEX;
 
@@ -109,6 +111,10 @@ impl DoorbellArea {
 pub struct VfioUserBar {
     client: Arc<Mutex<Client>>,
     doorbells: Option<DoorbellArea>,
+    /// Sends the doorbells of a server without a mapped doorbell area, without taking
+    /// `client`: whoever holds it (a migration's batch of data reads) does not hold up the
+    /// guest's doorbells.
+    posted: PostedWriter,
 }
 
 impl VfioUserBar {
@@ -141,7 +147,12 @@ impl VfioUserBar {
                  doorbells only those the controller asks for"
             );
         }
-        Ok(Self { client, doorbells })
+        let posted = lock(&client).posted_writer();
+        Ok(Self {
+            client,
+            doorbells,
+            posted,
+        })
     }
 
     /// Whether doorbells go to shared memory (true) or through REGION_WRITE (false).
@@ -193,9 +204,11 @@ impl Bar for VfioUserBar {
             return;
         }
         // Posted, as a CPU's doorbell write is: the server carries messages out in order, so
-        // the next register read or migration request sees it.
-        let posted =
-            lock(&self.client).region_write_posted(BAR0_REGION_INDEX, offset, &value.to_ne_bytes());
+        // the next register read or migration request sees it. Not through the client, which
+        // another thread may hold for a while.
+        let posted = self
+            .posted
+            .region_write(BAR0_REGION_INDEX, offset, &value.to_ne_bytes());
         if let Err(err) = posted {
             tracing::warn!(offset, value, "doorbell REGION_WRITE failed: {err}");
         }

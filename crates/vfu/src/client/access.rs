@@ -23,7 +23,6 @@ use crate::dma::DmaMapFlags;
 use crate::dma::DmaMapReply;
 use crate::dma::DmaUnmap;
 use crate::dma::DmaUnmapReply;
-use crate::framing::encode_request;
 use crate::irq::IrqAction;
 use crate::irq::IrqInfo;
 use crate::irq::IrqSet;
@@ -88,23 +87,6 @@ impl Client {
                 reason: format!("the echo {:?} differs from {:?}", reply.0, expected.0),
             });
         }
-        Ok(())
-    }
-
-    /// Writes `data` at `offset` of region `region` with a posted REGION_WRITE (No_reply set),
-    /// as a CPU's MMIO write is posted: it returns once the message is sent. The server
-    /// carries requests out in order, so every later request sees the write; a write the
-    /// server refuses is dropped silently (the spec's No_reply: no error reply either). For
-    /// doorbells, where a round trip per write would cost more than the write.
-    pub fn region_write_posted(
-        &mut self,
-        region: u32,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), ClientError> {
-        let request = self.region_write_request(region, offset, data)?;
-        let bytes = encode_request(self.next_id, &request, true);
-        self.send_message(Command::REGION_WRITE, &[&bytes], &[])?;
         Ok(())
     }
 

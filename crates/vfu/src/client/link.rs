@@ -59,9 +59,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The sending side, shared by the caller and the reader.
+/// The sending side, shared by the caller, the reader and [`PostedWriter`]s.
+///
+/// [`PostedWriter`]: super::PostedWriter
 #[derive(Debug)]
-struct Sender {
+pub(crate) struct Sender {
     stream: UnixStream,
     sending: Mutex<()>,
 }
@@ -71,7 +73,8 @@ impl Sender {
         self.send_parts(&[bytes], fds)
     }
 
-    fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    /// Sends one message of `parts` with `fds`, whole: one sender at a time.
+    pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let _one_at_a_time = lock(&self.sending);
         socket::send_all_parts(self.stream.as_fd(), parts, fds)
     }
@@ -230,6 +233,11 @@ impl Link {
     /// bytes.
     pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         self.sender.send_parts(parts, fds)
+    }
+
+    /// The sending side, for a [`PostedWriter`](super::PostedWriter).
+    pub(crate) fn sender(&self) -> Arc<Sender> {
+        self.sender.clone()
     }
 
     /// Sends a message of `prefix` and then `len` bytes taken from `pipe` (moved by the kernel,

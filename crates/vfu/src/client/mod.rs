@@ -31,6 +31,7 @@ mod error;
 mod feature;
 mod link;
 mod mig_data;
+mod posted;
 mod reply;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use error::ClientError;
 pub use mig_data::MigDataChunk;
 pub use mig_data::PendingMigData;
 pub use mig_data::RelayChunk;
+pub use posted::PostedWriter;
 
 use vfio_migration::Errno;
 
