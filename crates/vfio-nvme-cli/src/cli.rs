@@ -558,7 +558,7 @@ pub struct ServeArgs {
     /// while idle, more for a trickle). Choose shared for clients that write doorbell
     /// registers without shadow doorbells (the project's own host driver with `workload
     /// --no-shadow-doorbells`, guests whose driver ignores Doorbell Buffer Config): trapped,
-    /// they pay a message per doorbell, a third to a ninth of shared doorbells' IOPS at depth 32,
+    /// they pay a message per doorbell, a fifth to a third of shared doorbells' IOPS at depth 32,
     /// and the server logs a warning naming the controller when one does.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = DoorbellsArg::Trapped)]
     pub doorbells: DoorbellsArg,

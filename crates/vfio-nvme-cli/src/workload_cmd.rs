@@ -344,7 +344,7 @@ pub fn run(
     if !orch.doorbells_mapped() && !driver.shadow_doorbells() {
         tracing::warn!(
             "the server traps doorbell writes (serve --doorbells trapped) and this client rings \
-             without shadow doorbells: every doorbell is a message, a third to a ninth of the IOPS \
+             without shadow doorbells: every doorbell is a message, a fifth to a third of the IOPS \
              at depth; leave out --no-shadow-doorbells, or serve with --doorbells shared"
         );
     }

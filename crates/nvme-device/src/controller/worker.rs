@@ -564,7 +564,7 @@ fn note_register_doorbells(inner: &Inner) {
             cntlid = inner.config.cntlid,
             "the host writes I/O doorbell registers without shadow doorbells (it did not send \
              Doorbell Buffer Config): with trapped doorbell delivery each write is a message to \
-             the server, a third to a ninth of the IOPS of shared delivery at queue depth 32; serve \
+             the server, a fifth to a third of the IOPS of shared delivery at queue depth 32; serve \
              such hosts with shared doorbells"
         );
     }

@@ -19,18 +19,22 @@ pub struct Server {
     process: Option<ServeProcess>,
     /// How many times it was started (names the log of each incarnation).
     starts: u32,
+    /// Its `--doorbells` delivery.
+    doorbells: &'static str,
     log: PathBuf,
 }
 
 impl Server {
-    /// Starts the server `name` with its socket and logs in `dir`.
-    pub fn start(dir: &TempDir, name: &'static str) -> Self {
+    /// Starts the server `name` with its socket and logs in `dir`, delivering doorbells as
+    /// `doorbells` (`serve --doorbells`).
+    pub fn start(dir: &TempDir, name: &'static str, doorbells: &'static str) -> Self {
         let mut server = Self {
             name,
             socket: dir.path(&format!("{name}.sock")),
             dir: dir.0.clone(),
             process: None,
             starts: 0,
+            doorbells,
             log: PathBuf::new(),
         };
         server.spawn();
@@ -42,7 +46,14 @@ impl Server {
         self.log = self.dir.join(format!("{}-{}.log", self.name, self.starts));
         self.process = Some(ServeProcess::start_logged(
             &self.socket,
-            &["--namespace", NAMESPACE, "--name", self.name],
+            &[
+                "--namespace",
+                NAMESPACE,
+                "--name",
+                self.name,
+                "--doorbells",
+                self.doorbells,
+            ],
             &self.log,
         ));
     }

@@ -37,13 +37,16 @@ pub struct Plan {
     /// Whether the guest's driver configures shadow doorbells (Doorbell Buffer Config), as
     /// Linux's does, or writes every doorbell register.
     pub shadow_doorbells: bool,
+    /// The servers' doorbell delivery (`serve --doorbells`): `trapped` or `shared`.
+    pub doorbells: &'static str,
 }
 
 impl Plan {
     /// The plan from `CHAOS_SEED` (decimal or 0x-hex; a fresh seed if unset),
     /// `CHAOS_MIGRATIONS` (`default_migrations` if unset) and `CHAOS_SHADOW_DOORBELLS` (`1` or
     /// `0`; if unset, the seed's lowest bit chooses, so a seed repeats its doorbell kind and
-    /// the suite's runs cover both).
+    /// the suite's runs cover both) and `CHAOS_DOORBELLS` (`trapped` or `shared`, the servers'
+    /// delivery; if unset, the seed's second bit chooses).
     pub fn from_env(default_migrations: u64) -> Self {
         let seed = match std::env::var("CHAOS_SEED") {
             Ok(s) => parse(&s).unwrap_or_else(|| panic!("CHAOS_SEED={s:?} is not a number")),
@@ -62,11 +65,21 @@ impl Plan {
             },
             Err(_) => seed & 1 == 1,
         };
+        let doorbells = match std::env::var("CHAOS_DOORBELLS") {
+            Ok(s) => match s.as_str() {
+                "trapped" => "trapped",
+                "shared" => "shared",
+                _ => panic!("CHAOS_DOORBELLS={s:?} is neither trapped nor shared"),
+            },
+            Err(_) if seed & 2 == 0 => "trapped",
+            Err(_) => "shared",
+        };
         Self {
             seed,
             migrations,
             fault_percent: 30,
             shadow_doorbells,
+            doorbells,
         }
     }
 }
@@ -85,6 +98,8 @@ pub struct Figures {
     pub seed: u64,
     /// Whether the guest used shadow doorbells.
     pub shadow_doorbells: bool,
+    /// The servers' doorbell delivery.
+    pub doorbells: &'static str,
     /// Migration attempts.
     pub migrations: u64,
     /// Attempts that ended with the device running on the destination.
@@ -165,18 +180,23 @@ const HISTORY: usize = 12;
 /// failed command, unmigratable device or server that misbehaves.
 pub fn run(plan: &Plan) -> Figures {
     note(&format!(
-        "seed {0} ({1} migrations, {2} doorbells); repeat with CHAOS_SEED={0} CHAOS_MIGRATIONS={1}",
+        "seed {0} ({1} migrations, {2} doorbells, {3} by the servers); repeat with \
+         CHAOS_SEED={0} CHAOS_MIGRATIONS={1}",
         plan.seed,
         plan.migrations,
         if plan.shadow_doorbells {
             "shadow"
         } else {
             "register"
-        }
+        },
+        plan.doorbells
     ));
     let started = Instant::now();
     let dir = TempDir::new("chaos");
-    let servers = [Server::start(&dir, "a"), Server::start(&dir, "b")];
+    let servers = [
+        Server::start(&dir, "a", plan.doorbells),
+        Server::start(&dir, "b", plan.doorbells),
+    ];
     let guest = Guest::start(servers[0].socket(), plan.shadow_doorbells);
     let mut chaos = Chaos {
         servers,
@@ -186,6 +206,7 @@ pub fn run(plan: &Plan) -> Figures {
         figures: Figures {
             seed: plan.seed,
             shadow_doorbells: plan.shadow_doorbells,
+            doorbells: plan.doorbells,
             ..Figures::default()
         },
         pace: Pace::default(),
