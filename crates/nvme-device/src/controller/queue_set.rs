@@ -116,16 +116,17 @@ impl QueueSet {
         let Some(head) = head else {
             return (Some(cq.free_slots()), false);
         };
+        let moved = cq.head != head;
         if let Err(err) = cq.update_head(head) {
             return (None, self.invalid_doorbell(err, true));
         }
         // One entry behind the head just read, set before the worker posts into the room that
-        // head leaves: the host's head cannot pass it (it never passes the completions
-        // posted), so it writes no CQ head register while the worker polls. The worker sleeps
-        // on a full queue only for a bounded time (see `worker`), so it never needs one.
-        if let Some(shadow) = self.shadow.filter(|_| cqid > 0) {
-            let behind = (cq.head + cq.size - 1) % cq.size;
-            shadow.set_event(inner.mem.as_ref(), cqid, true, behind);
+        // head leaves, so the host writes no CQ head register while the worker polls (the
+        // worker sleeps on a full queue only for a bounded time, see `worker`, so it never
+        // needs one). Stored only when the head moved: a store of the same value would still
+        // take the cache line the host reads at every update.
+        if let Some(shadow) = self.shadow.filter(|_| cqid > 0 && moved) {
+            shadow.set_event_behind(inner.mem.as_ref(), cqid, true, cq.head, cq.size);
         }
         let room = cq.free_slots();
         self.valid_doorbell(cqid, true);

@@ -82,6 +82,20 @@ impl ShadowBuffers {
             let _ = mem.store_u32_release(gpa, value);
         }
     }
+
+    /// Sets that EventIdx one entry behind `head` (modulo the queue's `size`), the head the
+    /// polling worker is about to reach: no host value can pass it (a tail never passes a full
+    /// queue, a head never passes the completions posted), so the host writes no register.
+    pub(super) fn set_event_behind(
+        &self,
+        mem: &dyn DmaMemory,
+        qid: u16,
+        cq: bool,
+        head: u32,
+        size: u32,
+    ) {
+        self.set_event(mem, qid, cq, (head + size - 1) % size);
+    }
 }
 
 /// Doorbell Buffer Config (7Ch): PRP1 the shadow doorbell buffer, PRP2 the EventIdx buffer,

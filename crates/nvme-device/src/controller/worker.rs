@@ -54,7 +54,6 @@ use super::poll::Backoff;
 use super::poll::Wait;
 use super::poll::wait_readable;
 use super::queue_set::QueueSet;
-use super::shadow::ShadowBuffers;
 use crate::backend::BackendError;
 use crate::backend::IoKind;
 use crate::backend::IoQueue;
@@ -161,7 +160,7 @@ impl Worker {
             return;
         };
         for sq in self.q.sqs.iter().flatten() {
-            trail(shadow, inner, sq.qid, sq.head, sq.size);
+            shadow.set_event_behind(inner.mem.as_ref(), sq.qid, false, sq.head, sq.size);
         }
     }
 
@@ -493,7 +492,9 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
     // arrive), or the host would pass a value left behind and write the register for nothing
     // (with trapped doorbells a message per lap of the queue).
     match (w.q.shadow, w.q.sqs[usize::from(qid)].as_ref()) {
-        (Some(shadow), Some(sq)) => trail(shadow, inner, sq.qid, sq.head + n, sq.size),
+        (Some(shadow), Some(sq)) => {
+            shadow.set_event_behind(inner.mem.as_ref(), qid, false, sq.head + n, sq.size);
+        }
         (None, _) if inner.config.doorbells == DoorbellDelivery::Trapped => {
             note_register_doorbells(inner);
         }
@@ -545,13 +546,6 @@ fn io_queue(inner: &Inner, w: &mut Worker, qid: u16) -> bool {
     let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     w.q.counters.busy_ns = w.q.counters.busy_ns.saturating_add(busy);
     true
-}
-
-/// Sets the EventIdx of shadowed submission queue `qid` (of `size` entries) one entry behind
-/// `head`, the head the worker is about to reach: the host's tail cannot pass it before the
-/// queue is full, so it writes no register while the worker polls.
-fn trail(shadow: ShadowBuffers, inner: &Inner, qid: u16, head: u32, size: u32) {
-    shadow.set_event(inner.mem.as_ref(), qid, false, (head + size - 1) % size);
 }
 
 /// Warns, once per controller, that its host rings trapped I/O doorbell registers without

@@ -98,11 +98,22 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<RegionWrite, ClientError> {
+        Self::checked_region_write(self.max_data_xfer_size(), region, offset, data)
+    }
+
+    /// The REGION_WRITE of `data` at `offset` of `region`, checked against a
+    /// `max_data_xfer_size` (the client's, or the one a [`super::PostedWriter`] took).
+    pub(super) fn checked_region_write(
+        max_data_xfer_size: u32,
+        region: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<RegionWrite, ClientError> {
         Self::check_limit(
             Command::REGION_WRITE,
             "count",
             data.len() as u64,
-            self.max_data_xfer_size().into(),
+            max_data_xfer_size.into(),
         )?;
         Ok(RegionWrite {
             offset,

@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use super::Client;
 use super::ClientError;
 use super::link::Sender;
-use crate::access::RegionWrite;
 use crate::command::Command;
 use crate::framing::encode_request;
 
@@ -55,17 +54,7 @@ impl PostedWriter {
     /// exceed the negotiated `max_data_xfer_size`.
     pub fn region_write(&self, region: u32, offset: u64, data: &[u8]) -> Result<(), ClientError> {
         let command = Command::REGION_WRITE;
-        Client::check_limit(
-            command,
-            "count",
-            data.len() as u64,
-            self.max_data_xfer_size.into(),
-        )?;
-        let request = RegionWrite {
-            offset,
-            region,
-            data: data.to_vec(),
-        };
+        let request = Client::checked_region_write(self.max_data_xfer_size, region, offset, data)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode_request(id, &request, true);
         Client::check_limit(
