@@ -32,6 +32,7 @@ use crate::limits::DEFAULT_MAX_WRITE_MULTI_ENTRIES;
 use crate::region::RegionCap;
 use crate::region::RegionInfoFlags;
 use crate::region::SparseMmapArea;
+use crate::wire;
 
 impl Client {
     /// Reads `count` bytes at `offset` of region `region` (REGION_READ). `count` may not exceed
@@ -109,16 +110,33 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<RegionWrite, ClientError> {
+        Self::checked_region_access(max_data_xfer_size, region, offset, data)?;
+        Ok(RegionWrite {
+            offset,
+            region,
+            data: data.to_vec(),
+        })
+    }
+
+    /// The head of a REGION_WRITE of `data` at `offset` of `region`, checked against a
+    /// `max_data_xfer_size`: what [`Self::checked_region_write`] checks, without copying the
+    /// data (a [`super::PostedWriter`] sends the head and `data` as they are).
+    pub(super) fn checked_region_access(
+        max_data_xfer_size: u32,
+        region: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<RegionAccess, ClientError> {
         Self::check_limit(
             Command::REGION_WRITE,
             "count",
             data.len() as u64,
             max_data_xfer_size.into(),
         )?;
-        Ok(RegionWrite {
+        Ok(RegionAccess {
             offset,
             region,
-            data: data.to_vec(),
+            count: wire::len_u32(data.len()),
         })
     }
 

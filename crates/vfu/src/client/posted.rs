@@ -16,8 +16,12 @@ use std::sync::atomic::Ordering;
 use super::Client;
 use super::ClientError;
 use super::link::Sender;
+use zerocopy::IntoBytes;
+
+use crate::access::RegionAccess;
 use crate::command::Command;
-use crate::framing::encode_request;
+use crate::header::HEADER_SIZE;
+use crate::header::Header;
 
 /// First msg_id of a writer's messages: they get no reply, so their ids only have to make
 /// them easy to tell apart in a trace from the client's (which count up from 0).
@@ -54,17 +58,20 @@ impl PostedWriter {
     /// exceed the negotiated `max_data_xfer_size`.
     pub fn region_write(&self, region: u32, offset: u64, data: &[u8]) -> Result<(), ClientError> {
         let command = Command::REGION_WRITE;
-        let request = Client::checked_region_write(self.max_data_xfer_size, region, offset, data)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = encode_request(id, &request, true);
+        let access = Client::checked_region_access(self.max_data_xfer_size, region, offset, data)?;
+        let payload_len = size_of::<RegionAccess>() + data.len();
         Client::check_limit(
             command,
             "message size",
-            bytes.len() as u64,
+            (HEADER_SIZE + payload_len) as u64,
             self.max_msg_size.into(),
         )?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Header, head and data go out as they are, gathered by the send: a doorbell write
+        // allocates nothing.
+        let header = Header::command(id, command, payload_len, true);
         self.sender
-            .send_parts(&[&bytes], &[])
+            .send_parts(&[header.as_bytes(), access.as_bytes(), data], &[])
             .map_err(|source| ClientError::Send { command, source })
     }
 }

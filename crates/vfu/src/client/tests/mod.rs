@@ -804,6 +804,61 @@ fn requests_beyond_the_negotiated_limits_are_not_sent() {
 }
 
 #[test]
+fn posted_writes_arrive_as_no_reply_region_writes_in_order() {
+    let device = ServedDevice {
+        capabilities: Capabilities {
+            max_data_xfer_size: 4096,
+            ..ServedDevice::default().capabilities
+        },
+        ..ServedDevice::default()
+    };
+    let (client, server) = start(device, |_, header, request, _| match request {
+        Request::RegionWrite(_) if header.flags.no_reply() => Answer::Silent,
+        Request::RegionWrite(write) => Answer::ok(Reply::RegionWrite(write.reply())),
+        other => panic!("unexpected {other:?}"),
+    });
+    let mut client = client.unwrap();
+    let posted = client.posted_writer();
+    for tail in 0..3u32 {
+        posted.region_write(0, 0x1008, &tail.to_le_bytes()).unwrap();
+    }
+    let err = posted.region_write(0, 0x1008, &[0; 4097]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::TooLarge {
+                command: Command::REGION_WRITE,
+                field: "count",
+                value: 4097,
+                limit: 4096
+            }
+        ),
+        "{err}"
+    );
+    // A synchronous request after the posted ones is answered after them.
+    client.region_write(0, 0x100c, &[9, 0, 0, 0]).unwrap();
+    drop(client);
+    drop(posted);
+    let writes: Vec<(u64, Vec<u8>)> = server
+        .join()
+        .into_iter()
+        .filter_map(|l| match l.request {
+            Request::RegionWrite(w) => Some((w.offset, w.data)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            (0x1008, vec![0, 0, 0, 0]),
+            (0x1008, vec![1, 0, 0, 0]),
+            (0x1008, vec![2, 0, 0, 0]),
+            (0x100c, vec![9, 0, 0, 0]),
+        ]
+    );
+}
+
+#[test]
 fn a_full_size_transfer_crosses_the_socket_in_pieces() {
     let (client, server) = start(ServedDevice::default(), |_, _, request, _| match request {
         Request::RegionWrite(write) => Answer::ok(Reply::RegionWrite(write.reply())),
