@@ -63,6 +63,7 @@ pub use report::Round;
 use converge::Converge;
 use converge::ConvergeLimits;
 use converge::Decision;
+use converge::Rates;
 use converge::Sample;
 
 /// Page size of the DMA-logging bitmap.
@@ -629,12 +630,13 @@ impl Orchestrator {
             let decision = policy.round_end(end);
             Self::apply_throttle(bar, &policy, &mut throttled_since, run.report);
             let rates = policy.rates().unwrap_or_default();
+            let own = Rates::between(round_start, end).unwrap_or_default();
             run.report.rounds.push(Round {
                 bytes: moved,
                 duration: end.elapsed.saturating_sub(round_start.elapsed),
                 remaining: end.remaining,
-                stream_rate: rates.stream,
-                dirty_rate: rates.dirty,
+                stream_rate: own.stream,
+                dirty_rate: own.dirty,
                 throttle_percent: policy.throttle_percent(),
             });
             run.report.precopy_rounds += 1;

@@ -25,7 +25,8 @@
 use std::time::Duration;
 
 /// Rates are measured over at least this long (shorter rounds add to the next measurement):
-/// the device notes dirty data in batches, so shorter periods see bursts, not rates.
+/// the device notes dirty data in batches, so shorter periods see bursts, not rates. Until the
+/// first such period has passed, the rates are over all of pre-copy so far.
 pub const MIN_PERIOD: Duration = Duration::from_millis(500);
 /// The throttle level rises at most once per this period (QEMU's dirty-limit period).
 pub const THROTTLE_PERIOD: Duration = Duration::from_secs(1);
@@ -67,7 +68,7 @@ pub struct Sample {
     pub commands: u64,
 }
 
-/// Rates measured over the last period.
+/// Rates measured between two samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rates {
     /// Bytes moved per second.
@@ -76,6 +77,26 @@ pub struct Rates {
     pub dirty: f64,
     /// I/O commands the guest submitted per second.
     pub commands: f64,
+}
+
+impl Rates {
+    /// The rates from `from` to `to` (`None` when no time passed between them). What the
+    /// guest dirtied is what was left at `to`, less what was left at `from`, plus what was sent
+    /// meanwhile.
+    pub fn between(from: Sample, to: Sample) -> Option<Self> {
+        let dt = to.elapsed.saturating_sub(from.elapsed);
+        if dt.is_zero() {
+            return None;
+        }
+        let secs = dt.as_secs_f64();
+        let sent = to.sent.saturating_sub(from.sent) as f64;
+        let grown = to.remaining as f64 - from.remaining as f64;
+        Some(Self {
+            stream: sent / secs,
+            dirty: ((grown + sent) / secs).max(0.0),
+            commands: to.commands.saturating_sub(from.commands) as f64 / secs,
+        })
+    }
 }
 
 /// Why pre-copy ended with a switch-over.
@@ -121,6 +142,8 @@ pub struct Converge {
     limits: ConvergeLimits,
     /// Where the current measurement period started.
     period: Sample,
+    /// Whether a whole [`MIN_PERIOD`] has been measured yet.
+    full_period: bool,
     /// Where the current round started.
     round: Sample,
     rates: Option<Rates>,
@@ -137,6 +160,7 @@ impl Converge {
         Self {
             limits,
             period: start,
+            full_period: false,
             round: start,
             rates: None,
             throttle: 0,
@@ -257,23 +281,23 @@ impl Converge {
         self.raised = Some(elapsed);
     }
 
-    /// Measures the rates since the period started, if it is long enough (or nothing is
-    /// measured yet), and raises the throttle when the guest dirties too fast.
+    /// Measures the rates since the period started — once it is [`MIN_PERIOD`] long, and
+    /// until the first one is, over pre-copy so far (a first figure from a few milliseconds
+    /// would stand for the whole first period) — and raises the throttle when the guest
+    /// dirties too fast.
     fn measure(&mut self, now: Sample) {
-        let dt = now.elapsed.saturating_sub(self.period.elapsed);
-        if dt.is_zero() || (dt < MIN_PERIOD && self.rates.is_some()) {
+        let full = now.elapsed.saturating_sub(self.period.elapsed) >= MIN_PERIOD;
+        if !full && self.full_period {
             return;
         }
-        let secs = dt.as_secs_f64();
-        let sent = now.sent.saturating_sub(self.period.sent);
-        let grown = now.remaining as f64 - self.period.remaining as f64;
-        let rates = Rates {
-            stream: sent as f64 / secs,
-            dirty: ((grown + sent as f64) / secs).max(0.0),
-            commands: now.commands.saturating_sub(self.period.commands) as f64 / secs,
+        let Some(rates) = Rates::between(self.period, now) else {
+            return;
         };
         self.rates = Some(rates);
-        self.period = now;
+        if full {
+            self.period = now;
+            self.full_period = true;
+        }
         let trigger = self
             .limits
             .dirty_limit
@@ -372,6 +396,74 @@ mod tests {
             dirty_limit: None,
             timeout: Duration::from_secs(timeout_s),
         }
+    }
+
+    /// The first figures come from a slice of a few milliseconds in which the device may not
+    /// have noted any dirty data yet: until a whole period has passed, every observation
+    /// measures pre-copy so far; after it, the figures stand until the next whole period.
+    #[test]
+    fn the_first_period_measures_all_of_pre_copy_so_far_then_whole_periods() {
+        let start = Sample {
+            remaining: 100_000_000,
+            ..Sample::default()
+        };
+        let mut policy = Converge::new(limits(300, 60), start);
+        let at = |ms: u64, sent: u64, remaining: u64| Sample {
+            elapsed: Duration::from_millis(ms),
+            sent,
+            remaining,
+            commands: ms * 100,
+        };
+        // 20 ms, 16 MB sent, nothing noted dirty yet.
+        assert_eq!(
+            policy.tick(at(20, 16_000_000, 84_000_000)),
+            Decision::Continue
+        );
+        assert_eq!(policy.rates().unwrap().dirty, 0.0);
+        // 200 ms: 80 MB sent and 70 MB left, so 50 MB dirtied since the start.
+        policy.tick(at(200, 80_000_000, 70_000_000));
+        let rates = policy.rates().unwrap();
+        assert!((rates.stream - 400.0 * MB).abs() < 1.0, "{rates:?}");
+        assert!((rates.dirty - 250.0 * MB).abs() < 1.0, "{rates:?}");
+        assert!((rates.commands - 100_000.0).abs() < 1.0, "{rates:?}");
+        // 500 ms closes the first period; what comes within the next one does not move the
+        // figures.
+        policy.tick(at(500, 200_000_000, 50_000_000));
+        let whole = policy.rates().unwrap();
+        assert!((whole.dirty - 300.0 * MB).abs() < 1.0, "{whole:?}");
+        policy.tick(at(600, 200_000_000, 90_000_000));
+        assert_eq!(policy.rates(), Some(whole));
+        policy.tick(at(1000, 400_000_000, 50_000_000));
+        let next = policy.rates().unwrap();
+        assert!((next.stream - 400.0 * MB).abs() < 1.0, "{next:?}");
+        assert!((next.dirty - 400.0 * MB).abs() < 1.0, "{next:?}");
+    }
+
+    #[test]
+    fn rates_between_two_samples() {
+        let from = Sample {
+            elapsed: Duration::from_millis(100),
+            sent: 1_000,
+            remaining: 5_000,
+            commands: 10,
+        };
+        assert_eq!(Rates::between(from, from), None);
+        let to = Sample {
+            elapsed: Duration::from_millis(600),
+            sent: 3_000,
+            remaining: 1_000,
+            commands: 60,
+        };
+        // 2,000 bytes sent, what was left shrank by 4,000: nothing dirtied (not below zero).
+        let rates = Rates::between(from, to).unwrap();
+        assert_eq!(rates.stream, 4_000.0);
+        assert_eq!(rates.dirty, 0.0);
+        assert_eq!(rates.commands, 100.0);
+        let grew = Sample {
+            remaining: 6_000,
+            ..to
+        };
+        assert_eq!(Rates::between(from, grew).unwrap().dirty, 6_000.0);
     }
 
     #[test]

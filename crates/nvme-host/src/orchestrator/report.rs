@@ -15,9 +15,11 @@ pub struct Round {
     pub duration: Duration,
     /// The data the device reported left at its end (MIG_DATA_SIZE).
     pub remaining: u64,
-    /// The stream rate measured at its end, bytes per second.
+    /// The round's stream rate (its bytes over its duration), bytes per second.
     pub stream_rate: f64,
-    /// The dirty rate measured at its end, bytes per second.
+    /// What the guest dirtied during the round (what was left at its end, less what was left
+    /// at its start, plus its bytes) over its duration, bytes per second. Short rounds see the
+    /// device's batches of dirty data, not a steady rate.
     pub dirty_rate: f64,
     /// The throttle level at its end, in percent.
     pub throttle_percent: u8,
