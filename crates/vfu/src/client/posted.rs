@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU16;
 use std::sync::atomic::Ordering;
 
+use zerocopy::IntoBytes;
+
 use super::Client;
 use super::ClientError;
 use super::link::Sender;
-use zerocopy::IntoBytes;
-
 use crate::access::RegionAccess;
 use crate::command::Command;
 use crate::header::HEADER_SIZE;

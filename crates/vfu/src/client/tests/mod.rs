@@ -744,6 +744,22 @@ fn a_disconnect_closes_the_client() {
     server.join();
 }
 
+/// `err` refuses a 4,097-byte REGION_WRITE against a 4,096-byte `max_data_xfer_size`.
+fn assert_region_write_count_too_large(err: &ClientError) {
+    assert!(
+        matches!(
+            err,
+            ClientError::TooLarge {
+                command: Command::REGION_WRITE,
+                field: "count",
+                value: 4097,
+                limit: 4096
+            }
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn requests_beyond_the_negotiated_limits_are_not_sent() {
     let device = ServedDevice {
@@ -761,18 +777,7 @@ fn requests_beyond_the_negotiated_limits_are_not_sent() {
     let mut client = client.unwrap();
     assert_eq!(client.max_data_xfer_size(), 4096);
     let err = client.region_write(0, 0, &[0; 4097]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::TooLarge {
-                command: Command::REGION_WRITE,
-                field: "count",
-                value: 4097,
-                limit: 4096
-            }
-        ),
-        "{err}"
-    );
+    assert_region_write_count_too_large(&err);
     assert!(err.to_string().contains("was not sent"));
     assert!(matches!(
         client.region_read(0, 0, 4097).unwrap_err(),
@@ -823,18 +828,7 @@ fn posted_writes_arrive_as_no_reply_region_writes_in_order() {
         posted.region_write(0, 0x1008, &tail.to_le_bytes()).unwrap();
     }
     let err = posted.region_write(0, 0x1008, &[0; 4097]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::TooLarge {
-                command: Command::REGION_WRITE,
-                field: "count",
-                value: 4097,
-                limit: 4096
-            }
-        ),
-        "{err}"
-    );
+    assert_region_write_count_too_large(&err);
     // A synchronous request after the posted ones is answered after them.
     client.region_write(0, 0x100c, &[9, 0, 0, 0]).unwrap();
     drop(client);
