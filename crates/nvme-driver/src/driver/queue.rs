@@ -201,6 +201,36 @@ impl QueuePair {
         reaped
     }
 
+    /// What the host sees of this queue pair, for an error about a command that got no
+    /// completion: its SQ tail, CQ head and phase, the phase bit of the CQ entry at the head
+    /// (whether a completion waits there), and with shadow doorbells each doorbell's shadow
+    /// value and the EventIdx the controller set. Reads host memory only.
+    pub fn describe(&self) -> String {
+        let entry_iova = self.cq.iova() + u64::from(self.cq_head) * 16;
+        let at_head = self
+            .cq
+            .memory()
+            .atomic_u32(entry_iova + 12)
+            .map(|w| (w.load(Ordering::Acquire) >> 16) & 1);
+        let mut out = format!(
+            "SQ tail {}, CQ head {} phase {}, phase bit at the head {}, {} outstanding",
+            self.sq_tail,
+            self.cq_head,
+            u8::from(self.phase),
+            at_head.map_or_else(|_| "unreadable".to_string(), |p| p.to_string()),
+            self.outstanding,
+        );
+        if let Some(pages) = &self.shadow {
+            for (name, doorbell) in [("SQ tail", self.sq_doorbell), ("CQ head", self.cq_doorbell)] {
+                if let Some(entry) = pages.entry(doorbell) {
+                    let (value, event) = entry.values();
+                    out.push_str(&format!("; shadow {name} {value} EventIdx {event}"));
+                }
+            }
+        }
+        out
+    }
+
     /// Forgets every outstanding command (after a controller reset they will never complete).
     pub(crate) fn abandon(&mut self) {
         self.free_cids = (0..self.depth.saturating_sub(1) as u16).rev().collect();

@@ -104,6 +104,14 @@ impl<'a> ShadowEntry<'a> {
         new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
     }
 
+    /// The shadow value and the EventIdx as they are now (for diagnostics).
+    pub fn values(&self) -> (u32, u32) {
+        (
+            self.value.load(Ordering::SeqCst),
+            self.event.load(Ordering::SeqCst),
+        )
+    }
+
     /// Stores `new` as the shadow value without asking whether the register must be written
     /// (the caller writes it anyway).
     pub fn store(&self, new: u32) {

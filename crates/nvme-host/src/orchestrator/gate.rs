@@ -68,8 +68,9 @@ impl std::fmt::Debug for SwitchableBar {
 struct Gate {
     /// Held-back doorbell writes while paused (latest value per offset).
     held: Option<BTreeMap<u64, u32>>,
-    /// The migration ended with the device running nowhere known (stranded or undecided): the
-    /// doorbells stay held for good, and shadowed writers waiting for a resume give up.
+    /// The migration ended with the device running nowhere known (stranded or undecided):
+    /// doorbell writes stay held until a resume (a recovered device), and shadowed writers no
+    /// longer wait for one.
     abandoned: bool,
     /// Counting (and perhaps throttling) submissions.
     meter: Option<Meter>,
@@ -228,6 +229,7 @@ impl SwitchableBar {
         if let Some(bar) = bar {
             *self.current.write().unwrap_or_else(|p| p.into_inner()) = bar;
         }
+        gate.abandoned = false;
         if let Some(held) = gate.held.take() {
             let bar = self.bar();
             for (offset, value) in held {
@@ -240,11 +242,12 @@ impl SwitchableBar {
         self.wake.notify_all();
     }
 
-    /// Gives up on the held doorbell writes: the migration left the device running nowhere
-    /// known (neither side could be resumed, or whether the destination started is unknown),
-    /// so nothing may reach either side. Held writes stay held, and writers waiting for a
-    /// resume return without writing, as the commands of a guest that stays paused never
-    /// reach its device.
+    /// Gives up waiting for the device: the migration left it running nowhere known (neither
+    /// side could be resumed, or whether the destination started is unknown), so no doorbell
+    /// write may reach either side. Writes stay held until a [`resume`](Self::resume) once the
+    /// caller has brought a side back (each queue's latest value, replayed then), and shadowed
+    /// writers waiting for a resume store their shadow values and return, so the guest's
+    /// threads are not blocked for good.
     pub fn abandon(&self) {
         let mut gate = self.gate();
         gate.abandoned = true;
@@ -349,11 +352,11 @@ impl SwitchableBar {
         while waits && gate.held.is_some() && !gate.abandoned {
             gate = self.wake.wait(gate).unwrap_or_else(|p| p.into_inner());
         }
-        if gate.abandoned {
-            return;
-        }
         // Like a held register write, one that waited reaches the device it waited for whatever
-        // EventIdx says (that device may not have looked at the shadow since it started).
+        // EventIdx says (that device may not have looked at the shadow since it started). On an
+        // abandoned gate it stores its value (no state of the device is saved any more) and its
+        // register write is held: a device recovered later sees the command, which would
+        // otherwise be lost for good when nothing is submitted behind it.
         let entry = match entry {
             Some(entry) if waits => {
                 entry.store(value);
@@ -683,12 +686,13 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_gate_releases_waiting_shadowed_writers_without_writing() {
+    fn an_abandoned_gate_holds_every_write_until_a_recovered_device_resumes() {
         use std::sync::atomic::AtomicU32;
         let rec = Arc::new(Recorder::default());
         let bar = SwitchableBar::new(rec.clone());
         let (value, event) = (AtomicU32::new(3), AtomicU32::new(0));
         let entry = ShadowEntry::new(&value, &event);
+        bar.start_metering(STRIDE);
         bar.pause();
         std::thread::scope(|s| {
             let writer = s.spawn(|| bar.shadow_doorbell(STRIDE.sq_tail(1), 4, entry));
@@ -697,9 +701,30 @@ mod tests {
         });
         bar.shadow_doorbell(STRIDE.sq_tail(1), 5, entry);
         bar.doorbell(STRIDE.cq_head(1), 1);
-        assert_eq!(value.load(Ordering::SeqCst), 3);
+        bar.stop_metering();
+        // Nothing reached the device, but the guest's submissions are in its memory.
         assert_eq!(rec.count.load(Ordering::SeqCst), 0);
+        assert_eq!(value.load(Ordering::SeqCst), 5);
         assert!(bar.gated.load(Ordering::SeqCst));
+        // The source is recovered: the held writes reach it, and later writes go straight on,
+        // metered ones too (an abandoned gate that stayed so would drop them).
+        bar.resume(None);
+        assert_eq!(
+            *rec.writes.lock().unwrap(),
+            vec![(STRIDE.sq_tail(1), 5), (STRIDE.cq_head(1), 1)]
+        );
+        assert!(!bar.gated.load(Ordering::SeqCst));
+        bar.start_metering(STRIDE);
+        event.store(5, Ordering::SeqCst);
+        bar.shadow_doorbell(STRIDE.sq_tail(1), 6, entry);
+        assert_eq!(bar.admitted(), 1);
+        bar.stop_metering();
+        assert_eq!(value.load(Ordering::SeqCst), 6);
+        assert_eq!(
+            rec.writes.lock().unwrap().last(),
+            Some(&(STRIDE.sq_tail(1), 6)),
+            "the device armed at 5 is written to"
+        );
     }
 
     #[test]

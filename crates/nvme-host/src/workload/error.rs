@@ -26,7 +26,7 @@ pub enum WorkloadError {
     /// A command got no completion within the per-command timeout.
     #[error(
         "{op} of LBA {lba} on queue {qid} got no completion within {timeout:?}; the device \
-         stopped answering (a migration that never resumed?)"
+         stopped answering (a migration that never resumed?); the host saw: {host_view}"
     )]
     Timeout {
         /// The I/O queue.
@@ -37,6 +37,10 @@ pub enum WorkloadError {
         op: Op,
         /// The timeout that expired.
         timeout: Duration,
+        /// The host's view of the queue pair then ([`QueuePair::describe`]).
+        ///
+        /// [`QueuePair::describe`]: nvme_driver::driver::QueuePair::describe
+        host_view: String,
     },
     /// The controller completed a command identifier that has no command outstanding.
     #[error("queue {qid} completed CID {cid}, which has no command outstanding")]

@@ -482,6 +482,7 @@ impl Worker {
                 lba: shared.ledger.lba(io.unit),
                 op: io.op,
                 timeout: shared.timeout,
+                host_view: self.qp.describe(),
             }),
             _ => Ok(()),
         }
