@@ -166,13 +166,8 @@ impl QueuePair {
     /// Returns how many were reaped.
     pub fn poll(&mut self, mut f: impl FnMut(Completion)) -> usize {
         let mut reaped = 0;
-        loop {
-            let entry_iova = self.cq.iova() + u64::from(self.cq_head) * 16;
-            let Ok(status_word) = self.cq.memory().atomic_u32(entry_iova + 12) else {
-                break;
-            };
-            let word = status_word.load(Ordering::Acquire);
-            if (word >> 16) & 1 != u32::from(self.phase) {
+        while let Some(word) = self.status_word_at_head() {
+            if phase_bit(word) != u32::from(self.phase) {
                 break;
             }
             let mut raw = [0u8; 16];
@@ -206,18 +201,13 @@ impl QueuePair {
     /// (whether a completion waits there), and with shadow doorbells each doorbell's shadow
     /// value and the EventIdx the controller set. Reads host memory only.
     pub fn describe(&self) -> String {
-        let entry_iova = self.cq.iova() + u64::from(self.cq_head) * 16;
-        let at_head = self
-            .cq
-            .memory()
-            .atomic_u32(entry_iova + 12)
-            .map(|w| (w.load(Ordering::Acquire) >> 16) & 1);
+        let at_head = self.status_word_at_head().map(phase_bit);
         let mut out = format!(
             "SQ tail {}, CQ head {} phase {}, phase bit at the head {}, {} outstanding",
             self.sq_tail,
             self.cq_head,
             u8::from(self.phase),
-            at_head.map_or_else(|_| "unreadable".to_string(), |p| p.to_string()),
+            at_head.map_or_else(|| "unreadable".to_string(), |p| p.to_string()),
             self.outstanding,
         );
         if let Some(pages) = &self.shadow {
@@ -231,6 +221,14 @@ impl QueuePair {
         out
     }
 
+    /// The last dword (status and phase) of the completion queue entry at the head, loaded
+    /// with acquire ordering (the controller writes it last); `None` if the ring is unreadable.
+    fn status_word_at_head(&self) -> Option<u32> {
+        let entry_iova = self.cq.iova() + u64::from(self.cq_head) * 16;
+        let word = self.cq.memory().atomic_u32(entry_iova + 12).ok()?;
+        Some(word.load(Ordering::Acquire))
+    }
+
     /// Forgets every outstanding command (after a controller reset they will never complete).
     pub(crate) fn abandon(&mut self) {
         self.free_cids = (0..self.depth.saturating_sub(1) as u16).rev().collect();
@@ -242,4 +240,9 @@ impl QueuePair {
         self.sq.fill(0);
         self.cq.fill(0);
     }
+}
+
+/// The phase tag of a completion queue entry's last dword (bit 16).
+fn phase_bit(word: u32) -> u32 {
+    (word >> 16) & 1
 }
